@@ -1,0 +1,117 @@
+/* SPDX-License-Identifier: MIT */
+/* conf: the YAML configuration, parsed into plain structs with defaults. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define CONF_MAX_FILE_SIZE (1024 * 1024) /* a larger config file is refused */
+
+enum integrity_level {
+        INTEGRITY_NONE,
+        INTEGRITY_QUICK,
+        INTEGRITY_FULL,
+};
+
+enum vacuum_mode {
+        VACUUM_MODE_FULL,
+        VACUUM_MODE_INCREMENTAL,
+};
+
+/* A daily maintenance window in local time, [start, end) in minutes after
+ * midnight; end < start wraps midnight; always = no window. */
+struct window {
+        bool always;
+        int start_min; /* 0..1439 */
+        int end_min;   /* 0..1439; start == end is refused by the parser */
+};
+
+struct vacuum_conf {
+        double threshold;        /* percent, 0..100 */
+        double urgent_threshold; /* percent, threshold..100 */
+        struct window window;
+        uint64_t min_interval_ms;
+        uint64_t min_reclaim;    /* bytes */
+        double disk_space_factor; /* >= 1 */
+        enum integrity_level integrity;
+        enum vacuum_mode mode;
+};
+
+struct analyze_conf {
+        uint64_t interval_ms; /* 0 = never */
+        int analysis_limit;   /* 0 = no limit (SQLite's meaning), else 1..N */
+};
+
+struct retry_conf {
+        uint64_t busy_timeout_ms;
+        int max_attempts; /* >= 1 */
+        uint64_t initial_backoff_ms;
+        uint64_t max_backoff_ms; /* >= initial_backoff_ms */
+};
+
+/* Effective settings of one databases: entry: the defaults with the entry's
+ * own overrides applied. */
+struct db_conf {
+        char *path;   /* absolute; may hold glob characters */
+        bool is_glob; /* path has *, ? or [ */
+        unsigned line, column; /* where the entry starts, for messages */
+        struct vacuum_conf vacuum;
+        struct analyze_conf analyze;
+        struct retry_conf retry;
+};
+
+struct conf {
+        char *file; /* the path it was loaded from */
+        uint64_t poll_interval_ms;
+        unsigned max_concurrent_jobs; /* >= 1 */
+        char *state_dir;
+        struct vacuum_conf vacuum;   /* defaults: */
+        struct analyze_conf analyze;
+        struct retry_conf retry;
+        struct db_conf *dbs;
+        size_t n_dbs;
+};
+
+/* Diagnostics gathered while loading; each message is a complete line
+ * "FILE:LINE:COLUMN: what is wrong, what was expected" (no newline). */
+struct conf_diag {
+        char **msgs;
+        size_t n;
+};
+
+/* Fill c with every built-in default and no databases (c->file, c->state_dir
+ * allocated). Returns 0 or -ENOMEM. */
+int conf_init_defaults(struct conf *c);
+
+/* Load and validate path. On success returns 0 and hands over *ret; on
+ * failure returns a negative errno-style code (-EINVAL for bad content,
+ * -ENOENT, -EACCES, -EFBIG, ...) and diag holds one message per error found
+ * (all of them, not just the first). diag may be NULL. */
+int conf_load(const char *path, struct conf **ret, struct conf_diag *diag);
+
+/* Same, from a buffer; name is used in messages. */
+int conf_load_buffer(const char *name, const char *buf, size_t len, struct conf **ret,
+                     struct conf_diag *diag);
+
+/* NULL-safe; returns NULL. */
+struct conf *conf_free(struct conf *c);
+void conf_diag_clear(struct conf_diag *d);
+
+/* The first databases: entry whose path (or glob, fnmatch with FNM_PATHNAME)
+ * matches db_path, or NULL. */
+const struct db_conf *conf_match(const struct conf *c, const char *db_path);
+
+/* Value parsers, shared by the loader and the tests. Each returns 0 or
+ * -EINVAL; the whole string must be consumed (no trailing junk, no sign). */
+int conf_parse_duration(const char *s, uint64_t *ret_ms); /* 500ms 30s 5m 6h 1d 2w; "0" ok */
+int conf_parse_size(const char *s, uint64_t *ret_bytes);  /* 512KiB 1MiB 2GiB 1TiB, 512B, bare bytes; also kB/MB/GB (10^3) */
+int conf_parse_percent(const char *s, double *ret);       /* "20%" or "20" or "12.5%"; 0..100 */
+int conf_parse_window(const char *s, struct window *ret); /* "02:00-05:00", "22:00-03:00", "always" */
+
+/* Human-readable forms for messages and --dump output. buf >= 32 bytes. */
+const char *conf_format_duration(uint64_t ms, char *buf, size_t len);
+const char *conf_format_size(uint64_t bytes, char *buf, size_t len);
+
+const char *conf_integrity_name(enum integrity_level l);
+const char *conf_vacuum_mode_name(enum vacuum_mode m);

@@ -1,0 +1,419 @@
+/* SPDX-License-Identifier: MIT */
+/* sqlite-maintctl: the daemon's statistics and operations, one-shot. */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "conf.h"
+#include "json.h"
+#include "maint.h"
+#include "util.h"
+
+/* Exit status, documented in --help and the man page. */
+enum {
+        EXIT_OK = 0,
+        EXIT_FAILURE_OTHER = 1, /* missing, not a database, permission, I/O, cannot maintain */
+        EXIT_USAGE = 2,
+        EXIT_CORRUPT = 3,
+        EXIT_NOSPACE = 4,
+        EXIT_BUSY = 5,
+};
+
+enum command {
+        CMD_STATS,
+        CMD_VACUUM,
+        CMD_ANALYZE,
+        CMD_CHECK,
+};
+
+struct ctl {
+        enum command cmd;
+        bool json, force, full;
+        int attempts;
+        struct conf *conf;
+        struct json j;
+};
+
+#define DEFAULT_ATTEMPTS 3
+#define FIRST_BACKOFF_MS 500
+
+static void usage(FILE *f)
+{
+        fputs("Usage: sqlite-maintctl [OPTIONS] COMMAND [OPTIONS] DB...\n"
+              "\n"
+              "Statistics and maintenance of SQLite databases, one-shot, with the same\n"
+              "safety checks as sqlite-maintd.\n"
+              "\n"
+              "Commands:\n"
+              "  stats               page counts, free pages, fragmentation, sizes, modes\n"
+              "  vacuum [--force]    VACUUM when fragmentation reaches the threshold; --force\n"
+              "                      skips the threshold, never the space and integrity checks\n"
+              "  analyze             ANALYZE, bounded by analysis_limit\n"
+              "  check [--full]      quick_check, or integrity_check and FTS checks with --full\n"
+              "\n"
+              "Options:\n"
+              "  -c, --config FILE   take thresholds and limits from FILE (the entry matching\n"
+              "                      each database, else its defaults); built-in defaults without\n"
+              "      --json          one JSON object per database on stdout\n"
+              "      --attempts N    tries on a lock conflict, with backoff (default 3)\n"
+              "  -h, --help          this text\n"
+              "  -V, --version       the version\n"
+              "\n"
+              "Exit status: 0 success, 1 failure (missing, not a database, permission, I/O,\n"
+              "cannot maintain), 2 usage error, 3 corruption found, 4 refused for lack of\n"
+              "space, 5 still busy after every attempt. With several databases, the first of\n"
+              "3, 4, 5, 1 that applies.\n", f);
+}
+
+static int exit_code_for(enum maint_status s)
+{
+        switch (s) {
+        case MAINT_OK:
+        case MAINT_SKIPPED: return EXIT_OK;
+        case MAINT_CORRUPT: return EXIT_CORRUPT;
+        case MAINT_NOSPACE: return EXIT_NOSPACE;
+        case MAINT_BUSY: return EXIT_BUSY;
+        default: return EXIT_FAILURE_OTHER;
+        }
+}
+
+/* Keep the most important exit status: 3, then 4, 5, 1. */
+static int worse(int a, int b)
+{
+        static const int rank[] = { [EXIT_OK] = 0, [EXIT_FAILURE_OTHER] = 1, [EXIT_USAGE] = 5,
+                                    [EXIT_CORRUPT] = 4, [EXIT_NOSPACE] = 3, [EXIT_BUSY] = 2 };
+        return rank[b] > rank[a] ? b : a;
+}
+
+static void json_stats(struct json *j, const struct dbstat *st)
+{
+        json_u64(j, "page_count", st->page_count);
+        json_u64(j, "freelist_count", st->freelist_count);
+        json_u64(j, "page_size", st->page_size);
+        json_fixed2(j, "fragmentation_percent", st->fragmentation_percent);
+        json_u64(j, "file_size_bytes", st->file_size_bytes);
+        json_u64(j, "wal_size_bytes", st->wal_size_bytes);
+        json_u64(j, "estimated_wasted_space_bytes", st->estimated_wasted_space_bytes);
+        json_str(j, "journal_mode", st->journal_mode);
+        json_str(j, "auto_vacuum", dbstat_auto_vacuum_name(st->auto_vacuum));
+}
+
+static void print_json(struct ctl *c, const char *path, const char *op, const struct maint_result *r)
+{
+        struct json *j = &c->j;
+        const struct dbstat *st = r->have_after ? &r->after : r->have_before ? &r->before : NULL;
+
+        json_object_begin(j, NULL);
+        json_str(j, "path", path);
+        if (op)
+                json_str(j, "operation", op);
+        json_str(j, "status", maint_status_name(r->status));
+        if (st)
+                json_stats(j, st);
+        if (c->cmd == CMD_VACUUM) {
+                json_u64(j, "bytes_reclaimed", r->bytes_reclaimed);
+                if (r->have_before)
+                        json_fixed2(j, "fragmentation_before_percent", r->before.fragmentation_percent);
+                if (r->have_after)
+                        json_fixed2(j, "fragmentation_after_percent", r->after.fragmentation_percent);
+                json_bool(j, "checkpoint_busy", r->checkpoint_busy);
+                if (r->status == MAINT_NOSPACE && r->space_needed) {
+                        json_u64(j, "space_needed_bytes", r->space_needed);
+                        json_u64(j, "space_free_bytes", r->space_free_db);
+                        json_u64(j, "temp_space_free_bytes", r->space_free_tmp);
+                        json_str(j, "temp_dir", r->tmp_dir);
+                }
+        }
+        if (op)
+                json_u64(j, "duration_ms", r->duration_ms);
+        if (r->status != MAINT_OK)
+                json_str(j, r->status == MAINT_SKIPPED ? "reason" : "error", r->message);
+        if (r->n_problems) {
+                json_array_begin(j, "problems");
+                for (size_t i = 0; i < r->n_problems; i++)
+                        json_str(j, NULL, r->problems[i]);
+                json_array_end(j);
+        }
+        json_object_end(j);
+}
+
+static void print_table_header(void)
+{
+        printf("%7s %10s %10s %6s %10s %10s %10s %-8s %-11s %s\n", "FRAG%", "FREE", "PAGES", "PAGESZ",
+               "SIZE", "WAL", "WASTED", "JOURNAL", "AUTO_VACUUM", "PATH");
+}
+
+static void print_stats_row(const char *path, const struct dbstat *st)
+{
+        char size[32], wal[32], wasted[32];
+
+        printf("%7.2f %10llu %10llu %6u %10s %10s %10s %-8s %-11s %s\n", st->fragmentation_percent,
+               (unsigned long long)st->freelist_count, (unsigned long long)st->page_count, st->page_size,
+               util_format_bytes(st->file_size_bytes, size, sizeof(size)),
+               util_format_bytes(st->wal_size_bytes, wal, sizeof(wal)),
+               util_format_bytes(st->estimated_wasted_space_bytes, wasted, sizeof(wasted)), st->journal_mode,
+               dbstat_auto_vacuum_name(st->auto_vacuum), path);
+}
+
+static void print_human(struct ctl *c, const char *path, const struct maint_result *r)
+{
+        char bytes[32];
+
+        if (r->status != MAINT_OK && r->status != MAINT_SKIPPED) {
+                fprintf(stderr, "sqlite-maintctl: %s: %s: %s\n", path, maint_status_name(r->status), r->message);
+                for (size_t i = 0; i < r->n_problems && i < 10; i++)
+                        fprintf(stderr, "    %s\n", r->problems[i]);
+                if (r->n_problems > 10)
+                        fprintf(stderr, "    ... %zu more\n", r->n_problems - 10);
+                return;
+        }
+        switch (c->cmd) {
+        case CMD_STATS:
+                print_stats_row(path, &r->after);
+                break;
+        case CMD_VACUUM:
+                if (r->status == MAINT_SKIPPED) {
+                        printf("%s: skipped: %s\n", path, r->message);
+                        break;
+                }
+                printf("%s: vacuumed: fragmentation %.2f%% -> %.2f%%, reclaimed %s in %llu ms\n", path,
+                       r->before.fragmentation_percent, r->after.fragmentation_percent,
+                       util_format_bytes(r->bytes_reclaimed, bytes, sizeof(bytes)),
+                       (unsigned long long)r->duration_ms);
+                if (r->checkpoint_busy)
+                        fprintf(stderr, "sqlite-maintctl: %s: warning: WAL checkpoint was busy (a reader "
+                                "is open); the -wal file was not truncated\n", path);
+                break;
+        case CMD_ANALYZE:
+                printf("%s: analyzed in %llu ms\n", path, (unsigned long long)r->duration_ms);
+                break;
+        case CMD_CHECK:
+                printf("%s: ok (%s, %llu ms)\n", path, c->full ? "integrity_check" : "quick_check",
+                       (unsigned long long)r->duration_ms);
+                break;
+        }
+}
+
+/* Threshold and min_reclaim, unless --force: SKIPPED with the reason. */
+static bool below_threshold(const struct vacuum_conf *v, const struct dbstat *st, struct maint_result *r)
+{
+        char have[32], want[32];
+
+        if (st->fragmentation_percent < v->threshold) {
+                snprintf(r->message, sizeof(r->message),
+                         "fragmentation %.2f%% is below the threshold %.2f%% (use --force)",
+                         st->fragmentation_percent, v->threshold);
+                return true;
+        }
+        if (st->estimated_wasted_space_bytes < v->min_reclaim) {
+                snprintf(r->message, sizeof(r->message), "only %s to reclaim, below min_reclaim %s (use --force)",
+                         util_format_bytes(st->estimated_wasted_space_bytes, have, sizeof(have)),
+                         util_format_bytes(v->min_reclaim, want, sizeof(want)));
+                return true;
+        }
+        return false;
+}
+
+static enum maint_status run_once(struct ctl *c, const char *path, const struct db_conf *dc,
+                                  const struct maint_opts *o, struct maint_result *r)
+{
+        switch (c->cmd) {
+        case CMD_STATS:
+                return maint_stats(path, o, r);
+        case CMD_ANALYZE:
+                return maint_analyze(path, o, NULL, r);
+        case CMD_CHECK:
+                return maint_check(path, o, NULL, r);
+        case CMD_VACUUM:
+                if (!c->force) {
+                        if (maint_stats(path, o, r) != MAINT_OK)
+                                return r->status;
+                        if (below_threshold(&dc->vacuum, &r->after, r)) {
+                                r->before = r->after;
+                                r->have_before = true;
+                                r->status = MAINT_SKIPPED;
+                                return r->status;
+                        }
+                }
+                if (dc->vacuum.mode == VACUUM_MODE_INCREMENTAL) {
+                        maint_incremental_vacuum(path, o, NULL, r);
+                        /* Not an incremental database: a full VACUUM is what the admin asked. */
+                        if (r->status != MAINT_CANNOT || !r->have_before ||
+                            r->before.auto_vacuum == AUTO_VACUUM_INCREMENTAL)
+                                return r->status;
+                }
+                return maint_vacuum(path, o, NULL, r);
+        }
+        return MAINT_ERROR;
+}
+
+static int process(struct ctl *c, const char *arg, const struct db_conf *defaults)
+{
+        static const char *const ops[] = { [CMD_STATS] = NULL, [CMD_VACUUM] = "vacuum",
+                                           [CMD_ANALYZE] = "analyze", [CMD_CHECK] = "check" };
+        struct maint_result r = { 0 };
+        const struct db_conf *dc;
+        struct maint_opts o;
+        uint64_t backoff;
+        char *path;
+        int e, code;
+
+        e = util_absolute_path(arg, &path);
+        if (e < 0) {
+                fprintf(stderr, "sqlite-maintctl: %s: %s\n", arg, strerror(-e));
+                return EXIT_FAILURE_OTHER;
+        }
+        dc = c->conf ? conf_match(c->conf, path) : NULL;
+        if (!dc)
+                dc = defaults;
+        maint_opts_from_conf(&o, &dc->vacuum, &dc->analyze, &dc->retry);
+        if (c->cmd == CMD_CHECK)
+                o.integrity = c->full ? INTEGRITY_FULL : INTEGRITY_QUICK;
+
+        backoff = FIRST_BACKOFF_MS;
+        for (int attempt = 1;; attempt++) {
+                run_once(c, path, dc, &o, &r);
+                if (r.status != MAINT_BUSY || attempt >= c->attempts)
+                        break;
+                util_sleep_ms(backoff);
+                backoff = backoff * 2 > dc->retry.max_backoff_ms ? dc->retry.max_backoff_ms : backoff * 2;
+        }
+        if (r.status == MAINT_BUSY) {
+                char msg[sizeof(r.message) + 64];
+
+                snprintf(msg, sizeof(msg), "still locked after %d attempt%s: %s", c->attempts,
+                         c->attempts == 1 ? "" : "s", r.message);
+                util_strlcpy(r.message, msg, sizeof(r.message));
+        }
+        if (c->json)
+                print_json(c, path, ops[c->cmd], &r);
+        else
+                print_human(c, path, &r);
+        code = exit_code_for(r.status);
+        maint_result_clear(&r);
+        free(path);
+        return code;
+}
+
+static int parse_command(const char *s, enum command *ret)
+{
+        static const char *const names[] = { [CMD_STATS] = "stats", [CMD_VACUUM] = "vacuum",
+                                             [CMD_ANALYZE] = "analyze", [CMD_CHECK] = "check" };
+
+        for (size_t i = 0; i < ELEMENTSOF(names); i++)
+                if (strcmp(s, names[i]) == 0) {
+                        *ret = (enum command)i;
+                        return 0;
+                }
+        return -EINVAL;
+}
+
+static int load_conf(const char *file, struct conf **ret)
+{
+        struct conf_diag d = { 0 };
+        int r = conf_load(file, ret, &d);
+
+        for (size_t i = 0; i < d.n; i++)
+                fprintf(stderr, "sqlite-maintctl: %s\n", d.msgs[i]);
+        if (r < 0 && d.n == 0)
+                fprintf(stderr, "sqlite-maintctl: %s: %s\n", file, strerror(-r));
+        conf_diag_clear(&d);
+        return r;
+}
+
+int main(int argc, char **argv)
+{
+        enum { OPT_JSON = 0x100, OPT_ATTEMPTS, OPT_FORCE, OPT_FULL };
+        static const struct option options[] = {
+                { "config", required_argument, NULL, 'c' },
+                { "json", no_argument, NULL, OPT_JSON },
+                { "attempts", required_argument, NULL, OPT_ATTEMPTS },
+                { "force", no_argument, NULL, OPT_FORCE },
+                { "full", no_argument, NULL, OPT_FULL },
+                { "help", no_argument, NULL, 'h' },
+                { "version", no_argument, NULL, 'V' },
+                { NULL, 0, NULL, 0 },
+        };
+        struct ctl c = { .attempts = DEFAULT_ATTEMPTS };
+        const char *config = NULL;
+        struct db_conf defaults;
+        struct conf *builtin;
+        int opt, code = EXIT_OK;
+        char *end;
+        long n;
+
+        while ((opt = getopt_long(argc, argv, "c:hV", options, NULL)) != -1) {
+                switch (opt) {
+                case 'c': config = optarg; break;
+                case OPT_JSON: c.json = true; break;
+                case OPT_FORCE: c.force = true; break;
+                case OPT_FULL: c.full = true; break;
+                case OPT_ATTEMPTS:
+                        errno = 0;
+                        n = strtol(optarg, &end, 10);
+                        if (errno || *end || n < 1 || n > 100) {
+                                fprintf(stderr, "sqlite-maintctl: --attempts takes a number from 1 to 100, not '%s'\n", optarg);
+                                return EXIT_USAGE;
+                        }
+                        c.attempts = (int)n;
+                        break;
+                case 'h': usage(stdout); return EXIT_OK;
+                case 'V': printf("sqlite-maintctl %s\n", PACKAGE_VERSION); return EXIT_OK;
+                default: usage(stderr); return EXIT_USAGE;
+                }
+        }
+        if (optind >= argc) {
+                fputs("sqlite-maintctl: no command given\n", stderr);
+                usage(stderr);
+                return EXIT_USAGE;
+        }
+        if (parse_command(argv[optind], &c.cmd) < 0) {
+                fprintf(stderr, "sqlite-maintctl: unknown command '%s'\n", argv[optind]);
+                usage(stderr);
+                return EXIT_USAGE;
+        }
+        if (c.force && c.cmd != CMD_VACUUM) {
+                fputs("sqlite-maintctl: --force goes with vacuum\n", stderr);
+                return EXIT_USAGE;
+        }
+        if (c.full && c.cmd != CMD_CHECK) {
+                fputs("sqlite-maintctl: --full goes with check\n", stderr);
+                return EXIT_USAGE;
+        }
+        if (optind + 1 >= argc) {
+                fprintf(stderr, "sqlite-maintctl: %s: no database given\n", argv[optind]);
+                return EXIT_USAGE;
+        }
+        if (config && load_conf(config, &c.conf) < 0)
+                return EXIT_USAGE;
+
+        /* Without a matching entry: the config's defaults, or the built-in ones. */
+        builtin = c.conf;
+        if (!builtin) {
+                builtin = calloc(1, sizeof(*builtin));
+                if (!builtin || conf_init_defaults(builtin) < 0) {
+                        fputs("sqlite-maintctl: out of memory\n", stderr);
+                        free(builtin);
+                        return EXIT_FAILURE_OTHER;
+                }
+        }
+        defaults = (struct db_conf){ .vacuum = builtin->vacuum, .analyze = builtin->analyze, .retry = builtin->retry };
+
+        if (maint_init() < 0) {
+                fputs("sqlite-maintctl: cannot initialize SQLite\n", stderr);
+                conf_free(builtin);
+                return EXIT_FAILURE_OTHER;
+        }
+        json_init(&c.j, stdout);
+        if (c.cmd == CMD_STATS && !c.json)
+                print_table_header();
+        for (int i = optind + 1; i < argc; i++) {
+                code = worse(code, process(&c, argv[i], &defaults));
+                fflush(stdout);
+        }
+        conf_free(builtin);
+        return code;
+}

@@ -1,0 +1,220 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "dbstat.h"
+#include "util.h"
+
+static uint32_t be16(const unsigned char *p) { return (uint32_t)p[0] << 8 | p[1]; }
+static uint32_t be32(const unsigned char *p)
+{
+        return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+double dbstat_fragmentation(uint64_t freelist_count, uint64_t page_count)
+{
+        if (page_count == 0)
+                return 0.0;
+        if (freelist_count > page_count) /* only a corrupt header says so */
+                freelist_count = page_count;
+        return round((double)freelist_count * 10000.0 / (double)page_count) / 100.0;
+}
+
+const char *dbstat_auto_vacuum_name(enum auto_vacuum a)
+{
+        switch (a) {
+        case AUTO_VACUUM_FULL: return "full";
+        case AUTO_VACUUM_INCREMENTAL: return "incremental";
+        default: return "none";
+        }
+}
+
+int dbstat_parse_header(const unsigned char h[DBSTAT_HEADER_SIZE], struct dbheader *ret)
+{
+        uint32_t ps;
+
+        if (memcmp(h, "SQLite format 3", 16) != 0)
+                return -EINVAL;
+        ps = be16(h + 16);
+        if (ps == 1)
+                ps = 65536;
+        if (ps < 512 || ps > 65536 || (ps & (ps - 1)) != 0)
+                return -EINVAL;
+        *ret = (struct dbheader){
+                .page_size = ps,
+                .wal = h[18] == 2 && h[19] == 2,
+                .change_counter = be32(h + 24),
+                .page_count = be32(h + 28),
+                .freelist_count = be32(h + 36),
+                .largest_root = be32(h + 52),
+                .incremental = be32(h + 64),
+                .version_valid_for = be32(h + 92),
+        };
+        return 0;
+}
+
+/* Size of path+suffix, 0 when absent; -errno on other errors. */
+static int64_t side_file_size(const char *path, const char *suffix)
+{
+        char p[4096 + 16];
+        struct stat st;
+
+        if ((size_t)snprintf(p, sizeof(p), "%s%s", path, suffix) >= sizeof(p))
+                return -ENAMETOOLONG;
+        if (stat(p, &st) < 0)
+                return errno == ENOENT ? 0 : -errno;
+        return (int64_t)st.st_size;
+}
+
+static void fill_derived(struct dbstat *st)
+{
+        st->fragmentation_percent = dbstat_fragmentation(st->freelist_count, st->page_count);
+        st->estimated_wasted_space_bytes = st->freelist_count * st->page_size;
+}
+
+int dbstat_read_header(const char *path, struct dbstat *st)
+{
+        unsigned char a[DBSTAT_HEADER_SIZE], b[DBSTAT_HEADER_SIZE];
+        struct dbheader h;
+        struct stat s;
+        int64_t wal, journal;
+        ssize_t n1, n2;
+        int fd, r;
+
+        /* O_NOFOLLOW as the SQLite open uses SQLITE_OPEN_NOFOLLOW; O_NOATIME
+         * where permitted so polling leaves no trace. */
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOATIME);
+        if (fd < 0 && errno == EPERM)
+                fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        if (fd < 0)
+                return errno == ELOOP ? -ELOOP : -errno;
+        if (fstat(fd, &s) < 0) {
+                r = -errno;
+                goto out;
+        }
+        if (!S_ISREG(s.st_mode)) {
+                r = S_ISDIR(s.st_mode) ? -EISDIR : -EINVAL;
+                goto out;
+        }
+        *st = (struct dbstat){ .file_size_bytes = (uint64_t)s.st_size, .from_header = true };
+        if (s.st_size == 0) {
+                /* An empty file is an empty database to SQLite. */
+                st->page_size = 4096;
+                util_strlcpy(st->journal_mode, "delete", sizeof(st->journal_mode));
+                r = side_file_size(path, "-wal") > 0 || side_file_size(path, "-journal") > 0 ? -EAGAIN : 0;
+                goto out;
+        }
+        /* No lock guards a raw read: read twice and require the same bytes. */
+        n1 = pread(fd, a, sizeof(a), 0);
+        n2 = pread(fd, b, sizeof(b), 0);
+        if (n1 < 0 || n2 < 0) {
+                r = -errno;
+                goto out;
+        }
+        if (n1 < (ssize_t)sizeof(a) || dbstat_parse_header(a, &h) < 0) {
+                r = -EINVAL; /* not a database */
+                goto out;
+        }
+        if (n2 != n1 || memcmp(a, b, sizeof(a)) != 0) {
+                r = -EAGAIN;
+                goto out;
+        }
+        st->page_size = h.page_size;
+        st->auto_vacuum = h.largest_root == 0 ? AUTO_VACUUM_NONE
+                        : h.incremental ? AUTO_VACUUM_INCREMENTAL : AUTO_VACUUM_FULL;
+        util_strlcpy(st->journal_mode, h.wal ? "wal" : "delete", sizeof(st->journal_mode));
+        wal = side_file_size(path, "-wal");
+        journal = side_file_size(path, "-journal");
+        st->wal_size_bytes = wal > 0 ? (uint64_t)wal : 0;
+
+        /* When the header can be believed, see SQLITE-NOTES.md: the in-header
+         * page count is valid only if non-zero and the change counter equals
+         * version-valid-for; a WAL database's header is stale while its -wal
+         * holds frames; a rollback database with a live journal is mid-write. */
+        r = -EAGAIN;
+        if (wal != 0 || journal != 0)
+                goto out;
+        if (h.page_count == 0 || h.change_counter != h.version_valid_for)
+                goto out;
+        if ((uint64_t)h.page_count * h.page_size != (uint64_t)s.st_size)
+                goto out;
+        if (h.freelist_count > h.page_count)
+                goto out;
+        st->page_count = h.page_count;
+        st->freelist_count = h.freelist_count;
+        fill_derived(st);
+        r = 0;
+out:
+        close(fd);
+        return r;
+}
+
+/* One integer from a PRAGMA; returns an SQLite code. */
+static int pragma_int(sqlite3 *db, const char *sql, int64_t *ret)
+{
+        sqlite3_stmt *s;
+        int rc;
+
+        rc = sqlite3_prepare_v2(db, sql, -1, &s, NULL);
+        if (rc != SQLITE_OK)
+                return rc;
+        rc = sqlite3_step(s);
+        if (rc == SQLITE_ROW) {
+                *ret = sqlite3_column_int64(s, 0);
+                rc = SQLITE_OK;
+        } else if (rc == SQLITE_DONE) {
+                rc = SQLITE_ERROR;
+        }
+        sqlite3_finalize(s);
+        return rc;
+}
+
+int dbstat_read_db(sqlite3 *db, const char *path, struct dbstat *st)
+{
+        int64_t page_count, freelist, page_size, av;
+        sqlite3_stmt *s;
+        struct stat sb;
+        int64_t wal;
+        int rc;
+
+        *st = (struct dbstat){ 0 };
+        /* One read transaction, so the figures belong to one snapshot. */
+        rc = sqlite3_exec(db, "BEGIN", NULL, NULL, NULL);
+        if (rc != SQLITE_OK)
+                return rc;
+        if ((rc = pragma_int(db, "PRAGMA page_count", &page_count)) != SQLITE_OK ||
+            (rc = pragma_int(db, "PRAGMA freelist_count", &freelist)) != SQLITE_OK ||
+            (rc = pragma_int(db, "PRAGMA page_size", &page_size)) != SQLITE_OK ||
+            (rc = pragma_int(db, "PRAGMA auto_vacuum", &av)) != SQLITE_OK) {
+                sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+                return rc;
+        }
+        sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+
+        /* journal_mode reports; it only changes the mode when given a value. */
+        rc = sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &s, NULL);
+        if (rc != SQLITE_OK)
+                return rc;
+        rc = sqlite3_step(s);
+        if (rc == SQLITE_ROW)
+                util_strlcpy(st->journal_mode, (const char *)sqlite3_column_text(s, 0), sizeof(st->journal_mode));
+        sqlite3_finalize(s);
+        if (rc != SQLITE_ROW)
+                return rc == SQLITE_DONE ? SQLITE_ERROR : rc;
+
+        st->page_count = (uint64_t)page_count;
+        st->freelist_count = (uint64_t)freelist;
+        st->page_size = (uint32_t)page_size;
+        st->auto_vacuum = av == 1 ? AUTO_VACUUM_FULL : av == 2 ? AUTO_VACUUM_INCREMENTAL : AUTO_VACUUM_NONE;
+        if (stat(path, &sb) == 0)
+                st->file_size_bytes = (uint64_t)sb.st_size;
+        wal = side_file_size(path, "-wal");
+        st->wal_size_bytes = wal > 0 ? (uint64_t)wal : 0;
+        fill_derived(st);
+        return SQLITE_OK;
+}

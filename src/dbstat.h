@@ -1,0 +1,66 @@
+/* SPDX-License-Identifier: MIT */
+/* dbstat: fragmentation statistics of one database, cheaply from its header
+ * or precisely through SQLite. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <sqlite3.h>
+
+#define DBSTAT_HEADER_SIZE 100
+
+enum auto_vacuum {
+        AUTO_VACUUM_NONE = 0,
+        AUTO_VACUUM_FULL = 1,
+        AUTO_VACUUM_INCREMENTAL = 2,
+};
+
+struct dbstat {
+        uint32_t page_size;
+        uint64_t page_count;
+        uint64_t freelist_count;
+        double fragmentation_percent; /* freelist / page_count * 100, 2 decimals */
+        uint64_t file_size_bytes;
+        uint64_t wal_size_bytes;      /* 0 when there is no -wal file */
+        uint64_t estimated_wasted_space_bytes; /* freelist * page_size */
+        char journal_mode[12];        /* "wal" or "delete" from the header; PRAGMA's word otherwise */
+        enum auto_vacuum auto_vacuum;
+        bool from_header;             /* figures come from the cheap header read */
+};
+
+/* The parsed 100-byte header. */
+struct dbheader {
+        uint32_t page_size;
+        bool wal;              /* file format read/write versions are 2 */
+        uint32_t change_counter;
+        uint32_t page_count;   /* in-header size, offset 28 */
+        uint32_t freelist_count;
+        uint32_t largest_root; /* non-zero: auto_vacuum full or incremental */
+        uint32_t incremental;
+        uint32_t version_valid_for;
+};
+
+/* Parse a header; returns 0, or -EINVAL when it is not an SQLite 3 header
+ * with a sane page size. */
+int dbstat_parse_header(const unsigned char h[DBSTAT_HEADER_SIZE], struct dbheader *ret);
+
+/* The cheap read: two preads of the header (which must agree), stat() of
+ * the file and of its -wal and -journal. Returns 0 with st filled when the
+ * header can be trusted (see SQLITE-NOTES: rollback mode without a live
+ * journal, or WAL mode with an absent or empty -wal, and a valid in-header
+ * page count matching the file size); -EAGAIN when only a precise read can
+ * tell; another negative errno when the file cannot be read (-ENOENT, -EACCES,
+ * -EINVAL for not a database, ...).
+ * Never call it on a database this process has open: close() drops locks. */
+int dbstat_read_header(const char *path, struct dbstat *st);
+
+/* The precise read through an open connection: PRAGMA page_count,
+ * freelist_count, page_size, journal_mode, auto_vacuum; file sizes by stat().
+ * Returns an SQLite result code (SQLITE_OK on success). */
+int dbstat_read_db(sqlite3 *db, const char *path, struct dbstat *st);
+
+/* freelist / page_count * 100 rounded to two decimals; 0 when page_count is 0. */
+double dbstat_fragmentation(uint64_t freelist_count, uint64_t page_count);
+
+const char *dbstat_auto_vacuum_name(enum auto_vacuum a);

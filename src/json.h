@@ -1,0 +1,25 @@
+/* SPDX-License-Identifier: MIT */
+/* json: a minimal streaming JSON writer for sqlite-maintctl --json. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define JSON_MAX_DEPTH 8
+
+struct json {
+        FILE *f;
+        int depth;
+        bool first[JSON_MAX_DEPTH];
+};
+
+void json_init(struct json *j, FILE *f);
+void json_object_begin(struct json *j, const char *key); /* key NULL: top level or array element */
+void json_object_end(struct json *j);
+void json_array_begin(struct json *j, const char *key);
+void json_array_end(struct json *j);
+void json_str(struct json *j, const char *key, const char *v); /* v NULL: null */
+void json_u64(struct json *j, const char *key, uint64_t v);
+void json_fixed2(struct json *j, const char *key, double v);  /* two decimals */
+void json_bool(struct json *j, const char *key, bool v);

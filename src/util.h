@@ -1,0 +1,23 @@
+/* SPDX-License-Identifier: MIT */
+/* util: small helpers every module needs. */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define ELEMENTSOF(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Milliseconds on the monotonic clock. */
+uint64_t util_now_ms(void);
+void util_sleep_ms(uint64_t ms);
+
+/* An absolute form of path, made against the working directory without
+ * resolving symbolic links (SQLITE_OPEN_NOFOLLOW must still see them).
+ * Returns 0 and a malloc'd string, or a negative errno. */
+int util_absolute_path(const char *path, char **ret);
+
+/* "1.5 MiB", "512 B": for messages, not for parsing. */
+const char *util_format_bytes(uint64_t bytes, char *buf, size_t len);
+
+/* snprintf that never reports truncation as an error: the text is cut. */
+void util_strlcpy(char *dst, const char *src, size_t len);
