@@ -5,11 +5,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "conf.h"
 #include "json.h"
 #include "maint.h"
+#include "schedule.h"
 #include "util.h"
 
 /* Exit status, documented in --help and the man page. */
@@ -38,7 +41,6 @@ struct ctl {
 };
 
 #define DEFAULT_ATTEMPTS 3
-#define FIRST_BACKOFF_MS 500
 
 static void usage(FILE *f)
 {
@@ -58,7 +60,8 @@ static void usage(FILE *f)
               "  -c, --config FILE   take thresholds and limits from FILE (the entry matching\n"
               "                      each database, else its defaults); built-in defaults without\n"
               "      --json          one JSON object per database on stdout\n"
-              "      --attempts N    tries on a lock conflict, with backoff (default 3)\n"
+              "      --attempts N    tries on a lock conflict (default 3), waiting retry.initial_backoff\n"
+              "                      (1s), doubling, between them\n"
               "  -h, --help          this text\n"
               "  -V, --version       the version\n"
               "\n"
@@ -257,7 +260,6 @@ static int process(struct ctl *c, const char *arg, const struct db_conf *default
         struct maint_result r = { 0 };
         const struct db_conf *dc;
         struct maint_opts o;
-        uint64_t backoff;
         char *path;
         int e, code;
 
@@ -273,13 +275,12 @@ static int process(struct ctl *c, const char *arg, const struct db_conf *default
         if (c->cmd == CMD_CHECK)
                 o.integrity = c->full ? INTEGRITY_FULL : INTEGRITY_QUICK;
 
-        backoff = FIRST_BACKOFF_MS;
+        /* The daemon's backoff: retry.initial_backoff doubling, with jitter. */
         for (int attempt = 1;; attempt++) {
                 run_once(c, path, dc, &o, &r);
                 if (r.status != MAINT_BUSY || attempt >= c->attempts)
                         break;
-                util_sleep_ms(backoff);
-                backoff = backoff * 2 > dc->retry.max_backoff_ms ? dc->retry.max_backoff_ms : backoff * 2;
+                util_sleep_ms(sched_backoff_ms(&dc->retry, attempt, (uint32_t)random()));
         }
         if (r.status == MAINT_BUSY) {
                 char msg[sizeof(r.message) + 64];
@@ -407,6 +408,7 @@ int main(int argc, char **argv)
                 conf_free(builtin);
                 return EXIT_FAILURE_OTHER;
         }
+        srandom((unsigned)time(NULL) ^ (unsigned)getpid()); /* backoff jitter */
         json_init(&c.j, stdout);
         if (c.cmd == CMD_STATS && !c.json)
                 print_table_header();

@@ -154,62 +154,33 @@ out:
         return r;
 }
 
-/* One integer from a PRAGMA; returns an SQLite code. */
-static int pragma_int(sqlite3 *db, const char *sql, int64_t *ret)
-{
-        sqlite3_stmt *s;
-        int rc;
-
-        rc = sqlite3_prepare_v2(db, sql, -1, &s, NULL);
-        if (rc != SQLITE_OK)
-                return rc;
-        rc = sqlite3_step(s);
-        if (rc == SQLITE_ROW) {
-                *ret = sqlite3_column_int64(s, 0);
-                rc = SQLITE_OK;
-        } else if (rc == SQLITE_DONE) {
-                rc = SQLITE_ERROR;
-        }
-        sqlite3_finalize(s);
-        return rc;
-}
-
 int dbstat_read_db(sqlite3 *db, const char *path, struct dbstat *st)
 {
-        int64_t page_count, freelist, page_size, av;
         sqlite3_stmt *s;
+        int64_t wal, av;
         struct stat sb;
-        int64_t wal;
         int rc;
 
         *st = (struct dbstat){ 0 };
-        /* One read transaction, so the figures belong to one snapshot. */
-        rc = sqlite3_exec(db, "BEGIN", NULL, NULL, NULL);
-        if (rc != SQLITE_OK)
-                return rc;
-        if ((rc = pragma_int(db, "PRAGMA page_count", &page_count)) != SQLITE_OK ||
-            (rc = pragma_int(db, "PRAGMA freelist_count", &freelist)) != SQLITE_OK ||
-            (rc = pragma_int(db, "PRAGMA page_size", &page_size)) != SQLITE_OK ||
-            (rc = pragma_int(db, "PRAGMA auto_vacuum", &av)) != SQLITE_OK) {
-                sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
-                return rc;
-        }
-        sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
-
-        /* journal_mode reports; it only changes the mode when given a value. */
-        rc = sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &s, NULL);
+        /* One statement is one read transaction: the figures belong to one
+         * snapshot, and a failure leaves SQLite's own error text in place. */
+        rc = sqlite3_prepare_v2(db,
+                                "SELECT * FROM pragma_page_count(), pragma_freelist_count(), pragma_page_size(),"
+                                " pragma_auto_vacuum(), pragma_journal_mode()", -1, &s, NULL);
         if (rc != SQLITE_OK)
                 return rc;
         rc = sqlite3_step(s);
-        if (rc == SQLITE_ROW)
-                util_strlcpy(st->journal_mode, (const char *)sqlite3_column_text(s, 0), sizeof(st->journal_mode));
-        sqlite3_finalize(s);
-        if (rc != SQLITE_ROW)
+        if (rc != SQLITE_ROW) {
+                sqlite3_finalize(s);
                 return rc == SQLITE_DONE ? SQLITE_ERROR : rc;
+        }
+        st->page_count = (uint64_t)sqlite3_column_int64(s, 0);
+        st->freelist_count = (uint64_t)sqlite3_column_int64(s, 1);
+        st->page_size = (uint32_t)sqlite3_column_int64(s, 2);
+        av = sqlite3_column_int64(s, 3);
+        util_strlcpy(st->journal_mode, (const char *)sqlite3_column_text(s, 4), sizeof(st->journal_mode));
+        sqlite3_finalize(s);
 
-        st->page_count = (uint64_t)page_count;
-        st->freelist_count = (uint64_t)freelist;
-        st->page_size = (uint32_t)page_size;
         st->auto_vacuum = av == 1 ? AUTO_VACUUM_FULL : av == 2 ? AUTO_VACUUM_INCREMENTAL : AUTO_VACUUM_NONE;
         if (stat(path, &sb) == 0)
                 st->file_size_bytes = (uint64_t)sb.st_size;

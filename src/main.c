@@ -10,6 +10,11 @@
 #include "conf.h"
 #include "log.h"
 #include "maint.h"
+#include "manager.h"
+
+/* Exit status: sysexits' EX_CONFIG for a configuration that does not load,
+ * so the unit can tell it from a crash (RestartPreventExitStatus=). */
+#define EXIT_CONFIG 78
 
 static void usage(FILE *f)
 {
@@ -45,21 +50,35 @@ static int parse_level(const char *s)
         return -1;
 }
 
-/* Print every diagnostic; 0 when the file is good. */
-static int check_config(const char *file)
+/* Load file, printing (or logging) every diagnostic. */
+static int load_conf(const char *file, struct conf **ret, bool to_log)
 {
         struct conf_diag d = { 0 };
-        struct conf *c = NULL;
-        int r = conf_load(file, &c, &d);
+        int r = conf_load(file, ret, &d);
 
-        for (size_t i = 0; i < d.n; i++)
-                fprintf(stderr, "%s\n", d.msgs[i]);
-        if (r < 0 && d.n == 0)
-                fprintf(stderr, "%s: %s\n", file, strerror(-r));
+        for (size_t i = 0; i < d.n; i++) {
+                if (to_log)
+                        log_msg(LOG_ERR, "%s", d.msgs[i]);
+                else
+                        fprintf(stderr, "%s\n", d.msgs[i]);
+        }
+        if (r < 0 && d.n == 0) {
+                if (to_log)
+                        log_msg(LOG_ERR, "%s: %s", file, strerror(-r));
+                else
+                        fprintf(stderr, "%s: %s\n", file, strerror(-r));
+        }
         conf_diag_clear(&d);
+        return r;
+}
+
+static int check_config(const char *file)
+{
+        struct conf *c = NULL;
+
+        if (load_conf(file, &c, false) < 0)
+                return EXIT_CONFIG;
         conf_free(c);
-        if (r < 0)
-                return EXIT_FAILURE;
         puts("configuration OK");
         return EXIT_SUCCESS;
 }
@@ -80,10 +99,12 @@ int main(int argc, char **argv)
                 { NULL, 0, NULL, 0 },
         };
         enum log_target target = LOG_TARGET_AUTO;
-        struct { const char *conf_file; bool once, dry_run, ignore_window; } mo = { .conf_file = DEFAULT_CONFIG_FILE };
+        struct manager_options mo = { .conf_file = DEFAULT_CONFIG_FILE };
+        struct manager *m = NULL;
+        struct conf *c = NULL;
         int level = LOG_INFO;
         bool check = false;
-        int opt;
+        int opt, r;
 
         while ((opt = getopt_long(argc, argv, "c:nhV", options, NULL)) != -1) {
                 switch (opt) {
@@ -123,7 +144,17 @@ int main(int argc, char **argv)
 
         log_setup(target, "sqlite-maintd");
         log_set_max_level(level);
-        (void)mo;
-        log_msg(LOG_ERR, "the maintenance loop is not built yet; use sqlite-maintctl");
-        return EXIT_FAILURE;
+        if (maint_init() < 0) {
+                log_msg(LOG_ERR, "cannot initialize SQLite");
+                return EXIT_FAILURE;
+        }
+        /* Startup errors end here, before READY=1. */
+        if (load_conf(mo.conf_file, &c, true) < 0)
+                return EXIT_CONFIG;
+        r = manager_new(&m, &mo, c);
+        if (r < 0)
+                return EXIT_FAILURE;
+        r = manager_run(m);
+        manager_free(m);
+        return r;
 }

@@ -3,6 +3,7 @@
  * database, each behind the checks of SQLITE-NOTES.md. Runs on a worker. */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -242,7 +243,8 @@ static enum maint_status db_open(const char *path, const struct maint_opts *o,
          * SQLITE-NOTES.md (JSON indexes would read as corrupt). */
         sqlite3_db_config(db, SQLITE_DBCONFIG_ENABLE_TRIGGER, 0, NULL);
         sqlite3_db_config(db, SQLITE_DBCONFIG_ENABLE_VIEW, 0, NULL);
-        sqlite3_busy_timeout(db, (int)(o->busy_timeout_ms > 60000 ? 60000 : o->busy_timeout_ms));
+        /* conf caps busy_timeout well inside an int of milliseconds. */
+        sqlite3_busy_timeout(db, o->busy_timeout_ms > INT_MAX ? INT_MAX : (int)o->busy_timeout_ms);
         sqlite3_progress_handler(db, MAINT_PROGRESS_STEPS, progress_cb, cancel);
         snprintf(sql, sizeof(sql), "PRAGMA cell_size_check=ON; PRAGMA mmap_size=0;");
         rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
@@ -366,8 +368,8 @@ static enum maint_status run_check(sqlite3 *db, enum integrity_level level, cons
         if (level == INTEGRITY_FULL && r->n_problems == 0 && check_fts(db, r) != MAINT_OK)
                 return r->status;
         if (!ok || r->n_problems > 0)
-                return set_status(r, MAINT_CORRUPT, SQLITE_CORRUPT, "%s %s found %zu problem%s, first: %s",
-                                  level == INTEGRITY_FULL ? "integrity_check" : "quick_check", when,
+                return set_status(r, MAINT_CORRUPT, SQLITE_CORRUPT, "%s%s%s reported %zu line%s of problems, first: %s",
+                                  level == INTEGRITY_FULL ? "integrity_check" : "quick_check", *when ? " " : "", when,
                                   r->n_problems, r->n_problems == 1 ? "" : "s",
                                   r->n_problems ? r->problems[0] : "(no rows)");
         return MAINT_OK;
@@ -512,8 +514,9 @@ enum maint_status maint_vacuum(const char *path, const struct maint_opts *o,
         begin(r, &t0);
         if (db_open(path, o, cancel, &db, r) != MAINT_OK ||
             read_stats(db, path, &r->before, &r->have_before, r) != MAINT_OK ||
-            check_space(path, &r->before, o, r) != MAINT_OK ||
-            run_check(db, o->integrity, "before VACUUM", r) != MAINT_OK)
+            /* Corruption first: on a full disk it is still the news. */
+            run_check(db, o->integrity, "before VACUUM", r) != MAINT_OK ||
+            check_space(path, &r->before, o, r) != MAINT_OK)
                 return finish(path, db, cancel, r, t0);
         if (cancelled(cancel)) {
                 set_status(r, MAINT_INTERRUPTED, SQLITE_INTERRUPT, "stopped before VACUUM");

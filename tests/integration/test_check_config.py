@@ -83,7 +83,7 @@ def test_bad_file_is_refused_with_each_error(maintd, path):
     expects = _expectations(path)
     assert expects, f"{path}: no '# expect: LINE:COLUMN: text' first line"
     p = maintd(path)
-    assert p.returncode != 0
+    assert p.returncode == 78, (p.returncode, p.stderr)  # EX_CONFIG
     assert "configuration OK" not in p.stdout
     lines = p.stderr.splitlines()
     for line, column, text in expects:
@@ -95,7 +95,7 @@ def test_bad_file_is_refused_with_each_error(maintd, path):
 def test_errors_come_in_file_order(maintd):
     path = os.path.join(DATA_DIR, "bad", "many-errors.yaml")
     p = maintd(path)
-    assert p.returncode != 0
+    assert p.returncode == 78, (p.returncode, p.stderr)  # EX_CONFIG
     positions = []
     for l in p.stderr.splitlines():
         m = re.match(re.escape(path) + r":(\d+):(\d+): ", l)
@@ -108,7 +108,7 @@ def test_errors_come_in_file_order(maintd):
 def test_missing_file(maintd, tmp_path):
     path = tmp_path / "nonexistent.yaml"
     p = maintd(path)
-    assert p.returncode != 0
+    assert p.returncode == 78, (p.returncode, p.stderr)  # EX_CONFIG
     assert "configuration OK" not in p.stdout
     assert str(path) in p.stderr
     assert "no such file" in p.stderr.lower()
@@ -116,7 +116,7 @@ def test_missing_file(maintd, tmp_path):
 
 def test_directory(maintd, tmp_path):
     p = maintd(tmp_path)
-    assert p.returncode != 0
+    assert p.returncode == 78, (p.returncode, p.stderr)  # EX_CONFIG
     assert "configuration OK" not in p.stdout
     assert str(tmp_path) in p.stderr
     assert "not a regular file" in p.stderr
@@ -126,7 +126,7 @@ def test_fifo_is_refused_without_hanging(maintd, tmp_path):
     path = tmp_path / "fifo.yaml"
     os.mkfifo(path)
     p = maintd(path)  # nobody ever writes: reading it would block forever
-    assert p.returncode != 0
+    assert p.returncode == 78, (p.returncode, p.stderr)  # EX_CONFIG
     assert "not a regular file" in p.stderr
 
 
@@ -134,7 +134,7 @@ def test_over_one_mib_is_refused(maintd, tmp_path):
     path = tmp_path / "big.yaml"
     path.write_bytes(_valid_yaml_of_size(MAX_SIZE + 1))
     p = maintd(path)
-    assert p.returncode != 0
+    assert p.returncode == 78, (p.returncode, p.stderr)  # EX_CONFIG
     assert "configuration OK" not in p.stdout
     assert str(path) in p.stderr
     assert "too large" in p.stderr
@@ -153,5 +153,5 @@ def test_empty_file(maintd, tmp_path):
     path = tmp_path / "empty.yaml"
     path.write_bytes(b"")
     p = maintd(path)
-    assert p.returncode != 0
+    assert p.returncode == 78, (p.returncode, p.stderr)  # EX_CONFIG
     assert f"{path}:1:1: empty configuration" in p.stderr

@@ -94,7 +94,8 @@ def test_bad_config_is_not_ignored(run_ctl, paths, tmp_path):
     assert sha256(paths["db"]) == digest
 
 
-@pytest.mark.parametrize("cmd", [["stats"], ["vacuum"], ["analyze"], ["check"], ["check", "--full"]])
+@pytest.mark.parametrize("cmd", [["stats"], ["vacuum"], ["analyze"], ["check"], ["check", "--full"]],
+                         ids=["stats", "vacuum", "analyze", "check", "check-full"])
 def test_json_one_object_per_line_per_database(run_ctl, paths, cmd):
     r = run_ctl("--json", *cmd, paths["db"], paths["db2"], paths["missing"])
     assert r.rc == 1, r.describe()

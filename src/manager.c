@@ -1,0 +1,1027 @@
+/* SPDX-License-Identifier: MIT */
+/* The loop thread's world. Only this file touches the loop, the targets
+ * and the queue; workers get a job and give back its result. */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <uv.h>
+
+#include "conf.h"
+#include "dbstat.h"
+#include "job.h"
+#include "log.h"
+#include "maint.h"
+#include "manager.h"
+#include "msgid.h"
+#include "notify.h"
+#include "schedule.h"
+#include "state.h"
+#include "targets.h"
+#include "util.h"
+
+/* Precise statistics reads running at once, besides maintenance jobs. */
+#define STAT_JOBS_MAX 2
+/* Header reads of one poll are spread over this share of the interval. */
+#define POLL_SPREAD_PERCENT 80
+#define POLL_TICK_MIN_MS 20
+/* A database refused for lack of space is looked at again after this. */
+#define NOSPACE_HOLD_MS (60 * 60 * 1000)
+/* Problem rows of a failed check copied into the journal entry. */
+#define LOG_PROBLEMS_MAX 20
+
+struct manager {
+        uv_loop_t loop;
+        char *conf_file;
+        struct conf *conf;
+        struct state *state;
+        struct targets targets;
+        struct targets history; /* loaded from the state file: path and hist only */
+
+        uv_timer_t poll_timer, tick_timer, dispatch_timer, watchdog_timer;
+        uv_signal_t sig_hup, sig_term, sig_int;
+
+        struct target **round; /* this poll's targets, header-read a few per tick */
+        size_t round_n, round_pos, round_cap;
+        size_t per_tick;
+        bool round_active;
+
+        struct target **queue; /* waiting maintenance */
+        size_t queue_n, queue_cap;
+        struct target **statq; /* waiting precise statistics reads */
+        size_t statq_n, statq_cap;
+
+        unsigned running_jobs, running_stats;
+        unsigned max_jobs;  /* max_concurrent_jobs, bounded by the pool */
+        unsigned pool_size;
+
+        bool once, dry_run, ignore_window;
+        bool expanded; /* the first expansion is done */
+        bool stopping, closed;
+        unsigned failures; /* jobs that ended badly: the --once exit status */
+        unsigned long jobs_done;
+        char last_action[256];
+};
+
+static void dispatch(struct manager *m);
+static void start_round(struct manager *m);
+static void begin_stop(struct manager *m);
+
+/* --- small helpers ---------------------------------------------------- */
+
+static int minute_of_day(void)
+{
+        time_t now = time(NULL);
+        struct tm tm;
+
+        localtime_r(&now, &tm);
+        return tm.tm_hour * 60 + tm.tm_min;
+}
+
+static int push(struct target ***v, size_t *n, size_t *cap, struct target *t)
+{
+        if (*n == *cap) {
+                size_t c = *cap ? *cap * 2 : 64;
+                struct target **nv = realloc(*v, c * sizeof(**v));
+
+                if (!nv)
+                        return -ENOMEM;
+                *v = nv;
+                *cap = c;
+        }
+        (*v)[(*n)++] = t;
+        return 0;
+}
+
+/* Remove t from an unordered list. */
+static void drop_from(struct target **v, size_t *n, struct target *t)
+{
+        for (size_t i = 0; i < *n; i++)
+                if (v[i] == t) {
+                        v[i] = v[--*n];
+                        return;
+                }
+}
+
+static void entry_db(struct log_entry *e, int prio, const char *msgid, const char *path, const char *op)
+{
+        log_entry_init(e, prio, msgid);
+        log_field(e, "DB_PATH", "%s", path);
+        if (op)
+                log_field(e, "OPERATION", "%s", op);
+}
+
+static void update_status(struct manager *m)
+{
+        if (m->stopping) {
+                notify_status("Stopping; waiting for %u running job%s", m->running_jobs + m->running_stats,
+                              m->running_jobs + m->running_stats == 1 ? "" : "s");
+                return;
+        }
+        notify_status("Watching %zu database%s; %u job%s running, %zu queued; last: %s", m->targets.n,
+                      m->targets.n == 1 ? "" : "s", m->running_jobs, m->running_jobs == 1 ? "" : "s",
+                      m->queue_n, m->last_action[0] ? m->last_action : "none yet");
+}
+
+/* --- targets coming and going ----------------------------------------- */
+
+static void target_added(void *userdata, struct target *t)
+{
+        struct manager *m = userdata;
+        struct target *h = targets_find(&m->history, t->path);
+
+        t->hist.first_seen_ms = state_now_ms();
+        if (h) {
+                t->hist.last_vacuum_ms = h->hist.last_vacuum_ms;
+                t->hist.last_analyze_ms = h->hist.last_analyze_ms;
+        }
+        /* One line per newcomer, but not ten thousand at startup. */
+        if (m->expanded) {
+                struct log_entry e;
+
+                entry_db(&e, LOG_INFO, MSGID_DB_ADDED, t->path, "poll");
+                log_entry_send(&e, "%s: new database, watching it", t->path);
+        } else {
+                log_msg(LOG_DEBUG, "watching %s", t->path);
+        }
+}
+
+/* Out of every list; freed now, or when its job ends. */
+static void target_drop(struct manager *m, struct target *t)
+{
+        targets_remove(&m->targets, t);
+        drop_from(m->queue, &m->queue_n, t);
+        drop_from(m->statq, &m->statq_n, t);
+        for (size_t i = m->round_pos; i < m->round_n; i++)
+                if (m->round[i] == t)
+                        m->round[i] = NULL;
+        if (t->job)
+                t->removed = true;
+        else
+                target_free(t);
+}
+
+static void target_gone(struct manager *m, struct target *t, const char *why)
+{
+        struct log_entry e;
+
+        if (t->explicit_path) {
+                /* A configured path stays watched: it may come back. */
+                if (!t->reported_missing) {
+                        entry_db(&e, LOG_WARNING, MSGID_DB_REMOVED, t->path, "poll");
+                        log_entry_send(&e, "%s: %s; still watching the path", t->path, why);
+                        t->reported_missing = true;
+                }
+                t->have_stat = false;
+                return;
+        }
+        entry_db(&e, LOG_INFO, MSGID_DB_REMOVED, t->path, "poll");
+        log_entry_send(&e, "%s: %s; no longer watched", t->path, why);
+        target_drop(m, t);
+}
+
+/* A file we cannot maintain is reported once and left alone until it
+ * changes (or for a while, for a lack of space). */
+static void hold(struct target *t, uint64_t for_ms)
+{
+        t->held = file_id_get(t->path, &t->held_id) == 0;
+        t->held_until = for_ms ? util_now_ms() + for_ms : 0;
+}
+
+static bool still_held(struct target *t, const struct file_id *id)
+{
+        if (!t->held)
+                return false;
+        if ((t->held_until && util_now_ms() >= t->held_until) || !file_id_equal(id, &t->held_id)) {
+                t->held = false;
+                return false;
+        }
+        return true;
+}
+
+/* --- decisions -------------------------------------------------------- */
+
+static void enqueue(struct manager *m, struct target *t, enum maint_op op, enum sched_reason reason, bool urgent)
+{
+        const struct vacuum_conf *vc = &t->dc->vacuum;
+        struct log_entry e;
+        bool again = op != MAINT_OP_ANALYZE && t->logged_reason == reason;
+
+        entry_db(&e, again ? LOG_DEBUG : LOG_INFO, MSGID_SCHEDULED, t->path, maint_op_name(op));
+        log_field(&e, "REASON", "%s", sched_reason_name(reason));
+        log_field(&e, "FRAGMENTATION_BEFORE", "%.2f", t->stat.fragmentation_percent);
+        if (op != MAINT_OP_ANALYZE)
+                t->logged_reason = reason;
+        if (op == MAINT_OP_ANALYZE)
+                log_entry_send(&e, "%s%s: ANALYZE is due (every %s)", m->dry_run ? "dry run: " : "", t->path,
+                               conf_format_duration(t->dc->analyze.interval_ms, (char[32]){ 0 }, 32));
+        else
+                log_entry_send(&e, "%s%s: %s, fragmentation %.2f%% %s %s threshold %.2f%%",
+                               m->dry_run ? "dry run: " : "", t->path,
+                               op == MAINT_OP_VACUUM ? "VACUUM" : "incremental vacuum",
+                               t->stat.fragmentation_percent, ">=", urgent ? "urgent" : "scheduled",
+                               urgent ? vc->urgent_threshold : vc->threshold);
+        if (m->dry_run) {
+                /* In memory only: the timer is not due again next poll. */
+                if (op == MAINT_OP_ANALYZE)
+                        t->hist.last_analyze_ms = state_now_ms();
+                return;
+        }
+        if (push(&m->queue, &m->queue_n, &m->queue_cap, t) < 0) {
+                log_msg(LOG_ERR, "%s: out of memory, skipping", t->path);
+                return;
+        }
+        t->queued = true;
+        t->op = op;
+        t->reason = reason;
+        t->urgent = urgent;
+        t->attempt = 0;
+        t->retry_at = 0;
+}
+
+static void decide(struct manager *m, struct target *t)
+{
+        const struct db_conf *dc = t->dc;
+        struct sched_decision d;
+        int64_t now = state_now_ms();
+
+        d = sched_vacuum(&t->stat, &dc->vacuum, &t->hist, now, minute_of_day(), m->ignore_window);
+        if (d.action != SCHED_NONE) {
+                enqueue(m, t, d.action == SCHED_INCREMENTAL_VACUUM ? MAINT_OP_INCREMENTAL_VACUUM : MAINT_OP_VACUUM,
+                        d.reason, d.reason == SCHED_REASON_URGENT);
+                return;
+        }
+        /* Due but held back: worth one line when it starts, not one per poll. */
+        if (d.reason != t->logged_reason && (d.reason == SCHED_REASON_WAIT_WINDOW ||
+                                             d.reason == SCHED_REASON_MIN_INTERVAL)) {
+                struct log_entry e;
+
+                entry_db(&e, LOG_INFO, MSGID_SCHEDULED, t->path, "vacuum");
+                log_field(&e, "REASON", "%s", sched_reason_name(d.reason));
+                log_field(&e, "FRAGMENTATION_BEFORE", "%.2f", t->stat.fragmentation_percent);
+                if (d.reason == SCHED_REASON_WAIT_WINDOW)
+                        log_entry_send(&e, "%s: fragmentation %.2f%% >= %.2f%%: VACUUM waits for the window "
+                                       "(in %d min)", t->path, t->stat.fragmentation_percent, dc->vacuum.threshold,
+                                       sched_minutes_until_window(&dc->vacuum.window, minute_of_day()));
+                else
+                        log_entry_send(&e, "%s: fragmentation %.2f%% >= %.2f%%: vacuumed less than %s ago, waiting",
+                                       t->path, t->stat.fragmentation_percent, dc->vacuum.threshold,
+                                       conf_format_duration(dc->vacuum.min_interval_ms, (char[32]){ 0 }, 32));
+        } else {
+                log_msg(LOG_DEBUG, "%s: fragmentation %.2f%%, nothing to do (%s)", t->path,
+                        t->stat.fragmentation_percent, sched_reason_name(d.reason));
+        }
+        t->logged_reason = d.reason;
+
+        /* --once runs what is due now: no staggering of first analyzes. */
+        if (now >= sched_analyze_due(&dc->analyze, &t->hist, m->once ? 0 : m->conf->poll_interval_ms, t->hash))
+                enqueue(m, t, MAINT_OP_ANALYZE, SCHED_REASON_TIMER, false);
+}
+
+/* A database that cannot even be looked at: reported once, by kind (a
+ * corrupt one loudly), and held until the file changes. */
+static void poll_failed(struct manager *m, struct target *t, enum maint_status s, const char *why)
+{
+        struct log_entry e;
+
+        if (s == MAINT_CORRUPT) {
+                entry_db(&e, LOG_CRIT, MSGID_CORRUPT, t->path, "poll");
+                log_field(&e, "SQLITE_ERROR", "%s", why);
+                log_entry_send(&e, "%s: DATABASE CORRUPT, not vacuumed: %s", t->path, why);
+                snprintf(m->last_action, sizeof(m->last_action), "CORRUPT %s", t->path);
+        } else {
+                entry_db(&e, LOG_WARNING, s == MAINT_CANNOT ? MSGID_CANNOT_MAINTAIN : MSGID_JOB_FAILED, t->path,
+                         "poll");
+                log_field(&e, "REASON", "%s", maint_status_name(s));
+                log_field(&e, "SQLITE_ERROR", "%s", why);
+                log_entry_send(&e, "%s: %s, skipping until the file changes", t->path, why);
+        }
+        m->failures++;
+        hold(t, 0);
+}
+
+/* The cheap look at one database. */
+static void poll_target(struct manager *m, struct target *t)
+{
+        struct file_id id;
+        struct dbstat st;
+        int r;
+
+        /* A running job has the file open: close() after a header read
+         * would drop its locks (SQLITE-NOTES.md). */
+        if (t->job || t->queued || t->want_precise)
+                return;
+        r = file_id_get(t->path, &id);
+        if (r == -ENOENT || r == -ENOTDIR) {
+                target_gone(m, t, "does not exist (any more)");
+                return;
+        }
+        if (t->reported_missing) {
+                struct log_entry e;
+
+                entry_db(&e, LOG_INFO, MSGID_DB_ADDED, t->path, "poll");
+                log_entry_send(&e, "%s: appeared, watching it", t->path);
+                t->reported_missing = false;
+        }
+        if (still_held(t, &id))
+                return;
+
+        r = dbstat_read_header(t->path, &st);
+        switch (r) {
+        case 0:
+                t->stat_busy = 0;
+                t->stat = st;
+                t->have_stat = true;
+                decide(m, t);
+                break;
+        case -EAGAIN: /* only SQLite can tell */
+                if (push(&m->statq, &m->statq_n, &m->statq_cap, t) == 0)
+                        t->want_precise = true;
+                break;
+        case -ENOENT:
+                target_gone(m, t, "does not exist (any more)");
+                break;
+        case -ELOOP:
+                poll_failed(m, t, MAINT_PERMISSION, "is a symbolic link; configure the real path");
+                break;
+        case -EINVAL:
+                poll_failed(m, t, MAINT_NOTADB, "not an SQLite database");
+                break;
+        case -EISDIR:
+                poll_failed(m, t, MAINT_NOTADB, "is a directory");
+                break;
+        default:
+                poll_failed(m, t, r == -EACCES || r == -EPERM ? MAINT_PERMISSION : MAINT_IOERR, strerror(-r));
+                break;
+        }
+}
+
+/* --- jobs ------------------------------------------------------------- */
+
+static void log_result(struct manager *m, struct target *t, struct job *j)
+{
+        const struct maint_result *r = &j->res;
+        const char *op = maint_op_name(j->op);
+        char bytes[32];
+        struct log_entry e;
+
+        switch (r->status) {
+        case MAINT_OK:
+                if (j->op == MAINT_OP_ANALYZE) {
+                        entry_db(&e, LOG_INFO, MSGID_ANALYZE_DONE, t->path, op);
+                        log_field(&e, "DURATION_MS", "%llu", (unsigned long long)r->duration_ms);
+                        log_field(&e, "REASON", "%s", sched_reason_name(t->reason));
+                        log_entry_send(&e, "%s: analyzed in %llu ms", t->path, (unsigned long long)r->duration_ms);
+                        snprintf(m->last_action, sizeof(m->last_action), "analyzed %s", t->path);
+                        break;
+                }
+                entry_db(&e, LOG_INFO, MSGID_VACUUM_DONE, t->path, op);
+                log_field(&e, "FRAGMENTATION_BEFORE", "%.2f", r->before.fragmentation_percent);
+                log_field(&e, "FRAGMENTATION_AFTER", "%.2f", r->after.fragmentation_percent);
+                log_field(&e, "BYTES_RECLAIMED", "%llu", (unsigned long long)r->bytes_reclaimed);
+                log_field(&e, "DURATION_MS", "%llu", (unsigned long long)r->duration_ms);
+                log_field(&e, "REASON", "%s", sched_reason_name(t->reason));
+                log_entry_send(&e, "%s: %s done: fragmentation %.2f%% -> %.2f%%, reclaimed %s in %llu ms", t->path,
+                               j->op == MAINT_OP_VACUUM ? "VACUUM" : "incremental vacuum",
+                               r->before.fragmentation_percent, r->after.fragmentation_percent,
+                               util_format_bytes(r->bytes_reclaimed, bytes, sizeof(bytes)),
+                               (unsigned long long)r->duration_ms);
+                snprintf(m->last_action, sizeof(m->last_action), "vacuumed %s (%.2f%% -> %.2f%%)", t->path,
+                         r->before.fragmentation_percent, r->after.fragmentation_percent);
+                if (r->checkpoint_busy) {
+                        entry_db(&e, LOG_WARNING, MSGID_CHECKPOINT_BUSY, t->path, "checkpoint");
+                        log_field(&e, "WAL_SIZE_BYTES", "%llu", (unsigned long long)r->after.wal_size_bytes);
+                        log_entry_send(&e, "%s: WAL checkpoint after VACUUM was busy (a reader is open); the -wal "
+                                       "file stays at %s until a later checkpoint", t->path,
+                                       util_format_bytes(r->after.wal_size_bytes, bytes, sizeof(bytes)));
+                }
+                break;
+        case MAINT_CORRUPT: {
+                /* Loud: this is the one an admin must act on. */
+                char problems[2048] = "";
+                size_t len = 0;
+
+                for (size_t i = 0; i < r->n_problems && i < LOG_PROBLEMS_MAX && len < sizeof(problems); i++)
+                        len += (size_t)snprintf(problems + len, sizeof(problems) - len, "%s%s", i ? "\n" : "",
+                                                r->problems[i]);
+                entry_db(&e, LOG_CRIT, MSGID_CORRUPT, t->path, op);
+                log_field(&e, "SQLITE_ERROR", "%s", r->message);
+                if (problems[0])
+                        log_field(&e, "PROBLEMS", "%s", problems);
+                log_entry_send(&e, "%s: DATABASE CORRUPT, not vacuumed: %s", t->path, r->message);
+                snprintf(m->last_action, sizeof(m->last_action), "CORRUPT %s", t->path);
+                break;
+        }
+        case MAINT_NOSPACE:
+                entry_db(&e, LOG_WARNING, MSGID_NO_SPACE, t->path, op);
+                log_field(&e, "SQLITE_ERROR", "%s", r->message);
+                log_field(&e, "SPACE_NEEDED_BYTES", "%llu", (unsigned long long)r->space_needed);
+                log_entry_send(&e, "%s: %s refused: %s", t->path, op, r->message);
+                break;
+        case MAINT_CANNOT:
+                entry_db(&e, LOG_WARNING, MSGID_CANNOT_MAINTAIN, t->path, op);
+                log_field(&e, "SQLITE_ERROR", "%s", r->message);
+                log_entry_send(&e, "%s: cannot maintain: %s", t->path, r->message);
+                break;
+        case MAINT_INTERRUPTED:
+                entry_db(&e, LOG_NOTICE, MSGID_JOB_FAILED, t->path, op);
+                log_field(&e, "REASON", "%s", maint_status_name(r->status));
+                log_field(&e, "SQLITE_ERROR", "%s", r->message);
+                log_entry_send(&e, "%s: %s interrupted; the database is intact", t->path, op);
+                break;
+        default:
+                entry_db(&e, LOG_ERR, MSGID_JOB_FAILED, t->path, op);
+                log_field(&e, "REASON", "%s", maint_status_name(r->status));
+                log_field(&e, "SQLITE_ERROR", "%s", r->message);
+                log_entry_send(&e, "%s: %s failed (%s): %s", t->path, op, maint_status_name(r->status), r->message);
+                break;
+        }
+}
+
+/* A lock conflict: back off and retry, bounded, then give up until a later
+ * poll decides again. */
+static void retry_later(struct manager *m, struct target *t, struct job *j)
+{
+        const struct retry_conf *rc = &t->dc->retry;
+        struct log_entry e;
+        uint64_t backoff;
+
+        t->attempt++;
+        if (t->attempt >= rc->max_attempts) {
+                entry_db(&e, LOG_WARNING, MSGID_GAVE_UP, t->path, maint_op_name(j->op));
+                log_field(&e, "ATTEMPT", "%d", t->attempt);
+                log_field(&e, "SQLITE_ERROR", "%s", j->res.message);
+                log_entry_send(&e, "%s: %s gave up after %d attempts, the database stayed locked; "
+                               "will decide again at a later poll", t->path, maint_op_name(j->op), t->attempt);
+                t->attempt = 0;
+                m->failures++;
+                return;
+        }
+        backoff = sched_backoff_ms(rc, t->attempt, (uint32_t)random());
+        entry_db(&e, LOG_INFO, MSGID_RETRY, t->path, maint_op_name(j->op));
+        log_field(&e, "ATTEMPT", "%d", t->attempt);
+        log_field(&e, "BACKOFF_MS", "%llu", (unsigned long long)backoff);
+        log_field(&e, "SQLITE_ERROR", "%s", j->res.message);
+        log_entry_send(&e, "%s: locked by another process, %s retry %d/%d in %llu ms", t->path,
+                       maint_op_name(j->op), t->attempt + 1, rc->max_attempts, (unsigned long long)backoff);
+        if (push(&m->queue, &m->queue_n, &m->queue_cap, t) < 0)
+                return;
+        t->queued = true;
+        t->op = j->op;
+        t->retry_at = util_now_ms() + backoff;
+}
+
+static void close_all(struct manager *m);
+
+static void maybe_done(struct manager *m)
+{
+        if (m->stopping) {
+                if (m->running_jobs + m->running_stats == 0)
+                        close_all(m);
+                else
+                        update_status(m);
+                return;
+        }
+        if (m->once && !m->round_active && m->queue_n == 0 && m->statq_n == 0 &&
+            m->running_jobs + m->running_stats == 0)
+                begin_stop(m);
+}
+
+static void stat_done(struct manager *m, struct target *t, struct job *j)
+{
+        t->want_precise = false;
+        switch (j->res.status) {
+        case MAINT_OK:
+                t->stat_busy = 0;
+                t->stat = j->res.after;
+                t->have_stat = true;
+                decide(m, t);
+                break;
+        case MAINT_BUSY: /* the next poll looks again; say so once it lasts */
+                if (++t->stat_busy == t->dc->retry.max_attempts) {
+                        struct log_entry e;
+
+                        entry_db(&e, LOG_WARNING, MSGID_GAVE_UP, t->path, "poll");
+                        log_field(&e, "ATTEMPT", "%d", t->stat_busy);
+                        log_field(&e, "SQLITE_ERROR", "%s", j->res.message);
+                        log_entry_send(&e, "%s: locked at each of the last %d polls, its statistics cannot even "
+                                       "be read; an application holds long write transactions", t->path,
+                                       t->stat_busy);
+                } else {
+                        log_msg(LOG_DEBUG, "%s: locked while reading statistics, next poll", t->path);
+                }
+                break;
+        case MAINT_MISSING:
+                target_gone(m, t, "does not exist (any more)");
+                break;
+        default:
+                poll_failed(m, t, j->res.status, j->res.message);
+                break;
+        }
+}
+
+static void job_finished(struct job *j, void *userdata);
+
+static int start_job(struct manager *m, struct target *t, enum maint_op op)
+{
+        struct maint_opts o;
+        struct job *j;
+        int r;
+
+        maint_opts_from_conf(&o, &t->dc->vacuum, &t->dc->analyze, &t->dc->retry);
+        r = job_new(&j, t->path, op, &o, op == MAINT_OP_STATS ? NULL : m->state);
+        if (r < 0)
+                return r;
+        j->owner = t;
+        r = job_queue(j, &m->loop, job_finished, m);
+        if (r < 0) {
+                job_free(j);
+                return -EIO;
+        }
+        t->job = j;
+        if (op == MAINT_OP_STATS)
+                m->running_stats++;
+        else
+                m->running_jobs++;
+        return 0;
+}
+
+/* On the loop thread, when a worker is done. */
+static void job_finished(struct job *j, void *userdata)
+{
+        struct manager *m = userdata;
+        struct target *t = j->owner;
+
+        t->job = NULL;
+        if (j->op == MAINT_OP_STATS)
+                m->running_stats--;
+        else
+                m->running_jobs--;
+
+        if (t->removed) {
+                /* Dropped while it ran: its result still belongs in the journal. */
+                if (j->op != MAINT_OP_STATS)
+                        log_result(m, t, j);
+                target_free(t);
+        } else if (j->op == MAINT_OP_STATS) {
+                stat_done(m, t, j);
+        } else {
+                m->jobs_done++;
+                if (j->res.status == MAINT_BUSY && !m->stopping) {
+                        retry_later(m, t, j);
+                } else {
+                        log_result(m, t, j);
+                        t->attempt = 0;
+                        t->logged_reason = SCHED_REASON_NONE; /* the next decision is news */
+                        switch (j->res.status) {
+                        case MAINT_OK:
+                                if (j->op == MAINT_OP_ANALYZE)
+                                        t->hist.last_analyze_ms = j->finished_ms;
+                                else
+                                        t->hist.last_vacuum_ms = j->finished_ms;
+                                if (j->res.have_after) {
+                                        t->stat = j->res.after;
+                                        t->have_stat = true;
+                                }
+                                break;
+                        case MAINT_INTERRUPTED:
+                                break;
+                        case MAINT_NOSPACE:
+                                m->failures++;
+                                hold(t, NOSPACE_HOLD_MS);
+                                break;
+                        case MAINT_BUSY: /* stopping */
+                                break;
+                        default:
+                                m->failures++;
+                                hold(t, 0);
+                                break;
+                        }
+                }
+        }
+        job_free(j);
+        dispatch(m);
+        update_status(m);
+        maybe_done(m);
+}
+
+/* Which queued target goes first: vacuum before analyze, then sched_compare. */
+static bool better(const struct target *a, const struct target *b)
+{
+        bool av = a->op != MAINT_OP_ANALYZE, bv = b->op != MAINT_OP_ANALYZE;
+
+        if (av != bv)
+                return av;
+        return sched_compare(a->urgent, a->stat.fragmentation_percent, b->urgent, b->stat.fragmentation_percent) < 0;
+}
+
+static void dispatch_cb(uv_timer_t *timer)
+{
+        dispatch(timer->data);
+}
+
+/* Start what may start: precise reads, then maintenance up to the cap;
+ * arm the dispatch timer for the earliest backoff still to run out. */
+static void dispatch(struct manager *m)
+{
+        uint64_t now = util_now_ms(), next = UINT64_MAX;
+
+        if (m->stopping)
+                return;
+        while (m->running_stats < STAT_JOBS_MAX && m->statq_n > 0) {
+                struct target *t = m->statq[0];
+
+                memmove(m->statq, m->statq + 1, --m->statq_n * sizeof(*m->statq));
+                if (start_job(m, t, MAINT_OP_STATS) < 0) {
+                        t->want_precise = false;
+                        log_msg(LOG_ERR, "%s: cannot start a statistics read, skipping", t->path);
+                }
+        }
+        while (m->running_jobs < m->max_jobs) {
+                struct target *best = NULL;
+
+                for (size_t i = 0; i < m->queue_n; i++) {
+                        struct target *t = m->queue[i];
+
+                        if (t->job) /* one job per database */
+                                continue;
+                        if (t->retry_at > now) {
+                                next = t->retry_at < next ? t->retry_at : next;
+                                continue;
+                        }
+                        if (!best || better(t, best))
+                                best = t;
+                }
+                if (!best)
+                        break;
+                drop_from(m->queue, &m->queue_n, best);
+                best->queued = false;
+                /* Queued (or backing off) past the end of its window: a
+                 * later poll decides again. */
+                if (best->reason == SCHED_REASON_THRESHOLD && !m->ignore_window &&
+                    !sched_in_window(&best->dc->vacuum.window, minute_of_day())) {
+                        log_msg(LOG_INFO, "%s: the window closed before VACUUM could start; waiting for the next one",
+                                best->path);
+                        best->logged_reason = SCHED_REASON_NONE;
+                        continue;
+                }
+                if (start_job(m, best, best->op) < 0)
+                        log_msg(LOG_ERR, "%s: cannot start %s, skipping", best->path, maint_op_name(best->op));
+        }
+        if (next != UINT64_MAX)
+                uv_timer_start(&m->dispatch_timer, dispatch_cb, next - now, 0);
+        update_status(m);
+}
+
+/* --- the poll ------------------------------------------------------------ */
+
+/* Expand the paths and globs again; drop what no longer matches. */
+static int expand(struct manager *m)
+{
+        int r = targets_expand(&m->targets, m->conf, target_added, m);
+
+        if (r < 0)
+                return r;
+        for (size_t i = m->targets.n; i-- > 0;) {
+                struct target *t = m->targets.v[i];
+                struct log_entry e;
+
+                if (t->seen)
+                        continue;
+                entry_db(&e, LOG_INFO, MSGID_DB_REMOVED, t->path, "poll");
+                log_entry_send(&e, "%s: %s; no longer watched", t->path,
+                               t->explicit_path ? "left the configuration" : "no longer matches any configured path");
+                target_drop(m, t);
+        }
+        m->expanded = true;
+        return 0;
+}
+
+static void tick_cb(uv_timer_t *timer)
+{
+        struct manager *m = timer->data;
+
+        for (size_t k = 0; k < m->per_tick && m->round_pos < m->round_n; k++) {
+                struct target *t = m->round[m->round_pos++];
+
+                if (t)
+                        poll_target(m, t);
+        }
+        if (m->round_pos >= m->round_n) {
+                uv_timer_stop(&m->tick_timer);
+                m->round_active = false;
+        }
+        dispatch(m);
+        maybe_done(m);
+}
+
+static void start_round(struct manager *m)
+{
+        uint64_t spread, tick;
+
+        if (expand(m) < 0) {
+                log_msg(LOG_ERR, "out of memory expanding the database paths, skipping this poll");
+                return;
+        }
+        m->round_n = m->round_pos = 0;
+        for (size_t i = 0; i < m->targets.n; i++)
+                if (push(&m->round, &m->round_n, &m->round_cap, m->targets.v[i]) < 0)
+                        break;
+        m->round_active = true;
+
+        /* Spread the header reads over most of the interval, a few per tick,
+         * so ten thousand databases are not all read at the same moment. */
+        spread = m->conf->poll_interval_ms * POLL_SPREAD_PERCENT / 100;
+        if (m->once || m->round_n == 0 || spread == 0) {
+                m->per_tick = m->round_n ? m->round_n : 1;
+                tick = 0;
+        } else {
+                tick = spread / m->round_n;
+                if (tick < POLL_TICK_MIN_MS)
+                        tick = POLL_TICK_MIN_MS;
+                m->per_tick = (size_t)((m->round_n * tick + spread - 1) / spread);
+                if (m->per_tick == 0)
+                        m->per_tick = 1;
+        }
+        log_msg(LOG_DEBUG, "poll: %zu database%s, %zu every %llu ms", m->round_n, m->round_n == 1 ? "" : "s",
+                m->per_tick, (unsigned long long)tick);
+        uv_timer_start(&m->tick_timer, tick_cb, 0, tick ? tick : 1);
+}
+
+static void poll_cb(uv_timer_t *timer)
+{
+        start_round(timer->data);
+}
+
+/* --- signals, reload, stop --------------------------------------------- */
+
+static void reload(struct manager *m)
+{
+        struct conf_diag d = { 0 };
+        struct conf *c = NULL, *old;
+        struct log_entry e;
+        int r;
+
+        notify_reloading();
+        log_msg(LOG_INFO, "reloading %s", m->conf_file);
+        r = conf_load(m->conf_file, &c, &d);
+        if (r < 0) {
+                for (size_t i = 0; i < d.n; i++) {
+                        log_entry_init(&e, LOG_ERR, MSGID_RELOAD_FAILED);
+                        log_entry_send(&e, "%s", d.msgs[i]);
+                }
+                log_entry_init(&e, LOG_ERR, MSGID_RELOAD_FAILED);
+                log_field(&e, "CONFIG_FILE", "%s", m->conf_file);
+                log_entry_send(&e, "reload of %s failed (%s); keeping the old configuration", m->conf_file,
+                               d.n ? "see the errors above" : strerror(-r));
+                conf_diag_clear(&d);
+                notify_ready();
+                update_status(m);
+                return;
+        }
+        if (strcmp(c->state_dir, m->conf->state_dir) != 0)
+                log_msg(LOG_WARNING, "state_dir changed to %s: it takes effect at the next restart; "
+                        "history stays in %s until then", c->state_dir, m->conf->state_dir);
+        old = m->conf;
+        m->conf = c;
+        /* Every target now points into the new conf, or is dropped. Running
+         * jobs carry copies of their settings and are not disturbed. */
+        if (expand(m) < 0)
+                log_msg(LOG_ERR, "out of memory expanding the database paths");
+        for (size_t i = 0; i < m->targets.n; i++) {
+                m->targets.v[i]->held = false; /* the new settings may fix it */
+                m->targets.v[i]->logged_reason = SCHED_REASON_NONE;
+        }
+        m->max_jobs = c->max_concurrent_jobs;
+        if (m->max_jobs > m->pool_size - STAT_JOBS_MAX) {
+                log_msg(LOG_WARNING, "max_concurrent_jobs %u is more than the worker pool sized at start "
+                        "allows; running at most %u until a restart", c->max_concurrent_jobs,
+                        m->pool_size - STAT_JOBS_MAX);
+                m->max_jobs = m->pool_size - STAT_JOBS_MAX;
+        }
+        conf_free(old);
+        log_entry_init(&e, LOG_INFO, MSGID_RELOADED);
+        log_field(&e, "CONFIG_FILE", "%s", m->conf_file);
+        log_entry_send(&e, "configuration reloaded from %s: %zu database entr%s, %zu database%s watched",
+                       m->conf_file, c->n_dbs, c->n_dbs == 1 ? "y" : "ies", m->targets.n,
+                       m->targets.n == 1 ? "" : "s");
+        uv_timer_start(&m->poll_timer, poll_cb, 0, c->poll_interval_ms);
+        notify_ready();
+        update_status(m);
+}
+
+static void close_cb(uv_handle_t *h)
+{
+        (void)h;
+}
+
+static void walk_close(uv_handle_t *h, void *arg)
+{
+        if (!uv_is_closing(h))
+                uv_close(h, close_cb);
+}
+
+static void close_all(struct manager *m)
+{
+        if (m->closed)
+                return;
+        m->closed = true;
+        uv_walk(&m->loop, walk_close, NULL);
+}
+
+static void begin_stop(struct manager *m)
+{
+        struct log_entry e;
+
+        if (m->stopping) {
+                log_msg(LOG_NOTICE, "already stopping; waiting for %u job%s (a VACUUM in its copy-back "
+                        "cannot be interrupted)", m->running_jobs + m->running_stats,
+                        m->running_jobs + m->running_stats == 1 ? "" : "s");
+                return;
+        }
+        m->stopping = true;
+        notify_stopping();
+        log_entry_init(&e, LOG_INFO, MSGID_STOPPING);
+        log_field(&e, "JOBS_RUNNING", "%u", m->running_jobs + m->running_stats);
+        log_entry_send(&e, "stopping; %u job%s running", m->running_jobs + m->running_stats,
+                       m->running_jobs + m->running_stats == 1 ? "" : "s");
+        uv_timer_stop(&m->poll_timer);
+        uv_timer_stop(&m->tick_timer);
+        uv_timer_stop(&m->dispatch_timer);
+        m->round_active = false;
+        for (size_t i = 0; i < m->queue_n; i++)
+                m->queue[i]->queued = false;
+        m->queue_n = 0;
+        for (size_t i = 0; i < m->statq_n; i++)
+                m->statq[i]->want_precise = false;
+        m->statq_n = 0;
+        /* Running jobs stop at their next safe point; the watchdog keeps
+         * being fed while they do. */
+        for (size_t i = 0; i < m->targets.n; i++)
+                if (m->targets.v[i]->job)
+                        job_cancel(m->targets.v[i]->job);
+        maybe_done(m);
+}
+
+static void signal_cb(uv_signal_t *h, int signum)
+{
+        struct manager *m = h->data;
+
+        if (signum == SIGHUP && !m->stopping)
+                reload(m);
+        else if (signum == SIGTERM || signum == SIGINT)
+                begin_stop(m);
+}
+
+static void watchdog_cb(uv_timer_t *timer)
+{
+        notify_watchdog();
+}
+
+/* --- life cycle ----------------------------------------------------------- */
+
+static void history_loaded(void *userdata, const char *path, int64_t last_vacuum_ms, int64_t last_analyze_ms)
+{
+        struct manager *m = userdata;
+        bool created;
+        struct target *h = targets_get(&m->history, path, &created);
+
+        if (h) {
+                h->hist.last_vacuum_ms = last_vacuum_ms;
+                h->hist.last_analyze_ms = last_analyze_ms;
+        }
+}
+
+int manager_new(struct manager **ret, const struct manager_options *o, struct conf *conf)
+{
+        struct manager *m;
+        const char *err;
+        char n[16];
+        int r;
+
+        m = calloc(1, sizeof(*m));
+        if (!m) {
+                conf_free(conf);
+                return -ENOMEM;
+        }
+        m->conf = conf;
+        targets_init(&m->targets);
+        targets_init(&m->history);
+        m->once = o->once;
+        m->dry_run = o->dry_run;
+        m->ignore_window = o->ignore_window;
+        m->conf_file = strdup(o->conf_file);
+        if (!m->conf_file) {
+                manager_free(m);
+                return -ENOMEM;
+        }
+        r = state_open(m->conf->state_dir, &m->state, &err);
+        if (r < 0) {
+                log_msg(LOG_ERR, "cannot open the state file in %s: %s", m->conf->state_dir, err ? err : strerror(-r));
+                manager_free(m);
+                return r;
+        }
+        if (state_load(m->state, history_loaded, m) < 0)
+                log_msg(LOG_WARNING, "cannot read the state file in %s, starting without history",
+                        m->conf->state_dir);
+
+        /* The pool is sized once, before its first use: jobs, plus room for
+         * statistics reads so they never wait behind a long VACUUM. */
+        m->max_jobs = m->conf->max_concurrent_jobs;
+        m->pool_size = m->max_jobs + STAT_JOBS_MAX;
+        if (m->pool_size < 4)
+                m->pool_size = 4;
+        snprintf(n, sizeof(n), "%u", m->pool_size);
+        setenv("UV_THREADPOOL_SIZE", n, 1);
+
+        r = uv_loop_init(&m->loop);
+        if (r < 0) {
+                log_msg(LOG_ERR, "cannot create the event loop: %s", uv_strerror(r));
+                m->loop.data = NULL;
+                manager_free(m);
+                return -EIO;
+        }
+        m->loop.data = m;
+        uv_timer_init(&m->loop, &m->poll_timer);
+        uv_timer_init(&m->loop, &m->tick_timer);
+        uv_timer_init(&m->loop, &m->dispatch_timer);
+        uv_timer_init(&m->loop, &m->watchdog_timer);
+        uv_signal_init(&m->loop, &m->sig_hup);
+        uv_signal_init(&m->loop, &m->sig_term);
+        uv_signal_init(&m->loop, &m->sig_int);
+        m->poll_timer.data = m->tick_timer.data = m->dispatch_timer.data = m->watchdog_timer.data = m;
+        m->sig_hup.data = m->sig_term.data = m->sig_int.data = m;
+        *ret = m;
+        return 0;
+}
+
+int manager_run(struct manager *m)
+{
+        uint64_t wd = notify_watchdog_usec();
+        struct log_entry e;
+        int r;
+
+        signal(SIGPIPE, SIG_IGN);
+        srandom((unsigned)time(NULL) ^ (unsigned)getpid()); /* backoff jitter */
+        uv_signal_start(&m->sig_hup, signal_cb, SIGHUP);
+        uv_signal_start(&m->sig_term, signal_cb, SIGTERM);
+        uv_signal_start(&m->sig_int, signal_cb, SIGINT);
+        if (wd)
+                uv_timer_start(&m->watchdog_timer, watchdog_cb, 0, wd / 2000 ? wd / 2000 : 1);
+
+        if (expand(m) < 0) {
+                log_msg(LOG_ERR, "out of memory expanding the database paths");
+                close_all(m);
+                uv_run(&m->loop, UV_RUN_DEFAULT);
+                return EXIT_FAILURE;
+        }
+        log_entry_init(&e, LOG_INFO, MSGID_STARTED);
+        log_field(&e, "CONFIG_FILE", "%s", m->conf_file);
+        log_field(&e, "DATABASES", "%zu", m->targets.n);
+        log_entry_send(&e, "started%s%s: %zu database%s from %s, polling every %s, at most %u job%s at once",
+                       m->once ? " (once)" : "", m->dry_run ? " (dry run)" : "", m->targets.n,
+                       m->targets.n == 1 ? "" : "s", m->conf_file,
+                       conf_format_duration(m->conf->poll_interval_ms, (char[32]){ 0 }, 32), m->max_jobs,
+                       m->max_jobs == 1 ? "" : "s");
+        notify_ready();
+        update_status(m);
+
+        if (m->once)
+                start_round(m);
+        else
+                uv_timer_start(&m->poll_timer, poll_cb, 0, m->conf->poll_interval_ms);
+
+        uv_run(&m->loop, UV_RUN_DEFAULT);
+        r = uv_loop_close(&m->loop);
+        if (r != 0)
+                log_msg(LOG_ERR, "event loop did not close cleanly: %s", uv_strerror(r));
+        m->loop.data = NULL;
+        log_msg(LOG_INFO, "stopped after %lu job%s, %u failed", m->jobs_done, m->jobs_done == 1 ? "" : "s",
+                m->failures);
+        return r == 0 && (!m->once || m->failures == 0) ? EXIT_SUCCESS : EXIT_FAILURE;
+}
+
+struct manager *manager_free(struct manager *m)
+{
+        if (!m)
+                return NULL;
+        if (m->loop.data) { /* never ran: close the handles made in manager_new */
+                close_all(m);
+                uv_run(&m->loop, UV_RUN_DEFAULT);
+                uv_loop_close(&m->loop);
+        }
+        targets_clear(&m->targets);
+        targets_clear(&m->history);
+        free(m->round);
+        free(m->queue);
+        free(m->statq);
+        state_free(m->state);
+        conf_free(m->conf);
+        free(m->conf_file);
+        free(m);
+        return NULL;
+}

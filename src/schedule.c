@@ -1,0 +1,109 @@
+/* SPDX-License-Identifier: MIT */
+#include <stdint.h>
+
+#include "schedule.h"
+
+bool sched_in_window(const struct window *w, int m)
+{
+        if (w->always)
+                return true;
+        if (w->start_min < w->end_min)
+                return m >= w->start_min && m < w->end_min;
+        /* Wraps midnight: 22:00-03:00 is [22:00, 24:00) and [00:00, 03:00). */
+        return m >= w->start_min || m < w->end_min;
+}
+
+int sched_minutes_until_window(const struct window *w, int m)
+{
+        if (sched_in_window(w, m))
+                return 0;
+        return (w->start_min - m + 1440) % 1440;
+}
+
+struct sched_decision sched_vacuum(const struct dbstat *st, const struct vacuum_conf *vc,
+                                   const struct sched_history *h, int64_t now_ms, int minute_of_day,
+                                   bool ignore_window)
+{
+        struct sched_decision d = { SCHED_NONE, SCHED_REASON_BELOW };
+        bool urgent = st->fragmentation_percent >= vc->urgent_threshold;
+
+        if (st->page_count == 0 || st->fragmentation_percent < vc->threshold)
+                return d;
+        if (st->estimated_wasted_space_bytes < vc->min_reclaim) {
+                d.reason = SCHED_REASON_MIN_RECLAIM;
+                return d;
+        }
+        if (h->last_vacuum_ms > 0 && now_ms - h->last_vacuum_ms < (int64_t)vc->min_interval_ms) {
+                d.reason = SCHED_REASON_MIN_INTERVAL;
+                return d;
+        }
+        if (!urgent && !ignore_window && !sched_in_window(&vc->window, minute_of_day)) {
+                d.reason = SCHED_REASON_WAIT_WINDOW;
+                return d;
+        }
+        d.reason = urgent ? SCHED_REASON_URGENT : SCHED_REASON_THRESHOLD;
+        /* Incremental vacuum only frees pages of an auto_vacuum=INCREMENTAL
+         * database; any other database gets the full VACUUM. */
+        d.action = vc->mode == VACUUM_MODE_INCREMENTAL && st->auto_vacuum == AUTO_VACUUM_INCREMENTAL
+                 ? SCHED_INCREMENTAL_VACUUM : SCHED_VACUUM;
+        return d;
+}
+
+int64_t sched_analyze_due(const struct analyze_conf *ac, const struct sched_history *h, uint64_t stagger_ms,
+                          uint32_t path_hash)
+{
+        if (ac->interval_ms == 0)
+                return INT64_MAX;
+        if (h->last_analyze_ms > 0)
+                return h->last_analyze_ms + (int64_t)ac->interval_ms;
+        if (stagger_ms > ac->interval_ms)
+                stagger_ms = ac->interval_ms;
+        return h->first_seen_ms + (stagger_ms ? (int64_t)(path_hash % stagger_ms) : 0);
+}
+
+uint64_t sched_backoff_ms(const struct retry_conf *rc, int attempt, uint32_t rnd)
+{
+        uint64_t d = rc->initial_backoff_ms;
+
+        for (int i = 1; i < attempt && d < rc->max_backoff_ms; i++)
+                d *= 2;
+        if (d > rc->max_backoff_ms)
+                d = rc->max_backoff_ms;
+        /* Jitter below the bound, so the cap holds and retries of many
+         * databases locked by one app do not fall into step. */
+        return d - (d / 4 ? rnd % (d / 4 + 1) : 0);
+}
+
+int sched_compare(bool a_urgent, double a_frag, bool b_urgent, double b_frag)
+{
+        if (a_urgent != b_urgent)
+                return a_urgent ? -1 : 1;
+        if (a_frag != b_frag)
+                return a_frag > b_frag ? -1 : 1;
+        return 0;
+}
+
+uint32_t sched_hash(const char *s)
+{
+        uint32_t h = 2166136261u;
+
+        for (; *s; s++) {
+                h ^= (unsigned char)*s;
+                h *= 16777619u;
+        }
+        return h;
+}
+
+const char *sched_reason_name(enum sched_reason r)
+{
+        switch (r) {
+        case SCHED_REASON_THRESHOLD: return "threshold";
+        case SCHED_REASON_URGENT: return "urgent";
+        case SCHED_REASON_TIMER: return "timer";
+        case SCHED_REASON_WAIT_WINDOW: return "outside-window";
+        case SCHED_REASON_MIN_INTERVAL: return "min-interval";
+        case SCHED_REASON_MIN_RECLAIM: return "min-reclaim";
+        case SCHED_REASON_BELOW: return "below-threshold";
+        default: return "none";
+        }
+}

@@ -1,0 +1,68 @@
+/* SPDX-License-Identifier: MIT */
+/* schedule (sched_*): pure scheduling decisions. No clock, no I/O: every input is an
+ * argument, so each rule is unit-tested at its edges. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "conf.h"
+#include "dbstat.h"
+
+enum sched_action {
+        SCHED_NONE,
+        SCHED_VACUUM,
+        SCHED_INCREMENTAL_VACUUM,
+};
+
+enum sched_reason {
+        SCHED_REASON_NONE,
+        SCHED_REASON_THRESHOLD,   /* at or above threshold, inside the window */
+        SCHED_REASON_URGENT,      /* at or above urgent_threshold: window or not */
+        SCHED_REASON_TIMER,       /* analyze interval elapsed */
+        SCHED_REASON_WAIT_WINDOW, /* due, but outside the window */
+        SCHED_REASON_MIN_INTERVAL,/* due, but vacuumed too recently */
+        SCHED_REASON_MIN_RECLAIM, /* at threshold, but too little to reclaim */
+        SCHED_REASON_BELOW,       /* below threshold */
+};
+
+/* What is remembered of one database (state module persists the times). */
+struct sched_history {
+        int64_t last_vacuum_ms;  /* wall clock, 0 = never */
+        int64_t last_analyze_ms; /* wall clock, 0 = never */
+        int64_t first_seen_ms;   /* wall clock: when the daemon first saw it */
+};
+
+struct sched_decision {
+        enum sched_action action;
+        enum sched_reason reason;
+};
+
+/* minute_of_day: local time, 0..1439. */
+bool sched_in_window(const struct window *w, int minute_of_day);
+/* Minutes from minute_of_day until the window opens (0 when inside). Works on
+ * time of day only, so a DST jump cannot make it skip or double a window: the
+ * manager re-evaluates at every poll anyway. */
+int sched_minutes_until_window(const struct window *w, int minute_of_day);
+
+/* The VACUUM decision for one database. */
+struct sched_decision sched_vacuum(const struct dbstat *st, const struct vacuum_conf *vc,
+                                   const struct sched_history *h, int64_t now_ms, int minute_of_day,
+                                   bool ignore_window);
+
+/* When ANALYZE is next due (wall clock ms); never analyzed: first_seen plus a
+ * per-database offset below stagger_ms, so a fleet is not analyzed at once.
+ * INT64_MAX when analyze is off. */
+int64_t sched_analyze_due(const struct analyze_conf *ac, const struct sched_history *h, uint64_t stagger_ms,
+                          uint32_t path_hash);
+
+/* Retry delay after the attempt-th busy result (1-based):
+ * initial * 2^(attempt-1) capped at max, minus up to 25% jitter from rnd. */
+uint64_t sched_backoff_ms(const struct retry_conf *rc, int attempt, uint32_t rnd);
+
+/* Queue order: negative when a goes first. Urgent before scheduled, then
+ * the more fragmented first. */
+int sched_compare(bool a_urgent, double a_frag, bool b_urgent, double b_frag);
+
+uint32_t sched_hash(const char *s); /* FNV-1a, for staggering */
+const char *sched_reason_name(enum sched_reason r);

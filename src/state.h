@@ -1,0 +1,27 @@
+/* SPDX-License-Identifier: MIT */
+/* state: when each database was last vacuumed and analyzed, kept in a small
+ * SQLite file in state_dir so a restart neither repeats nor forgets work. */
+#pragma once
+
+#include <stdint.h>
+
+#include "maint.h"
+
+struct state;
+
+/* Create dir (0700) if needed and open dir/state.db. 0 or negative errno;
+ * *errmsg (static or from SQLite, may be NULL) says why on failure. */
+int state_open(const char *dir, struct state **ret, const char **errmsg);
+struct state *state_free(struct state *s);
+
+typedef void (*state_load_cb)(void *userdata, const char *path, int64_t last_vacuum_ms,
+                              int64_t last_analyze_ms);
+/* Call cb for every database remembered. Loop thread, at startup. */
+int state_load(struct state *s, state_load_cb cb, void *userdata);
+
+/* Record that op (vacuum, incremental vacuum or analyze) finished on path at
+ * when_ms (wall clock). Safe from any thread. 0 or negative errno. */
+int state_record(struct state *s, const char *path, enum maint_op op, int64_t when_ms);
+
+/* Wall-clock milliseconds. */
+int64_t state_now_ms(void);

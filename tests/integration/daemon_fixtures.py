@@ -1,0 +1,876 @@
+# SPDX-License-Identifier: MIT
+"""Fixtures and helpers for the sqlite-maintd integration tests: a real
+journald (started here if none is listening), a real NOTIFY_SOCKET listener,
+the daemon itself as a subprocess, and real fragmented database files.
+
+Import the fixtures into a test module with
+    from daemon_fixtures import journald, notify_socket, daemon  # noqa: F401
+"""
+
+import array
+import contextlib
+import dataclasses
+import datetime
+import hashlib
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import tempfile
+import threading
+import time
+
+import pytest
+
+import helpers
+
+MAINTD_BIN = os.environ.get("MAINTD_BIN", helpers.MAINTD_BIN)
+MAINTCTL_BIN = os.environ.get("MAINTCTL_BIN", helpers.MAINTCTL_BIN)
+SOURCE_ROOT = helpers.SOURCE_ROOT
+PYTHON = helpers.PYTHON
+
+JOURNALD_BIN = "/lib/systemd/systemd-journald"
+JOURNAL_DIR = "/run/systemd/journal"
+JOURNAL_SOCKET = JOURNAL_DIR + "/socket"
+
+# Every wait in these tests is bounded; this is the default bound.
+WAIT = 20
+
+
+# --------------------------------------------------------------------------
+# MESSAGE_IDs, read from the source so the tests never hold a stale copy
+
+def load_msgids(root=SOURCE_ROOT):
+    """{"VACUUM_DONE": "ebba...", ...} parsed from src/msgid.h."""
+    path = os.path.join(root, "src", "msgid.h")
+    with open(path) as f:
+        text = f.read()
+    ids = dict(re.findall(r'#define\s+MSGID_(\w+)\s+"([0-9a-f]{32})"', text))
+    assert ids, f"no MSGID_ definitions found in {path}"
+    return ids
+
+
+MSGID = load_msgids()
+
+
+# --------------------------------------------------------------------------
+# journald
+
+def _journal_accepts():
+    """True when a journald answers on the native socket. The probe is a
+    debug-level entry of our own, harmless if it lands."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        s.sendto(b"SYSLOG_IDENTIFIER=sqlite-maintd-tests\nPRIORITY=7\nMESSAGE=probe\n",
+                 JOURNAL_SOCKET)
+        return True
+    except (ConnectionRefusedError, FileNotFoundError):
+        return False
+    finally:
+        s.close()
+
+
+def _field(v):
+    """A journal JSON value as text (binary values come as byte arrays,
+    repeated fields as lists)."""
+    if isinstance(v, list):
+        if v and all(isinstance(x, int) for x in v):
+            return bytes(v).decode("utf-8", "replace")
+        return [_field(x) for x in v]
+    return v
+
+
+class Journal:
+    """Reads the journal back with journalctl, as an admin would."""
+
+    def __init__(self, keeper=None):
+        self._sync_works = None
+        self._keeper = keeper
+        self.last_error = ""
+
+    def ensure_running(self):
+        """Start a journald again if the one we used went away."""
+        if self._keeper is not None:
+            self._keeper.ensure()
+
+    def sync(self):
+        """journalctl --sync when it works; otherwise the callers poll."""
+        if self._sync_works is False:
+            return
+        try:
+            p = subprocess.run(["journalctl", "--sync"], capture_output=True, timeout=10)
+            self._sync_works = p.returncode == 0
+        except subprocess.TimeoutExpired:
+            self._sync_works = False
+
+    def entries(self, pid, since_us=0, sync=True):
+        """Every entry of process pid (written at or after since_us, a
+        CLOCK_REALTIME microsecond stamp: pids are reused across runs),
+        oldest first, as dicts of text."""
+        if sync:
+            self.sync()
+        cmd = ["journalctl", "-o", "json", "--no-pager", f"_PID={pid}"]
+        if since_us:
+            cmd.insert(1, f"--since=@{since_us // 1000000 - 1}")
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+        # "-- No entries --" is fine when nothing matched yet; anything on
+        # stderr is kept for the message of a wait that times out.
+        self.last_error = p.stderr.strip()
+        out = []
+        for line in p.stdout.splitlines():
+            line = line.strip()
+            if not line.startswith("{"):
+                continue
+            e = {k: _field(v) for k, v in json.loads(line).items()}
+            if since_us and int(e.get("__REALTIME_TIMESTAMP", "0")) < since_us:
+                continue
+            out.append(e)
+        return out
+
+    def wait_for_entry(self, pid, predicate, timeout=WAIT, since_us=0, alive=None, what=None):
+        """The first entry of pid that matches predicate, polling until
+        timeout. alive() -> False ends the wait early (the process died)."""
+        return self.wait_for_entries(pid, predicate, 1, timeout, since_us, alive, what)[0]
+
+    def wait_for_entries(self, pid, predicate, count, timeout=WAIT, since_us=0, alive=None, what=None):
+        deadline = time.monotonic() + timeout
+        while True:
+            got = [e for e in self.entries(pid, since_us) if predicate(e)]
+            if len(got) >= count:
+                return got
+            if time.monotonic() > deadline:
+                break
+            if alive is not None and not alive():
+                # one last look: the entries may have been written just before exit
+                got = [e for e in self.entries(pid, since_us) if predicate(e)]
+                if len(got) >= count:
+                    return got
+                break
+            time.sleep(0.2)
+        all_entries = self.entries(pid, since_us)
+        raise AssertionError(
+            f"no {count} journal entr{'y' if count == 1 else 'ies'} of pid {pid} matching "
+            f"{what or predicate} within {timeout}s (found {len(got)})"
+            + (f"; journalctl said: {self.last_error}" if self.last_error else "")
+            + "; the process's entries:\n" + format_entries(all_entries))
+
+
+def format_entries(entries, limit=80):
+    """Entries as an admin would skim them: priority, MESSAGE_ID name, fields, message."""
+    names = {v: k for k, v in MSGID.items()}
+    lines = []
+    for e in entries[-limit:]:
+        extra = {k: e[k] for k in ("DB_PATH", "OPERATION", "REASON", "ATTEMPT", "BACKOFF_MS",
+                                   "FRAGMENTATION_BEFORE", "FRAGMENTATION_AFTER") if k in e}
+        lines.append(f"  [{e.get('PRIORITY')}] {names.get(e.get('MESSAGE_ID'), '-')} "
+                     f"{extra} {e.get('MESSAGE')}")
+    return "\n".join(lines) if lines else "  (none)"
+
+
+def entry_matches(e, msgid=None, message=None, **fields):
+    """msgid is a name from msgid.h ("VACUUM_DONE"); message a substring of
+    MESSAGE; fields exact values (DB_PATH=str(path))."""
+    if msgid is not None and e.get("MESSAGE_ID") != MSGID[msgid]:
+        return False
+    if message is not None and message not in str(e.get("MESSAGE", "")):
+        return False
+    return all(e.get(k) == str(v) for k, v in fields.items())
+
+
+def M(msgid=None, message=None, **fields):
+    """A predicate for wait_for_entry: M("VACUUM_DONE", DB_PATH=p)."""
+    def pred(e):
+        return entry_matches(e, msgid, message, **fields)
+    pred.__name__ = f"M({msgid!r}, message={message!r}, {fields!r})"
+    pred.__qualname__ = pred.__name__
+    return pred
+
+
+class JournaldKeeper:
+    """Makes sure a journald listens, starting one when none does, and
+    stops (by pid) only the ones it started. Other test sessions may share
+    the machine: one of them may stop the journald it started while we use
+    it, so ensure() is called again before each daemon starts."""
+
+    def __init__(self):
+        self._started = []  # (Popen, log file name)
+
+    def ensure(self):
+        if _journal_accepts():
+            return
+        if not os.access(JOURNALD_BIN, os.X_OK):
+            pytest.skip(f"no journald listening and {JOURNALD_BIN} is not installed")
+        # A stale socket nobody listens on: journald wants a clean directory.
+        if os.path.isdir(JOURNAL_DIR):
+            shutil.rmtree(JOURNAL_DIR)
+        fd, logname = tempfile.mkstemp(prefix="maintd-tests-journald-", suffix=".log")
+        with os.fdopen(fd, "wb") as logf:
+            proc = subprocess.Popen([JOURNALD_BIN], stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
+                                    start_new_session=True)
+        self._started.append((proc, logname))
+        deadline = time.monotonic() + 15
+        while not _journal_accepts():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                with open(logname) as f:
+                    pytest.fail(f"systemd-journald did not come up (exit {proc.poll()}):\n{f.read()}",
+                                pytrace=False)
+            time.sleep(0.05)
+
+    def stop(self):
+        for proc, logname in self._started:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=15)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(logname)
+        self._started = []
+
+
+@pytest.fixture(scope="session")
+def journald():
+    """A journald listening on /run/systemd/journal/socket: the running one,
+    or one started here (and stopped, by its pid, at the end of the
+    session). Yields a Journal to read entries back with journalctl."""
+    if os.geteuid() != 0:
+        pytest.skip(f"the daemon tests need root to use or start journald (uid {os.geteuid()})")
+    if shutil.which("journalctl") is None:
+        pytest.skip("journalctl is not installed")
+    keeper = JournaldKeeper()
+    try:
+        keeper.ensure()
+        yield Journal(keeper)
+    finally:
+        keeper.stop()
+
+
+# --------------------------------------------------------------------------
+# NOTIFY_SOCKET
+
+@dataclasses.dataclass
+class Notification:
+    t: float   # time.monotonic() on arrival
+    pid: int   # the sender, from SCM_CREDENTIALS
+    text: str
+
+    def assignments(self):
+        return [line for line in self.text.split("\n") if line]
+
+    def has(self, assignment):
+        return assignment in self.assignments()
+
+    def value(self, key):
+        for line in self.assignments():
+            k, _, v = line.partition("=")
+            if k == key:
+                return v
+        return None
+
+
+class NotifyListener:
+    """A real AF_UNIX datagram socket, as systemd's, collecting every
+    datagram (with the sender's pid) on a background thread."""
+
+    def __init__(self, path):
+        self.path = str(path)
+        self.messages = []
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._stop = False
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        self.sock.bind(self.path)
+        self.sock.settimeout(0.1)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        credsize = socket.CMSG_SPACE(array.array("i", [0, 0, 0]).itemsize * 3)
+        while not self._stop:
+            try:
+                data, anc, _, _ = self.sock.recvmsg(65536, credsize)
+            except socket.timeout:
+                continue
+            except OSError:
+                break
+            pid = -1
+            for level, typ, cdata in anc:
+                if level == socket.SOL_SOCKET and typ == socket.SCM_CREDENTIALS:
+                    pid = array.array("i", cdata[:12])[0]
+            with self._cond:
+                self.messages.append(Notification(time.monotonic(), pid,
+                                                  data.decode("utf-8", "replace")))
+                self._cond.notify_all()
+
+    def snapshot(self):
+        with self._lock:
+            return list(self.messages)
+
+    def wait_for(self, predicate, timeout=WAIT, after=0, what=None, alive=None):
+        """The first message at index >= after matching predicate; returns
+        (index, message)."""
+        deadline = time.monotonic() + timeout
+        grace = False
+        with self._cond:
+            while True:
+                for i in range(after, len(self.messages)):
+                    if predicate(self.messages[i]):
+                        return i, self.messages[i]
+                if not grace and alive is not None and not alive():
+                    # the sender is gone: what it sent may still be in flight
+                    grace = True
+                    deadline = min(deadline, time.monotonic() + 0.5)
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(min(left, 0.2))
+            got = [m.text for m in self.messages]
+        raise AssertionError(f"no notification matching {what or predicate} within {timeout}s "
+                             f"(after index {after}); received: {got}")
+
+    def wait_for_assignment(self, assignment, timeout=WAIT, after=0, alive=None):
+        return self.wait_for(lambda m: m.has(assignment), timeout, after, what=assignment, alive=alive)
+
+    def close(self):
+        self._stop = True
+        self._thread.join(timeout=5)
+        self.sock.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+
+def _socket_dir(tmp_path):
+    # sun_path holds 108 bytes; pytest's tmp_path can be longer than that.
+    if len(str(tmp_path)) < 80:
+        return str(tmp_path), None
+    d = tempfile.mkdtemp(prefix="maintd-n-", dir="/tmp")
+    return d, d
+
+
+@pytest.fixture
+def notify_socket(tmp_path):
+    d, cleanup = _socket_dir(tmp_path)
+    n = NotifyListener(os.path.join(d, "notify.sock"))
+    yield n
+    n.close()
+    if cleanup:
+        shutil.rmtree(cleanup, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------
+# Config files
+
+def _scalar(v):
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return str(v)
+    s = str(v)
+    if re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.%]*", s):
+        return s
+    return json.dumps(s)  # a double-quoted YAML scalar
+
+
+def _emit(obj, indent=0):
+    pad = "  " * indent
+    lines = []
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if isinstance(v, (dict, list)):
+                lines.append(f"{pad}{k}:")
+                lines += _emit(v, indent + 1)
+            else:
+                lines.append(f"{pad}{k}: {_scalar(v)}")
+    else:
+        for item in obj:
+            sub = _emit(item, indent + 1) if isinstance(item, (dict, list)) else [pad + "  " + _scalar(item)]
+            sub[0] = pad + "- " + sub[0][len(pad) + 2:]
+            lines += sub
+    return lines
+
+
+def hhmm(dt):
+    return f"{dt.hour:02d}:{dt.minute:02d}"
+
+
+def window_with_now(inside):
+    """A maintenance window in local time that contains now (now-1h..now+1h)
+    or does not (now+2h..now+3h); either may wrap midnight."""
+    now = datetime.datetime.now()
+    h = datetime.timedelta(hours=1)
+    if inside:
+        return f"{hhmm(now - h)}-{hhmm(now + h)}"
+    return f"{hhmm(now + 2 * h)}-{hhmm(now + 3 * h)}"
+
+
+def config_text(state_dir, databases, poll_interval="1s", max_concurrent_jobs=1,
+                vacuum=None, analyze=None, retry=None):
+    """A config: defaults fit for tests (window outside now, min_reclaim 0,
+    no ANALYZE, quick retries), updated by vacuum/analyze/retry; databases
+    is a list of paths or of dicts (path plus overrides)."""
+    v = {"threshold": "20%", "urgent_threshold": "30%", "window": window_with_now(False),
+         "min_interval": "6h", "min_reclaim": 0, "integrity": "quick"}
+    v.update(vacuum or {})
+    a = {"interval": "never"}
+    a.update(analyze or {})
+    r = {"busy_timeout": "50ms", "max_attempts": 8, "initial_backoff": "200ms", "max_backoff": "2s"}
+    r.update(retry or {})
+    dbs = [d if isinstance(d, dict) else {"path": str(d)} for d in databases]
+    dbs = [{**d, "path": str(d["path"])} for d in dbs]
+    doc = {"poll_interval": poll_interval, "max_concurrent_jobs": max_concurrent_jobs,
+           "state_dir": str(state_dir),
+           "defaults": {"vacuum": v, "analyze": a, "retry": r},
+           "databases": dbs}
+    return "# written by tests/integration/daemon_fixtures.py\n" + "\n".join(_emit(doc)) + "\n"
+
+
+# --------------------------------------------------------------------------
+# The daemon
+
+def _now_us():
+    return time.time_ns() // 1000
+
+
+class Daemon:
+    """One sqlite-maintd process, its config, its notify listener and its
+    journal entries."""
+
+    def __init__(self, journal, argv, env, notify, config_path, out_path, err_path, owns_notify):
+        self.journal = journal
+        self.notify = notify
+        self.config_path = config_path
+        self.argv = argv
+        self.out_path, self.err_path = out_path, err_path
+        self._owns_notify = owns_notify
+        self.since_us = _now_us()
+        self.t0 = time.monotonic()
+        self._out = open(out_path, "wb")
+        self._err = open(err_path, "wb")
+        self.proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL,
+                                     stdout=self._out, stderr=self._err)
+        self.pid = self.proc.pid
+
+    # --- process ---
+    def alive(self):
+        return self.proc.poll() is None
+
+    def signal(self, sig):
+        if self.alive():
+            self.proc.send_signal(sig)
+
+    def wait(self, timeout=30):
+        """Exit status; fails the test if the process is still running."""
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"sqlite-maintd (pid {self.pid}) still running {timeout}s later\n"
+                                 + self.describe()) from None
+
+    def stop(self, timeout=30):
+        """SIGTERM and wait; returns the exit status."""
+        self.signal(signal.SIGTERM)
+        return self.wait(timeout)
+
+    def kill(self):
+        if self.alive():
+            self.proc.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=15)
+
+    def close(self):
+        self.kill()
+        self._out.close()
+        self._err.close()
+        if self._owns_notify:
+            self.notify.close()
+
+    def output(self):
+        parts = []
+        for name, p in (("stdout", self.out_path), ("stderr", self.err_path)):
+            with open(p, "rb") as f:
+                parts.append(f"--- {name} ---\n" + f.read().decode("utf-8", "replace")[-8000:])
+        return "\n".join(parts)
+
+    def describe(self):
+        rc = self.proc.poll()
+        return (f"command: {' '.join(self.argv)}\nexit status: {rc if rc is not None else 'running'}\n"
+                + self.output() + "\n--- journal ---\n" + format_entries(self.entries())
+                + "\n--- notifications ---\n" + "\n".join(repr(m.text) for m in self.notify.snapshot()))
+
+    # --- journal ---
+    def entries(self, *preds, **match):
+        """This process's journal entries, filtered by predicates or by
+        entry_matches keywords (msgid=, message=, FIELD=)."""
+        es = self.journal.entries(self.pid, self.since_us)
+        if match:
+            preds = preds + (M(**match),)
+        return [e for e in es if all(p(e) for p in preds)]
+
+    def wait_for_entry(self, pred=None, timeout=WAIT, **match):
+        pred = pred or M(**match)
+        return self.journal.wait_for_entry(self.pid, pred, timeout, self.since_us, self.alive,
+                                           what=getattr(pred, "__name__", None))
+
+    def wait_for_entries(self, count, pred=None, timeout=WAIT, **match):
+        pred = pred or M(**match)
+        return self.journal.wait_for_entries(self.pid, pred, count, timeout, self.since_us, self.alive,
+                                             what=getattr(pred, "__name__", None))
+
+    # --- sd_notify ---
+    def wait_notify(self, assignment, timeout=WAIT, after=0):
+        """(index, message) of the first datagram from this process carrying
+        assignment (e.g. "READY=1")."""
+        return self.notify.wait_for(lambda m: m.pid == self.pid and m.has(assignment), timeout, after,
+                                    what=f"{assignment} from pid {self.pid}", alive=self.alive)
+
+    def notifications(self):
+        return [m for m in self.notify.snapshot() if m.pid == self.pid]
+
+    def wait_ready(self, timeout=WAIT):
+        try:
+            return self.wait_notify("READY=1", timeout)
+        except AssertionError as e:
+            raise AssertionError(f"{e}\n{self.describe()}") from None
+
+
+class DaemonFactory:
+    def __init__(self, journal, tmp_path):
+        self.journal = journal
+        self.tmp_path = tmp_path
+        self.daemons = []
+        self._sockdirs = []
+        self._n = 0
+
+    def config(self, text, name=None):
+        """Write a config file; returns its path."""
+        self._n += 1
+        p = self.tmp_path / (name or f"maintd-{self._n}.yaml")
+        p.write_text(text)
+        return str(p)
+
+    def start(self, config, *args, notify=None, env=None, log_level="debug", wait_ready=True):
+        """Start sqlite-maintd -c config (a path or the text of one) with
+        --log-target=journal. env: extra variables (None removes one).
+        Returns a Daemon, killed at teardown whatever happens."""
+        if "\n" in str(config):
+            config = self.config(config)
+        self.journal.ensure_running()
+        self._n += 1
+        owns = notify is None
+        if owns:
+            d, cleanup = _socket_dir(self.tmp_path)
+            if cleanup:
+                self._sockdirs.append(cleanup)
+            notify = NotifyListener(os.path.join(d, f"notify-{self._n}.sock"))
+        e = dict(os.environ)
+        for k in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM",
+                  "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "SQLITE_TMPDIR"):
+            e.pop(k, None)
+        e["NOTIFY_SOCKET"] = notify.path
+        for k, v in (env or {}).items():
+            if v is None:
+                e.pop(k, None)
+            else:
+                e[k] = str(v)
+        argv = [MAINTD_BIN, "-c", str(config), "--log-target=journal"]
+        if log_level:
+            argv.append(f"--log-level={log_level}")
+        argv += [str(a) for a in args]
+        d = Daemon(self.journal, argv, e, notify, str(config),
+                   str(self.tmp_path / f"maintd-{self._n}.out"),
+                   str(self.tmp_path / f"maintd-{self._n}.err"), owns)
+        self.daemons.append(d)
+        if wait_ready:
+            d.wait_ready()
+        return d
+
+    def run_once(self, config, *args, timeout=60, log_level="debug"):
+        """sqlite-maintd --once (plus args), to its end: (Daemon, exit status)."""
+        d = self.start(config, "--once", *args, log_level=log_level, wait_ready=False)
+        rc = d.wait(timeout)
+        return d, rc
+
+    def close(self):
+        for d in self.daemons:
+            d.close()
+        for s in self._sockdirs:
+            shutil.rmtree(s, ignore_errors=True)
+
+
+@pytest.fixture
+def daemon(journald, tmp_path):
+    """daemon.start(config_path_or_text, *args, env=, notify=) -> Daemon."""
+    b = MAINTD_BIN
+    if not (os.path.isfile(b) and os.access(b, os.X_OK)):
+        pytest.fail(f"sqlite-maintd not built: {b} (set MAINTD_BIN)", pytrace=False)
+    f = DaemonFactory(journald, tmp_path)
+    try:
+        yield f
+    finally:
+        f.close()
+
+
+# --------------------------------------------------------------------------
+# Databases
+
+def db_stats(path):
+    """(freelist_count, page_count, fragmentation percent) from a fresh
+    connection, as a user would ask SQLite."""
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        fl = con.execute("PRAGMA freelist_count").fetchone()[0]
+        pc = con.execute("PRAGMA page_count").fetchone()[0]
+    finally:
+        con.close()
+    return fl, pc, (100.0 * fl / pc if pc else 0.0)
+
+
+def freelist_count(path):
+    return db_stats(path)[0]
+
+
+def fragmentation(path):
+    return db_stats(path)[2]
+
+
+def _con_stats(con):
+    fl = con.execute("PRAGMA freelist_count").fetchone()[0]
+    pc = con.execute("PRAGMA page_count").fetchone()[0]
+    return fl, pc
+
+
+def _evenly(ids, k):
+    k = max(0, min(k, len(ids)))
+    return [ids[int(i * len(ids) / k)] for i in range(k)] if k else []
+
+
+def fragment_to(con, target, blob=4000, tolerance=1.0):
+    """Delete (or re-insert) rows of t, evenly spread, until the freelist is
+    target percent of the pages. Each row fills one page, so a deleted row
+    frees about one page."""
+    for _ in range(20):
+        fl, pc = _con_stats(con)
+        pct = 100.0 * fl / pc
+        if abs(pct - target) <= tolerance:
+            return pct
+        if pct < target:
+            k = max(1, math.ceil(target / 100.0 * pc - fl))
+            ids = [r[0] for r in con.execute("SELECT id FROM t ORDER BY id")]
+            victims = _evenly(ids, k)
+            con.execute("BEGIN")
+            con.executemany("DELETE FROM t WHERE id = ?", [(i,) for i in victims])
+            con.execute("COMMIT")
+        else:
+            k = max(1, math.floor(fl - target / 100.0 * pc))
+            con.execute("BEGIN")
+            con.executemany("INSERT INTO t(b) VALUES(randomblob(?))", [(blob,)] * k)
+            con.execute("COMMIT")
+    fl, pc = _con_stats(con)
+    return 100.0 * fl / pc
+
+
+def make_db(path, frag, mode="delete", rows=1000, blob=4000, index=False, keep_open=False):
+    """A real database of about rows*blob bytes: table t(id, b) of random
+    blobs, one per page, and table app for an application's own writes;
+    then rows deleted evenly until frag percent of the pages are free
+    (checked to within 3 points with a fresh connection).
+
+    mode "wal": with keep_open the connection (wal_autocheckpoint=0) is
+    returned and kept open, so the deletes stay in the -wal; the caller
+    closes it. index=True adds a table with an index and rows for ANALYZE."""
+    path = str(path)
+    con = sqlite3.connect(path, isolation_level=None)
+    jm = con.execute(f"PRAGMA journal_mode={'WAL' if mode == 'wal' else 'DELETE'}").fetchone()[0]
+    assert jm == ("wal" if mode == "wal" else "delete"), jm
+    if mode == "wal":
+        con.execute("PRAGMA wal_autocheckpoint=0")
+    con.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, b BLOB)")
+    con.execute("CREATE TABLE app(id INTEGER PRIMARY KEY, note TEXT)")
+    con.execute("BEGIN")
+    con.executemany("INSERT INTO t(id, b) VALUES(?, randomblob(?))", [(i, blob) for i in range(1, rows + 1)])
+    if index:
+        con.execute("CREATE TABLE kv(k INTEGER, v TEXT)")
+        con.execute("CREATE INDEX kv_k ON kv(k)")
+        con.executemany("INSERT INTO kv VALUES(?, ?)", [(i % 50, f"v{i}") for i in range(2000)])
+    con.execute("COMMIT")
+    if mode == "wal":
+        busy = con.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        assert busy == 0
+    fragment_to(con, frag, blob)
+    if keep_open:
+        fl, pc = _con_stats(con)
+        got = 100.0 * fl / pc
+    else:
+        con.close()
+        got = fragmentation(path)
+    assert abs(got - frag) <= 3, f"{path}: made {got:.2f}% fragmentation, wanted {frag}%"
+    return con if keep_open else None
+
+
+def refragment(path, frag, blob=4000):
+    """Fragment an existing make_db database again (e.g. after a VACUUM)."""
+    con = sqlite3.connect(str(path), isolation_level=None)
+    try:
+        fragment_to(con, frag, blob)
+    finally:
+        con.close()
+    got = fragmentation(path)
+    assert abs(got - frag) <= 3, f"{path}: made {got:.2f}% fragmentation, wanted {frag}%"
+    return got
+
+
+def checksum(path, table="t"):
+    """sha256 of every row of table, ordered by id."""
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    h = hashlib.sha256()
+    try:
+        n = 0
+        for row in con.execute(f"SELECT * FROM {table} ORDER BY id"):
+            h.update(repr(row).encode())
+            n += 1
+        h.update(f"rows {n}".encode())
+    finally:
+        con.close()
+    return h.hexdigest()
+
+
+def integrity_check(path):
+    return helpers.quick_check(str(path), "integrity_check")
+
+
+def files_sha256(paths):
+    """{path: sha256 or None when absent} of each file and its side files."""
+    out = {}
+    for p in paths:
+        for f in (str(p), str(p) + "-journal", str(p) + "-wal", str(p) + "-shm"):
+            out[f] = helpers.sha256(f) if os.path.exists(f) else None
+    return out
+
+
+def make_corrupt_db(path):
+    """A fragmented database whose table b-tree is damaged in the middle
+    (helpers.make_corrupt_db, which asserts quick_check reports it)."""
+    helpers.make_corrupt_db(str(path))
+    problems = helpers.quick_check(str(path))
+    assert problems != ["ok"], problems
+    return problems
+
+
+def make_freelist_corrupt_db(path, frag=35):
+    """A fragmented database whose freelist also lists a page the table
+    uses (a "2nd reference"): quick_check reports it, yet a plain VACUUM
+    would run without complaint and rewrite the file, so only a check made
+    before the VACUUM keeps the daemon's hands off it."""
+    path = str(path)
+    make_db(path, frag)
+    con = sqlite3.connect(path)
+    try:
+        ps = con.execute("PRAGMA page_size").fetchone()[0]
+        leaves = [r[0] for r in con.execute(
+            "SELECT pageno FROM dbstat WHERE name = 't' AND pagetype = 'leaf' ORDER BY pageno")]
+    finally:
+        con.close()
+    victim = leaves[len(leaves) // 2]
+    with open(path, "r+b") as f:
+        f.seek(32)
+        trunk = int.from_bytes(f.read(4), "big")
+        assert trunk, "no freelist"
+        f.seek((trunk - 1) * ps + 4)
+        assert int.from_bytes(f.read(4), "big") > 0, "the first freelist trunk page lists no leaves"
+        f.seek((trunk - 1) * ps + 8)  # the first leaf entry of the trunk page
+        f.write(victim.to_bytes(4, "big"))
+    problems = helpers.quick_check(path)
+    assert problems != ["ok"] and "2nd reference" in problems[0], problems
+    return problems
+
+
+# --------------------------------------------------------------------------
+# An application in another process
+
+APP_SCRIPT = r"""
+import sqlite3, sys, time
+path, begin, hold, after = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
+write_first = sys.argv[5] == "1"
+con = sqlite3.connect(path, isolation_level=None, timeout=30)
+con.execute(begin)
+if write_first:
+    con.execute("INSERT INTO app(note) VALUES('held')")
+print("locked", flush=True)
+time.sleep(hold)
+if not write_first:
+    con.execute("INSERT INTO app(note) VALUES('held')")
+con.execute("COMMIT")
+print("released", flush=True)
+# Go on working as an application does: small write transactions, reads.
+for i in range(after):
+    con.execute("INSERT INTO app(note) VALUES(?)", (f"after {i}",))
+    con.execute("SELECT count(*) FROM t").fetchone()
+    time.sleep(0.05)
+n = con.execute("SELECT count(*) FROM app").fetchone()[0]
+con.close()
+print(f"ok {n}", flush=True)
+"""
+
+
+class App:
+    """A separate process using the database the way an application does:
+    it opens a transaction with `begin`, holds it for `hold` seconds with
+    an INSERT into app made at the start (write_first) or just before the
+    COMMIT, then does `after` more small transactions with a 30 s busy
+    timeout. Any SQLite error ends it with a traceback and exit status 1."""
+
+    def __init__(self, path, begin="BEGIN EXCLUSIVE", hold=3.0, after=20, write_first=True):
+        self.proc = subprocess.Popen([PYTHON, "-c", APP_SCRIPT, str(path), begin, str(hold), str(after),
+                                      "1" if write_first else "0"],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
+        line = self._readline(15)
+        if line != "locked":
+            self.kill()
+            raise AssertionError(f"the app did not take its lock: {line!r} {self.proc.stderr.read()}")
+        self.locked_at = time.monotonic()
+
+    def _readline(self, timeout):
+        import select
+        r, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        return self.proc.stdout.readline().strip() if r else None
+
+    def finish(self, timeout=60):
+        """(exit status, stdout, stderr)."""
+        try:
+            out, err = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"the app did not finish in {timeout}s") from None
+        return self.proc.returncode, out, err
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=15)
+
+
+@pytest.fixture
+def app():
+    """app(path, begin=, hold=, after=) -> App; killed at teardown."""
+    apps = []
+
+    def start(*a, **kw):
+        x = App(*a, **kw)
+        apps.append(x)
+        return x
+
+    yield start
+    for x in apps:
+        x.kill()
+        for s in (x.proc.stdout, x.proc.stderr):
+            with contextlib.suppress(OSError):
+                s.close()

@@ -1,0 +1,222 @@
+/* SPDX-License-Identifier: MIT */
+/* schedule: every scheduling rule at its edges. */
+#include <stdint.h>
+#include <string.h>
+
+#include "schedule.h"
+#include "tap.h"
+
+#define MIN 60000LL
+#define HOUR (60 * MIN)
+#define DAY (24 * HOUR)
+
+static struct vacuum_conf vconf(void)
+{
+        return (struct vacuum_conf){
+                .threshold = 20.0,
+                .urgent_threshold = 30.0,
+                .window = { .always = false, .start_min = 2 * 60, .end_min = 5 * 60 },
+                .min_interval_ms = 6 * HOUR,
+                .min_reclaim = 1024 * 1024,
+                .disk_space_factor = 2.0,
+                .integrity = INTEGRITY_QUICK,
+                .mode = VACUUM_MODE_FULL,
+        };
+}
+
+/* A database of 10000 4 KiB pages with freelist giving frag percent. */
+static struct dbstat stat_at(double frag)
+{
+        struct dbstat st = { .page_size = 4096, .page_count = 10000 };
+
+        st.freelist_count = (uint64_t)(frag * 100.0 + 0.5);
+        st.fragmentation_percent = frag;
+        st.estimated_wasted_space_bytes = st.freelist_count * st.page_size;
+        return st;
+}
+
+static enum sched_reason reason(double frag, int minute, int64_t last_vacuum, int64_t now)
+{
+        struct vacuum_conf vc = vconf();
+        struct dbstat st = stat_at(frag);
+        struct sched_history h = { .last_vacuum_ms = last_vacuum };
+
+        return sched_vacuum(&st, &vc, &h, now, minute, false).reason;
+}
+
+static void test_windows(void)
+{
+        struct window w = { false, 2 * 60, 5 * 60 };
+        struct window wrap = { false, 22 * 60, 3 * 60 };
+        struct window always = { true, 0, 0 };
+
+        CHECK(!sched_in_window(&w, 119));
+        CHECK(sched_in_window(&w, 120));  /* start is inside */
+        CHECK(sched_in_window(&w, 299));
+        CHECK(!sched_in_window(&w, 300)); /* end is outside */
+        CHECK(sched_minutes_until_window(&w, 60) == 60);
+        CHECK(sched_minutes_until_window(&w, 300) == 1260);
+        CHECK(sched_minutes_until_window(&w, 150) == 0);
+
+        CHECK(sched_in_window(&wrap, 22 * 60));
+        CHECK(sched_in_window(&wrap, 23 * 60 + 59));
+        CHECK(sched_in_window(&wrap, 0));
+        CHECK(sched_in_window(&wrap, 179));
+        CHECK(!sched_in_window(&wrap, 180));
+        CHECK(!sched_in_window(&wrap, 12 * 60));
+        CHECK(!sched_in_window(&wrap, 22 * 60 - 1));
+        CHECK(sched_minutes_until_window(&wrap, 21 * 60) == 60);
+        CHECK(sched_minutes_until_window(&wrap, 3 * 60) == 19 * 60);
+
+        for (int m = 0; m < 1440; m += 7)
+                CHECK(sched_in_window(&always, m) && sched_minutes_until_window(&always, m) == 0);
+}
+
+static void test_thresholds(void)
+{
+        int64_t now = 100 * DAY;
+        int inside = 3 * 60, outside = 12 * 60;
+
+        CHECK(reason(19.99, inside, 0, now) == SCHED_REASON_BELOW);
+        CHECK(reason(20.00, inside, 0, now) == SCHED_REASON_THRESHOLD);   /* at the threshold: due */
+        CHECK(reason(20.00, outside, 0, now) == SCHED_REASON_WAIT_WINDOW);
+        CHECK(reason(29.99, outside, 0, now) == SCHED_REASON_WAIT_WINDOW);
+        CHECK(reason(30.00, outside, 0, now) == SCHED_REASON_URGENT);     /* urgent ignores the window */
+        CHECK(reason(30.00, inside, 0, now) == SCHED_REASON_URGENT);
+        CHECK(reason(5.0, inside, 0, now) == SCHED_REASON_BELOW);
+        CHECK(reason(100.0, outside, 0, now) == SCHED_REASON_URGENT);
+
+        /* The action goes with the reason. */
+        {
+                struct vacuum_conf vc = vconf();
+                struct dbstat st = stat_at(35.0);
+                struct sched_history h = { 0 };
+
+                CHECK(sched_vacuum(&st, &vc, &h, now, outside, false).action == SCHED_VACUUM);
+                st = stat_at(25.0);
+                CHECK(sched_vacuum(&st, &vc, &h, now, outside, false).action == SCHED_NONE);
+                CHECK(sched_vacuum(&st, &vc, &h, now, outside, true).action == SCHED_VACUUM); /* --ignore-window */
+                st = (struct dbstat){ 0 };
+                CHECK(sched_vacuum(&st, &vc, &h, now, inside, false).action == SCHED_NONE); /* empty database */
+        }
+}
+
+static void test_min_interval_and_reclaim(void)
+{
+        int64_t now = 100 * DAY;
+        struct vacuum_conf vc = vconf();
+        struct dbstat st;
+        struct sched_history h = { 0 };
+
+        CHECK(reason(35.0, 0, now - 6 * HOUR + 1, now) == SCHED_REASON_MIN_INTERVAL);
+        CHECK(reason(35.0, 0, now - 6 * HOUR, now) == SCHED_REASON_URGENT); /* exactly min_interval: allowed */
+        CHECK(reason(35.0, 0, 0, now) == SCHED_REASON_URGENT);              /* never vacuumed */
+
+        /* 25% of a small database: below 1 MiB to reclaim. */
+        st = (struct dbstat){ .page_size = 4096, .page_count = 1000, .freelist_count = 250,
+                              .fragmentation_percent = 25.0, .estimated_wasted_space_bytes = 250 * 4096 };
+        CHECK(sched_vacuum(&st, &vc, &h, now, 3 * 60, false).reason == SCHED_REASON_MIN_RECLAIM);
+        st.freelist_count = 256;
+        st.estimated_wasted_space_bytes = 256 * 4096; /* exactly 1 MiB */
+        CHECK(sched_vacuum(&st, &vc, &h, now, 3 * 60, false).reason == SCHED_REASON_THRESHOLD);
+        vc.min_reclaim = 0;
+        st.estimated_wasted_space_bytes = 0;
+        CHECK(sched_vacuum(&st, &vc, &h, now, 3 * 60, false).reason == SCHED_REASON_THRESHOLD);
+}
+
+static void test_incremental(void)
+{
+        struct vacuum_conf vc = vconf();
+        struct dbstat st = stat_at(40.0);
+        struct sched_history h = { 0 };
+
+        vc.mode = VACUUM_MODE_INCREMENTAL;
+        st.auto_vacuum = AUTO_VACUUM_INCREMENTAL;
+        CHECK(sched_vacuum(&st, &vc, &h, DAY, 0, false).action == SCHED_INCREMENTAL_VACUUM);
+        st.auto_vacuum = AUTO_VACUUM_NONE; /* not an incremental database: full VACUUM */
+        CHECK(sched_vacuum(&st, &vc, &h, DAY, 0, false).action == SCHED_VACUUM);
+        vc.mode = VACUUM_MODE_FULL;
+        st.auto_vacuum = AUTO_VACUUM_INCREMENTAL;
+        CHECK(sched_vacuum(&st, &vc, &h, DAY, 0, false).action == SCHED_VACUUM);
+}
+
+static void test_analyze(void)
+{
+        struct analyze_conf ac = { .interval_ms = DAY, .analysis_limit = 1000 };
+        struct sched_history h = { .first_seen_ms = 1000 * DAY };
+        int64_t due;
+        uint32_t hashes[] = { 0, 1, 12345, 4000000000u };
+
+        /* Never analyzed: within the stagger after first seen, spread by path. */
+        for (size_t i = 0; i < sizeof(hashes) / sizeof(hashes[0]); i++) {
+                due = sched_analyze_due(&ac, &h, 5 * MIN, hashes[i]);
+                CHECK(due >= h.first_seen_ms && due < h.first_seen_ms + 5 * MIN);
+        }
+        CHECK(sched_analyze_due(&ac, &h, 5 * MIN, sched_hash("/a.db")) !=
+              sched_analyze_due(&ac, &h, 5 * MIN, sched_hash("/b.db")));
+        /* Analyzed before: exactly one interval later. */
+        h.last_analyze_ms = 1001 * DAY;
+        CHECK(sched_analyze_due(&ac, &h, 5 * MIN, 7) == 1002 * DAY);
+        /* A stagger longer than the interval is cut to it. */
+        h.last_analyze_ms = 0;
+        ac.interval_ms = 1000;
+        CHECK(sched_analyze_due(&ac, &h, DAY, 999999) < h.first_seen_ms + 1000);
+        /* Off. */
+        ac.interval_ms = 0;
+        CHECK(sched_analyze_due(&ac, &h, 5 * MIN, 7) == INT64_MAX);
+}
+
+static void test_backoff(void)
+{
+        struct retry_conf rc = { .busy_timeout_ms = 50, .max_attempts = 8, .initial_backoff_ms = 1000,
+                                 .max_backoff_ms = 600000 };
+        uint64_t prev_max = 0;
+
+        for (int a = 1; a <= 30; a++) {
+                uint64_t base = 1000ull << (a - 1 > 20 ? 20 : a - 1);
+                uint64_t lo, hi = 0;
+
+                if (base > rc.max_backoff_ms)
+                        base = rc.max_backoff_ms;
+                lo = UINT64_MAX;
+                for (uint32_t r = 0; r < 2000; r += 37) {
+                        uint64_t d = sched_backoff_ms(&rc, a, r * 2654435761u);
+
+                        lo = d < lo ? d : lo;
+                        hi = d > hi ? d : hi;
+                }
+                CHECK_MSG(hi <= base && lo >= base - base / 4, "attempt %d: [%llu, %llu] base %llu", a,
+                          (unsigned long long)lo, (unsigned long long)hi, (unsigned long long)base);
+                CHECK(hi <= rc.max_backoff_ms); /* bounded */
+                CHECK(hi >= prev_max / 2);      /* grows (with jitter) until the cap */
+                prev_max = hi;
+        }
+        CHECK(sched_backoff_ms(&rc, 1, 0) == 1000);
+        CHECK(sched_backoff_ms(&rc, 2, 0) == 2000);
+        CHECK(sched_backoff_ms(&rc, 4, 0) == 8000);
+        CHECK(sched_backoff_ms(&rc, 11, 0) == 600000); /* 1024 s capped at 10 min */
+        rc.initial_backoff_ms = 0;
+        CHECK(sched_backoff_ms(&rc, 5, 12345) == 0);
+}
+
+static void test_priority(void)
+{
+        CHECK(sched_compare(true, 31.0, false, 90.0) < 0); /* urgent first, whatever the figures */
+        CHECK(sched_compare(false, 90.0, true, 31.0) > 0);
+        CHECK(sched_compare(false, 25.0, false, 28.0) > 0); /* then the most fragmented */
+        CHECK(sched_compare(true, 50.0, true, 40.0) < 0);
+        CHECK(sched_compare(false, 25.0, false, 25.0) == 0);
+}
+
+int main(void)
+{
+        test_windows();
+        test_thresholds();
+        test_min_interval_and_reclaim();
+        test_incremental();
+        test_analyze();
+        test_backoff();
+        test_priority();
+        CHECK_STREQ(sched_reason_name(SCHED_REASON_URGENT), "urgent");
+        return test_summary();
+}
