@@ -9,6 +9,8 @@ MAINTD_PACKAGES=(
   python3 python3-pytest sqlite3
   systemd           # systemd-journald, journalctl and systemd-analyze for the tests
   util-linux        # mount (tmpfs for the disk-full tests), setpriv
+  procps            # /bin/kill, for the unit's ExecReload
+  man-db groff-base # man --warnings, to check the man pages render cleanly
 )
 
 ensure_packages() {

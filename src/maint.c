@@ -196,8 +196,11 @@ static void fix_side_file_owners(const char *path)
                         continue;
                 if (lstat(p, &side) < 0 || !S_ISREG(side.st_mode))
                         continue;
-                if (side.st_uid != db.st_uid || side.st_gid != db.st_gid)
-                        (void)fchownat(AT_FDCWD, p, db.st_uid, db.st_gid, AT_SYMLINK_NOFOLLOW);
+                /* Best effort: a file that vanished or a filesystem without
+                 * ownership (vfat) leaves nothing better to do. */
+                if ((side.st_uid != db.st_uid || side.st_gid != db.st_gid) &&
+                    fchownat(AT_FDCWD, p, db.st_uid, db.st_gid, AT_SYMLINK_NOFOLLOW) < 0)
+                        continue;
         }
 }
 
