@@ -119,12 +119,30 @@ static enum reason parse_decimal(const char *s, double *ret, const char **end)
         return PR_OK;
 }
 
+/* A unit suffix and what one of it is worth (ms or bytes). */
+struct unit {
+        const char *name;
+        uint64_t mult;
+};
+
+/* n followed by suffix end, looked up in units; overflow is an error. */
+static enum reason apply_unit(const struct unit *units, size_t n_units, uint64_t n, const char *end,
+                              uint64_t *ret)
+{
+        for (size_t i = 0; i < n_units; i++) {
+                if (strcmp(end, units[i].name) != 0)
+                        continue;
+                if (n > UINT64_MAX / units[i].mult)
+                        return PR_OVERFLOW;
+                *ret = n * units[i].mult;
+                return PR_OK;
+        }
+        return PR_SYNTAX;
+}
+
 static enum reason duration_reason(const char *s, uint64_t *ret_ms)
 {
-        static const struct {
-                const char *name;
-                uint64_t ms;
-        } units[] = {
+        static const struct unit units[] = {
                 { "ms", 1 },           { "s", MS_PER_S }, { "m", MS_PER_M },
                 { "h", MS_PER_H },     { "d", MS_PER_D }, { "w", MS_PER_W },
         };
@@ -142,15 +160,7 @@ static enum reason duration_reason(const char *s, uint64_t *ret_ms)
         if (*end == '\0')
                 /* a bare zero is unambiguous; any other bare number is not */
                 return n == 0 ? (*ret_ms = 0, PR_OK) : PR_NO_UNIT;
-        for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
-                if (strcmp(end, units[i].name) != 0)
-                        continue;
-                if (n > UINT64_MAX / units[i].ms)
-                        return PR_OVERFLOW;
-                *ret_ms = n * units[i].ms;
-                return PR_OK;
-        }
-        return PR_SYNTAX;
+        return apply_unit(units, sizeof(units) / sizeof(units[0]), n, end, ret_ms);
 }
 
 int conf_parse_duration(const char *s, uint64_t *ret_ms)
@@ -165,10 +175,7 @@ int conf_parse_duration(const char *s, uint64_t *ret_ms)
 
 static enum reason size_reason(const char *s, uint64_t *ret)
 {
-        static const struct {
-                const char *name;
-                uint64_t mult;
-        } units[] = {
+        static const struct unit units[] = {
                 { "", 1 },
                 { "B", 1 },
                 { "KiB", 1ull << 10 },
@@ -191,15 +198,7 @@ static enum reason size_reason(const char *s, uint64_t *ret)
                 return r;
         if (*end == '.' || *end == ',')
                 return PR_FRACTION;
-        for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
-                if (strcmp(end, units[i].name) != 0)
-                        continue;
-                if (n > UINT64_MAX / units[i].mult)
-                        return PR_OVERFLOW;
-                *ret = n * units[i].mult;
-                return PR_OK;
-        }
-        return PR_SYNTAX;
+        return apply_unit(units, sizeof(units) / sizeof(units[0]), n, end, ret);
 }
 
 int conf_parse_size(const char *s, uint64_t *ret_bytes)

@@ -34,7 +34,7 @@ enum command {
 
 struct ctl {
         enum command cmd;
-        bool json, force, full;
+        bool json, force, full, no_space_check;
         int attempts;
         struct conf *conf;
         struct json j;
@@ -51,8 +51,11 @@ static void usage(FILE *f)
               "\n"
               "Commands:\n"
               "  stats               page counts, free pages, fragmentation, sizes, modes\n"
-              "  vacuum [--force]    VACUUM when fragmentation reaches the threshold; --force\n"
-              "                      skips the threshold, never the space and integrity checks\n"
+              "  vacuum [--force] [--no-space-check]\n"
+              "                      VACUUM when fragmentation reaches the threshold; --force\n"
+              "                      skips the threshold, never the space and integrity checks;\n"
+              "                      --no-space-check skips the free-space check (SQLite then\n"
+              "                      fails with SQLITE_FULL, the database intact, if space runs out)\n"
               "  analyze             ANALYZE, bounded by analysis_limit\n"
               "  check [--full]      quick_check, or integrity_check and FTS checks with --full\n"
               "\n"
@@ -274,6 +277,7 @@ static int process(struct ctl *c, const char *arg, const struct db_conf *default
         maint_opts_from_conf(&o, &dc->vacuum, &dc->analyze, &dc->retry);
         if (c->cmd == CMD_CHECK)
                 o.integrity = c->full ? INTEGRITY_FULL : INTEGRITY_QUICK;
+        o.skip_space_check = c->no_space_check;
 
         /* The daemon's backoff: retry.initial_backoff doubling, with jitter. */
         for (int attempt = 1;; attempt++) {
@@ -327,13 +331,14 @@ static int load_conf(const char *file, struct conf **ret)
 
 int main(int argc, char **argv)
 {
-        enum { OPT_JSON = 0x100, OPT_ATTEMPTS, OPT_FORCE, OPT_FULL };
+        enum { OPT_JSON = 0x100, OPT_ATTEMPTS, OPT_FORCE, OPT_FULL, OPT_NO_SPACE_CHECK };
         static const struct option options[] = {
                 { "config", required_argument, NULL, 'c' },
                 { "json", no_argument, NULL, OPT_JSON },
                 { "attempts", required_argument, NULL, OPT_ATTEMPTS },
                 { "force", no_argument, NULL, OPT_FORCE },
                 { "full", no_argument, NULL, OPT_FULL },
+                { "no-space-check", no_argument, NULL, OPT_NO_SPACE_CHECK },
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, 'V' },
                 { NULL, 0, NULL, 0 },
@@ -352,6 +357,7 @@ int main(int argc, char **argv)
                 case OPT_JSON: c.json = true; break;
                 case OPT_FORCE: c.force = true; break;
                 case OPT_FULL: c.full = true; break;
+                case OPT_NO_SPACE_CHECK: c.no_space_check = true; break;
                 case OPT_ATTEMPTS:
                         errno = 0;
                         n = strtol(optarg, &end, 10);
@@ -378,6 +384,10 @@ int main(int argc, char **argv)
         }
         if (c.force && c.cmd != CMD_VACUUM) {
                 fputs("sqlite-maintctl: --force goes with vacuum\n", stderr);
+                return EXIT_USAGE;
+        }
+        if (c.no_space_check && c.cmd != CMD_VACUUM) {
+                fputs("sqlite-maintctl: --no-space-check goes with vacuum\n", stderr);
                 return EXIT_USAGE;
         }
         if (c.full && c.cmd != CMD_CHECK) {

@@ -468,6 +468,21 @@ static enum maint_status read_stats(sqlite3 *db, const char *path, struct dbstat
         return MAINT_OK;
 }
 
+/* After pages were freed: truncate the WAL (it holds the rewritten pages),
+ * then the figures after and what was reclaimed. */
+static void conclude_shrink(sqlite3 *db, const char *path, struct maint_result *r)
+{
+        uint64_t was, now;
+
+        if (is_wal(&r->before))
+                checkpoint_truncate(db, r);
+        if (read_stats(db, path, &r->after, &r->have_after, r) != MAINT_OK)
+                return;
+        was = r->before.page_count * r->before.page_size;
+        now = r->after.page_count * r->after.page_size;
+        r->bytes_reclaimed = was > now ? was - now : 0;
+}
+
 static void begin(struct maint_result *r, uint64_t *t0)
 {
         maint_result_clear(r);
@@ -519,7 +534,7 @@ enum maint_status maint_vacuum(const char *path, const struct maint_opts *o,
             read_stats(db, path, &r->before, &r->have_before, r) != MAINT_OK ||
             /* Corruption first: on a full disk it is still the news. */
             run_check(db, o->integrity, "before VACUUM", r) != MAINT_OK ||
-            check_space(path, &r->before, o, r) != MAINT_OK)
+            (!o->skip_space_check && check_space(path, &r->before, o, r) != MAINT_OK))
                 return finish(path, db, cancel, r, t0);
         if (cancelled(cancel)) {
                 set_status(r, MAINT_INTERRUPTED, SQLITE_INTERRUPT, "stopped before VACUUM");
@@ -533,16 +548,8 @@ enum maint_status maint_vacuum(const char *path, const struct maint_opts *o,
                 fail_sqlite(r, db, rc, "VACUUM failed");
                 return finish(path, db, cancel, r, t0);
         }
-        if (run_check(db, o->integrity, "after VACUUM", r) != MAINT_OK)
-                return finish(path, db, cancel, r, t0);
-        if (is_wal(&r->before))
-                checkpoint_truncate(db, r);
-        if (read_stats(db, path, &r->after, &r->have_after, r) == MAINT_OK) {
-                uint64_t was = r->before.page_count * r->before.page_size;
-                uint64_t now = r->after.page_count * r->after.page_size;
-
-                r->bytes_reclaimed = was > now ? was - now : 0;
-        }
+        if (run_check(db, o->integrity, "after VACUUM", r) == MAINT_OK)
+                conclude_shrink(db, path, r);
         return finish(path, db, cancel, r, t0);
 }
 
@@ -626,16 +633,9 @@ enum maint_status maint_incremental_vacuum(const char *path, const struct maint_
                 if (read_stats(db, path, &now, &have, r) != MAINT_OK)
                         break;
         }
-        if (r->status == MAINT_OK || r->status == MAINT_INTERRUPTED || r->status == MAINT_BUSY) {
-                if (is_wal(&r->before))
-                        checkpoint_truncate(db, r);
-                if (read_stats(db, path, &r->after, &r->have_after, r) == MAINT_OK) {
-                        uint64_t was = r->before.page_count * r->before.page_size;
-                        uint64_t is = r->after.page_count * r->after.page_size;
-
-                        r->bytes_reclaimed = was > is ? was - is : 0;
-                }
-        }
+        /* Batches that committed before a stop or a lock stay freed. */
+        if (r->status == MAINT_OK || r->status == MAINT_INTERRUPTED || r->status == MAINT_BUSY)
+                conclude_shrink(db, path, r);
         return finish(path, db, cancel, r, t0);
 }
 

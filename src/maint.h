@@ -45,6 +45,7 @@ struct maint_opts {
         int analysis_limit;
         uint32_t incremental_batch_pages; /* incremental vacuum: pages per transaction */
         uint64_t incremental_pause_ms;    /* and the pause between two */
+        bool skip_space_check;            /* the admin knows better (sqlite-maintctl --no-space-check) */
 };
 
 /* Lets another thread stop a running operation (sqlite3_interrupt), safely:

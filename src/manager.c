@@ -52,8 +52,8 @@ struct manager {
 
         struct target **queue; /* waiting maintenance */
         size_t queue_n, queue_cap;
-        struct target **statq; /* waiting precise statistics reads */
-        size_t statq_n, statq_cap;
+        struct target **statq; /* waiting precise statistics reads, FIFO from statq_head */
+        size_t statq_head, statq_n, statq_cap;
 
         unsigned running_jobs, running_stats;
         unsigned max_jobs;  /* max_concurrent_jobs, bounded by the pool */
@@ -155,7 +155,12 @@ static void target_drop(struct manager *m, struct target *t)
 {
         targets_remove(&m->targets, t);
         drop_from(m->queue, &m->queue_n, t);
-        drop_from(m->statq, &m->statq_n, t);
+        for (size_t i = m->statq_head; i < m->statq_n; i++)
+                if (m->statq[i] == t) {
+                        memmove(m->statq + i, m->statq + i + 1, (m->statq_n - i - 1) * sizeof(*m->statq));
+                        m->statq_n--;
+                        break;
+                }
         for (size_t i = m->round_pos; i < m->round_n; i++)
                 if (m->round[i] == t)
                         m->round[i] = NULL;
@@ -486,7 +491,7 @@ static void maybe_done(struct manager *m)
                         update_status(m);
                 return;
         }
-        if (m->once && !m->round_active && m->queue_n == 0 && m->statq_n == 0 &&
+        if (m->once && !m->round_active && m->queue_n == 0 && m->statq_head == m->statq_n &&
             m->running_jobs + m->running_stats == 0)
                 begin_stop(m);
 }
@@ -632,10 +637,11 @@ static void dispatch(struct manager *m)
 
         if (m->stopping)
                 return;
-        while (m->running_stats < STAT_JOBS_MAX && m->statq_n > 0) {
-                struct target *t = m->statq[0];
+        while (m->running_stats < STAT_JOBS_MAX && m->statq_head < m->statq_n) {
+                struct target *t = m->statq[m->statq_head++];
 
-                memmove(m->statq, m->statq + 1, --m->statq_n * sizeof(*m->statq));
+                if (m->statq_head == m->statq_n) /* drained: start again at the front */
+                        m->statq_head = m->statq_n = 0;
                 if (start_job(m, t, MAINT_OP_STATS) < 0) {
                         t->want_precise = false;
                         log_msg(LOG_ERR, "%s: cannot start a statistics read, skipping", t->path);
@@ -856,9 +862,9 @@ static void begin_stop(struct manager *m)
         for (size_t i = 0; i < m->queue_n; i++)
                 m->queue[i]->queued = false;
         m->queue_n = 0;
-        for (size_t i = 0; i < m->statq_n; i++)
+        for (size_t i = m->statq_head; i < m->statq_n; i++)
                 m->statq[i]->want_precise = false;
-        m->statq_n = 0;
+        m->statq_head = m->statq_n = 0;
         /* Running jobs stop at their next safe point; the watchdog keeps
          * being fed while they do. */
         for (size_t i = 0; i < m->targets.n; i++)
