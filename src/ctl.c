@@ -176,15 +176,15 @@ static void print_human(struct ctl *c, const char *path, const struct maint_resu
                         fprintf(stderr, "    ... %zu more\n", r->n_problems - 10);
                 return;
         }
+        if (r->status == MAINT_SKIPPED) {
+                printf("%s: skipped: %s\n", path, r->message);
+                return;
+        }
         switch (c->cmd) {
         case CMD_STATS:
                 print_stats_row(path, &r->after);
                 break;
         case CMD_VACUUM:
-                if (r->status == MAINT_SKIPPED) {
-                        printf("%s: skipped: %s\n", path, r->message);
-                        break;
-                }
                 printf("%s: vacuumed: fragmentation %.2f%% -> %.2f%%, reclaimed %s in %llu ms\n", path,
                        r->before.fragmentation_percent, r->after.fragmentation_percent,
                        util_format_bytes(r->bytes_reclaimed, bytes, sizeof(bytes)),

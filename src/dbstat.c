@@ -86,11 +86,13 @@ int dbstat_read_header(const char *path, struct dbstat *st)
         ssize_t n1, n2;
         int fd, r;
 
-        /* O_NOFOLLOW as the SQLite open uses SQLITE_OPEN_NOFOLLOW; O_NOATIME
-         * where permitted so polling leaves no trace. */
-        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOATIME);
+        /* O_NOFOLLOW as the SQLite open uses SQLITE_OPEN_NOFOLLOW; O_NONBLOCK
+         * so a FIFO named like a database cannot hang the loop (it is then
+         * refused as not a regular file); O_NOATIME where permitted so
+         * polling leaves no trace. */
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOATIME);
         if (fd < 0 && errno == EPERM)
-                fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+                fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
         if (fd < 0)
                 return errno == ELOOP ? -ELOOP : -errno;
         if (fstat(fd, &s) < 0) {
@@ -116,7 +118,13 @@ int dbstat_read_header(const char *path, struct dbstat *st)
                 r = -errno;
                 goto out;
         }
-        if (n1 < (ssize_t)sizeof(a) || dbstat_parse_header(a, &h) < 0) {
+        if (n1 < (ssize_t)sizeof(a)) {
+                /* Cut short: a truncated database is SQLite's to judge
+                 * (SQLITE_CORRUPT), anything else is not a database. */
+                r = n1 >= 16 && memcmp(a, "SQLite format 3", 16) == 0 ? -EAGAIN : -EINVAL;
+                goto out;
+        }
+        if (dbstat_parse_header(a, &h) < 0) {
                 r = -EINVAL; /* not a database */
                 goto out;
         }

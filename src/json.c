@@ -8,10 +8,51 @@ void json_init(struct json *j, FILE *f)
         j->first[0] = true;
 }
 
+/* Length of the valid UTF-8 sequence at p (1-4), or 0 if it is not one. */
+static size_t utf8_len(const unsigned char *p)
+{
+        size_t n;
+        uint32_t cp;
+
+        if (p[0] < 0x80)
+                return 1;
+        if (p[0] >= 0xc2 && p[0] <= 0xdf)
+                n = 2, cp = p[0] & 0x1f;
+        else if (p[0] >= 0xe0 && p[0] <= 0xef)
+                n = 3, cp = p[0] & 0x0f;
+        else if (p[0] >= 0xf0 && p[0] <= 0xf4)
+                n = 4, cp = p[0] & 0x07;
+        else
+                return 0;
+        for (size_t i = 1; i < n; i++) {
+                if ((p[i] & 0xc0) != 0x80) /* also stops at the NUL */
+                        return 0;
+                cp = cp << 6 | (p[i] & 0x3f);
+        }
+        /* No overlong forms, no surrogates, nothing past U+10FFFF. */
+        if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
+            (cp >= 0xd800 && cp <= 0xdfff))
+                return 0;
+        return n;
+}
+
 static void put_string(FILE *f, const char *s)
 {
         fputc('"', f);
         for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+                size_t n = utf8_len(p);
+
+                /* JSON is Unicode: bytes that are not UTF-8 (a file name, a
+                 * name from a damaged schema) become U+FFFD. */
+                if (n == 0) {
+                        fputs("\\ufffd", f);
+                        continue;
+                }
+                if (n > 1) {
+                        fwrite(p, 1, n, f);
+                        p += n - 1;
+                        continue;
+                }
                 switch (*p) {
                 case '"': fputs("\\\"", f); break;
                 case '\\': fputs("\\\\", f); break;
@@ -19,8 +60,6 @@ static void put_string(FILE *f, const char *s)
                 case '\r': fputs("\\r", f); break;
                 case '\t': fputs("\\t", f); break;
                 default:
-                        /* File names are bytes: control characters are escaped,
-                         * everything else passes (valid UTF-8 stays valid). */
                         if (*p < 0x20 || *p == 0x7f)
                                 fprintf(f, "\\u%04x", *p);
                         else

@@ -127,7 +127,11 @@ enum maint_status maint_classify(int rc, const char *msg)
         case SQLITE_LOCKED:
                 return MAINT_BUSY;
         case SQLITE_CORRUPT:
-                if (strstr(msg, "malformed database schema") && !strstr(msg, "database disk image is malformed"))
+                /* A schema this SQLite cannot parse (newer syntax, unsafe
+                 * functions) is not damage; a schema pointing at pages that
+                 * are not there is. */
+                if (strstr(msg, "malformed database schema") && !strstr(msg, "database disk image is malformed") &&
+                    !strstr(msg, "invalid rootpage") && !strstr(msg, "orphan index"))
                         return MAINT_CANNOT;
                 return MAINT_CORRUPT;
         case SQLITE_NOTADB:
@@ -149,7 +153,8 @@ enum maint_status maint_classify(int rc, const char *msg)
                 if (strstr(msg, "no such function") || strstr(msg, "unknown function") ||
                     strstr(msg, "no such collation") ||
                     strstr(msg, "no such module") || strstr(msg, "no such tokenizer") ||
-                    strstr(msg, "unknown tokenizer") || strstr(msg, "malformed database schema"))
+                    strstr(msg, "unknown tokenizer") || strstr(msg, "unrecognized option") ||
+                    strstr(msg, "malformed database schema"))
                         return MAINT_CANNOT;
                 return MAINT_ERROR;
         default:
@@ -324,8 +329,10 @@ static enum maint_status check_fts(sqlite3 *db, struct maint_result *r)
                 if (rc2 == SQLITE_OK)
                         continue;
                 if (maint_classify(rc2, sqlite3_errmsg(db)) != MAINT_CORRUPT) {
+                        /* Record before finalize, which resets the error. */
+                        fail_sqlite(r, db, rc2, "full-text index check");
                         sqlite3_finalize(s);
-                        return fail_sqlite(r, db, rc2, "full-text index check");
+                        return r->status;
                 }
                 snprintf(line, sizeof(line), "full-text index %s: %s", name, sqlite3_errmsg(db));
                 add_problem(r, line);
@@ -468,6 +475,17 @@ static enum maint_status read_stats(sqlite3 *db, const char *path, struct dbstat
         return MAINT_OK;
 }
 
+/* An empty file is an empty database to SQLite: writing to it (VACUUM,
+ * ANALYZE) would make it a real one with our page size, a choice that is
+ * the application's. Nothing to do: SKIPPED. */
+static bool empty_database(const struct dbstat *st, struct maint_result *r)
+{
+        if (st->page_count > 0)
+                return false;
+        set_status(r, MAINT_SKIPPED, 0, "empty database (0 pages), nothing to do");
+        return true;
+}
+
 /* After pages were freed: truncate the WAL (it holds the rewritten pages),
  * then the figures after and what was reclaimed. */
 static void conclude_shrink(sqlite3 *db, const char *path, struct maint_result *r)
@@ -532,6 +550,7 @@ enum maint_status maint_vacuum(const char *path, const struct maint_opts *o,
         begin(r, &t0);
         if (db_open(path, o, cancel, &db, r) != MAINT_OK ||
             read_stats(db, path, &r->before, &r->have_before, r) != MAINT_OK ||
+            empty_database(&r->before, r) ||
             /* Corruption first: on a full disk it is still the news. */
             run_check(db, o->integrity, "before VACUUM", r) != MAINT_OK ||
             (!o->skip_space_check && check_space(path, &r->before, o, r) != MAINT_OK))
@@ -562,7 +581,8 @@ enum maint_status maint_analyze(const char *path, const struct maint_opts *o,
         int rc;
 
         begin(r, &t0);
-        if (db_open(path, o, cancel, &db, r) != MAINT_OK)
+        if (db_open(path, o, cancel, &db, r) != MAINT_OK ||
+            read_stats(db, path, &r->before, &r->have_before, r) != MAINT_OK || empty_database(&r->before, r))
                 return finish(path, db, cancel, r, t0);
         /* ANALYZE is a write transaction that blocks app writers while it
          * runs: analysis_limit keeps it short. */

@@ -283,7 +283,8 @@ static void decide(struct manager *m, struct target *t)
         t->logged_reason = d.reason;
 
         /* --once runs what is due now: no staggering of first analyzes. */
-        if (now >= sched_analyze_due(&dc->analyze, &t->hist, m->once ? 0 : m->conf->poll_interval_ms, t->hash))
+        if (t->stat.page_count > 0 &&
+            now >= sched_analyze_due(&dc->analyze, &t->hist, m->once ? 0 : m->conf->poll_interval_ms, t->hash))
                 enqueue(m, t, MAINT_OP_ANALYZE, SCHED_REASON_TIMER, false);
 }
 
@@ -375,6 +376,9 @@ static void log_result(struct manager *m, struct target *t, struct job *j)
         struct log_entry e;
 
         switch (r->status) {
+        case MAINT_SKIPPED: /* emptied since the decision */
+                log_msg(LOG_DEBUG, "%s: %s skipped: %s", t->path, op, r->message);
+                break;
         case MAINT_OK:
                 if (j->op == MAINT_OP_ANALYZE) {
                         entry_db(&e, LOG_INFO, MSGID_ANALYZE_DONE, t->path, op);
@@ -594,6 +598,7 @@ static void job_finished(struct job *j, void *userdata)
                                 }
                                 break;
                         case MAINT_INTERRUPTED:
+                        case MAINT_SKIPPED:
                                 break;
                         case MAINT_NOSPACE:
                                 m->failures++;
