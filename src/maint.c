@@ -562,9 +562,17 @@ enum maint_status maint_vacuum(const char *path, const struct maint_opts *o,
 
         rc = sqlite3_exec(db, "VACUUM", NULL, NULL, NULL);
         if (rc != SQLITE_OK) {
-                /* SQLITE_FULL midway leaves the database intact; in WAL mode
-                 * the partial -wal is released when we close, right below. */
+                /* SQLITE_FULL midway leaves the database intact, but in WAL
+                 * mode the partial -wal keeps the disk full until the last
+                 * connection closes, and the application's may stay open:
+                 * truncate it now. */
                 fail_sqlite(r, db, rc, "VACUUM failed");
+                if (is_wal(&r->before))
+                        checkpoint_truncate(db, r);
+                /* SQLite can commit the VACUUM and still report SQLITE_FULL
+                 * (the temp directory filled at the very end): the figures
+                 * after tell what really happened. */
+                r->have_after = dbstat_read_db(db, path, &r->after) == SQLITE_OK;
                 return finish(path, db, cancel, r, t0);
         }
         if (run_check(db, o->integrity, "after VACUUM", r) == MAINT_OK)

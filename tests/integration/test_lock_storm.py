@@ -1,0 +1,265 @@
+# SPDX-License-Identifier: MIT
+"""The daemon next to applications that really use their databases, each
+application a separate process with its own connections:
+
+(a) an application writing continuously (small transactions, a 10 s busy
+    timeout) while the daemon polls, ANALYZEs and VACUUMs the same database
+    again and again, in both journal modes: the application sees no failed
+    statement, and every row it wrote is there afterwards;
+(b) an application holding an exclusive lock for seconds on one database:
+    the daemon backs off there (RETRY, GAVE_UP) and keeps maintaining the
+    others meanwhile;
+(c) rollback mode: while an application's read transaction keeps the
+    daemon's VACUUM from getting its EXCLUSIVE lock, the daemon must not
+    starve the application's *new* readers (a VACUUM waiting for EXCLUSIVE
+    holds PENDING, which refuses new SHARED locks). A control run shows the
+    reader loop does detect starvation: a process waiting for EXCLUSIVE with
+    a 3 s busy timeout makes new readers fail."""
+
+import hashlib
+import sqlite3
+import time
+
+import reliability_helpers as rh
+from daemon_fixtures import (  # noqa: F401  (fixtures are used by name)
+    MSGID, app, checksum, config_text, daemon, format_entries, journald)
+
+SANITIZED = rh.sanitized()
+SLOW = 2.5 if SANITIZED else 1.0
+
+
+def _ts(e):
+    """An entry's time, seconds since the epoch."""
+    return int(e["__REALTIME_TIMESTAMP"]) / 1e6
+
+
+def _of(es, msgid, path=None):
+    return [e for e in es if e.get("MESSAGE_ID") == MSGID[msgid]
+            and (path is None or e.get("DB_PATH") == str(path))]
+
+
+def _blob_hashes(path):
+    con = sqlite3.connect(str(path))
+    try:
+        return {i: hashlib.sha256(b).digest() for i, b in con.execute("SELECT id, b FROM t")}
+    finally:
+        con.close()
+
+
+def _assert_attempts_bounded(es, max_attempts):
+    for e in _of(es, "RETRY") + _of(es, "GAVE_UP"):
+        a = int(e["ATTEMPT"])
+        assert 1 <= a <= max_attempts, f"ATTEMPT {a} outside 1..{max_attempts}\n" + format_entries([e])
+    for e in _of(es, "RETRY"):
+        assert int(e["ATTEMPT"]) < max_attempts, "a RETRY after the last attempt\n" + format_entries([e])
+
+
+# --------------------------------------------------------------------------
+# (a)
+
+def test_application_writes_through_repeated_maintenance(tmp_path, daemon):
+    dbs = tmp_path / "dbs"
+    dbs.mkdir()
+    paths = {"delete": dbs / "rollback.db", "wal": dbs / "wal.db"}
+    for mode, p in paths.items():
+        rh.make_page_db(p, mode, 1500, 30)
+    initial = {mode: _blob_hashes(p) for mode, p in paths.items()}
+    max_attempts = 8
+    cfg = config_text(tmp_path / "state", list(paths.values()), poll_interval="200ms", max_concurrent_jobs=2,
+                      vacuum={"threshold": "10%", "urgent_threshold": "15%", "window": "always",
+                              "min_interval": 0, "min_reclaim": 0, "integrity": "quick"},
+                      analyze={"interval": "1s"},
+                      retry={"busy_timeout": "50ms", "max_attempts": max_attempts, "initial_backoff": "100ms",
+                             "max_backoff": "1s"})
+    stop = tmp_path / "stop-writing"
+    # every 0.7 s the application deletes a third of its rows (the daemon
+    # has something to VACUUM again and again), every 0.5 s it keeps a write
+    # transaction open 100 ms (the daemon finds the database locked now and
+    # then: a fifth of the time)
+    writers = {mode: rh.Script(rh.WRITER_SCRIPT, p, stop, 0.7, 0.5, 100, 60 * SLOW)
+               for mode, p in paths.items()}
+    try:
+        t_start = time.time()
+        d = daemon.start(cfg, log_level="info")
+        deadline = time.monotonic() + 30 * SLOW
+        while True:
+            es = d.entries()
+            done = {m: len(_of(es, "VACUUM_DONE", p)) for m, p in paths.items()}
+            analyzed = {m: len(_of(es, "ANALYZE_DONE", p)) for m, p in paths.items()}
+            if min(done.values()) >= 4 and min(analyzed.values()) >= 1 and time.time() - t_start >= 4:
+                break
+            assert time.monotonic() < deadline and d.alive(), \
+                f"not 4 VACUUMs of each database while the application writes: {done}\n" + d.describe()
+            time.sleep(0.5)
+        stop.touch()
+        reports = {m: w.result() for m, w in writers.items()}
+        t_end = time.time()
+    finally:
+        stop.touch()
+        for w in writers.values():
+            w.kill()
+    es = d.entries()
+    assert d.stop() == 0, d.describe()
+
+    summary = []
+    for mode, p in paths.items():
+        rep = reports[mode]
+        assert rep["errors"] == 0, f"{mode}: the application saw {rep['errors']} failed statements: " \
+            f"{rep['error_texts']}\n" + format_entries(es)
+        assert rep["write_tx"] >= 300 and rep["punches"] >= 4, rep  # it really kept writing
+        vac = [e for e in _of(es, "VACUUM_DONE", p) if t_start <= _ts(e) <= t_end]
+        assert len(vac) >= 4, f"{mode}: {len(vac)} VACUUMs while the application wrote\n" + format_entries(es)
+        assert _of(es, "ANALYZE_DONE", p), format_entries(es)
+        # every row the application committed is there, with its bytes; the
+        # rows it deleted are gone
+        problems, _, _, _ = rh.open_and_verify(p)
+        assert problems == ["ok"], problems
+        now = _blob_hashes(p)
+        assert sorted(now) == rep["ids"], f"{mode}: the rows differ from what the application committed"
+        for i, h in now.items():
+            want = initial[mode][i] if i in initial[mode] else hashlib.sha256(rh.writer_blob(i)).digest()
+            assert h == want, f"{mode}: row {i} changed"
+        summary.append(f"{mode}: {rep['write_tx']} write transactions, {rep['reads']} reads, "
+                       f"{rep['punches']} mass deletes, {rep['batches']} 100 ms batch transactions in {rep['seconds']:.1f}s, 0 errors, slowest statement "
+                       f"{rep['max_statement_ms']:.0f} ms, {rep['slow_statements']} over 20 ms; "
+                       f"{len(vac)} VACUUMs meanwhile, {len(_of(es, 'RETRY', p))} RETRY")
+    _assert_attempts_bounded(es, max_attempts)
+    assert not _of(es, "GAVE_UP"), "gave up on a database whose application only makes short " \
+        "transactions\n" + format_entries(es)
+    for bad in ("CORRUPT", "JOB_FAILED", "CANNOT_MAINTAIN", "NO_SPACE"):
+        assert not _of(es, bad), format_entries(es)
+    print("\n".join(summary))
+
+
+# --------------------------------------------------------------------------
+# (b)
+
+def test_long_exclusive_lock_backs_off_and_others_are_maintained(tmp_path, daemon, app):
+    dbs = tmp_path / "dbs"
+    dbs.mkdir()
+    held_w, held, h1, h2, h3 = (dbs / n for n in ("held-write.db", "held.db", "h1.db", "h2.db", "h3.db"))
+    for p, mode in ((held_w, "delete"), (held, "delete"), (h1, "delete"), (h2, "wal"), (h3, "delete")):
+        rh.make_page_db(p, mode, 600, 35)
+    cs = {str(p): checksum(p) for p in (held_w, held, h1, h2, h3)}
+    max_attempts, hold = 4, 6.0
+    # held-write: BEGIN EXCLUSIVE and a write (a live journal: even the
+    # statistics read is locked out); held: BEGIN EXCLUSIVE, the write at
+    # the end (the header is readable, the VACUUM job is locked out)
+    apps = [app(held_w, begin="BEGIN EXCLUSIVE", hold=hold, after=10, write_first=True),
+            app(held, begin="BEGIN EXCLUSIVE", hold=hold, after=10, write_first=False)]
+    locked_at = time.time()
+    # one job at a time: a job stuck on the lock would keep the others waiting
+    d = daemon.start(config_text(tmp_path / "state", [dbs / "*.db"], poll_interval="300ms",
+                                 max_concurrent_jobs=1,
+                                 vacuum={"window": "always", "min_interval": 0},
+                                 retry={"busy_timeout": "50ms", "max_attempts": max_attempts,
+                                        "initial_backoff": "200ms", "max_backoff": "800ms"}),
+                     log_level="info")
+    for p in (h1, h2, h3):
+        e = d.wait_for_entry(msgid="VACUUM_DONE", DB_PATH=p, timeout=hold)
+        assert _ts(e) < locked_at + hold, f"{p} was vacuumed only after the lock was released"
+    gave_up_job = d.wait_for_entry(msgid="GAVE_UP", DB_PATH=held, timeout=hold)
+    gave_up_poll = d.wait_for_entry(msgid="GAVE_UP", DB_PATH=held_w, timeout=hold)
+    es = d.entries()
+    assert gave_up_job["OPERATION"] == "vacuum" and gave_up_job["ATTEMPT"] == str(max_attempts), gave_up_job
+    assert gave_up_poll["OPERATION"] == "poll" and gave_up_poll["ATTEMPT"] == str(max_attempts), gave_up_poll
+    retries = [e for e in _of(es, "RETRY", held) if _ts(e) < _ts(gave_up_job)]
+    assert [e["ATTEMPT"] for e in retries][:max_attempts - 1] == [str(i) for i in range(1, max_attempts)], \
+        format_entries(es)
+    for e in (gave_up_job, gave_up_poll):
+        assert _ts(e) < locked_at + hold, "the daemon gave up only after the lock was released"
+    assert time.time() < locked_at + hold, "too slow: the lock is gone, the test proves nothing"
+
+    # the lock goes; the application carries on without an error, and the
+    # daemon maintains both databases at a later poll
+    for a in apps:
+        rc, out, err = a.finish()
+        assert rc == 0 and err == "", f"the application saw an error (exit {rc}):\n{err}"
+    for p in (held, held_w):
+        d.wait_for_entry(msgid="VACUUM_DONE", DB_PATH=p, timeout=20 * SLOW)
+    es = d.entries()
+    _assert_attempts_bounded(es, max_attempts)
+    for p in (held_w, held, h1, h2, h3):
+        problems, _, fl, _ = rh.open_and_verify(p)
+        assert problems == ["ok"] and fl == 0, (p, problems, fl)
+        assert checksum(p) == cs[str(p)], f"{p}: rows of t changed"
+    assert not _of(es, "CORRUPT") and not _of(es, "JOB_FAILED"), format_entries(es)
+    assert d.stop() == 0, d.describe()
+
+
+# --------------------------------------------------------------------------
+# (c)
+
+# The new readers' busy timeout: twice the daemon's 50 ms (more under the
+# sanitizers, where a loaded machine may stretch the daemon's wait).
+READ_TIMEOUT_MS = 200 if SANITIZED else 100
+
+
+def test_vacuum_waiting_for_its_lock_does_not_starve_new_readers(tmp_path, daemon, lock_holder):
+    dbs = tmp_path / "dbs"
+    dbs.mkdir()
+    db = dbs / "read.db"
+    rh.make_page_db(db, "delete", 1000, 35)
+    cs = checksum(db)
+    # an application's long read transaction: a SHARED lock, so a VACUUM
+    # cannot get EXCLUSIVE
+    reader_txn = lock_holder(db, begin="BEGIN", stmts=("SELECT count(*) FROM t",))
+
+    # Control: a plain process waiting 3 s for EXCLUSIVE holds PENDING all
+    # that time; new readers then fail. If they did not, this loop could
+    # not tell a starving daemon from a good one.
+    readers = rh.Script(rh.READER_SCRIPT, db, 3.4, READ_TIMEOUT_MS)
+    time.sleep(0.2)
+    waiter = rh.Script(rh.EXCLUSIVE_WAITER_SCRIPT, db, 3.0)
+    waited = waiter.result()
+    control = readers.result()
+    assert "database is locked" in waited, waited
+    assert control["failures"] > 0, \
+        f"the control did not starve the readers, the test cannot detect starvation: {control}"
+
+    # A second control, on the daemon itself: configured to wait 2 s for
+    # its lock (retry.busy_timeout, "keep it short"), it starves the readers.
+    max_attempts = 8
+
+    def run_daemon(busy_timeout, seconds, state):
+        readers = rh.Script(rh.READER_SCRIPT, db, seconds, READ_TIMEOUT_MS)
+        d = daemon.start(config_text(tmp_path / state, [db], poll_interval="200ms",
+                                     vacuum={"window": "always", "min_interval": 0},
+                                     retry={"busy_timeout": busy_timeout, "max_attempts": max_attempts,
+                                            "initial_backoff": "100ms", "max_backoff": "400ms"}),
+                         log_level="info")
+        rep = readers.result(timeout=60)
+        es = d.entries()
+        tries = [e for e in _of(es, "RETRY", db) + _of(es, "GAVE_UP", db)
+                 if rep["start"] <= _ts(e) <= rep["end"] and e.get("OPERATION") == "vacuum"]
+        assert not _of(es, "VACUUM_DONE", db), "VACUUM done under an open read transaction?\n" + format_entries(es)
+        _assert_attempts_bounded(es, max_attempts)
+        return d, rep, tries, es
+
+    d, slow, slow_tries, es = run_daemon("2s", 3.0, "state-long-wait")
+    assert slow_tries, "the daemon with a 2 s busy timeout never met the lock\n" + format_entries(es)
+    assert slow["failures"] > 0, \
+        f"a daemon waiting 2 s for its lock did not starve the readers: the test cannot detect it: {slow}"
+    assert d.stop() == 0, d.describe()
+
+    # The daemon as configured by default (50 ms): VACUUM is urgent, the
+    # lock never comes while the reads go on, and no reader may fail.
+    d, rep, tries, es = run_daemon("50ms", 4.0, "state")
+    assert len(tries) >= 3, "the daemon did not try to VACUUM while the readers read: the test proves " \
+        "nothing\n" + format_entries(es)
+    assert rep["failures"] == 0, f"{rep['failures']} of {rep['reads'] + rep['failures']} new read " \
+        f"transactions failed while the daemon waited for its lock: {rep['errors']}\n" + format_entries(es)
+
+    # the application ends its read: the VACUUM goes through
+    reader_txn.release("COMMIT")
+    d.wait_for_entry(msgid="VACUUM_DONE", DB_PATH=db, timeout=20 * SLOW)
+    problems, _, fl, _ = rh.open_and_verify(db)
+    assert problems == ["ok"] and fl == 0, (problems, fl)
+    assert checksum(db) == cs
+    assert d.stop() == 0, d.describe()
+    print(f"control (BEGIN EXCLUSIVE, 3 s busy timeout): {control['failures']} of "
+          f"{control['reads'] + control['failures']} new read transactions failed ({waited})\n"
+          f"control (daemon, busy_timeout 2s): {len(slow_tries)} VACUUM attempts met the lock; "
+          f"{slow['failures']} of {slow['reads'] + slow['failures']} new read transactions failed\n"
+          f"daemon: {len(tries)} VACUUM attempts met the lock; {rep['reads']} new read transactions, "
+          f"0 failed, {rep['waited']} waited over 5 ms for a lock, slowest {rep['max_ms']:.0f} ms")
