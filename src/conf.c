@@ -932,6 +932,12 @@ static void unknown_key(struct loader *l, const struct level *lv, const yaml_nod
         unsigned best_d = 3;
         char v[64], list[256] = "";
 
+        /* Past the message limit only the count matters: an alias used a
+         * thousand times must not cost a thousand hint searches per key. */
+        if (l->gave_up) {
+                l->n_errors++;
+                return;
+        }
         for (size_t i = 0; i < lv->n_keys; i++) {
                 unsigned d = distance(name, lv->keys[i].name);
 
