@@ -11,6 +11,7 @@ MAINTD_PACKAGES=(
   util-linux        # mount (tmpfs for the disk-full tests), setpriv
   procps            # /bin/kill, for the unit's ExecReload
   man-db groff-base # man --warnings, to check the man pages render cleanly
+  valgrind          # the daemon and sqlite-maintctl under memcheck (test_valgrind.py)
 )
 
 ensure_packages() {
