@@ -16,6 +16,7 @@ import subprocess
 import time
 
 import helpers
+from daemon_fixtures import _con_stats as _stats, _evenly  # the same arithmetic as the daemon tests
 
 MAINTD_BIN = os.environ.get("MAINTD_BIN", helpers.MAINTD_BIN)
 PYTHON = helpers.PYTHON
@@ -79,17 +80,6 @@ def make_page_db(path, mode="delete", rows=1000, frag=35.0, auto_vacuum="none"):
     got = fragmentation(path)
     assert abs(got - frag) <= 3, f"{path}: made {got:.2f}% fragmentation, wanted {frag}%"
     return got
-
-
-def _stats(con):
-    fl = con.execute("PRAGMA freelist_count").fetchone()[0]
-    pc = con.execute("PRAGMA page_count").fetchone()[0]
-    return fl, pc
-
-
-def _evenly(ids, k):
-    k = max(0, min(k, len(ids)))
-    return [ids[int(i * len(ids) / k)] for i in range(k)] if k else []
 
 
 def _punch(con, target):
