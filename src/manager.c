@@ -288,6 +288,26 @@ static void decide(struct manager *m, struct target *t)
                 enqueue(m, t, MAINT_OP_ANALYZE, SCHED_REASON_TIMER, false);
 }
 
+/* The one report an admin must act on: CRIT, with the check's problem rows
+ * when a check ran (r may be NULL). */
+static void report_corrupt(struct manager *m, struct target *t, const char *op, const char *why,
+                           const struct maint_result *r)
+{
+        char problems[2048] = "";
+        struct log_entry e;
+        size_t len = 0;
+
+        for (size_t i = 0; r && i < r->n_problems && i < LOG_PROBLEMS_MAX && len < sizeof(problems); i++)
+                len += (size_t)snprintf(problems + len, sizeof(problems) - len, "%s%s", i ? "\n" : "",
+                                        r->problems[i]);
+        entry_db(&e, LOG_CRIT, MSGID_CORRUPT, t->path, op);
+        log_field(&e, "SQLITE_ERROR", "%s", why);
+        if (problems[0])
+                log_field(&e, "PROBLEMS", "%s", problems);
+        log_entry_send(&e, "%s: DATABASE CORRUPT, not vacuumed: %s", t->path, why);
+        snprintf(m->last_action, sizeof(m->last_action), "CORRUPT %s", t->path);
+}
+
 /* A database that cannot even be looked at: reported once, by kind (a
  * corrupt one loudly), and held until the file changes. */
 static void poll_failed(struct manager *m, struct target *t, enum maint_status s, const char *why)
@@ -295,10 +315,7 @@ static void poll_failed(struct manager *m, struct target *t, enum maint_status s
         struct log_entry e;
 
         if (s == MAINT_CORRUPT) {
-                entry_db(&e, LOG_CRIT, MSGID_CORRUPT, t->path, "poll");
-                log_field(&e, "SQLITE_ERROR", "%s", why);
-                log_entry_send(&e, "%s: DATABASE CORRUPT, not vacuumed: %s", t->path, why);
-                snprintf(m->last_action, sizeof(m->last_action), "CORRUPT %s", t->path);
+                report_corrupt(m, t, "poll", why, NULL);
         } else {
                 entry_db(&e, LOG_WARNING, s == MAINT_CANNOT ? MSGID_CANNOT_MAINTAIN : MSGID_JOB_FAILED, t->path,
                          "poll");
@@ -409,22 +426,9 @@ static void log_result(struct manager *m, struct target *t, struct job *j)
                                        util_format_bytes(r->after.wal_size_bytes, bytes, sizeof(bytes)));
                 }
                 break;
-        case MAINT_CORRUPT: {
-                /* Loud: this is the one an admin must act on. */
-                char problems[2048] = "";
-                size_t len = 0;
-
-                for (size_t i = 0; i < r->n_problems && i < LOG_PROBLEMS_MAX && len < sizeof(problems); i++)
-                        len += (size_t)snprintf(problems + len, sizeof(problems) - len, "%s%s", i ? "\n" : "",
-                                                r->problems[i]);
-                entry_db(&e, LOG_CRIT, MSGID_CORRUPT, t->path, op);
-                log_field(&e, "SQLITE_ERROR", "%s", r->message);
-                if (problems[0])
-                        log_field(&e, "PROBLEMS", "%s", problems);
-                log_entry_send(&e, "%s: DATABASE CORRUPT, not vacuumed: %s", t->path, r->message);
-                snprintf(m->last_action, sizeof(m->last_action), "CORRUPT %s", t->path);
+        case MAINT_CORRUPT:
+                report_corrupt(m, t, op, r->message, r);
                 break;
-        }
         case MAINT_NOSPACE:
                 entry_db(&e, LOG_WARNING, MSGID_NO_SPACE, t->path, op);
                 log_field(&e, "SQLITE_ERROR", "%s", r->message);
