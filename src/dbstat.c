@@ -9,6 +9,7 @@
 
 #include "dbstat.h"
 #include "util.h"
+#include "walread.h"
 
 static uint32_t be16(const unsigned char *p) { return (uint32_t)p[0] << 8 | p[1]; }
 static uint32_t be32(const unsigned char *p)
@@ -50,6 +51,7 @@ int dbstat_parse_header(const unsigned char h[DBSTAT_HEADER_SIZE], struct dbhead
                 .wal = h[18] == 2 && h[19] == 2,
                 .change_counter = be32(h + 24),
                 .page_count = be32(h + 28),
+                .schema_cookie = be32(h + 40),
                 .freelist_count = be32(h + 36),
                 .largest_root = be32(h + 52),
                 .incremental = be32(h + 64),
@@ -77,6 +79,41 @@ static void fill_derived(struct dbstat *st)
         st->estimated_wasted_space_bytes = st->freelist_count * st->page_size;
 }
 
+/* Open a file for a raw read: never following a symbolic link, never
+ * blocking on a FIFO, leaving no access time where that is allowed. */
+static int open_raw(const char *path, struct stat *st)
+{
+        int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOATIME);
+
+        if (fd < 0 && errno == EPERM)
+                fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+        if (fd < 0)
+                return -errno;
+        if (fstat(fd, st) < 0) {
+                int e = -errno;
+
+                close(fd);
+                return e;
+        }
+        if (!S_ISREG(st->st_mode)) {
+                close(fd);
+                return S_ISDIR(st->st_mode) ? -EISDIR : -EINVAL;
+        }
+        return fd;
+}
+
+uint64_t dbstat_header_page_count(const struct dbheader *h, uint64_t file_size)
+{
+        if (h->page_count != 0 && h->change_counter == h->version_valid_for)
+                return h->page_count;
+        return file_size / h->page_size;
+}
+
+static enum auto_vacuum header_auto_vacuum(const struct dbheader *h)
+{
+        return h->largest_root == 0 ? AUTO_VACUUM_NONE : h->incremental ? AUTO_VACUUM_INCREMENTAL : AUTO_VACUUM_FULL;
+}
+
 int dbstat_read_header(const char *path, struct dbstat *st)
 {
         unsigned char a[DBSTAT_HEADER_SIZE], b[DBSTAT_HEADER_SIZE];
@@ -88,21 +125,10 @@ int dbstat_read_header(const char *path, struct dbstat *st)
 
         /* O_NOFOLLOW as the SQLite open uses SQLITE_OPEN_NOFOLLOW; O_NONBLOCK
          * so a FIFO named like a database cannot hang the loop (it is then
-         * refused as not a regular file); O_NOATIME where permitted so
-         * polling leaves no trace. */
-        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOATIME);
-        if (fd < 0 && errno == EPERM)
-                fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+         * refused as not a regular file). */
+        fd = open_raw(path, &s);
         if (fd < 0)
-                return errno == ELOOP ? -ELOOP : -errno;
-        if (fstat(fd, &s) < 0) {
-                r = -errno;
-                goto out;
-        }
-        if (!S_ISREG(s.st_mode)) {
-                r = S_ISDIR(s.st_mode) ? -EISDIR : -EINVAL;
-                goto out;
-        }
+                return fd;
         *st = (struct dbstat){ .file_size_bytes = (uint64_t)s.st_size, .from_header = true };
         if (s.st_size == 0) {
                 /* An empty file is an empty database to SQLite. */
@@ -133,8 +159,8 @@ int dbstat_read_header(const char *path, struct dbstat *st)
                 goto out;
         }
         st->page_size = h.page_size;
-        st->auto_vacuum = h.largest_root == 0 ? AUTO_VACUUM_NONE
-                        : h.incremental ? AUTO_VACUUM_INCREMENTAL : AUTO_VACUUM_FULL;
+        st->auto_vacuum = header_auto_vacuum(&h);
+        st->schema_cookie = h.schema_cookie;
         util_strlcpy(st->journal_mode, h.wal ? "wal" : "delete", sizeof(st->journal_mode));
         wal = side_file_size(path, "-wal");
         journal = side_file_size(path, "-journal");
@@ -162,6 +188,70 @@ out:
         return r;
 }
 
+int dbstat_read_wal(const char *path, struct dbstat *st)
+{
+        unsigned char a[DBSTAT_HEADER_SIZE];
+        const unsigned char *page1 = a;
+        char p[4096 + 16];
+        struct dbheader h, h1;
+        struct stat s, ws;
+        struct walread w;
+        int fd, wfd = -1, r;
+
+        fd = open_raw(path, &s);
+        if (fd < 0)
+                return fd;
+        if (pread(fd, a, sizeof(a), 0) != (ssize_t)sizeof(a)) {
+                r = -EAGAIN; /* cut short: SQLite's to judge */
+                goto out;
+        }
+        if (dbstat_parse_header(a, &h) < 0) {
+                r = -EINVAL;
+                goto out;
+        }
+        if ((size_t)snprintf(p, sizeof(p), "%s-wal", path) >= sizeof(p)) {
+                r = -ENAMETOOLONG;
+                goto out;
+        }
+        wfd = open_raw(p, &ws);
+        if (wfd < 0) {
+                r = wfd == -ENOENT ? -EAGAIN : wfd; /* gone meanwhile: look again */
+                goto out;
+        }
+        r = walread_scan(wfd, h.page_size, &w);
+        if (r < 0) {
+                r = r == -EPROTO ? -EAGAIN : r;
+                goto out;
+        }
+        if (w.page1_in_wal)
+                page1 = w.page1;
+        if (dbstat_parse_header(page1, &h1) < 0 || h1.page_size != h.page_size) {
+                r = -EAGAIN;
+                goto out;
+        }
+        *st = (struct dbstat){
+                .page_size = h.page_size,
+                .page_count = w.frames ? w.page_count : dbstat_header_page_count(&h, (uint64_t)s.st_size),
+                .freelist_count = h1.freelist_count,
+                .file_size_bytes = (uint64_t)s.st_size,
+                .wal_size_bytes = (uint64_t)ws.st_size,
+                .auto_vacuum = header_auto_vacuum(&h1),
+                .schema_cookie = h1.schema_cookie,
+        };
+        util_strlcpy(st->journal_mode, "wal", sizeof(st->journal_mode));
+        if (st->freelist_count > st->page_count) {
+                r = -EAGAIN;
+                goto out;
+        }
+        fill_derived(st);
+        r = 0;
+out:
+        if (wfd >= 0)
+                close(wfd);
+        close(fd);
+        return r;
+}
+
 int dbstat_read_db(sqlite3 *db, const char *path, struct dbstat *st)
 {
         sqlite3_stmt *s;
@@ -174,7 +264,7 @@ int dbstat_read_db(sqlite3 *db, const char *path, struct dbstat *st)
          * snapshot, and a failure leaves SQLite's own error text in place. */
         rc = sqlite3_prepare_v2(db,
                                 "SELECT * FROM pragma_page_count(), pragma_freelist_count(), pragma_page_size(),"
-                                " pragma_auto_vacuum(), pragma_journal_mode()", -1, &s, NULL);
+                                " pragma_auto_vacuum(), pragma_journal_mode(), pragma_schema_version()", -1, &s, NULL);
         if (rc != SQLITE_OK)
                 return rc;
         rc = sqlite3_step(s);
@@ -187,6 +277,7 @@ int dbstat_read_db(sqlite3 *db, const char *path, struct dbstat *st)
         st->page_size = (uint32_t)sqlite3_column_int64(s, 2);
         av = sqlite3_column_int64(s, 3);
         util_strlcpy(st->journal_mode, (const char *)sqlite3_column_text(s, 4), sizeof(st->journal_mode));
+        st->schema_cookie = (uint32_t)sqlite3_column_int64(s, 5);
         sqlite3_finalize(s);
 
         st->auto_vacuum = av == 1 ? AUTO_VACUUM_FULL : av == 2 ? AUTO_VACUUM_INCREMENTAL : AUTO_VACUUM_NONE;

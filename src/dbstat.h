@@ -26,6 +26,7 @@ struct dbstat {
         uint64_t estimated_wasted_space_bytes; /* freelist * page_size */
         char journal_mode[12];        /* "wal" or "delete" from the header; PRAGMA's word otherwise */
         enum auto_vacuum auto_vacuum;
+        uint32_t schema_cookie;       /* header offset 40: changes with every schema change */
         bool from_header;             /* figures come from the cheap header read */
 };
 
@@ -36,6 +37,7 @@ struct dbheader {
         uint32_t change_counter;
         uint32_t page_count;   /* in-header size, offset 28 */
         uint32_t freelist_count;
+        uint32_t schema_cookie;
         uint32_t largest_root; /* non-zero: auto_vacuum full or incremental */
         uint32_t incremental;
         uint32_t version_valid_for;
@@ -55,8 +57,22 @@ int dbstat_parse_header(const unsigned char h[DBSTAT_HEADER_SIZE], struct dbhead
  * Never call it on a database this process has open: close() drops locks. */
 int dbstat_read_header(const char *path, struct dbstat *st);
 
+/* The database size in pages by the header's own rule (fileformat2.html,
+ * "In-header database size"): the in-header count when it is non-zero and
+ * the change counter equals version-valid-for, else the file size over the
+ * page size. */
+uint64_t dbstat_header_page_count(const struct dbheader *h, uint64_t file_size);
+
+/* Statistics of a WAL database from its files alone, as SQLite's recovery
+ * would see them (walread.h): the size after the last commit in the -wal,
+ * the freelist count from the newest image of page 1. No SQLite, no lock,
+ * no write. Returns 0 with st filled, -EAGAIN when only SQLite can tell (a
+ * -wal of another page size), or another negative errno. */
+int dbstat_read_wal(const char *path, struct dbstat *st);
+
 /* The precise read through an open connection: PRAGMA page_count,
- * freelist_count, page_size, journal_mode, auto_vacuum; file sizes by stat().
+ * freelist_count, page_size, journal_mode, auto_vacuum, schema_version;
+ * file sizes by stat().
  * Returns an SQLite result code (SQLITE_OK on success). */
 int dbstat_read_db(sqlite3 *db, const char *path, struct dbstat *st);
 

@@ -169,19 +169,3 @@ int targets_expand(struct targets *ts, const struct conf *c,
         }
         return 0;
 }
-
-int file_id_get(const char *path, struct file_id *ret)
-{
-        struct stat st;
-
-        if (lstat(path, &st) < 0)
-                return -errno;
-        *ret = (struct file_id){ st.st_dev, st.st_ino, st.st_size, st.st_mtim };
-        return 0;
-}
-
-bool file_id_equal(const struct file_id *a, const struct file_id *b)
-{
-        return a->dev == b->dev && a->ino == b->ino && a->size == b->size &&
-               a->mtime.tv_sec == b->mtime.tv_sec && a->mtime.tv_nsec == b->mtime.tv_nsec;
-}

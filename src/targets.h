@@ -14,16 +14,9 @@
 #include "dbstat.h"
 #include "maint.h"
 #include "schedule.h"
+#include "util.h"
 
 struct job;
-
-/* What a file looked like; a held target wakes up when it changes. */
-struct file_id {
-        dev_t dev;
-        ino_t ino;
-        off_t size;
-        struct timespec mtime;
-};
 
 struct target {
         char *path;
@@ -46,6 +39,21 @@ struct target {
         bool held;                /* failed: left alone until the file changes */
         struct file_id held_id;
         uint64_t held_until;      /* monotonic ms; 0 = until the file changes */
+
+        /* VACUUM refused because it would renumber rowids: not tried again
+         * until the schema changes (its cookie) or a reload. */
+        bool rowid_hold;
+        uint32_t rowid_hold_cookie;
+        /* The -wal: a checkpoint owed since a VACUUM, and the backoff of
+         * checkpoints that readers keep from finishing. */
+        bool wal_owed;
+        int ckpt_attempt;
+        uint64_t ckpt_retry_at;   /* monotonic ms; not before */
+        int64_t ckpt_busy_since;  /* wall clock ms of the first busy one; 0 = none */
+        int64_t ckpt_warned;      /* wall clock ms of the last warning */
+        /* The files as the last ANALYZE left them: unchanged, nothing is stale. */
+        struct file_id analyzed_db, analyzed_wal;
+        bool analyzed_known;
 
         enum sched_reason logged_reason; /* the last decision logged at INFO */
         bool reported_missing;
@@ -76,5 +84,3 @@ int targets_expand(struct targets *ts, const struct conf *c,
                    void (*added)(void *userdata, struct target *t), void *userdata);
 
 bool target_is_side_file(const char *path);
-int file_id_get(const char *path, struct file_id *ret);
-bool file_id_equal(const struct file_id *a, const struct file_id *b);

@@ -2,8 +2,11 @@
 /* util: small helpers every module needs. */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
+#include <time.h>
 
 #define ELEMENTSOF(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -21,3 +24,16 @@ const char *util_format_bytes(uint64_t bytes, char *buf, size_t len);
 
 /* snprintf that never reports truncation as an error: the text is cut. */
 void util_strlcpy(char *dst, const char *src, size_t len);
+
+/* What a file looked like (lstat: a symbolic link is itself): a file whose
+ * identity, size or modification time moved has changed. */
+struct file_id {
+        dev_t dev;
+        ino_t ino;
+        off_t size;
+        struct timespec mtime;
+};
+
+/* 0, or a negative errno (-ENOENT for a file that is not there). */
+int file_id_get(const char *path, struct file_id *ret);
+bool file_id_equal(const struct file_id *a, const struct file_id *b);
