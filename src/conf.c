@@ -371,7 +371,8 @@ const char *conf_vacuum_mode_name(enum vacuum_mode m)
 
 /* ---- defaults ---------------------------------------------------------- */
 
-static void builtin_sections(struct vacuum_conf *v, struct analyze_conf *a, struct retry_conf *r)
+static void builtin_sections(struct vacuum_conf *v, struct analyze_conf *a, struct retry_conf *r,
+                             struct checkpoint_conf *k)
 {
         *v = (struct vacuum_conf){
                 .threshold = 20.0,
@@ -382,10 +383,19 @@ static void builtin_sections(struct vacuum_conf *v, struct analyze_conf *a, stru
                 .disk_space_factor = 2.0,
                 .integrity = INTEGRITY_QUICK,
                 .mode = VACUUM_MODE_FULL,
+                .allow_rowid_change = false,
         };
         *a = (struct analyze_conf){
                 .interval_ms = MS_PER_D,
                 .analysis_limit = 1000,
+                .threshold_rows = 50,
+                .scale_factor_percent = 10.0,
+                .large_table_rows = 1000000,
+        };
+        *k = (struct checkpoint_conf){
+                .wal_size_limit = 64ull << 20,
+                .wal_size_ratio = 100.0,
+                .warn_after_ms = MS_PER_H,
         };
         *r = (struct retry_conf){
                 .busy_timeout_ms = 50,
@@ -401,7 +411,7 @@ int conf_init_defaults(struct conf *c)
                 .poll_interval_ms = 5 * MS_PER_M,
                 .max_concurrent_jobs = 1,
         };
-        builtin_sections(&c->vacuum, &c->analyze, &c->retry);
+        builtin_sections(&c->vacuum, &c->analyze, &c->retry, &c->checkpoint);
         c->file = strdup("(built-in defaults)");
         c->state_dir = strdup(DEFAULT_STATE_DIR);
         if (!c->file || !c->state_dir) {
@@ -464,6 +474,7 @@ enum key_id {
         K_VACUUM,
         K_ANALYZE,
         K_RETRY,
+        K_CHECKPOINT,
         K_THRESHOLD,
         K_URGENT_THRESHOLD,
         K_WINDOW,
@@ -472,8 +483,15 @@ enum key_id {
         K_DISK_SPACE_FACTOR,
         K_INTEGRITY,
         K_MODE,
+        K_ALLOW_ROWID_CHANGE,
         K_INTERVAL,
         K_ANALYSIS_LIMIT,
+        K_ANALYZE_THRESHOLD,
+        K_SCALE_FACTOR,
+        K_LARGE_TABLE_ROWS,
+        K_WAL_SIZE_LIMIT,
+        K_WAL_SIZE_RATIO,
+        K_WARN_AFTER,
         K_BUSY_TIMEOUT,
         K_MAX_ATTEMPTS,
         K_INITIAL_BACKOFF,
@@ -489,6 +507,7 @@ enum vtype {
         V_FACTOR,
         V_INTEGRITY,
         V_MODE,
+        V_BOOL,
         V_INT,
         V_PATH,
         V_MAP,
@@ -523,12 +542,14 @@ static const struct key_def defaults_keys[] = {
         { K_VACUUM, "vacuum", V_MAP, 0, 0, NULL, false },
         { K_ANALYZE, "analyze", V_MAP, 0, 0, NULL, false },
         { K_RETRY, "retry", V_MAP, 0, 0, NULL, false },
+        { K_CHECKPOINT, "checkpoint", V_MAP, 0, 0, NULL, false },
 };
 static const struct key_def db_keys[] = {
         { K_PATH, "path", V_PATH, 0, 0, NULL, false },
         { K_VACUUM, "vacuum", V_MAP, 0, 0, NULL, false },
         { K_ANALYZE, "analyze", V_MAP, 0, 0, NULL, false },
         { K_RETRY, "retry", V_MAP, 0, 0, NULL, false },
+        { K_CHECKPOINT, "checkpoint", V_MAP, 0, 0, NULL, false },
 };
 static const struct key_def vacuum_keys[] = {
         { K_THRESHOLD, "threshold", V_PERCENT, 0, 0, NULL, false },
@@ -539,10 +560,19 @@ static const struct key_def vacuum_keys[] = {
         { K_DISK_SPACE_FACTOR, "disk_space_factor", V_FACTOR, 0, 0, NULL, false },
         { K_INTEGRITY, "integrity", V_INTEGRITY, 0, 0, NULL, false },
         { K_MODE, "mode", V_MODE, 0, 0, NULL, false },
+        { K_ALLOW_ROWID_CHANGE, "allow_rowid_change", V_BOOL, 0, 0, NULL, false },
 };
 static const struct key_def analyze_keys[] = {
         { K_INTERVAL, "interval", V_DURATION, 0, (int64_t)MAX_DURATION_MS, NULL, true },
         { K_ANALYSIS_LIMIT, "analysis_limit", V_INT, 0, INT_MAX, "0 (no limit) or a positive whole number", false },
+        { K_ANALYZE_THRESHOLD, "threshold", V_INT, 0, INT64_MAX, "a whole number of rows, 0 or more", false },
+        { K_SCALE_FACTOR, "scale_factor", V_PERCENT, 0, 0, NULL, false },
+        { K_LARGE_TABLE_ROWS, "large_table_rows", V_INT, 0, INT64_MAX, "a whole number of rows, 0 or more", false },
+};
+static const struct key_def checkpoint_keys[] = {
+        { K_WAL_SIZE_LIMIT, "wal_size_limit", V_SIZE, 0, 0, NULL, false },
+        { K_WAL_SIZE_RATIO, "wal_size_ratio", V_PERCENT, 0, 0, NULL, false },
+        { K_WARN_AFTER, "warn_after", V_DURATION, 0, (int64_t)MAX_DURATION_MS, NULL, false },
 };
 static const struct key_def retry_keys[] = {
         { K_BUSY_TIMEOUT, "busy_timeout", V_DURATION, 0, (int64_t)MAX_BUSY_TIMEOUT_MS, NULL, false },
@@ -557,13 +587,15 @@ static const struct level db_level = LEVEL("in databases entry", db_keys);
 static const struct level vacuum_level = LEVEL("in vacuum", vacuum_keys);
 static const struct level analyze_level = LEVEL("in analyze", analyze_keys);
 static const struct level retry_level = LEVEL("in retry", retry_keys);
+static const struct level checkpoint_level = LEVEL("in checkpoint", checkpoint_keys);
 
-/* The three sections that defaults: and a databases entry share, plus
- * where each effective value was set (NULL: inherited). */
+/* The sections that defaults: and a databases entry share, plus where
+ * each effective value was set (NULL: inherited). */
 struct settings {
         struct vacuum_conf vacuum;
         struct analyze_conf analyze;
         struct retry_conf retry;
+        struct checkpoint_conf checkpoint;
         yaml_node_t *src[K__COUNT];
 };
 
@@ -571,6 +603,7 @@ union value {
         uint64_t u;
         int64_t i;
         double d;
+        bool b;
         struct window w;
         int e;
         const char *s;
@@ -918,6 +951,7 @@ static const char *home_section(const struct level *lv, const char *name)
                 { &vacuum_level, "vacuum" },
                 { &analyze_level, "analyze" },
                 { &retry_level, "retry" },
+                { &checkpoint_level, "checkpoint" },
         };
 
         for (size_t i = 0; i < sizeof(sections) / sizeof(sections[0]); i++)
@@ -1085,6 +1119,8 @@ static const char *type_noun(const struct key_def *k)
                 return "none, quick or full";
         case V_MODE:
                 return "full or incremental";
+        case V_BOOL:
+                return "true or false";
         case V_INT:
                 return k->expect;
         case V_PATH:
@@ -1223,6 +1259,19 @@ static bool parse_value(struct loader *l, const struct key_def *k, yaml_node_t *
                         return false;
                 }
                 return true;
+        case V_BOOL:
+                /* YAML 1.2's core schema words, and 1.1's yes/no/on/off */
+                if (!strcmp(s, "true") || !strcmp(s, "True") || !strcmp(s, "TRUE") || !strcmp(s, "yes") ||
+                    !strcmp(s, "on"))
+                        val->b = true;
+                else if (!strcmp(s, "false") || !strcmp(s, "False") || !strcmp(s, "FALSE") || !strcmp(s, "no") ||
+                         !strcmp(s, "off"))
+                        val->b = false;
+                else {
+                        err_at(l, n, "invalid %s '%s': expected true or false", k->name, v);
+                        return false;
+                }
+                return true;
         case V_INT:
                 neg = *s == '-';
                 r = parse_digits(s + neg, &u, &end);
@@ -1281,6 +1330,27 @@ static void settings_set(struct settings *st, enum key_id id, const union value 
         case K_MODE:
                 st->vacuum.mode = (enum vacuum_mode)v->e;
                 break;
+        case K_ALLOW_ROWID_CHANGE:
+                st->vacuum.allow_rowid_change = v->b;
+                break;
+        case K_ANALYZE_THRESHOLD:
+                st->analyze.threshold_rows = (uint64_t)v->i;
+                break;
+        case K_SCALE_FACTOR:
+                st->analyze.scale_factor_percent = v->d;
+                break;
+        case K_LARGE_TABLE_ROWS:
+                st->analyze.large_table_rows = (uint64_t)v->i;
+                break;
+        case K_WAL_SIZE_LIMIT:
+                st->checkpoint.wal_size_limit = v->u;
+                break;
+        case K_WAL_SIZE_RATIO:
+                st->checkpoint.wal_size_ratio = v->d;
+                break;
+        case K_WARN_AFTER:
+                st->checkpoint.warn_after_ms = v->u;
+                break;
         case K_INTERVAL:
                 st->analyze.interval_ms = v->u;
                 break;
@@ -1323,12 +1393,13 @@ static bool section_pairs(struct loader *l, const struct key_def *k, yaml_node_t
         return true;
 }
 
-/* One vacuum:, analyze: or retry: mapping applied over st. */
+/* One vacuum:, analyze:, retry: or checkpoint: mapping applied over st. */
 static void apply_section(struct loader *l, const struct key_def *k, yaml_node_t *n, struct settings *st)
 {
         const struct level *lv = k->id == K_VACUUM    ? &vacuum_level
                                  : k->id == K_ANALYZE ? &analyze_level
-                                                      : &retry_level;
+                                 : k->id == K_RETRY   ? &retry_level
+                                                      : &checkpoint_level;
         struct pairs p;
         union value v;
 
@@ -1382,14 +1453,14 @@ static void check_settings(struct loader *l, const struct settings *st)
         }
 }
 
-/* The vacuum:, analyze: and retry: keys of a defaults: or databases entry
- * mapping. */
+/* The vacuum:, analyze:, retry: and checkpoint: keys of a defaults: or
+ * databases entry mapping. */
 static void apply_sections(struct loader *l, const struct pairs *p, struct settings *st)
 {
         for (size_t i = 0; i < p->n; i++) {
                 enum key_id id = p->order[i];
 
-                if (id == K_VACUUM || id == K_ANALYZE || id == K_RETRY)
+                if (id == K_VACUUM || id == K_ANALYZE || id == K_RETRY || id == K_CHECKPOINT)
                         apply_section(l, p->def[id], p->value[id], st);
         }
 }
@@ -1429,6 +1500,7 @@ static int add_db(struct loader *l, yaml_node_t *entry, yaml_node_t *path_node, 
                 .vacuum = st->vacuum,
                 .analyze = st->analyze,
                 .retry = st->retry,
+                .checkpoint = st->checkpoint,
         };
         if (!d->path)
                 return -ENOMEM;
@@ -1552,7 +1624,7 @@ static void load_root(struct loader *l, yaml_node_t *root)
 
         /* defaults: first, wherever it is in the file, since every
          * databases entry starts from it */
-        builtin_sections(&def.vacuum, &def.analyze, &def.retry);
+        builtin_sections(&def.vacuum, &def.analyze, &def.retry, &def.checkpoint);
         if (p.value[K_DEFAULTS] &&
             section_pairs(l, p.def[K_DEFAULTS], p.value[K_DEFAULTS], &defaults_level, &dp)) {
                 apply_sections(l, &dp, &def);
@@ -1561,6 +1633,7 @@ static void load_root(struct loader *l, yaml_node_t *root)
         c->vacuum = def.vacuum;
         c->analyze = def.analyze;
         c->retry = def.retry;
+        c->checkpoint = def.checkpoint;
 
         dbs = p.value[K_DATABASES];
         if (!dbs) {

@@ -36,11 +36,26 @@ struct vacuum_conf {
         double disk_space_factor; /* >= 1 */
         enum integrity_level integrity;
         enum vacuum_mode mode;
+        bool allow_rowid_change; /* VACUUM even when it would renumber rowids (maint.h) */
 };
 
 struct analyze_conf {
         uint64_t interval_ms; /* 0 = never */
         int analysis_limit;   /* 0 = no limit (SQLite's meaning), else 1..N */
+        /* A table's statistics are stale when its row count moved by more
+         * than threshold_rows + scale_factor_percent% of the count they
+         * were gathered at (PostgreSQL's autovacuum_analyze_threshold and
+         * _scale_factor); analysis_limit applies above large_table_rows. */
+        uint64_t threshold_rows;
+        double scale_factor_percent;
+        uint64_t large_table_rows;
+};
+
+/* WAL space given back: a -wal past either limit is checkpointed. */
+struct checkpoint_conf {
+        uint64_t wal_size_limit;    /* bytes; 0 = no absolute limit */
+        double wal_size_ratio;      /* percent of the database file; 0 = off */
+        uint64_t warn_after_ms;     /* readers kept it from being truncated this long: a warning */
 };
 
 struct retry_conf {
@@ -59,6 +74,7 @@ struct db_conf {
         struct vacuum_conf vacuum;
         struct analyze_conf analyze;
         struct retry_conf retry;
+        struct checkpoint_conf checkpoint;
 };
 
 struct conf {
@@ -69,6 +85,7 @@ struct conf {
         struct vacuum_conf vacuum;   /* defaults: */
         struct analyze_conf analyze;
         struct retry_conf retry;
+        struct checkpoint_conf checkpoint;
         struct db_conf *dbs;
         size_t n_dbs;
 };
