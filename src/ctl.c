@@ -23,6 +23,7 @@ enum {
         EXIT_CORRUPT = 3,
         EXIT_NOSPACE = 4,
         EXIT_BUSY = 5,
+        EXIT_ROWIDS = 6,        /* vacuum refused: it would renumber rowids */
 };
 
 enum command {
@@ -34,7 +35,7 @@ enum command {
 
 struct ctl {
         enum command cmd;
-        bool json, force, full, no_space_check;
+        bool json, force, full, no_space_check, allow_rowid_change;
         int attempts;
         struct conf *conf;
         struct json j;
@@ -51,13 +52,18 @@ static void usage(FILE *f)
               "\n"
               "Commands:\n"
               "  stats               page counts, free pages, fragmentation, sizes, modes\n"
-              "  vacuum [--force] [--no-space-check]\n"
+              "  vacuum [--force] [--no-space-check] [--allow-rowid-change]\n"
               "                      VACUUM when fragmentation reaches the threshold; --force\n"
               "                      skips the threshold, never the space and integrity checks;\n"
               "                      --no-space-check skips the free-space check (SQLite then\n"
-              "                      fails with SQLITE_FULL, the database intact, if space runs out)\n"
-              "  analyze             ANALYZE, bounded by analysis_limit\n"
+              "                      fails with SQLITE_FULL, the database intact, if space runs out);\n"
+              "                      --allow-rowid-change runs it even when it would renumber the\n"
+              "                      rowids of tables without an INTEGER PRIMARY KEY or any index\n"
+              "  analyze [--force]   ANALYZE of the tables whose statistics are missing or stale,\n"
+              "                      each on its own; --force: of every table\n"
               "  check [--full]      quick_check, or integrity_check and FTS checks with --full\n"
+              "\n"
+              "stats and check never write: every file is left as it was.\n"
               "\n"
               "Options:\n"
               "  -c, --config FILE   take thresholds and limits from FILE (the entry matching\n"
@@ -69,9 +75,10 @@ static void usage(FILE *f)
               "  -V, --version       the version\n"
               "\n"
               "Exit status: 0 success, 1 failure (missing, not a database, permission, I/O,\n"
-              "cannot maintain), 2 usage error, 3 corruption found, 4 refused for lack of\n"
-              "space, 5 still busy after every attempt. With several databases, the first of\n"
-              "3, 4, 5, 1 that applies.\n", f);
+              "cannot maintain, hot journal), 2 usage error, 3 corruption found, 4 refused for\n"
+              "lack of space, 5 still busy after every attempt, 6 vacuum refused because it\n"
+              "would renumber rowids. With several databases, the first of 3, 4, 6, 5, 1 that\n"
+              "applies.\n", f);
 }
 
 static int exit_code_for(enum maint_status s)
@@ -82,15 +89,17 @@ static int exit_code_for(enum maint_status s)
         case MAINT_CORRUPT: return EXIT_CORRUPT;
         case MAINT_NOSPACE: return EXIT_NOSPACE;
         case MAINT_BUSY: return EXIT_BUSY;
+        case MAINT_ROWIDS: return EXIT_ROWIDS;
         default: return EXIT_FAILURE_OTHER;
         }
 }
 
-/* Keep the most important exit status: 3, then 4, 5, 1. */
+/* Keep the most important exit status: 3, then 4, 6, 5, 1. */
 static int worse(int a, int b)
 {
-        static const int rank[] = { [EXIT_OK] = 0, [EXIT_FAILURE_OTHER] = 1, [EXIT_USAGE] = 5,
-                                    [EXIT_CORRUPT] = 4, [EXIT_NOSPACE] = 3, [EXIT_BUSY] = 2 };
+        static const int rank[] = { [EXIT_OK] = 0, [EXIT_FAILURE_OTHER] = 1, [EXIT_USAGE] = 6,
+                                    [EXIT_CORRUPT] = 5, [EXIT_NOSPACE] = 4, [EXIT_BUSY] = 2,
+                                    [EXIT_ROWIDS] = 3 };
         return rank[b] > rank[a] ? b : a;
 }
 
@@ -128,10 +137,36 @@ static void print_json(struct ctl *c, const char *path, const char *op, const st
                 json_bool(j, "checkpoint_busy", r->checkpoint_busy);
                 if (r->status == MAINT_NOSPACE && r->space_needed) {
                         json_u64(j, "space_needed_bytes", r->space_needed);
+                        json_u64(j, "temp_space_needed_bytes", r->space_needed_tmp);
                         json_u64(j, "space_free_bytes", r->space_free_db);
                         json_u64(j, "temp_space_free_bytes", r->space_free_tmp);
                         json_str(j, "temp_dir", r->tmp_dir);
                 }
+        }
+        if (c->cmd == CMD_VACUUM && r->n_tables) {
+                /* refused: the tables whose rowids would change; done: those renumbered */
+                json_array_begin(j, "renumbered_tables");
+                for (size_t i = 0; i < r->n_tables; i++) {
+                        json_object_begin(j, NULL);
+                        json_str(j, "name", r->tables[i].name);
+                        json_u64(j, "rows", r->tables[i].rows);
+                        json_i64(j, "rowid_min", r->tables[i].rowid_min);
+                        json_i64(j, "rowid_max", r->tables[i].rowid_max);
+                        json_object_end(j);
+                }
+                json_array_end(j);
+        }
+        if (c->cmd == CMD_ANALYZE && r->n_tables) {
+                json_array_begin(j, "tables");
+                for (size_t i = 0; i < r->n_tables; i++) {
+                        json_object_begin(j, NULL);
+                        json_str(j, "name", r->tables[i].name);
+                        json_str(j, "verdict", maint_table_verdict_name(r->tables[i].verdict));
+                        json_u64(j, "rows", r->tables[i].rows);
+                        json_u64(j, "statistics_rows", r->tables[i].baseline_rows);
+                        json_object_end(j);
+                }
+                json_array_end(j);
         }
         if (op)
                 json_u64(j, "duration_ms", r->duration_ms);
@@ -164,6 +199,20 @@ static void print_stats_row(const char *path, const struct dbstat *st)
                dbstat_auto_vacuum_name(st->auto_vacuum), path);
 }
 
+/* "analyzed 2 of 5 tables in 12 ms: a, b (c unchanged, d empty)" */
+static void print_analyzed(const char *path, const struct maint_result *r)
+{
+        size_t n = 0;
+
+        for (size_t i = 0; i < r->n_tables; i++)
+                n += r->tables[i].verdict == TABLE_ANALYZED || r->tables[i].verdict == TABLE_ANALYZED_LIMITED;
+        printf("%s: analyzed %zu of %zu table%s in %llu ms%s", path, n, r->n_tables, r->n_tables == 1 ? "" : "s",
+               (unsigned long long)r->duration_ms, r->n_tables ? ":" : "\n");
+        for (size_t i = 0; i < r->n_tables; i++)
+                printf(" %s (%s, %llu rows)%s", r->tables[i].name, maint_table_verdict_name(r->tables[i].verdict),
+                       (unsigned long long)r->tables[i].rows, i + 1 < r->n_tables ? "," : "\n");
+}
+
 static void print_human(struct ctl *c, const char *path, const struct maint_result *r)
 {
         char bytes[32];
@@ -189,12 +238,16 @@ static void print_human(struct ctl *c, const char *path, const struct maint_resu
                        r->before.fragmentation_percent, r->after.fragmentation_percent,
                        util_format_bytes(r->bytes_reclaimed, bytes, sizeof(bytes)),
                        (unsigned long long)r->duration_ms);
+                for (size_t i = 0; i < r->n_tables; i++)
+                        printf("%s: rowids of table %s renumbered 1..%llu (they were %lld..%lld), as allowed\n",
+                               path, r->tables[i].name, (unsigned long long)r->tables[i].rows,
+                               (long long)r->tables[i].rowid_min, (long long)r->tables[i].rowid_max);
                 if (r->checkpoint_busy)
                         fprintf(stderr, "sqlite-maintctl: %s: warning: WAL checkpoint was busy (a reader "
                                 "is open); the -wal file was not truncated\n", path);
                 break;
         case CMD_ANALYZE:
-                printf("%s: analyzed in %llu ms\n", path, (unsigned long long)r->duration_ms);
+                print_analyzed(path, r);
                 break;
         case CMD_CHECK:
                 printf("%s: ok (%s, %llu ms)\n", path, c->full ? "integrity_check" : "quick_check",
@@ -278,6 +331,8 @@ static int process(struct ctl *c, const char *arg, const struct db_conf *default
         if (c->cmd == CMD_CHECK)
                 o.integrity = c->full ? INTEGRITY_FULL : INTEGRITY_QUICK;
         o.skip_space_check = c->no_space_check;
+        o.allow_rowid_change = o.allow_rowid_change || c->allow_rowid_change;
+        o.analyze_all = c->cmd == CMD_ANALYZE && c->force;
 
         /* The daemon's backoff: retry.initial_backoff doubling, with jitter. */
         for (int attempt = 1;; attempt++) {
@@ -331,7 +386,7 @@ static int load_conf(const char *file, struct conf **ret)
 
 int main(int argc, char **argv)
 {
-        enum { OPT_JSON = 0x100, OPT_ATTEMPTS, OPT_FORCE, OPT_FULL, OPT_NO_SPACE_CHECK };
+        enum { OPT_JSON = 0x100, OPT_ATTEMPTS, OPT_FORCE, OPT_FULL, OPT_NO_SPACE_CHECK, OPT_ALLOW_ROWID_CHANGE };
         static const struct option options[] = {
                 { "config", required_argument, NULL, 'c' },
                 { "json", no_argument, NULL, OPT_JSON },
@@ -339,6 +394,7 @@ int main(int argc, char **argv)
                 { "force", no_argument, NULL, OPT_FORCE },
                 { "full", no_argument, NULL, OPT_FULL },
                 { "no-space-check", no_argument, NULL, OPT_NO_SPACE_CHECK },
+                { "allow-rowid-change", no_argument, NULL, OPT_ALLOW_ROWID_CHANGE },
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, 'V' },
                 { NULL, 0, NULL, 0 },
@@ -358,6 +414,7 @@ int main(int argc, char **argv)
                 case OPT_FORCE: c.force = true; break;
                 case OPT_FULL: c.full = true; break;
                 case OPT_NO_SPACE_CHECK: c.no_space_check = true; break;
+                case OPT_ALLOW_ROWID_CHANGE: c.allow_rowid_change = true; break;
                 case OPT_ATTEMPTS:
                         errno = 0;
                         n = strtol(optarg, &end, 10);
@@ -382,8 +439,12 @@ int main(int argc, char **argv)
                 usage(stderr);
                 return EXIT_USAGE;
         }
-        if (c.force && c.cmd != CMD_VACUUM) {
-                fputs("sqlite-maintctl: --force goes with vacuum\n", stderr);
+        if (c.force && c.cmd != CMD_VACUUM && c.cmd != CMD_ANALYZE) {
+                fputs("sqlite-maintctl: --force goes with vacuum or analyze\n", stderr);
+                return EXIT_USAGE;
+        }
+        if (c.allow_rowid_change && c.cmd != CMD_VACUUM) {
+                fputs("sqlite-maintctl: --allow-rowid-change goes with vacuum\n", stderr);
                 return EXIT_USAGE;
         }
         if (c.no_space_check && c.cmd != CMD_VACUUM) {

@@ -38,6 +38,15 @@ struct job *job_free(struct job *j)
         return NULL;
 }
 
+/* The exact row count behind statistics this daemon wrote (a sampled
+ * ANALYZE writes an estimate), while they are still the ones it wrote. */
+static bool analyze_baseline(void *userdata, const char *table, const char *stat, uint64_t *rows)
+{
+        struct job *j = userdata;
+
+        return j->state && state_analyze_baseline(j->state, j->path, table, stat, rows) == 0;
+}
+
 /* On a pool thread. */
 static void work_cb(uv_work_t *req)
 {
@@ -46,15 +55,22 @@ static void work_cb(uv_work_t *req)
         switch (j->op) {
         case MAINT_OP_STATS: maint_stats(j->path, &j->opts, &j->res); break;
         case MAINT_OP_VACUUM: maint_vacuum(j->path, &j->opts, &j->cancel, &j->res); break;
-        case MAINT_OP_ANALYZE: maint_analyze(j->path, &j->opts, &j->cancel, &j->res); break;
+        case MAINT_OP_ANALYZE:
+                j->opts.analyze_baseline = analyze_baseline;
+                j->opts.analyze_baseline_userdata = j;
+                maint_analyze(j->path, &j->opts, &j->cancel, &j->res);
+                break;
         case MAINT_OP_CHECK: maint_check(j->path, &j->opts, &j->cancel, &j->res); break;
         case MAINT_OP_INCREMENTAL_VACUUM: maint_incremental_vacuum(j->path, &j->opts, &j->cancel, &j->res); break;
+        case MAINT_OP_CHECKPOINT: maint_checkpoint(j->path, &j->opts, &j->cancel, &j->res); break;
         }
         j->finished_ms = state_now_ms();
         /* Recorded here, not on the loop thread: it is an fsync'ing write. A
          * vacuum counts as done once it ran, even if the WAL stayed large. */
         if (j->state && j->res.status == MAINT_OK)
                 (void)state_record(j->state, j->path, j->op, j->finished_ms);
+        if (j->state && j->op == MAINT_OP_ANALYZE && j->res.wrote)
+                (void)state_record_analyzed(j->state, j->path, j->res.tables, j->res.n_tables);
 }
 
 /* On the loop thread. status is UV_ECANCELED only if the request never ran. */

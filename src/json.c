@@ -121,6 +121,12 @@ void json_u64(struct json *j, const char *key, uint64_t v)
         fprintf(j->f, "%llu", (unsigned long long)v);
 }
 
+void json_i64(struct json *j, const char *key, int64_t v)
+{
+        prefix(j, key);
+        fprintf(j->f, "%lld", (long long)v);
+}
+
 void json_fixed2(struct json *j, const char *key, double v)
 {
         prefix(j, key);

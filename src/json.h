@@ -21,5 +21,6 @@ void json_array_begin(struct json *j, const char *key);
 void json_array_end(struct json *j);
 void json_str(struct json *j, const char *key, const char *v); /* v NULL: null */
 void json_u64(struct json *j, const char *key, uint64_t v);
+void json_i64(struct json *j, const char *key, int64_t v);
 void json_fixed2(struct json *j, const char *key, double v);  /* two decimals */
 void json_bool(struct json *j, const char *key, bool v);

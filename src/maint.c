@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
-/* maint: VACUUM, ANALYZE, integrity checks and incremental vacuum on one
- * database, each behind the checks of SQLITE-NOTES.md. Runs on a worker. */
+/* maint: VACUUM, ANALYZE, integrity checks, incremental vacuum and WAL
+ * checkpoints on one database, each behind the checks of SQLITE-NOTES.md.
+ * Runs on a worker. */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -24,6 +25,17 @@
 #define MAINT_PROGRESS_STEPS 1000
 /* The most problem rows kept from an integrity check. */
 #define MAINT_MAX_PROBLEMS 100
+/* A read of a file without its -wal is verified afterwards (see
+ * read_unchanged); a read that raced a writer is tried this many times. */
+#define READ_ATTEMPTS 4
+#define READ_RETRY_MS 20
+/* fileformat2.html: the WAL header, and each frame's header before its page. */
+#define WAL_HEADER_BYTES 32
+#define WAL_FRAME_HEADER_BYTES 24
+/* A rollback journal record is the page number, the page and a checksum
+ * (fileformat2.html, "The Rollback Journal"), after a header sector. */
+#define JOURNAL_RECORD_EXTRA 8
+#define JOURNAL_HEADER_BYTES 512
 
 int maint_init(void)
 {
@@ -45,6 +57,10 @@ void maint_opts_from_conf(struct maint_opts *o, const struct vacuum_conf *v,
                 .analysis_limit = a->analysis_limit,
                 .incremental_batch_pages = 256,
                 .incremental_pause_ms = 50,
+                .allow_rowid_change = v->allow_rowid_change,
+                .analyze_threshold_rows = a->threshold_rows,
+                .analyze_scale_factor = a->scale_factor_percent / 100.0,
+                .analyze_large_table_rows = a->large_table_rows,
         };
 }
 
@@ -96,8 +112,22 @@ const char *maint_status_name(enum maint_status s)
                 [MAINT_MISSING] = "missing",
                 [MAINT_INTERRUPTED] = "interrupted",
                 [MAINT_ERROR] = "error",
+                [MAINT_ROWIDS] = "rowids_would_change",
+                [MAINT_HOT_JOURNAL] = "hot_journal",
         };
         return (size_t)s < ELEMENTSOF(names) && names[s] ? names[s] : "error";
+}
+
+const char *maint_table_verdict_name(enum maint_table_verdict v)
+{
+        switch (v) {
+        case TABLE_ROWIDS_CHANGE: return "rowids_would_change";
+        case TABLE_ANALYZED: return "analyzed";
+        case TABLE_ANALYZED_LIMITED: return "analyzed_limited";
+        case TABLE_MISSING_EMPTY: return "empty";
+        case TABLE_UNCHANGED: return "unchanged";
+        }
+        return "unknown";
 }
 
 const char *maint_op_name(enum maint_op op)
@@ -108,6 +138,7 @@ const char *maint_op_name(enum maint_op op)
         case MAINT_OP_ANALYZE: return "analyze";
         case MAINT_OP_CHECK: return "check";
         case MAINT_OP_INCREMENTAL_VACUUM: return "incremental_vacuum";
+        case MAINT_OP_CHECKPOINT: return "checkpoint";
         }
         return "unknown";
 }
@@ -118,6 +149,15 @@ const char *maint_op_name(enum maint_op op)
 enum maint_status maint_classify(int rc, const char *msg)
 {
         msg = msg ? msg : "";
+        switch (rc) {
+        case SQLITE_READONLY_ROLLBACK:
+                return MAINT_HOT_JOURNAL;
+        case SQLITE_READONLY_RECOVERY: /* a writer is recovering the WAL */
+        case SQLITE_READONLY_CANTINIT: /* no reader mark to share yet */
+                return MAINT_BUSY;
+        default:
+                break;
+        }
         switch (rc & 0xff) {
         case SQLITE_OK:
         case SQLITE_DONE:
@@ -182,6 +222,11 @@ static enum maint_status fail_sqlite(struct maint_result *r, sqlite3 *db, int rc
 {
         const char *msg = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
 
+        if (rc == SQLITE_READONLY_ROLLBACK)
+                return set_status(r, MAINT_HOT_JOURNAL, rc,
+                                  "%s: a hot journal: a transaction interrupted by a crash awaits rollback, "
+                                  "which only a read-write open does (the application's next one, or a "
+                                  "maintenance job's)", what);
         return set_status(r, maint_classify(rc, msg), rc, "%s: %s (%s)", what, msg, sqlite3_errstr(rc));
 }
 
@@ -209,36 +254,138 @@ static void fix_side_file_owners(const char *path)
         }
 }
 
-/* Defensive open of a database we do not control (SQLITE-NOTES.md,
- * "Databases you do not control"). Never creates the file. */
-static enum maint_status db_open(const char *path, const struct maint_opts *o,
-                                 struct maint_cancel *cancel, sqlite3 **ret, struct maint_result *r)
-{
-        sqlite3 *db = NULL;
-        struct stat st;
-        char sql[64];
-        int rc;
+/* ---- opening a database we do not control -------------------------------- */
 
-        *ret = NULL;
+/* How the files of a database look before it is opened. */
+struct layout {
+        struct stat st;       /* the database file */
+        bool wal_format;      /* the read version (header byte 19) is 2: SQLite reads it as WAL (btree.c lockBtree) */
+        off_t wal_size;       /* -1: no -wal */
+        bool shm;             /* a -shm exists */
+        off_t journal_size;   /* -1: no -journal */
+};
+
+/* How a read-only look opens the database (see maint.h, "Reads never
+ * write"): whatever SQLite would otherwise create, truncate or rewrite. */
+enum read_mode {
+        READ_ROLLBACK,  /* mode=ro: a rollback-mode reader writes nothing */
+        READ_SHARED,    /* mode=ro&readonly_shm=1: the -shm mapped read-only */
+        READ_IMMUTABLE, /* immutable=1, verified afterwards: no -wal to read */
+        READ_EXCLUSIVE, /* vfs=unix-excl, read-write but never written: a -wal without its -shm */
+};
+
+static off_t side_size(const char *path, const char *suffix, bool *exists)
+{
+        char p[4096 + 16];
+        struct stat st;
+
+        *exists = false;
+        if ((size_t)snprintf(p, sizeof(p), "%s%s", path, suffix) >= sizeof(p) || lstat(p, &st) < 0)
+                return -1;
+        *exists = true;
+        return st.st_size;
+}
+
+/* lstat and the header's mode; refuses what is not a regular file. */
+static enum maint_status probe(const char *path, struct layout *l, struct maint_result *r)
+{
+        unsigned char h[20];
+        bool exists;
+        int fd;
+
         if (path[0] != '/')
                 return set_status(r, MAINT_ERROR, 0, "not an absolute path");
-        if (lstat(path, &st) < 0) {
+        if (lstat(path, &l->st) < 0) {
                 if (errno == ENOENT || errno == ENOTDIR)
                         return set_status(r, MAINT_MISSING, 0, "no such file");
                 if (errno == EACCES)
                         return set_status(r, MAINT_PERMISSION, 0, "cannot look up the file: %s", strerror(errno));
                 return set_status(r, MAINT_IOERR, 0, "cannot look up the file: %s", strerror(errno));
         }
-        if (S_ISLNK(st.st_mode))
+        if (S_ISLNK(l->st.st_mode))
                 return set_status(r, MAINT_PERMISSION, 0,
                                   "is a symbolic link; configure the real path instead");
         /* Opening a FIFO or device could block or have effects: never. */
-        if (!S_ISREG(st.st_mode))
+        if (!S_ISREG(l->st.st_mode))
                 return set_status(r, MAINT_NOTADB, 0, "not a regular file (%s)",
-                                  S_ISDIR(st.st_mode) ? "a directory" : "a special file");
+                                  S_ISDIR(l->st.st_mode) ? "a directory" : "a special file");
+        l->wal_format = false;
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+        if (fd >= 0) {
+                l->wal_format = pread(fd, h, sizeof(h), 0) == (ssize_t)sizeof(h) && h[19] == 2;
+                close(fd);
+        }
+        l->wal_size = side_size(path, "-wal", &exists);
+        side_size(path, "-shm", &l->shm);
+        l->journal_size = side_size(path, "-journal", &exists);
+        return MAINT_OK;
+}
 
-        rc = sqlite3_open_v2(path, &db,
-                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOFOLLOW | SQLITE_OPEN_EXRESCODE, NULL);
+static enum read_mode choose_read_mode(const struct layout *l)
+{
+        /* A live -journal may be hot: only mode=ro tells (READONLY_ROLLBACK). */
+        if (l->journal_size > 0)
+                return READ_ROLLBACK;
+        /* An empty file is an empty database; a -wal beside it SQLite would
+         * delete, even read-only. */
+        if (l->st.st_size == 0)
+                return READ_IMMUTABLE;
+        if (l->wal_size >= 0 && l->shm)
+                return READ_SHARED;
+        if (l->wal_size > WAL_HEADER_BYTES)
+                return READ_EXCLUSIVE;
+        /* No frame to read: the database is the file alone, but any other
+         * open would create a -wal and a -shm. */
+        if (l->wal_format || l->wal_size >= 0)
+                return READ_IMMUTABLE;
+        return READ_ROLLBACK;
+}
+
+/* "file:///..." with every byte outside [A-Za-z0-9/._~-] as %HH, so that
+ * ?, # and % in a path mean themselves (SQLite decodes %HH). */
+static char *path_uri(const char *path, const char *params)
+{
+        static const char hex[] = "0123456789ABCDEF";
+        size_t n = strlen(path), k = 0;
+        char *s = malloc(7 + 3 * n + 1 + strlen(params) + 1);
+
+        if (!s)
+                return NULL;
+        memcpy(s, "file://", 7);
+        k = 7;
+        for (const unsigned char *p = (const unsigned char *)path; *p; p++) {
+                if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+                    strchr("/._~-", *p)) {
+                        s[k++] = (char)*p;
+                } else {
+                        s[k++] = '%';
+                        s[k++] = hex[*p >> 4];
+                        s[k++] = hex[*p & 15];
+                }
+        }
+        s[k] = '\0';
+        if (*params) {
+                strcat(s, "?");
+                strcat(s, params);
+        }
+        return s;
+}
+
+/* Open and set up a connection (SQLITE-NOTES.md, "Databases you do not
+ * control"). Never creates the file; never checkpoints on close unless the
+ * operation wrote (db_close). */
+static enum maint_status db_connect(const char *path, const char *params, int flags, const struct maint_opts *o,
+                                    struct maint_cancel *cancel, sqlite3 **ret, struct maint_result *r)
+{
+        sqlite3 *db = NULL;
+        char *uri = path_uri(path, params);
+        int rc;
+
+        *ret = NULL;
+        if (!uri)
+                return set_status(r, MAINT_ERROR, SQLITE_NOMEM, "out of memory");
+        rc = sqlite3_open_v2(uri, &db, flags | SQLITE_OPEN_URI | SQLITE_OPEN_NOFOLLOW | SQLITE_OPEN_EXRESCODE, NULL);
+        free(uri);
         if (rc != SQLITE_OK) {
                 fail_sqlite(r, db, rc, "cannot open");
                 sqlite3_close_v2(db);
@@ -246,6 +393,9 @@ static enum maint_status db_open(const char *path, const struct maint_opts *o,
         }
         sqlite3_extended_result_codes(db, 1);
         sqlite3_db_config(db, SQLITE_DBCONFIG_DEFENSIVE, 1, NULL);
+        /* The last connection to a WAL database checkpoints and deletes the
+         * -wal on close even if it only read: not ours to do unasked. */
+        sqlite3_db_config(db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, NULL);
         /* VACUUM, ANALYZE and the checks need neither; a hostile schema's
          * triggers and views are never run. trusted_schema stays ON: see
          * SQLITE-NOTES.md (JSON indexes would read as corrupt). */
@@ -254,8 +404,7 @@ static enum maint_status db_open(const char *path, const struct maint_opts *o,
         /* conf caps busy_timeout well inside an int of milliseconds. */
         sqlite3_busy_timeout(db, o->busy_timeout_ms > INT_MAX ? INT_MAX : (int)o->busy_timeout_ms);
         sqlite3_progress_handler(db, MAINT_PROGRESS_STEPS, progress_cb, cancel);
-        snprintf(sql, sizeof(sql), "PRAGMA cell_size_check=ON; PRAGMA mmap_size=0;");
-        rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+        rc = sqlite3_exec(db, "PRAGMA cell_size_check=ON; PRAGMA mmap_size=0;", NULL, NULL, NULL);
         if (rc != SQLITE_OK) {
                 fail_sqlite(r, db, rc, "cannot set up the connection");
                 sqlite3_close_v2(db);
@@ -270,7 +419,60 @@ static enum maint_status db_open(const char *path, const struct maint_opts *o,
         return MAINT_OK;
 }
 
-static void db_close(const char *path, sqlite3 *db, struct maint_cancel *cancel)
+/* A read-only connection: how it opens depends on the files (read_mode).
+ * *mode tells the caller whether to verify the read (read_unchanged). */
+static enum maint_status db_open_read(const char *path, const struct layout *l, const struct maint_opts *o,
+                                      struct maint_cancel *cancel, enum read_mode *mode, sqlite3 **ret,
+                                      struct maint_result *r)
+{
+        *mode = choose_read_mode(l);
+        switch (*mode) {
+        case READ_SHARED:
+                return db_connect(path, "mode=ro&readonly_shm=1", SQLITE_OPEN_READONLY, o, cancel, ret, r);
+        case READ_IMMUTABLE:
+                return db_connect(path, "mode=ro&immutable=1", SQLITE_OPEN_READONLY, o, cancel, ret, r);
+        case READ_EXCLUSIVE:
+                /* Heap memory stands in for the -shm; the exclusive lock needs
+                 * a read-write descriptor, but nothing is written. */
+                return db_connect(path, "vfs=unix-excl", SQLITE_OPEN_READWRITE, o, cancel, ret, r);
+        case READ_ROLLBACK:
+                break;
+        }
+        return db_connect(path, "mode=ro", SQLITE_OPEN_READONLY, o, cancel, ret, r);
+}
+
+static enum maint_status db_open_write(const char *path, const struct maint_opts *o, struct maint_cancel *cancel,
+                                       sqlite3 **ret, struct maint_result *r)
+{
+        struct layout l;
+
+        if (probe(path, &l, r) != MAINT_OK)
+                return r->status;
+        return db_connect(path, "", SQLITE_OPEN_READWRITE, o, cancel, ret, r);
+}
+
+/* A read of a database that has no -wal cannot take SQLite's locks without
+ * creating one, so it was made without them (immutable=1); it holds if the
+ * file did not change meanwhile. A write after started carries a change
+ * time at or after it (the kernel stamps files from the same coarse clock);
+ * on a filesystem with whole-second times (tv_nsec 0), whole seconds are
+ * compared. */
+static bool read_unchanged(const char *path, const struct layout *l, const struct timespec *started)
+{
+        struct stat now;
+
+        if (lstat(path, &now) < 0)
+                return false;
+        if (now.st_dev != l->st.st_dev || now.st_ino != l->st.st_ino || now.st_size != l->st.st_size ||
+            now.st_ctim.tv_sec != l->st.st_ctim.tv_sec || now.st_ctim.tv_nsec != l->st.st_ctim.tv_nsec)
+                return false;
+        if (now.st_ctim.tv_nsec == 0)
+                return now.st_ctim.tv_sec < started->tv_sec;
+        return now.st_ctim.tv_sec < started->tv_sec ||
+               (now.st_ctim.tv_sec == started->tv_sec && now.st_ctim.tv_nsec < started->tv_nsec);
+}
+
+static void db_close(const char *path, sqlite3 *db, struct maint_cancel *cancel, bool wrote)
 {
         if (!db)
                 return;
@@ -279,10 +481,18 @@ static void db_close(const char *path, sqlite3 *db, struct maint_cancel *cancel)
                 cancel->db = NULL;
                 pthread_mutex_unlock(&cancel->lock);
         }
+        /* An operation that wrote may leave the tidying to SQLite: the last
+         * connection checkpoints and removes the -wal and -shm, as the
+         * application's own last close would. */
+        if (wrote)
+                sqlite3_db_config(db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 0, NULL);
         /* Every statement is finalized by now; close_v2 cannot leave a zombie. */
         sqlite3_close_v2(db);
-        fix_side_file_owners(path);
+        if (wrote)
+                fix_side_file_owners(path);
 }
+
+/* ---- small helpers ------------------------------------------------------------ */
 
 static void add_problem(struct maint_result *r, const char *text)
 {
@@ -299,89 +509,127 @@ static void add_problem(struct maint_result *r, const char *text)
                 r->n_problems++;
 }
 
-/* FTS3/4/5 keep their own index structures, which quick_check and
- * integrity_check do not look into; a full check asks each table. */
-static enum maint_status check_fts(sqlite3 *db, struct maint_result *r)
+static struct maint_table *add_table(struct maint_result *r, const char *name, enum maint_table_verdict v)
 {
-        sqlite3_stmt *s;
-        int rc;
+        struct maint_table *t = realloc(r->tables, (r->n_tables + 1) * sizeof(*t));
 
-        rc = sqlite3_prepare_v2(db,
-                "SELECT name FROM sqlite_schema WHERE type = 'table' AND "
-                "(sql LIKE 'CREATE VIRTUAL TABLE%USING fts5%' OR sql LIKE 'CREATE VIRTUAL TABLE%USING fts4%' OR "
-                " sql LIKE 'CREATE VIRTUAL TABLE%USING fts3%')", -1, &s, NULL);
-        if (rc != SQLITE_OK)
-                return fail_sqlite(r, db, rc, "cannot list FTS tables");
-        while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-                const char *name = (const char *)sqlite3_column_text(s, 0);
-                char *sql, line[512];
-                int rc2;
-
-                if (!name)
-                        continue;
-                sql = sqlite3_mprintf("INSERT INTO \"%w\"(\"%w\") VALUES('integrity-check')", name, name);
-                if (!sql) {
-                        rc = SQLITE_NOMEM;
-                        break;
-                }
-                rc2 = sqlite3_exec(db, sql, NULL, NULL, NULL);
-                sqlite3_free(sql);
-                if (rc2 == SQLITE_OK)
-                        continue;
-                if (maint_classify(rc2, sqlite3_errmsg(db)) != MAINT_CORRUPT) {
-                        /* Record before finalize, which resets the error. */
-                        fail_sqlite(r, db, rc2, "full-text index check");
-                        sqlite3_finalize(s);
-                        return r->status;
-                }
-                snprintf(line, sizeof(line), "full-text index %s: %s", name, sqlite3_errmsg(db));
-                add_problem(r, line);
-        }
-        sqlite3_finalize(s);
-        if (rc != SQLITE_DONE)
-                return fail_sqlite(r, db, rc, "cannot list FTS tables");
-        return MAINT_OK;
+        if (!t)
+                return NULL;
+        r->tables = t;
+        t = &r->tables[r->n_tables];
+        *t = (struct maint_table){ .name = strdup(name), .verdict = v };
+        if (!t->name)
+                return NULL;
+        r->n_tables++;
+        return t;
 }
 
-/* quick_check or integrity_check (+ FTS checks for full). MAINT_OK, or
- * MAINT_CORRUPT with r->problems, or the failure of the check itself. */
-static enum maint_status run_check(sqlite3 *db, enum integrity_level level, const char *when,
-                                   struct maint_result *r)
+/* The names the query's first column gives, in order; NULL-terminated
+ * array, or NULL with *rc set. */
+static char **query_names(sqlite3 *db, const char *sql, int *rc)
 {
         sqlite3_stmt *s;
-        bool ok = false;
-        int rc;
+        char **v = NULL;
+        size_t n = 0;
 
-        if (level == INTEGRITY_NONE)
-                return MAINT_OK;
-        rc = sqlite3_prepare_v2(db, level == INTEGRITY_FULL ? "PRAGMA integrity_check(100)" : "PRAGMA quick_check(100)",
-                                -1, &s, NULL);
-        if (rc != SQLITE_OK) {
-                fail_sqlite(r, db, rc, "integrity check");
-                return r->status;
-        }
-        while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-                const char *row = (const char *)sqlite3_column_text(s, 0);
+        *rc = sqlite3_prepare_v2(db, sql, -1, &s, NULL);
+        if (*rc != SQLITE_OK)
+                return NULL;
+        while ((*rc = sqlite3_step(s)) == SQLITE_ROW) {
+                const char *name = (const char *)sqlite3_column_text(s, 0);
+                char **nv = realloc(v, (n + 2) * sizeof(*v));
 
-                if (row && strcmp(row, "ok") == 0)
-                        ok = true;
-                else
-                        add_problem(r, row);
+                if (!nv || !name || !(nv[n] = strdup(name))) {
+                        free(nv ? nv : v);
+                        v = NULL;
+                        if (nv)
+                                for (size_t i = 0; i < n; i++)
+                                        free(nv[i]);
+                        *rc = name ? SQLITE_NOMEM : SQLITE_CORRUPT;
+                        sqlite3_finalize(s);
+                        return NULL;
+                }
+                v = nv;
+                v[++n] = NULL;
         }
         sqlite3_finalize(s);
-        if (rc != SQLITE_DONE) {
-                fail_sqlite(r, db, rc, "integrity check");
-                if (r->status == MAINT_CORRUPT)
-                        add_problem(r, sqlite3_errmsg(db));
-                return r->status;
+        if (*rc != SQLITE_DONE) {
+                for (size_t i = 0; i < n; i++)
+                        free(v[i]);
+                free(v);
+                return NULL;
         }
-        if (level == INTEGRITY_FULL && r->n_problems == 0 && check_fts(db, r) != MAINT_OK)
-                return r->status;
-        if (!ok || r->n_problems > 0)
-                return set_status(r, MAINT_CORRUPT, SQLITE_CORRUPT, "%s%s%s reported %zu line%s of problems, first: %s",
-                                  level == INTEGRITY_FULL ? "integrity_check" : "quick_check", *when ? " " : "", when,
-                                  r->n_problems, r->n_problems == 1 ? "" : "s",
-                                  r->n_problems ? r->problems[0] : "(no rows)");
+        *rc = SQLITE_OK;
+        if (!v)
+                v = calloc(1, sizeof(*v));
+        if (!v)
+                *rc = SQLITE_NOMEM;
+        return v;
+}
+
+static void free_names(char **v)
+{
+        for (size_t i = 0; v && v[i]; i++)
+                free(v[i]);
+        free(v);
+}
+
+/* One row of int64 from a statement with one text parameter; rc of the
+ * step, SQLITE_ROW on success. */
+static int query_ints(sqlite3 *db, const char *sql, const char *arg, int64_t *out, int n_out)
+{
+        sqlite3_stmt *s;
+        int rc = sqlite3_prepare_v2(db, sql, -1, &s, NULL);
+
+        if (rc != SQLITE_OK)
+                return rc;
+        if (arg)
+                sqlite3_bind_text(s, 1, arg, -1, SQLITE_STATIC);
+        rc = sqlite3_step(s);
+        for (int i = 0; rc == SQLITE_ROW && i < n_out; i++)
+                out[i] = sqlite3_column_int64(s, i);
+        sqlite3_finalize(s);
+        return rc;
+}
+
+/* The tables with storage, as vacuum.c copies them (a virtual table has
+ * rootpage 0), SQLite's own (sqlite_*) left out. From the schema table, not
+ * PRAGMA table_list, which would instantiate every virtual table. */
+#define ORDINARY_TABLES_SQL                                                                              \
+        "SELECT name FROM main.sqlite_schema WHERE type = 'table' AND coalesce(rootpage, 1) > 0"      \
+        " AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"
+
+/* ---- integrity ------------------------------------------------------------------- */
+
+/* The FTS3/4/5 tables, whose own index structures quick_check and
+ * integrity_check do not look into. */
+static char **fts_tables(sqlite3 *db, int *rc)
+{
+        return query_names(db,
+                "SELECT name FROM sqlite_schema WHERE type = 'table' AND "
+                "(sql LIKE 'CREATE VIRTUAL TABLE%USING fts5%' OR sql LIKE 'CREATE VIRTUAL TABLE%USING fts4%' OR "
+                " sql LIKE 'CREATE VIRTUAL TABLE%USING fts3%')", rc);
+}
+
+/* Each table's 'integrity-check' command on db, which must be writable. */
+static enum maint_status check_fts_on(sqlite3 *db, char **names, struct maint_result *r)
+{
+        for (size_t i = 0; names[i]; i++) {
+                char *sql, line[512];
+                int rc;
+
+                sql = sqlite3_mprintf("INSERT INTO \"%w\"(\"%w\") VALUES('integrity-check')", names[i], names[i]);
+                if (!sql)
+                        return set_status(r, MAINT_ERROR, SQLITE_NOMEM, "out of memory");
+                rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+                sqlite3_free(sql);
+                if (rc == SQLITE_OK)
+                        continue;
+                if (maint_classify(rc, sqlite3_errmsg(db)) != MAINT_CORRUPT)
+                        return fail_sqlite(r, db, rc, "full-text index check");
+                snprintf(line, sizeof(line), "full-text index %s: %s", names[i], sqlite3_errmsg(db));
+                add_problem(r, line);
+        }
         return MAINT_OK;
 }
 
@@ -410,54 +658,172 @@ static int free_bytes(const char *path, uint64_t *ret)
         return 0;
 }
 
-/* VACUUM needs a temp copy in the temp directory and a journal or WAL
- * about the size of the new database next to it (SQLITE-NOTES.md). */
+/* The 'integrity-check' command is an INSERT: on a read-only look it runs
+ * on a snapshot, copied by SQLite's backup API (one read transaction) into
+ * a private temp database that SQLite deletes on close. */
+static enum maint_status check_fts_snapshot(sqlite3 *src, const struct dbstat *st, char **names,
+                                            struct maint_result *r)
+{
+        uint64_t need = st->page_count * st->page_size, have = 0;
+        const char *tmp = maint_temp_dir();
+        sqlite3_backup *b;
+        sqlite3 *copy = NULL;
+        char need_s[32], have_s[32];
+        int rc;
+
+        if (free_bytes(tmp, &have) == 0 && have < need)
+                return set_status(r, MAINT_NOSPACE, 0,
+                                  "not enough free space for a snapshot to check the full-text indexes in: "
+                                  "it needs %s in the temp directory %s (has %s)",
+                                  util_format_bytes(need, need_s, sizeof(need_s)), tmp,
+                                  util_format_bytes(have, have_s, sizeof(have_s)));
+        rc = sqlite3_open_v2("", &copy, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_EXRESCODE, NULL);
+        if (rc != SQLITE_OK) {
+                fail_sqlite(r, copy, rc, "cannot open a snapshot for the full-text index check");
+                sqlite3_close_v2(copy);
+                return r->status;
+        }
+        b = sqlite3_backup_init(copy, "main", src, "main");
+        if (!b) {
+                fail_sqlite(r, copy, sqlite3_errcode(copy), "cannot snapshot the database");
+                sqlite3_close_v2(copy);
+                return r->status;
+        }
+        rc = sqlite3_backup_step(b, -1);
+        sqlite3_backup_finish(b);
+        if (rc != SQLITE_DONE)
+                fail_sqlite(r, src, rc, "cannot snapshot the database");
+        else
+                check_fts_on(copy, names, r);
+        sqlite3_close_v2(copy);
+        return r->status;
+}
+
+/* Where a full check runs the full-text indexes' own checks. */
+enum fts_check {
+        FTS_NONE,     /* not here (a VACUUM's read-only look: the write connection does it) */
+        FTS_DIRECT,   /* on the connection, a write connection */
+        FTS_SNAPSHOT, /* on a snapshot: the connection is a read-only look */
+};
+
+static enum maint_status check_fts(sqlite3 *db, const struct dbstat *st, enum fts_check how, struct maint_result *r)
+{
+        char **names;
+        int rc;
+
+        if (how == FTS_NONE)
+                return r->status;
+        names = fts_tables(db, &rc);
+        if (!names)
+                return fail_sqlite(r, db, rc, "cannot list FTS tables");
+        if (names[0])
+                (how == FTS_SNAPSHOT ? check_fts_snapshot(db, st, names, r) : check_fts_on(db, names, r));
+        free_names(names);
+        return r->status;
+}
+
+/* quick_check or integrity_check (+ FTS checks when full). MAINT_OK, or
+ * MAINT_CORRUPT with r->problems, or the failure of the check itself. */
+static enum maint_status run_check(sqlite3 *db, const struct dbstat *st, enum integrity_level level,
+                                   enum fts_check fts, const char *when, struct maint_result *r)
+{
+        sqlite3_stmt *s;
+        bool ok = false;
+        int rc;
+
+        if (level == INTEGRITY_NONE)
+                return MAINT_OK;
+        rc = sqlite3_prepare_v2(db, level == INTEGRITY_FULL ? "PRAGMA integrity_check(100)" : "PRAGMA quick_check(100)",
+                                -1, &s, NULL);
+        if (rc != SQLITE_OK) {
+                fail_sqlite(r, db, rc, "integrity check");
+                return r->status;
+        }
+        while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+                const char *row = (const char *)sqlite3_column_text(s, 0);
+
+                if (row && strcmp(row, "ok") == 0)
+                        ok = true;
+                else
+                        add_problem(r, row);
+        }
+        sqlite3_finalize(s);
+        if (rc != SQLITE_DONE) {
+                fail_sqlite(r, db, rc, "integrity check");
+                if (r->status == MAINT_CORRUPT)
+                        add_problem(r, sqlite3_errmsg(db));
+                return r->status;
+        }
+        if (level == INTEGRITY_FULL && r->n_problems == 0 && check_fts(db, st, fts, r) != MAINT_OK)
+                return r->status;
+        if (!ok || r->n_problems > 0)
+                return set_status(r, MAINT_CORRUPT, SQLITE_CORRUPT, "%s%s%s reported %zu line%s of problems, first: %s",
+                                  level == INTEGRITY_FULL ? "integrity_check" : "quick_check", *when ? " " : "", when,
+                                  r->n_problems, r->n_problems == 1 ? "" : "s",
+                                  r->n_problems ? r->problems[0] : "(no rows)");
+        return MAINT_OK;
+}
+
+/* ---- free space --------------------------------------------------------------- */
+
+static void dir_of(const char *path, char *dir, size_t len)
+{
+        const char *slash = strrchr(path, '/');
+
+        snprintf(dir, len, "%.*s", !slash || slash == path ? 1 : (int)(slash - path), slash ? path : "/");
+}
+
+/* What VACUUM writes (docs/DESIGN.md, "Free space for VACUUM"): a copy of
+ * the live pages in the temp directory (vacuum.c builds the new database
+ * there), then, beside the database, those pages again: as WAL frames, or
+ * as the rollback journal's records of the pages the copy-back overwrites.
+ * disk_space_factor is the margin on each; one filesystem must hold both. */
 static enum maint_status check_space(const char *path, const struct dbstat *st,
                                      const struct maint_opts *o, struct maint_result *r)
 {
-        char need[32], size_s[32], have_db[32], have_tmp[32], dir[4096];
-        uint64_t size = st->file_size_bytes + st->wal_size_bytes;
-        const char *tmp = maint_temp_dir(), *slash;
+        uint64_t pages = st->page_count > st->freelist_count ? st->page_count - st->freelist_count : 0;
+        uint64_t live = pages * st->page_size, extra;
+        char need_db[32], need_tmp[32], have_db[32], have_tmp[32], sum[32], live_s[32], dir[4096];
+        const char *tmp = maint_temp_dir();
+        struct stat sd, stt;
+        bool same;
         int e;
 
         util_strlcpy(r->tmp_dir, tmp, sizeof(r->tmp_dir));
-        r->space_needed = (uint64_t)((double)size * o->disk_space_factor);
+        extra = strcmp(st->journal_mode, "wal") == 0 ? WAL_HEADER_BYTES + pages * WAL_FRAME_HEADER_BYTES
+                                                     : JOURNAL_HEADER_BYTES + pages * JOURNAL_RECORD_EXTRA;
+        r->space_needed = (uint64_t)((double)(live + extra) * o->disk_space_factor);
+        r->space_needed_tmp = (uint64_t)((double)live * o->disk_space_factor);
+        dir_of(path, dir, sizeof(dir));
+        same = stat(dir, &sd) == 0 && stat(tmp, &stt) == 0 && sd.st_dev == stt.st_dev;
         if ((e = free_bytes(path, &r->space_free_db)) < 0)
                 return set_status(r, MAINT_IOERR, 0, "cannot measure free space: %s", strerror(-e));
         if ((e = free_bytes(tmp, &r->space_free_tmp)) < 0)
                 return set_status(r, MAINT_IOERR, 0, "cannot measure free space in %s: %s", tmp, strerror(-e));
-        if (r->space_free_db >= r->space_needed && r->space_free_tmp >= r->space_needed)
+        if (same ? r->space_free_db >= r->space_needed + r->space_needed_tmp
+                 : r->space_free_db >= r->space_needed && r->space_free_tmp >= r->space_needed_tmp)
                 return MAINT_OK;
-        slash = strrchr(path, '/');
-        snprintf(dir, sizeof(dir), "%.*s", slash == path ? 1 : (int)(slash - path), path);
-        util_format_bytes(r->space_needed, need, sizeof(need));
-        util_format_bytes(size, size_s, sizeof(size_s));
+        util_format_bytes(r->space_needed, need_db, sizeof(need_db));
+        util_format_bytes(r->space_needed_tmp, need_tmp, sizeof(need_tmp));
         util_format_bytes(r->space_free_db, have_db, sizeof(have_db));
         util_format_bytes(r->space_free_tmp, have_tmp, sizeof(have_tmp));
+        util_format_bytes(live, live_s, sizeof(live_s));
+        if (same)
+                return set_status(r, MAINT_NOSPACE, 0,
+                                  "not enough free space for VACUUM: it needs %s in %s and %s in the temp "
+                                  "directory %s, one filesystem: %s in all, which has %s (%.1f x the %s of "
+                                  "live pages it copies, for each)", need_db, dir, need_tmp, tmp,
+                                  util_format_bytes(r->space_needed + r->space_needed_tmp, sum, sizeof(sum)),
+                                  have_db, o->disk_space_factor, live_s);
         return set_status(r, MAINT_NOSPACE, 0,
-                          "not enough free space for VACUUM: it needs %s (%.1f x the database's %s) free in %s "
-                          "(has %s%s) and in the temp directory %s (has %s%s)",
-                          need, o->disk_space_factor, size_s, dir, have_db,
-                          r->space_free_db < r->space_needed ? ", too little" : "", tmp, have_tmp,
-                          r->space_free_tmp < r->space_needed ? ", too little" : "");
+                          "not enough free space for VACUUM: it needs %s free in %s (has %s%s) and %s in the "
+                          "temp directory %s (has %s%s) (%.1f x the %s of live pages it copies, for each)",
+                          need_db, dir, have_db, r->space_free_db < r->space_needed ? ", too little" : "",
+                          need_tmp, tmp, have_tmp, r->space_free_tmp < r->space_needed_tmp ? ", too little" : "",
+                          o->disk_space_factor, live_s);
 }
 
-/* PRAGMA wal_checkpoint(TRUNCATE); busy=1 (a reader holds an old
- * snapshot) is reported, not ignored: the WAL stays large until a retry. */
-static void checkpoint_truncate(sqlite3 *db, struct maint_result *r)
-{
-        sqlite3_stmt *s;
-        int rc;
-
-        rc = sqlite3_prepare_v2(db, "PRAGMA wal_checkpoint(TRUNCATE)", -1, &s, NULL);
-        if (rc != SQLITE_OK) {
-                r->checkpoint_busy = true;
-                return;
-        }
-        rc = sqlite3_step(s);
-        r->checkpoint_busy = rc != SQLITE_ROW || sqlite3_column_int(s, 0) != 0;
-        sqlite3_finalize(s);
-}
+/* ---- statistics, rowids -------------------------------------------------------- */
 
 static bool is_wal(const struct dbstat *st)
 {
@@ -486,6 +852,285 @@ static bool empty_database(const struct dbstat *st, struct maint_result *r)
         return true;
 }
 
+/* A name by which SQL reaches the table's rowid: one of rowid, _rowid_ and
+ * oid that no column of the table has taken, or NULL. */
+static const char *rowid_name(sqlite3 *db, const char *table, int *rc)
+{
+        static const char *const names[] = { "rowid", "_rowid_", "oid" };
+
+        for (size_t i = 0; i < ELEMENTSOF(names); i++) {
+                char *sql = sqlite3_mprintf("SELECT count(*) FROM pragma_table_xinfo(?1) WHERE name = '%q' "
+                                            "COLLATE NOCASE", names[i]);
+                int64_t taken = 1;
+
+                if (!sql) {
+                        *rc = SQLITE_NOMEM;
+                        return NULL;
+                }
+                *rc = query_ints(db, sql, table, &taken, 1);
+                sqlite3_free(sql);
+                if (*rc != SQLITE_ROW)
+                        return NULL;
+                if (taken == 0)
+                        return names[i];
+        }
+        *rc = SQLITE_ROW;
+        return NULL;
+}
+
+/* The tables whose rowids this VACUUM would change (maint.h has the rule):
+ * a rowid table with no PRIMARY KEY and no index, whose rowids are not
+ * already 1..N (a WITHOUT ROWID table has a PRIMARY KEY). Each goes into
+ * r->tables. */
+static enum maint_status find_renumbered_tables(sqlite3 *db, struct maint_result *r)
+{
+        char **names;
+        int rc;
+
+        names = query_names(db, ORDINARY_TABLES_SQL, &rc);
+        if (!names)
+                return fail_sqlite(r, db, rc, "cannot list tables");
+        for (size_t i = 0; names[i]; i++) {
+                int64_t keyed = 0, v[3] = { 0, 0, 0 };
+                struct maint_table *t;
+                const char *rowid;
+                char *sql;
+
+                rc = query_ints(db, "SELECT EXISTS(SELECT 1 FROM pragma_index_list(?1)) OR "
+                                    "EXISTS(SELECT 1 FROM pragma_table_info(?1) WHERE pk > 0)", names[i], &keyed, 1);
+                if (rc != SQLITE_ROW)
+                        break;
+                if (keyed)
+                        continue;
+                rowid = rowid_name(db, names[i], &rc);
+                if (rc != SQLITE_ROW)
+                        break;
+                /* Every name of the rowid taken by a column: it cannot be
+                 * read, so assume it is not 1..N (min 0, max 0). */
+                sql = rowid ? sqlite3_mprintf("SELECT count(*), min(\"%w\"), max(\"%w\") FROM main.\"%w\"", rowid,
+                                              rowid, names[i])
+                            : sqlite3_mprintf("SELECT count(*), 0, 0 FROM main.\"%w\"", names[i]);
+                if (!sql) {
+                        rc = SQLITE_NOMEM;
+                        break;
+                }
+                rc = query_ints(db, sql, NULL, v, 3);
+                sqlite3_free(sql);
+                if (rc != SQLITE_ROW)
+                        break;
+                if (v[0] == 0 || (v[1] == 1 && v[2] == v[0]))
+                        continue;
+                t = add_table(r, names[i], TABLE_ROWIDS_CHANGE);
+                if (!t) {
+                        rc = SQLITE_NOMEM;
+                        break;
+                }
+                t->rows = (uint64_t)v[0];
+                t->rowid_min = v[1];
+                t->rowid_max = v[2];
+        }
+        free_names(names);
+        if (rc != SQLITE_ROW && rc != SQLITE_OK)
+                return fail_sqlite(r, db, rc, "cannot look at the tables' rowids");
+        return MAINT_OK;
+}
+
+/* Refuse (MAINT_ROWIDS) unless allowed; the tables stay in r->tables. */
+static enum maint_status rowid_guard(sqlite3 *db, const struct maint_opts *o, struct maint_result *r)
+{
+        char list[256] = "";
+        size_t len = 0;
+
+        if (find_renumbered_tables(db, r) != MAINT_OK || r->n_tables == 0 || o->allow_rowid_change)
+                return r->status;
+        for (size_t i = 0; i < r->n_tables && len < sizeof(list); i++)
+                len += (size_t)snprintf(list + len, sizeof(list) - len, "%s%s (%llu rows, rowids %lld..%lld)",
+                                        i ? ", " : "", r->tables[i].name, (unsigned long long)r->tables[i].rows,
+                                        (long long)r->tables[i].rowid_min, (long long)r->tables[i].rowid_max);
+        return set_status(r, MAINT_ROWIDS, 0,
+                          "VACUUM would renumber the rows of %zu table%s without an INTEGER PRIMARY KEY or any "
+                          "index to rowids 1..N: %s; whatever refers to those rowids (an external-content "
+                          "full-text index, another table, the application) would point at the wrong rows; "
+                          "allow it with vacuum.allow_rowid_change once nothing does",
+                          r->n_tables, r->n_tables == 1 ? "" : "s", list);
+}
+
+/* ---- the operations ---------------------------------------------------------------- */
+
+static void begin(struct maint_result *r, uint64_t *t0)
+{
+        maint_result_clear(r);
+        *t0 = util_now_ms();
+}
+
+/* Where the files stand when an operation ends (for "unchanged since"). */
+static enum maint_status finish(const char *path, struct maint_result *r, uint64_t t0)
+{
+        char p[4096 + 16];
+
+        (void)file_id_get(path, &r->db_id);
+        if ((size_t)snprintf(p, sizeof(p), "%s-wal", path) < sizeof(p))
+                (void)file_id_get(p, &r->wal_id);
+        r->duration_ms = util_now_ms() - t0;
+        return r->status;
+}
+
+/* A read-only look: open as the files allow, run look(), verify the read
+ * when it was made without locks, and try again if the file moved. An
+ * operation that writes (writes) first rolls back a hot journal. */
+typedef enum maint_status (*look_fn)(sqlite3 *db, const char *path, const struct maint_opts *o,
+                                     struct maint_result *r);
+
+/* A hot journal, found by the read-only look of an operation that writes
+ * anyway: a read-write open rolls it back (pager.c, as the application's
+ * next open would), and the operation says so. */
+static enum maint_status roll_back_hot_journal(const char *path, const struct maint_opts *o,
+                                               struct maint_cancel *cancel, struct maint_result *r)
+{
+        int64_t n;
+        sqlite3 *db;
+        int rc;
+
+        maint_result_clear(r);
+        if (db_open_write(path, o, cancel, &db, r) != MAINT_OK)
+                return r->status;
+        rc = query_ints(db, "SELECT count(*) FROM main.sqlite_schema", NULL, &n, 1);
+        if (rc != SQLITE_ROW)
+                fail_sqlite(r, db, rc, "cannot roll back the hot journal");
+        db_close(path, db, cancel, true);
+        return r->status;
+}
+
+static enum maint_status read_look(const char *path, const struct maint_opts *o, struct maint_cancel *cancel,
+                                   bool writes, look_fn look, struct maint_result *r)
+{
+        bool rolled_back = false;
+
+        for (int attempt = 1;; attempt++) {
+                struct timespec started;
+                enum read_mode mode;
+                struct layout l;
+                sqlite3 *db;
+
+                if (probe(path, &l, r) != MAINT_OK)
+                        return r->status;
+                clock_gettime(CLOCK_REALTIME_COARSE, &started);
+                if (db_open_read(path, &l, o, cancel, &mode, &db, r) == MAINT_OK)
+                        look(db, path, o, r);
+                db_close(path, db, cancel, false);
+                if (r->status == MAINT_HOT_JOURNAL && writes && !rolled_back) {
+                        if (roll_back_hot_journal(path, o, cancel, r) != MAINT_OK)
+                                return r->status;
+                        rolled_back = true;
+                        continue;
+                }
+                if (mode != READ_IMMUTABLE || read_unchanged(path, &l, &started)) {
+                        r->rolled_back_journal = rolled_back;
+                        return r->status;
+                }
+                /* Read while the file changed: what was read may mix two
+                 * states. Look again (the next look likely finds a -wal). */
+                maint_result_clear(r);
+                if (attempt >= READ_ATTEMPTS)
+                        return set_status(r, MAINT_BUSY, 0, "the database changed while it was read, %d times",
+                                          attempt);
+                if (cancelled(cancel))
+                        return set_status(r, MAINT_INTERRUPTED, SQLITE_INTERRUPT, "stopped");
+                util_sleep_ms(READ_RETRY_MS << attempt);
+        }
+}
+
+static enum maint_status look_stats(sqlite3 *db, const char *path, const struct maint_opts *o,
+                                    struct maint_result *r)
+{
+        return read_stats(db, path, &r->after, &r->have_after, r);
+}
+
+enum maint_status maint_stats(const char *path, const struct maint_opts *o, struct maint_result *r)
+{
+        struct layout l;
+        uint64_t t0;
+        int e;
+
+        begin(r, &t0);
+        if (probe(path, &l, r) != MAINT_OK)
+                return finish(path, r, t0);
+        /* A -wal without its -shm: SQLite would create the -shm, or lock
+         * the application out (unix-excl); the -wal itself tells. */
+        if (choose_read_mode(&l) == READ_EXCLUSIVE) {
+                e = dbstat_read_wal(path, &r->after);
+                if (e == 0) {
+                        r->have_after = true;
+                        return finish(path, r, t0);
+                }
+                if (e != -EAGAIN) {
+                        set_status(r, e == -EINVAL ? MAINT_NOTADB : e == -ENOENT ? MAINT_MISSING : MAINT_IOERR, 0,
+                                   "cannot read the -wal: %s", strerror(-e));
+                        return finish(path, r, t0);
+                }
+        }
+        read_look(path, o, NULL, false, look_stats, r);
+        return finish(path, r, t0);
+}
+
+static enum maint_status look_check(sqlite3 *db, const char *path, const struct maint_opts *o,
+                                    struct maint_result *r)
+{
+        enum integrity_level level = o->integrity == INTEGRITY_NONE ? INTEGRITY_QUICK : o->integrity;
+
+        if (read_stats(db, path, &r->after, &r->have_after, r) == MAINT_OK)
+                run_check(db, &r->after, level, FTS_SNAPSHOT, "", r);
+        return r->status;
+}
+
+enum maint_status maint_check(const char *path, const struct maint_opts *o,
+                              struct maint_cancel *cancel, struct maint_result *r)
+{
+        uint64_t t0;
+
+        begin(r, &t0);
+        read_look(path, o, cancel, false, look_check, r);
+        return finish(path, r, t0);
+}
+
+/* Before a VACUUM, read-only: statistics, the check (without the
+ * full-text part, which needs the write connection), the rowid guard, the
+ * free space. MAINT_OK to go on. */
+static enum maint_status look_before_vacuum(sqlite3 *db, const char *path, const struct maint_opts *o,
+                                            struct maint_result *r)
+{
+        /* Corruption first: a refusal for rowids or space must not hide it. */
+        if (read_stats(db, path, &r->before, &r->have_before, r) != MAINT_OK || empty_database(&r->before, r) ||
+            run_check(db, &r->before, o->integrity, FTS_NONE, "before VACUUM", r) != MAINT_OK ||
+            rowid_guard(db, o, r) != MAINT_OK ||
+            (!o->skip_space_check && check_space(path, &r->before, o, r) != MAINT_OK))
+                return r->status;
+        return MAINT_OK;
+}
+
+/* PRAGMA wal_checkpoint(mode): 0 with busy, log and checkpointed frames,
+ * or an SQLite error code. */
+static int wal_checkpoint(sqlite3 *db, const char *mode, int64_t res[3])
+{
+        char sql[64];
+
+        snprintf(sql, sizeof(sql), "PRAGMA wal_checkpoint(%s)", mode);
+        res[0] = 1;
+        res[1] = res[2] = -1;
+        return query_ints(db, sql, NULL, res, 3) == SQLITE_ROW ? SQLITE_OK : sqlite3_errcode(db);
+}
+
+/* PRAGMA wal_checkpoint(TRUNCATE); busy=1 (a reader holds an old
+ * snapshot) is reported, not ignored: the WAL stays large until a retry. */
+static void checkpoint_truncate(sqlite3 *db, struct maint_result *r)
+{
+        int64_t res[3];
+
+        r->checkpoint_busy = wal_checkpoint(db, "TRUNCATE", res) != SQLITE_OK || res[0] != 0;
+        if (r->checkpoint_busy && res[1] > res[2])
+                r->wal_frames_left = (uint64_t)(res[1] - res[2]);
+}
+
 /* After pages were freed: truncate the WAL (it holds the rewritten pages),
  * then the figures after and what was reclaimed. */
 static void conclude_shrink(sqlite3 *db, const char *path, struct maint_result *r)
@@ -501,43 +1146,17 @@ static void conclude_shrink(sqlite3 *db, const char *path, struct maint_result *
         r->bytes_reclaimed = was > now ? was - now : 0;
 }
 
-static void begin(struct maint_result *r, uint64_t *t0)
+/* The full-text part of a full check, on the write connection. */
+static enum maint_status check_fts_before(sqlite3 *db, const struct maint_opts *o, const char *when,
+                                          struct maint_result *r)
 {
-        maint_result_clear(r);
-        *t0 = util_now_ms();
-}
-
-static enum maint_status finish(const char *path, sqlite3 *db, struct maint_cancel *cancel,
-                                struct maint_result *r, uint64_t t0)
-{
-        db_close(path, db, cancel);
-        r->duration_ms = util_now_ms() - t0;
-        return r->status;
-}
-
-enum maint_status maint_stats(const char *path, const struct maint_opts *o, struct maint_result *r)
-{
-        sqlite3 *db;
-        uint64_t t0;
-
-        begin(r, &t0);
-        if (db_open(path, o, NULL, &db, r) == MAINT_OK)
-                read_stats(db, path, &r->after, &r->have_after, r);
-        return finish(path, db, NULL, r, t0);
-}
-
-enum maint_status maint_check(const char *path, const struct maint_opts *o,
-                              struct maint_cancel *cancel, struct maint_result *r)
-{
-        enum integrity_level level = o->integrity == INTEGRITY_NONE ? INTEGRITY_QUICK : o->integrity;
-        sqlite3 *db;
-        uint64_t t0;
-
-        begin(r, &t0);
-        if (db_open(path, o, cancel, &db, r) == MAINT_OK &&
-            read_stats(db, path, &r->after, &r->have_after, r) == MAINT_OK)
-                run_check(db, level, "", r);
-        return finish(path, db, cancel, r, t0);
+        if (o->integrity != INTEGRITY_FULL || check_fts(db, &r->before, FTS_DIRECT, r) != MAINT_OK)
+                return r->status;
+        if (r->n_problems > 0)
+                return set_status(r, MAINT_CORRUPT, SQLITE_CORRUPT, "the full-text index check %s reported %zu "
+                                  "line%s of problems, first: %s", when, r->n_problems,
+                                  r->n_problems == 1 ? "" : "s", r->problems[0]);
+        return MAINT_OK;
 }
 
 enum maint_status maint_vacuum(const char *path, const struct maint_opts *o,
@@ -548,18 +1167,17 @@ enum maint_status maint_vacuum(const char *path, const struct maint_opts *o,
         int rc;
 
         begin(r, &t0);
-        if (db_open(path, o, cancel, &db, r) != MAINT_OK ||
-            read_stats(db, path, &r->before, &r->have_before, r) != MAINT_OK ||
-            empty_database(&r->before, r) ||
-            /* Corruption first: on a full disk it is still the news. */
-            run_check(db, o->integrity, "before VACUUM", r) != MAINT_OK ||
-            (!o->skip_space_check && check_space(path, &r->before, o, r) != MAINT_OK))
-                return finish(path, db, cancel, r, t0);
+        if (read_look(path, o, cancel, true, look_before_vacuum, r) != MAINT_OK)
+                return finish(path, r, t0);
         if (cancelled(cancel)) {
                 set_status(r, MAINT_INTERRUPTED, SQLITE_INTERRUPT, "stopped before VACUUM");
-                return finish(path, db, cancel, r, t0);
+                return finish(path, r, t0);
         }
-
+        if (db_open_write(path, o, cancel, &db, r) != MAINT_OK ||
+            check_fts_before(db, o, "before VACUUM", r) != MAINT_OK) {
+                db_close(path, db, cancel, false);
+                return finish(path, r, t0);
+        }
         rc = sqlite3_exec(db, "VACUUM", NULL, NULL, NULL);
         if (rc != SQLITE_OK) {
                 /* SQLITE_FULL midway leaves the database intact, but in WAL
@@ -573,35 +1191,186 @@ enum maint_status maint_vacuum(const char *path, const struct maint_opts *o,
                  * (the temp directory filled at the very end): the figures
                  * after tell what really happened. */
                 r->have_after = dbstat_read_db(db, path, &r->after) == SQLITE_OK;
-                return finish(path, db, cancel, r, t0);
+                r->wrote = r->have_after && r->after.page_count != r->before.page_count;
+                /* It began writing: SQLite's tidy close (the last connection
+                 * removes the -wal) gives the disk back. */
+                db_close(path, db, cancel, true);
+                return finish(path, r, t0);
         }
-        if (run_check(db, o->integrity, "after VACUUM", r) == MAINT_OK)
+        r->wrote = true;
+        if (run_check(db, &r->before, o->integrity, FTS_DIRECT, "after VACUUM", r) == MAINT_OK)
                 conclude_shrink(db, path, r);
-        return finish(path, db, cancel, r, t0);
+        db_close(path, db, cancel, true);
+        return finish(path, r, t0);
+}
+
+/* ---- ANALYZE ------------------------------------------------------------------ */
+
+/* What sqlite_stat1 says of table: its rows as "idx=stat;..." in index
+ * order, and the row count they describe (the first number of each
+ * index's line; the largest, since a partial index covers fewer rows).
+ * Returns false when it holds nothing for the table. */
+static bool stat1_of(sqlite3 *db, bool have_stat1, const char *table, char **text, uint64_t *rows, int *rc)
+{
+        sqlite3_stmt *s;
+        bool found = false;
+
+        *text = NULL;
+        *rows = 0;
+        *rc = SQLITE_OK;
+        if (!have_stat1)
+                return false;
+        *rc = sqlite3_prepare_v2(db,
+                "SELECT group_concat(coalesce(idx, '') || '=' || coalesce(stat, ''), ';'),"
+                " max(CAST(stat AS INTEGER)), count(*)"
+                " FROM (SELECT idx, stat FROM main.sqlite_stat1 WHERE tbl = ?1 ORDER BY idx)", -1, &s, NULL);
+        if (*rc != SQLITE_OK)
+                return false;
+        sqlite3_bind_text(s, 1, table, -1, SQLITE_STATIC);
+        *rc = sqlite3_step(s);
+        if (*rc == SQLITE_ROW && sqlite3_column_int64(s, 2) > 0) {
+                const char *t = (const char *)sqlite3_column_text(s, 0);
+                int64_t n = sqlite3_column_int64(s, 1);
+
+                *text = strdup(t ? t : "");
+                *rows = n > 0 ? (uint64_t)n : 0;
+                found = *text != NULL;
+                if (!found)
+                        *rc = SQLITE_NOMEM;
+        }
+        if (*rc == SQLITE_ROW || *rc == SQLITE_DONE)
+                *rc = SQLITE_OK;
+        sqlite3_finalize(s);
+        return found;
+}
+
+/* Stale: the row count moved by more than threshold + scale_factor x the
+ * count the statistics describe (PostgreSQL's autovacuum_analyze_*). */
+static bool stale(uint64_t rows, uint64_t baseline, const struct maint_opts *o)
+{
+        uint64_t moved = rows > baseline ? rows - baseline : baseline - rows;
+
+        return (double)moved > (double)o->analyze_threshold_rows + o->analyze_scale_factor * (double)baseline;
+}
+
+/* Read-only: every ordinary table's verdict into r->tables; those to
+ * analyze get TABLE_ANALYZED (or _LIMITED) before the fact. */
+static enum maint_status look_before_analyze(sqlite3 *db, const char *path, const struct maint_opts *o,
+                                             struct maint_result *r)
+{
+        int64_t have_stat1 = 0;
+        char **names;
+        int rc;
+
+        if (read_stats(db, path, &r->before, &r->have_before, r) != MAINT_OK || empty_database(&r->before, r))
+                return r->status;
+        rc = query_ints(db, "SELECT count(*) FROM main.sqlite_schema WHERE type = 'table' AND name = 'sqlite_stat1'",
+                        NULL, &have_stat1, 1);
+        if (rc != SQLITE_ROW)
+                return fail_sqlite(r, db, rc, "cannot read the schema");
+        names = query_names(db, ORDINARY_TABLES_SQL, &rc);
+        if (!names)
+                return fail_sqlite(r, db, rc, "cannot list tables");
+        for (size_t i = 0; names[i]; i++) {
+                uint64_t baseline = 0, known;
+                int64_t count = 0;
+                struct maint_table *t;
+                bool has_stats;
+                char *text, *sql;
+
+                has_stats = stat1_of(db, have_stat1 != 0, names[i], &text, &baseline, &rc);
+                if (rc != SQLITE_OK)
+                        break;
+                sql = sqlite3_mprintf("SELECT count(*) FROM main.\"%w\"", names[i]);
+                rc = sql ? query_ints(db, sql, NULL, &count, 1) : SQLITE_NOMEM;
+                sqlite3_free(sql);
+                if (rc != SQLITE_ROW) {
+                        free(text);
+                        break;
+                }
+                rc = SQLITE_OK;
+                /* A sampled ANALYZE writes an estimated count; whoever knows
+                 * the exact count behind statistics it wrote says so. */
+                if (has_stats && o->analyze_baseline && o->analyze_baseline(o->analyze_baseline_userdata, names[i],
+                                                                            text, &known))
+                        baseline = known;
+                t = add_table(r, names[i], TABLE_UNCHANGED);
+                if (!t) {
+                        free(text);
+                        rc = SQLITE_NOMEM;
+                        break;
+                }
+                t->rows = (uint64_t)count;
+                t->baseline_rows = baseline;
+                t->stat = text;
+                if (!has_stats && count == 0)
+                        t->verdict = TABLE_MISSING_EMPTY;
+                else if (o->analyze_all || !has_stats || stale(t->rows, baseline, o))
+                        t->verdict = o->analysis_limit > 0 && t->rows > o->analyze_large_table_rows
+                                   ? TABLE_ANALYZED_LIMITED : TABLE_ANALYZED;
+        }
+        free_names(names);
+        if (rc != SQLITE_OK)
+                return fail_sqlite(r, db, rc, "cannot count the rows of the tables");
+        return MAINT_OK;
+}
+
+static bool to_analyze(const struct maint_table *t)
+{
+        return t->verdict == TABLE_ANALYZED || t->verdict == TABLE_ANALYZED_LIMITED;
 }
 
 enum maint_status maint_analyze(const char *path, const struct maint_opts *o,
                                 struct maint_cancel *cancel, struct maint_result *r)
 {
-        char sql[64];
+        size_t n = 0, done = 0;
+        int rc = SQLITE_OK, rc2;
         sqlite3 *db;
         uint64_t t0;
-        int rc;
 
         begin(r, &t0);
-        if (db_open(path, o, cancel, &db, r) != MAINT_OK ||
-            read_stats(db, path, &r->before, &r->have_before, r) != MAINT_OK || empty_database(&r->before, r))
-                return finish(path, db, cancel, r, t0);
-        /* ANALYZE is a write transaction that blocks app writers while it
-         * runs: analysis_limit keeps it short. */
-        snprintf(sql, sizeof(sql), "PRAGMA analysis_limit=%d; ANALYZE;", o->analysis_limit);
-        rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
-        if (rc != SQLITE_OK)
-                fail_sqlite(r, db, rc, "ANALYZE failed");
-        else
+        if (read_look(path, o, cancel, true, look_before_analyze, r) != MAINT_OK)
+                return finish(path, r, t0);
+        for (size_t i = 0; i < r->n_tables; i++)
+                n += to_analyze(&r->tables[i]);
+        r->after = r->before;
+        r->have_after = r->have_before;
+        if (n == 0)
+                return finish(path, r, t0);
+        if (db_open_write(path, o, cancel, &db, r) != MAINT_OK)
+                return finish(path, r, t0);
+        /* One statement per table: the write lock is held per table. */
+        for (size_t i = 0; i < r->n_tables && rc == SQLITE_OK; i++) {
+                struct maint_table *t = &r->tables[i];
+                uint64_t rows;
+                char *sql;
+
+                if (!to_analyze(t))
+                        continue;
+                sql = sqlite3_mprintf("PRAGMA analysis_limit=%d; ANALYZE main.\"%w\";",
+                                      t->verdict == TABLE_ANALYZED_LIMITED ? o->analysis_limit : 0, t->name);
+                rc = sql ? sqlite3_exec(db, sql, NULL, NULL, NULL) : SQLITE_NOMEM;
+                sqlite3_free(sql);
+                if (rc != SQLITE_OK) {
+                        fail_sqlite(r, db, rc, "ANALYZE failed");
+                        /* the tables not reached keep their old statistics */
+                        for (size_t k = i; k < r->n_tables; k++)
+                                if (to_analyze(&r->tables[k]))
+                                        r->tables[k].verdict = TABLE_UNCHANGED;
+                        break;
+                }
+                done++;
+                free(t->stat);
+                stat1_of(db, true, t->name, &t->stat, &rows, &rc2);
+        }
+        r->wrote = done > 0;
+        if (r->status == MAINT_OK)
                 read_stats(db, path, &r->after, &r->have_after, r);
-        return finish(path, db, cancel, r, t0);
+        db_close(path, db, cancel, r->wrote);
+        return finish(path, r, t0);
 }
+
+/* ---- incremental vacuum, checkpoint ---------------------------------------------- */
 
 /* One PRAGMA incremental_vacuum(N), stepped to SQLITE_DONE: the write lock
  * is held from the first step to the last, so N stays small. */
@@ -621,6 +1390,18 @@ static int incremental_batch(sqlite3 *db, uint32_t pages)
         return rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
 
+static enum maint_status look_before_incremental(sqlite3 *db, const char *path, const struct maint_opts *o,
+                                                 struct maint_result *r)
+{
+        if (read_stats(db, path, &r->before, &r->have_before, r) != MAINT_OK)
+                return r->status;
+        if (r->before.auto_vacuum != AUTO_VACUUM_INCREMENTAL)
+                return set_status(r, MAINT_CANNOT, 0,
+                                  "auto_vacuum is %s, not incremental: incremental vacuum frees nothing here",
+                                  dbstat_auto_vacuum_name(r->before.auto_vacuum));
+        return run_check(db, &r->before, o->integrity, FTS_NONE, "before incremental vacuum", r);
+}
+
 enum maint_status maint_incremental_vacuum(const char *path, const struct maint_opts *o,
                                            struct maint_cancel *cancel, struct maint_result *r)
 {
@@ -632,18 +1413,13 @@ enum maint_status maint_incremental_vacuum(const char *path, const struct maint_
         int rc;
 
         begin(r, &t0);
-        if (db_open(path, o, cancel, &db, r) != MAINT_OK ||
-            read_stats(db, path, &r->before, &r->have_before, r) != MAINT_OK)
-                return finish(path, db, cancel, r, t0);
-        if (r->before.auto_vacuum != AUTO_VACUUM_INCREMENTAL) {
-                set_status(r, MAINT_CANNOT, 0,
-                           "auto_vacuum is %s, not incremental: incremental vacuum frees nothing here",
-                           dbstat_auto_vacuum_name(r->before.auto_vacuum));
-                return finish(path, db, cancel, r, t0);
+        if (read_look(path, o, cancel, true, look_before_incremental, r) != MAINT_OK)
+                return finish(path, r, t0);
+        if (db_open_write(path, o, cancel, &db, r) != MAINT_OK ||
+            check_fts_before(db, o, "before incremental vacuum", r) != MAINT_OK) {
+                db_close(path, db, cancel, false);
+                return finish(path, r, t0);
         }
-        if (run_check(db, o->integrity, "before incremental vacuum", r) != MAINT_OK)
-                return finish(path, db, cancel, r, t0);
-
         now = r->before;
         /* Bounded: each batch frees up to `batch` pages or the loop ends. */
         for (uint64_t round = 0; now.freelist_count > 0 && round <= r->before.freelist_count / batch + 1; round++) {
@@ -658,13 +1434,59 @@ enum maint_status maint_incremental_vacuum(const char *path, const struct maint_
                         fail_sqlite(r, db, rc, "incremental vacuum failed");
                         break;
                 }
+                r->wrote = true;
                 if (read_stats(db, path, &now, &have, r) != MAINT_OK)
                         break;
         }
         /* Batches that committed before a stop or a lock stay freed. */
         if (r->status == MAINT_OK || r->status == MAINT_INTERRUPTED || r->status == MAINT_BUSY)
                 conclude_shrink(db, path, r);
-        return finish(path, db, cancel, r, t0);
+        db_close(path, db, cancel, r->wrote);
+        return finish(path, r, t0);
+}
+
+enum maint_status maint_checkpoint(const char *path, const struct maint_opts *o,
+                                   struct maint_cancel *cancel, struct maint_result *r)
+{
+        int64_t res[3];
+        bool exists;
+        sqlite3 *db;
+        uint64_t t0;
+        off_t wal;
+        int rc;
+
+        begin(r, &t0);
+        if (db_open_write(path, o, cancel, &db, r) != MAINT_OK ||
+            read_stats(db, path, &r->before, &r->have_before, r) != MAINT_OK) {
+                db_close(path, db, cancel, false);
+                return finish(path, r, t0);
+        }
+        if (!is_wal(&r->before)) {
+                set_status(r, MAINT_SKIPPED, 0, "not in WAL mode (journal_mode %s)", r->before.journal_mode);
+                db_close(path, db, cancel, false);
+                return finish(path, r, t0);
+        }
+        r->wal_bytes_before = r->before.wal_size_bytes;
+        /* PASSIVE copies what it can without waiting on anyone; TRUNCATE
+         * then waits (the short busy timeout) for readers to let go. */
+        rc = wal_checkpoint(db, "PASSIVE", res);
+        if (rc == SQLITE_OK)
+                rc = wal_checkpoint(db, "TRUNCATE", res);
+        r->wrote = true;
+        if (rc != SQLITE_OK) {
+                fail_sqlite(r, db, rc, "checkpoint failed");
+        } else if (res[0] != 0) {
+                r->checkpoint_busy = true;
+                r->wal_frames_left = res[1] > res[2] ? (uint64_t)(res[1] - res[2]) : 0;
+                set_status(r, MAINT_BUSY, SQLITE_BUSY,
+                           "readers keep the -wal in use: %llu of its %lld frames not yet in the database",
+                           (unsigned long long)r->wal_frames_left, (long long)res[1]);
+        }
+        wal = side_size(path, "-wal", &exists);
+        r->wal_bytes_after = wal > 0 ? (uint64_t)wal : 0;
+        r->have_after = dbstat_read_db(db, path, &r->after) == SQLITE_OK;
+        db_close(path, db, cancel, true);
+        return finish(path, r, t0);
 }
 
 void maint_result_clear(struct maint_result *r)
@@ -672,5 +1494,10 @@ void maint_result_clear(struct maint_result *r)
         for (size_t i = 0; i < r->n_problems; i++)
                 free(r->problems[i]);
         free(r->problems);
+        for (size_t i = 0; i < r->n_tables; i++) {
+                free(r->tables[i].name);
+                free(r->tables[i].stat);
+        }
+        free(r->tables);
         *r = (struct maint_result){ .status = MAINT_OK };
 }

@@ -214,22 +214,33 @@ static void enqueue(struct manager *m, struct target *t, enum maint_op op, enum 
 {
         const struct vacuum_conf *vc = &t->dc->vacuum;
         struct log_entry e;
-        bool again = op != MAINT_OP_ANALYZE && t->logged_reason == reason;
+        char a[32], b[32];
+        bool again = op == MAINT_OP_CHECKPOINT ? t->ckpt_attempt > 0
+                   : op != MAINT_OP_ANALYZE && t->logged_reason == reason;
 
         entry_db(&e, again ? LOG_DEBUG : LOG_INFO, MSGID_SCHEDULED, t->path, maint_op_name(op));
         log_field(&e, "REASON", "%s", sched_reason_name(reason));
         log_field(&e, "FRAGMENTATION_BEFORE", "%.2f", t->stat.fragmentation_percent);
-        if (op != MAINT_OP_ANALYZE)
+        if (op == MAINT_OP_VACUUM || op == MAINT_OP_INCREMENTAL_VACUUM)
                 t->logged_reason = reason;
-        if (op == MAINT_OP_ANALYZE)
+        if (op == MAINT_OP_ANALYZE) {
                 log_entry_send(&e, "%s%s: ANALYZE is due (every %s)", m->dry_run ? "dry run: " : "", t->path,
-                               conf_format_duration(t->dc->analyze.interval_ms, (char[32]){ 0 }, 32));
-        else
+                               conf_format_duration(t->dc->analyze.interval_ms, a, sizeof(a)));
+        } else if (op == MAINT_OP_CHECKPOINT) {
+                log_field(&e, "WAL_SIZE_BYTES", "%llu", (unsigned long long)t->stat.wal_size_bytes);
+                log_entry_send(&e, "%s%s: checkpoint of the -wal (%s, the database %s): %s",
+                               m->dry_run ? "dry run: " : "", t->path,
+                               util_format_bytes(t->stat.wal_size_bytes, a, sizeof(a)),
+                               util_format_bytes(t->stat.file_size_bytes, b, sizeof(b)),
+                               reason == SCHED_REASON_AFTER_VACUUM ? "owed since a VACUUM whose checkpoint was busy"
+                                                                   : "past its size limit");
+        } else {
                 log_entry_send(&e, "%s%s: %s, fragmentation %.2f%% %s %s threshold %.2f%%",
                                m->dry_run ? "dry run: " : "", t->path,
                                op == MAINT_OP_VACUUM ? "VACUUM" : "incremental vacuum",
                                t->stat.fragmentation_percent, ">=", urgent ? "urgent" : "scheduled",
                                urgent ? vc->urgent_threshold : vc->threshold);
+        }
         if (m->dry_run) {
                 /* In memory only: the timer is not due again next poll. */
                 if (op == MAINT_OP_ANALYZE)
@@ -248,13 +259,37 @@ static void enqueue(struct manager *m, struct target *t, enum maint_op op, enum 
         t->retry_at = 0;
 }
 
+/* The files as the last ANALYZE left them, unchanged: nothing can be stale. */
+static bool unchanged_since_analyze(const struct target *t)
+{
+        struct file_id db, wal = { 0 };
+        char p[4096 + 16];
+
+        if (!t->analyzed_known || file_id_get(t->path, &db) < 0)
+                return false;
+        if ((size_t)snprintf(p, sizeof(p), "%s-wal", t->path) < sizeof(p))
+                (void)file_id_get(p, &wal);
+        return file_id_equal(&db, &t->analyzed_db) && file_id_equal(&wal, &t->analyzed_wal);
+}
+
 static void decide(struct manager *m, struct target *t)
 {
         const struct db_conf *dc = t->dc;
         struct sched_decision d;
+        enum sched_reason ckpt;
         int64_t now = state_now_ms();
 
         d = sched_vacuum(&t->stat, &dc->vacuum, &t->hist, now, minute_of_day(), m->ignore_window);
+        /* Refused for its rowids: not again until the schema changes. */
+        if (d.action != SCHED_NONE && t->rowid_hold) {
+                if (t->stat.schema_cookie == t->rowid_hold_cookie) {
+                        log_msg(LOG_DEBUG, "%s: fragmentation %.2f%%, VACUUM held: it would renumber rowids "
+                                "(schema unchanged)", t->path, t->stat.fragmentation_percent);
+                        d = (struct sched_decision){ SCHED_NONE, SCHED_REASON_ROWIDS };
+                } else {
+                        t->rowid_hold = false;
+                }
+        }
         if (d.action != SCHED_NONE) {
                 enqueue(m, t, d.action == SCHED_INCREMENTAL_VACUUM ? MAINT_OP_INCREMENTAL_VACUUM : MAINT_OP_VACUUM,
                         d.reason, d.reason == SCHED_REASON_URGENT);
@@ -276,16 +311,35 @@ static void decide(struct manager *m, struct target *t)
                         log_entry_send(&e, "%s: fragmentation %.2f%% >= %.2f%%: vacuumed less than %s ago, waiting",
                                        t->path, t->stat.fragmentation_percent, dc->vacuum.threshold,
                                        conf_format_duration(dc->vacuum.min_interval_ms, (char[32]){ 0 }, 32));
-        } else {
+        } else if (d.reason != SCHED_REASON_ROWIDS) {
                 log_msg(LOG_DEBUG, "%s: fragmentation %.2f%%, nothing to do (%s)", t->path,
                         t->stat.fragmentation_percent, sched_reason_name(d.reason));
         }
         t->logged_reason = d.reason;
 
+        /* The -wal: given back when it grew too large, or owed since a VACUUM. */
+        if (t->wal_owed && t->stat.wal_size_bytes == 0)
+                t->wal_owed = false; /* truncated meanwhile, by the application */
+        if (sched_checkpoint(&t->stat, &dc->checkpoint, t->wal_owed, &ckpt) && util_now_ms() >= t->ckpt_retry_at) {
+                enqueue(m, t, MAINT_OP_CHECKPOINT, ckpt, false);
+                return;
+        }
+
         /* --once runs what is due now: no staggering of first analyzes. */
         if (t->stat.page_count > 0 &&
-            now >= sched_analyze_due(&dc->analyze, &t->hist, m->once ? 0 : m->conf->poll_interval_ms, t->hash))
+            now >= sched_analyze_due(&dc->analyze, &t->hist, m->once ? 0 : m->conf->poll_interval_ms, t->hash)) {
+                if (unchanged_since_analyze(t)) {
+                        struct log_entry e;
+
+                        entry_db(&e, LOG_DEBUG, MSGID_ANALYZE_DONE, t->path, "analyze");
+                        log_field(&e, "REASON", "%s", "unchanged");
+                        log_entry_send(&e, "%s: ANALYZE due, but the database is unchanged since the last one: "
+                                       "its statistics are current", t->path);
+                        t->hist.last_analyze_ms = now;
+                        return;
+                }
                 enqueue(m, t, MAINT_OP_ANALYZE, SCHED_REASON_TIMER, false);
+        }
 }
 
 /* The one report an admin must act on: CRIT, with the check's problem rows
@@ -385,24 +439,93 @@ static void poll_target(struct manager *m, struct target *t)
 
 /* --- jobs ------------------------------------------------------------- */
 
+/* "a, b, c" of the tables with verdict v (any when v < 0), cut to fit. */
+static const char *table_list(const struct maint_result *r, int v, char *buf, size_t len)
+{
+        size_t n = 0;
+
+        buf[0] = '\0';
+        for (size_t i = 0; i < r->n_tables && n < len; i++)
+                if (v < 0 || (int)r->tables[i].verdict == v)
+                        n += (size_t)snprintf(buf + n, len - n, "%s%s", n ? ", " : "", r->tables[i].name);
+        return buf;
+}
+
+static size_t count_tables(const struct maint_result *r, enum maint_table_verdict v)
+{
+        size_t n = 0;
+
+        for (size_t i = 0; i < r->n_tables; i++)
+                n += r->tables[i].verdict == v;
+        return n;
+}
+
+/* What ANALYZE did, table by table: INFO when it wrote statistics, DEBUG
+ * when every table's were current. */
+static void log_analyzed(struct manager *m, struct target *t, const struct maint_result *r)
+{
+        size_t full = count_tables(r, TABLE_ANALYZED), limited = count_tables(r, TABLE_ANALYZED_LIMITED);
+        size_t unchanged = count_tables(r, TABLE_UNCHANGED), empty = count_tables(r, TABLE_MISSING_EMPTY);
+        char a[1024], l[1024], u[1024], z[1024], skipped[2200];
+        struct log_entry e;
+
+        table_list(r, TABLE_ANALYZED, a, sizeof(a));
+        table_list(r, TABLE_ANALYZED_LIMITED, l, sizeof(l));
+        table_list(r, TABLE_UNCHANGED, u, sizeof(u));
+        table_list(r, TABLE_MISSING_EMPTY, z, sizeof(z));
+        snprintf(skipped, sizeof(skipped), "%s%s%s%s%s%s", unchanged ? "unchanged: " : "", u,
+                 unchanged && empty ? "; " : "", empty ? "no rows: " : "", z, "");
+        entry_db(&e, full + limited ? LOG_INFO : LOG_DEBUG, MSGID_ANALYZE_DONE, t->path, "analyze");
+        log_field(&e, "DURATION_MS", "%llu", (unsigned long long)r->duration_ms);
+        log_field(&e, "REASON", "%s", full + limited ? sched_reason_name(t->reason) : "unchanged");
+        log_field(&e, "TABLES_ANALYZED", "%s%s%s", a, full && limited ? ", " : "", l);
+        log_field(&e, "TABLES_SKIPPED", "%s", skipped);
+        if (full + limited == 0) {
+                log_entry_send(&e, "%s: ANALYZE: the statistics of every table are current (%s), nothing written",
+                               t->path, skipped[0] ? skipped : "no tables");
+                return;
+        }
+        log_entry_send(&e, "%s: analyzed %zu table%s in %llu ms: %s%s%s%s%s%s%s", t->path, full + limited,
+                       full + limited == 1 ? "" : "s", (unsigned long long)r->duration_ms, a, full && limited ? ", " : "",
+                       limited ? "under analysis_limit: " : "", l, skipped[0] ? "; skipped " : "", skipped,
+                       "");
+        snprintf(m->last_action, sizeof(m->last_action), "analyzed %s", t->path);
+}
+
 static void log_result(struct manager *m, struct target *t, struct job *j)
 {
         const struct maint_result *r = &j->res;
         const char *op = maint_op_name(j->op);
-        char bytes[32];
+        char bytes[32], list[1024];
         struct log_entry e;
 
+        if (r->rolled_back_journal) {
+                entry_db(&e, LOG_NOTICE, NULL, t->path, op);
+                log_entry_send(&e, "%s: rolled back a hot journal (a transaction interrupted by a crash) before "
+                               "the %s, as the application's next open would have", t->path, op);
+        }
         switch (r->status) {
         case MAINT_SKIPPED: /* emptied since the decision */
                 log_msg(LOG_DEBUG, "%s: %s skipped: %s", t->path, op, r->message);
                 break;
         case MAINT_OK:
                 if (j->op == MAINT_OP_ANALYZE) {
-                        entry_db(&e, LOG_INFO, MSGID_ANALYZE_DONE, t->path, op);
+                        log_analyzed(m, t, r);
+                        break;
+                }
+                if (j->op == MAINT_OP_CHECKPOINT) {
+                        entry_db(&e, LOG_INFO, MSGID_CHECKPOINT_DONE, t->path, op);
+                        log_field(&e, "BYTES_RECLAIMED", "%llu",
+                                  (unsigned long long)(r->wal_bytes_before - r->wal_bytes_after));
+                        log_field(&e, "WAL_SIZE_BYTES", "%llu", (unsigned long long)r->wal_bytes_after);
                         log_field(&e, "DURATION_MS", "%llu", (unsigned long long)r->duration_ms);
                         log_field(&e, "REASON", "%s", sched_reason_name(t->reason));
-                        log_entry_send(&e, "%s: analyzed in %llu ms", t->path, (unsigned long long)r->duration_ms);
-                        snprintf(m->last_action, sizeof(m->last_action), "analyzed %s", t->path);
+                        log_field(&e, "ATTEMPT", "%d", t->ckpt_attempt + 1);
+                        log_entry_send(&e, "%s: -wal checkpointed and truncated, %s given back%s", t->path,
+                                       util_format_bytes(r->wal_bytes_before - r->wal_bytes_after, bytes,
+                                                         sizeof(bytes)),
+                                       t->ckpt_attempt ? " (readers had held it before)" : "");
+                        snprintf(m->last_action, sizeof(m->last_action), "checkpointed %s", t->path);
                         break;
                 }
                 entry_db(&e, LOG_INFO, MSGID_VACUUM_DONE, t->path, op);
@@ -411,20 +534,31 @@ static void log_result(struct manager *m, struct target *t, struct job *j)
                 log_field(&e, "BYTES_RECLAIMED", "%llu", (unsigned long long)r->bytes_reclaimed);
                 log_field(&e, "DURATION_MS", "%llu", (unsigned long long)r->duration_ms);
                 log_field(&e, "REASON", "%s", sched_reason_name(t->reason));
-                log_entry_send(&e, "%s: %s done: fragmentation %.2f%% -> %.2f%%, reclaimed %s in %llu ms", t->path,
+                if (r->n_tables)
+                        log_field(&e, "RENUMBERED_TABLES", "%s", table_list(r, -1, list, sizeof(list)));
+                log_entry_send(&e, "%s: %s done: fragmentation %.2f%% -> %.2f%%, reclaimed %s in %llu ms%s%s", t->path,
                                j->op == MAINT_OP_VACUUM ? "VACUUM" : "incremental vacuum",
                                r->before.fragmentation_percent, r->after.fragmentation_percent,
                                util_format_bytes(r->bytes_reclaimed, bytes, sizeof(bytes)),
-                               (unsigned long long)r->duration_ms);
+                               (unsigned long long)r->duration_ms,
+                               r->n_tables ? "; rowids renumbered 1..N (allowed) in " : "",
+                               r->n_tables ? table_list(r, -1, list, sizeof(list)) : "");
                 snprintf(m->last_action, sizeof(m->last_action), "vacuumed %s (%.2f%% -> %.2f%%)", t->path,
                          r->before.fragmentation_percent, r->after.fragmentation_percent);
                 if (r->checkpoint_busy) {
                         entry_db(&e, LOG_WARNING, MSGID_CHECKPOINT_BUSY, t->path, "checkpoint");
                         log_field(&e, "WAL_SIZE_BYTES", "%llu", (unsigned long long)r->after.wal_size_bytes);
                         log_entry_send(&e, "%s: WAL checkpoint after VACUUM was busy (a reader is open); the -wal "
-                                       "file stays at %s until a later checkpoint", t->path,
-                                       util_format_bytes(r->after.wal_size_bytes, bytes, sizeof(bytes)));
+                                       "file stays at %s until a later checkpoint, tried again at later polls",
+                                       t->path, util_format_bytes(r->after.wal_size_bytes, bytes, sizeof(bytes)));
                 }
+                break;
+        case MAINT_ROWIDS:
+                entry_db(&e, LOG_WARNING, MSGID_ROWID_GUARD, t->path, op);
+                log_field(&e, "TABLES", "%s", table_list(r, TABLE_ROWIDS_CHANGE, list, sizeof(list)));
+                log_field(&e, "FRAGMENTATION_BEFORE", "%.2f", r->before.fragmentation_percent);
+                log_entry_send(&e, "%s: VACUUM refused: %s; not tried again until the schema changes", t->path,
+                               r->message);
                 break;
         case MAINT_CORRUPT:
                 report_corrupt(m, t, op, r->message, r);
@@ -433,6 +567,7 @@ static void log_result(struct manager *m, struct target *t, struct job *j)
                 entry_db(&e, LOG_WARNING, MSGID_NO_SPACE, t->path, op);
                 log_field(&e, "SQLITE_ERROR", "%s", r->message);
                 log_field(&e, "SPACE_NEEDED_BYTES", "%llu", (unsigned long long)r->space_needed);
+                log_field(&e, "TEMP_SPACE_NEEDED_BYTES", "%llu", (unsigned long long)r->space_needed_tmp);
                 log_entry_send(&e, "%s: %s refused: %s", t->path, op, r->message);
                 break;
         case MAINT_CANNOT:
@@ -453,6 +588,47 @@ static void log_result(struct manager *m, struct target *t, struct job *j)
                 log_entry_send(&e, "%s: %s failed (%s): %s", t->path, op, maint_status_name(r->status), r->message);
                 break;
         }
+}
+
+/* Readers keep the -wal from being truncated: try again after a backoff
+ * that grows to max_backoff, at later polls; a warning once it has lasted
+ * warn_after, and again each warn_after. */
+static void checkpoint_later(struct target *t, const struct maint_result *r)
+{
+        const struct retry_conf *rc = &t->dc->retry;
+        uint64_t warn = t->dc->checkpoint.warn_after_ms, backoff;
+        int64_t now = state_now_ms();
+        char bytes[32], since[32];
+        struct log_entry e;
+
+        if (!t->ckpt_busy_since)
+                t->ckpt_busy_since = now;
+        t->ckpt_attempt++;
+        backoff = sched_backoff_ms(rc, t->ckpt_attempt, (uint32_t)random());
+        t->ckpt_retry_at = util_now_ms() + backoff;
+        log_msg(LOG_DEBUG, "%s: checkpoint busy (%s), trying again in %llu ms or later", t->path, r->message,
+                (unsigned long long)backoff);
+        if ((uint64_t)(now - t->ckpt_busy_since) < warn || (t->ckpt_warned && (uint64_t)(now - t->ckpt_warned) < warn))
+                return;
+        t->ckpt_warned = now;
+        entry_db(&e, LOG_WARNING, MSGID_CHECKPOINT_BUSY, t->path, "checkpoint");
+        log_field(&e, "WAL_SIZE_BYTES", "%llu", (unsigned long long)r->wal_bytes_after);
+        log_field(&e, "WAL_FRAMES_LEFT", "%llu", (unsigned long long)r->wal_frames_left);
+        log_field(&e, "ATTEMPT", "%d", t->ckpt_attempt);
+        log_entry_send(&e, "%s: readers have kept the -wal (%s) from being checkpointed for %s: %llu frame%s not "
+                       "yet in the database; an application holds a read transaction open", t->path,
+                       util_format_bytes(r->wal_bytes_after, bytes, sizeof(bytes)),
+                       conf_format_duration((uint64_t)(now - t->ckpt_busy_since) / 1000 * 1000, since, sizeof(since)),
+                       (unsigned long long)r->wal_frames_left, r->wal_frames_left == 1 ? "" : "s");
+}
+
+static void checkpoint_done(struct target *t)
+{
+        t->wal_owed = false;
+        t->ckpt_attempt = 0;
+        t->ckpt_retry_at = 0;
+        t->ckpt_busy_since = 0;
+        t->ckpt_warned = 0;
 }
 
 /* A lock conflict: back off and retry, bounded, then give up until a later
@@ -563,6 +739,73 @@ static int start_job(struct manager *m, struct target *t, enum maint_op op)
         return 0;
 }
 
+/* What a finished maintenance job means for its target. */
+static void job_applied(struct manager *m, struct target *t, struct job *j)
+{
+        const struct maint_result *r = &j->res;
+
+        if (j->op == MAINT_OP_CHECKPOINT && r->status == MAINT_BUSY && !m->stopping) {
+                checkpoint_later(t, r);
+                return;
+        }
+        if (r->status == MAINT_BUSY && !m->stopping) {
+                retry_later(m, t, j);
+                return;
+        }
+        log_result(m, t, j);
+        t->attempt = 0;
+        /* After a VACUUM the next decision about it is news; an ANALYZE or a
+         * checkpoint changes nothing of what was said about VACUUM. */
+        if (j->op == MAINT_OP_VACUUM || j->op == MAINT_OP_INCREMENTAL_VACUUM)
+                t->logged_reason = SCHED_REASON_NONE;
+        if (r->have_after && (r->status == MAINT_OK || r->status == MAINT_ROWIDS)) {
+                t->stat = r->after;
+                t->have_stat = true;
+        }
+        switch (r->status) {
+        case MAINT_OK:
+                if (j->op == MAINT_OP_ANALYZE) {
+                        t->hist.last_analyze_ms = j->finished_ms;
+                        t->analyzed_db = r->db_id;
+                        t->analyzed_wal = r->wal_id;
+                        t->analyzed_known = true;
+                } else if (j->op == MAINT_OP_CHECKPOINT) {
+                        checkpoint_done(t);
+                } else {
+                        t->hist.last_vacuum_ms = j->finished_ms;
+                        if (r->checkpoint_busy) {
+                                /* a reader kept the new database's -wal: owed */
+                                checkpoint_done(t);
+                                t->wal_owed = true;
+                                t->ckpt_busy_since = state_now_ms();
+                                t->ckpt_attempt = 1;
+                                t->ckpt_retry_at = util_now_ms() + sched_backoff_ms(&t->dc->retry, 1,
+                                                                                    (uint32_t)random());
+                        }
+                }
+                break;
+        case MAINT_ROWIDS:
+                t->rowid_hold = r->have_before;
+                t->rowid_hold_cookie = r->before.schema_cookie;
+                break;
+        case MAINT_INTERRUPTED:
+        case MAINT_SKIPPED:
+                if (j->op == MAINT_OP_CHECKPOINT)
+                        checkpoint_done(t); /* not in WAL mode any more */
+                break;
+        case MAINT_NOSPACE:
+                m->failures++;
+                hold(t, NOSPACE_HOLD_MS);
+                break;
+        case MAINT_BUSY: /* stopping */
+                break;
+        default:
+                m->failures++;
+                hold(t, 0);
+                break;
+        }
+}
+
 /* On the loop thread, when a worker is done. */
 static void job_finished(struct job *j, void *userdata)
 {
@@ -584,38 +827,7 @@ static void job_finished(struct job *j, void *userdata)
                 stat_done(m, t, j);
         } else {
                 m->jobs_done++;
-                if (j->res.status == MAINT_BUSY && !m->stopping) {
-                        retry_later(m, t, j);
-                } else {
-                        log_result(m, t, j);
-                        t->attempt = 0;
-                        t->logged_reason = SCHED_REASON_NONE; /* the next decision is news */
-                        switch (j->res.status) {
-                        case MAINT_OK:
-                                if (j->op == MAINT_OP_ANALYZE)
-                                        t->hist.last_analyze_ms = j->finished_ms;
-                                else
-                                        t->hist.last_vacuum_ms = j->finished_ms;
-                                if (j->res.have_after) {
-                                        t->stat = j->res.after;
-                                        t->have_stat = true;
-                                }
-                                break;
-                        case MAINT_INTERRUPTED:
-                        case MAINT_SKIPPED:
-                                break;
-                        case MAINT_NOSPACE:
-                                m->failures++;
-                                hold(t, NOSPACE_HOLD_MS);
-                                break;
-                        case MAINT_BUSY: /* stopping */
-                                break;
-                        default:
-                                m->failures++;
-                                hold(t, 0);
-                                break;
-                        }
-                }
+                job_applied(m, t, j);
         }
         job_free(j);
         dispatch(m);
@@ -809,6 +1021,7 @@ static void reload(struct manager *m)
                 log_msg(LOG_ERR, "out of memory expanding the database paths");
         for (size_t i = 0; i < m->targets.n; i++) {
                 m->targets.v[i]->held = false; /* the new settings may fix it */
+                m->targets.v[i]->rowid_hold = false;
                 m->targets.v[i]->logged_reason = SCHED_REASON_NONE;
         }
         m->max_jobs = c->max_concurrent_jobs;

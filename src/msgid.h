@@ -35,3 +35,7 @@
 #define MSGID_JOB_FAILED "28144b3ae3c14b23af7556c9c4dbd46d"
 /* the WAL could not be truncated after a VACUUM */
 #define MSGID_CHECKPOINT_BUSY "7dc95f6fee714007807b41564f75ca13"
+/* a VACUUM was refused: it would give some tables' rows new rowids */
+#define MSGID_ROWID_GUARD "ed34d18b2d18427ba8510dcf8175c95d"
+/* a -wal was checkpointed and truncated: its space is given back */
+#define MSGID_CHECKPOINT_DONE "05760f3cca154835bd1c1dfab9e97b26"

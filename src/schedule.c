@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include <stdint.h>
+#include <string.h>
 
 #include "schedule.h"
 
@@ -47,6 +48,26 @@ struct sched_decision sched_vacuum(const struct dbstat *st, const struct vacuum_
         d.action = vc->mode == VACUUM_MODE_INCREMENTAL && st->auto_vacuum == AUTO_VACUUM_INCREMENTAL
                  ? SCHED_INCREMENTAL_VACUUM : SCHED_VACUUM;
         return d;
+}
+
+/* SQLite's default wal_autocheckpoint, in pages. */
+#define SQLITE_AUTOCHECKPOINT_PAGES 1000
+
+bool sched_checkpoint(const struct dbstat *st, const struct checkpoint_conf *cc, bool owed,
+                      enum sched_reason *reason)
+{
+        uint64_t wal = st->wal_size_bytes, floor = (uint64_t)SQLITE_AUTOCHECKPOINT_PAGES * st->page_size;
+
+        *reason = SCHED_REASON_NONE;
+        if (strcmp(st->journal_mode, "wal") != 0 || wal == 0)
+                return false;
+        if (owed)
+                *reason = SCHED_REASON_AFTER_VACUUM;
+        else if ((cc->wal_size_limit && wal > cc->wal_size_limit) ||
+                 (cc->wal_size_ratio > 0 && wal > floor &&
+                  (double)wal > cc->wal_size_ratio / 100.0 * (double)st->file_size_bytes))
+                *reason = SCHED_REASON_WAL_SIZE;
+        return *reason != SCHED_REASON_NONE;
 }
 
 int64_t sched_analyze_due(const struct analyze_conf *ac, const struct sched_history *h, uint64_t stagger_ms,
@@ -104,6 +125,9 @@ const char *sched_reason_name(enum sched_reason r)
         case SCHED_REASON_MIN_INTERVAL: return "min-interval";
         case SCHED_REASON_MIN_RECLAIM: return "min-reclaim";
         case SCHED_REASON_BELOW: return "below-threshold";
+        case SCHED_REASON_WAL_SIZE: return "wal-size";
+        case SCHED_REASON_AFTER_VACUUM: return "after-vacuum";
+        case SCHED_REASON_ROWIDS: return "rowids";
         default: return "none";
         }
 }

@@ -24,6 +24,9 @@ enum sched_reason {
         SCHED_REASON_MIN_INTERVAL,/* due, but vacuumed too recently */
         SCHED_REASON_MIN_RECLAIM, /* at threshold, but too little to reclaim */
         SCHED_REASON_BELOW,       /* below threshold */
+        SCHED_REASON_WAL_SIZE,    /* checkpoint: the -wal is past wal_size_limit or wal_size_ratio */
+        SCHED_REASON_AFTER_VACUUM,/* checkpoint: owed since a VACUUM whose checkpoint was busy */
+        SCHED_REASON_ROWIDS,      /* due, but refused: it would renumber rowids (until the schema changes) */
 };
 
 /* What is remembered of one database (state module persists the times). */
@@ -49,6 +52,14 @@ int sched_minutes_until_window(const struct window *w, int minute_of_day);
 struct sched_decision sched_vacuum(const struct dbstat *st, const struct vacuum_conf *vc,
                                    const struct sched_history *h, int64_t now_ms, int minute_of_day,
                                    bool ignore_window);
+
+/* Whether a WAL database's -wal should be checkpointed now: when one is
+ * owed (a VACUUM's checkpoint was busy) and the -wal is not empty, or it
+ * is larger than wal_size_limit, or than wal_size_ratio of the database
+ * file once past the size SQLite's own auto-checkpoint keeps (1000 pages,
+ * pragma.html#pragma_wal_autocheckpoint). The reason goes to *reason. */
+bool sched_checkpoint(const struct dbstat *st, const struct checkpoint_conf *cc, bool owed,
+                      enum sched_reason *reason);
 
 /* When ANALYZE is next due (wall clock ms); never analyzed: first_seen plus a
  * per-database offset below stagger_ms, so a fleet is not analyzed at once.

@@ -57,6 +57,13 @@ int state_open(const char *dir, struct state **ret, const char **errmsg)
                                   "  path TEXT PRIMARY KEY,"
                                   "  last_vacuum_ms INTEGER NOT NULL DEFAULT 0,"
                                   "  last_analyze_ms INTEGER NOT NULL DEFAULT 0"
+                                  ") WITHOUT ROWID;"
+                                  "CREATE TABLE IF NOT EXISTS analyzed("
+                                  "  path TEXT NOT NULL,"
+                                  "  tbl TEXT NOT NULL,"
+                                  "  rows INTEGER NOT NULL,"
+                                  "  stat TEXT NOT NULL,"
+                                  "  PRIMARY KEY(path, tbl)"
                                   ") WITHOUT ROWID;",
                                   NULL, NULL, NULL);
         }
@@ -124,4 +131,60 @@ int state_record(struct state *s, const char *path, enum maint_op op, int64_t wh
         }
         pthread_mutex_unlock(&s->lock);
         return rc == SQLITE_DONE ? 0 : -EIO;
+}
+
+int state_record_analyzed(struct state *s, const char *path, const struct maint_table *tables, size_t n)
+{
+        sqlite3_stmt *st;
+        int rc;
+
+        pthread_mutex_lock(&s->lock);
+        rc = sqlite3_exec(s->db, "BEGIN", NULL, NULL, NULL);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_prepare_v2(s->db, "INSERT OR REPLACE INTO analyzed(path, tbl, rows, stat) "
+                                        "VALUES(?1, ?2, ?3, ?4)", -1, &st, NULL);
+        for (size_t i = 0; rc == SQLITE_OK && i < n; i++) {
+                const struct maint_table *t = &tables[i];
+
+                if ((t->verdict != TABLE_ANALYZED && t->verdict != TABLE_ANALYZED_LIMITED) || !t->stat)
+                        continue;
+                sqlite3_bind_text(st, 1, path, -1, SQLITE_STATIC);
+                sqlite3_bind_text(st, 2, t->name, -1, SQLITE_STATIC);
+                sqlite3_bind_int64(st, 3, (sqlite3_int64)t->rows);
+                sqlite3_bind_text(st, 4, t->stat, -1, SQLITE_STATIC);
+                rc = sqlite3_step(st) == SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
+                sqlite3_reset(st);
+        }
+        if (rc == SQLITE_OK) {
+                sqlite3_finalize(st);
+                rc = sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL);
+        }
+        if (rc != SQLITE_OK)
+                sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+        pthread_mutex_unlock(&s->lock);
+        return rc == SQLITE_OK ? 0 : -EIO;
+}
+
+int state_analyze_baseline(struct state *s, const char *path, const char *table, const char *stat, uint64_t *rows)
+{
+        sqlite3_stmt *st;
+        int rc, r = -ENOENT;
+
+        pthread_mutex_lock(&s->lock);
+        rc = sqlite3_prepare_v2(s->db, "SELECT rows FROM analyzed WHERE path = ?1 AND tbl = ?2 AND stat = ?3", -1,
+                                &st, NULL);
+        if (rc == SQLITE_OK) {
+                sqlite3_bind_text(st, 1, path, -1, SQLITE_STATIC);
+                sqlite3_bind_text(st, 2, table, -1, SQLITE_STATIC);
+                sqlite3_bind_text(st, 3, stat, -1, SQLITE_STATIC);
+                if (sqlite3_step(st) == SQLITE_ROW) {
+                        *rows = (uint64_t)sqlite3_column_int64(st, 0);
+                        r = 0;
+                }
+                sqlite3_finalize(st);
+        } else {
+                r = -EIO;
+        }
+        pthread_mutex_unlock(&s->lock);
+        return r;
 }

@@ -23,5 +23,15 @@ int state_load(struct state *s, state_load_cb cb, void *userdata);
  * when_ms (wall clock). Safe from any thread. 0 or negative errno. */
 int state_record(struct state *s, const char *path, enum maint_op op, int64_t when_ms);
 
+/* After an ANALYZE: for each table analyzed, the exact row count and the
+ * sqlite_stat1 text it left (a sampled ANALYZE writes an estimated count).
+ * Safe from any thread. 0 or negative errno. */
+int state_record_analyzed(struct state *s, const char *path, const struct maint_table *tables, size_t n);
+
+/* The row count recorded for path's table while its sqlite_stat1 text is
+ * still stat (the statistics this daemon wrote): 0 and *rows, -ENOENT when
+ * they were rewritten since or never recorded. Safe from any thread. */
+int state_analyze_baseline(struct state *s, const char *path, const char *table, const char *stat, uint64_t *rows);
+
 /* Wall-clock milliseconds. */
 int64_t state_now_ms(void);

@@ -42,14 +42,16 @@ def _place(src, dst_dir):
     return dst
 
 
-def _assert_refusal(res, db, size, free_db, tmp_dir, free_tmp, short):
-    """sqlite-maintctl's refusal, in --json (res_json) or in words (res_text)."""
-    needed = 2 * size  # disk_space_factor 2.0 times the database
+def _assert_refusal(res, db, needs, free_db, tmp_dir, free_tmp, short):
+    """sqlite-maintctl's refusal, in --json (res_json) or in words (res_text);
+    needs: (beside the database, in the temp directory) as
+    helpers.vacuum_space_needed estimates them."""
+    needed = needs[0] if short == "db" else needs[1]
     res_json, res_text = res
     assert res_json.rc == 4, res_json.describe()
     o = res_json.one()
     assert o["status"] == "no_space", o
-    assert o["space_needed_bytes"] == needed, (o, needed)
+    assert (o["space_needed_bytes"], o["temp_space_needed_bytes"]) == needs, (o, needs)
     # the small file system's free space as we see it (less the 32 KiB
     # -shm the tool's own connection makes in WAL mode); the big one's,
     # which other processes change, is plenty
@@ -81,12 +83,14 @@ def _ctl_vacuum(db, tmp_dir, *extra):
 @pytest.mark.parametrize("mode", ["delete", "wal"])
 @pytest.mark.parametrize("short", ["db", "tmp"], ids=["db-filesystem-small", "tmpdir-small"])
 def test_space_check_refuses_and_leaves_database_alone(tmp_path, tmpfs, daemon, mode, short):
-    # (a) 12 MiB tmpfs holding a ~5 MiB database: 2 x 5 MiB do not fit in
-    #     the 7 MiB left; the temp directory is on the big file system.
-    # (b) the database on the big file system, the temp directory a 2 MiB tmpfs.
+    # (a) 10 MiB tmpfs holding a ~5 MiB database of ~3.3 MiB live pages:
+    #     2 x (3.3 MiB and its journal or WAL) do not fit in the 5 MiB left;
+    #     the temp directory is on the big file system.
+    # (b) the database on the big file system, the temp directory a 2 MiB
+    #     tmpfs, short of 2 x 3.3 MiB.
     src, cs = _make_on_big_fs(tmp_path, "db.db", mode, 1300, 35)
     if short == "db":
-        small = tmpfs("12m")
+        small = tmpfs("10m")
         db = _place(src, small)
         tmp_dir = tmp_path / "sqltmp"
         tmp_dir.mkdir()
@@ -95,11 +99,12 @@ def test_space_check_refuses_and_leaves_database_alone(tmp_path, tmpfs, daemon, 
         db = _place(src, tmp_path)
     size = os.path.getsize(db)
     assert 5 * MiB <= size <= 6 * MiB, size
+    needs = helpers.db_space_needed(db)
     files = files_sha256([db])
     free_db, free_tmp = rh.free_bytes(os.path.dirname(db)), rh.free_bytes(tmp_dir)
-    assert (free_db if short == "db" else free_tmp) < 2 * size
+    assert (free_db if short == "db" else free_tmp) < (needs[0] if short == "db" else needs[1])
 
-    _assert_refusal(_ctl_vacuum(db, tmp_dir), db, size, free_db, tmp_dir, free_tmp, short)
+    _assert_refusal(_ctl_vacuum(db, tmp_dir), db, needs, free_db, tmp_dir, free_tmp, short)
     assert files_sha256([db]) == files, "the refused VACUUM changed the database"
     assert rh.free_bytes(small) == (free_db if short == "db" else free_tmp), "the refused VACUUM wrote"
 
@@ -111,8 +116,8 @@ def test_space_check_refuses_and_leaves_database_alone(tmp_path, tmpfs, daemon, 
     assert rc == 1, "a refused VACUUM is a failure for --once\n" + d.describe()
     e = d.wait_for_entry(msgid="NO_SPACE", DB_PATH=db)
     assert e["PRIORITY"] == "4" and e["OPERATION"] == "vacuum", e
-    assert int(e["SPACE_NEEDED_BYTES"]) == 2 * size, e
-    assert helpers.mentions_figure(e["MESSAGE"], 2 * size, rel=0.05), e["MESSAGE"]
+    assert (int(e["SPACE_NEEDED_BYTES"]), int(e["TEMP_SPACE_NEEDED_BYTES"])) == needs, e
+    assert helpers.mentions_figure(e["MESSAGE"], needs[0] if short == "db" else needs[1], rel=0.05), e["MESSAGE"]
     short_free = free_db if short == "db" else free_tmp
     assert helpers.mentions_figure(e["MESSAGE"], short_free, rel=0.05), e["MESSAGE"]
     assert not d.entries(msgid="VACUUM_DONE"), format_entries(d.entries())
