@@ -1026,6 +1026,13 @@ static enum maint_status read_look(const char *path, const struct maint_opts *o,
                 }
                 if (mode != READ_IMMUTABLE || read_unchanged(path, &l, &started)) {
                         r->rolled_back_journal = rolled_back;
+                        /* An immutable connection never opens the WAL, so it
+                         * names the connection's default journal mode; the
+                         * file's is WAL. */
+                        if (mode == READ_IMMUTABLE && l.wal_format) {
+                                util_strlcpy(r->before.journal_mode, "wal", sizeof(r->before.journal_mode));
+                                util_strlcpy(r->after.journal_mode, "wal", sizeof(r->after.journal_mode));
+                        }
                         return r->status;
                 }
                 /* Read while the file changed: what was read may mix two
