@@ -224,8 +224,13 @@ static void enqueue(struct manager *m, struct target *t, enum maint_op op, enum 
         if (op == MAINT_OP_VACUUM || op == MAINT_OP_INCREMENTAL_VACUUM)
                 t->logged_reason = reason;
         if (op == MAINT_OP_ANALYZE) {
-                log_entry_send(&e, "%s%s: ANALYZE is due (every %s)", m->dry_run ? "dry run: " : "", t->path,
-                               conf_format_duration(t->dc->analyze.interval_ms, a, sizeof(a)));
+                if (t->hist.last_analyze_ms)
+                        log_entry_send(&e, "%s%s: ANALYZE is due (every %s)", m->dry_run ? "dry run: " : "",
+                                       t->path, conf_format_duration(t->dc->analyze.interval_ms, a, sizeof(a)));
+                else
+                        log_entry_send(&e, "%s%s: ANALYZE is due (the first since this database was seen; "
+                                       "then every %s)", m->dry_run ? "dry run: " : "", t->path,
+                                       conf_format_duration(t->dc->analyze.interval_ms, a, sizeof(a)));
         } else if (op == MAINT_OP_CHECKPOINT) {
                 log_field(&e, "WAL_SIZE_BYTES", "%llu", (unsigned long long)t->stat.wal_size_bytes);
                 log_entry_send(&e, "%s%s: checkpoint of the -wal (%s, the database %s): %s",
