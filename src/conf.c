@@ -25,6 +25,7 @@
 
 #include "config.h"
 #include "conf.h"
+#include "util.h"
 
 /* An alias may be expanded many times ("billion laughs"); the document is
  * refused when its fully expanded tree would have more nodes than this. A
@@ -1818,13 +1819,22 @@ static int read_all(int fd, char **ret, size_t *ret_len)
 int conf_load(const char *path, struct conf **ret, struct conf_diag *diag)
 {
         struct loader l = { .name = path };
+        char *buf = NULL, why[512];
         struct stat st;
-        char *buf = NULL;
         size_t len = 0;
         int fd, r;
 
         if (!path)
                 return -EINVAL;
+        /* Whoever can write the configuration chooses what is opened, read
+         * and written as root (StrictModes, as sshd). */
+        r = util_trusted_path(path, why, sizeof(why));
+        if (r == -EPERM) {
+                err_file(&l, "refusing the configuration: %s; it says what sqlite-maintd opens as root, so only "
+                         "root may be able to change it", why);
+                flush_msgs(&l, diag);
+                return r;
+        }
         /* O_NONBLOCK: opening a FIFO must not hang until it has a writer */
         fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
         if (fd < 0) {

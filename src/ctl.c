@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* sqlite-maintctl: the daemon's statistics and operations, one-shot. */
 #include <errno.h>
+#include <stdarg.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -181,6 +182,21 @@ static void print_json(struct ctl *c, const char *path, const char *op, const st
         json_object_end(j);
 }
 
+/* Human output: each line escaped (util_escape), so a file name cannot
+ * forge lines or reach the terminal as escape sequences; JSON output is
+ * escaped by json.c. */
+static void out(FILE *f, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void out(FILE *f, const char *fmt, ...)
+{
+        char line[8192], safe[3 * 8192];
+        va_list ap;
+
+        va_start(ap, fmt);
+        vsnprintf(line, sizeof(line), fmt, ap);
+        va_end(ap);
+        fprintf(f, "%s\n", util_escape(line, safe, sizeof(safe)));
+}
+
 static void print_table_header(void)
 {
         printf("%7s %10s %10s %6s %10s %10s %10s %-8s %-11s %s\n", "FRAG%", "FREE", "PAGES", "PAGESZ",
@@ -191,26 +207,29 @@ static void print_stats_row(const char *path, const struct dbstat *st)
 {
         char size[32], wal[32], wasted[32];
 
-        printf("%7.2f %10llu %10llu %6u %10s %10s %10s %-8s %-11s %s\n", st->fragmentation_percent,
-               (unsigned long long)st->freelist_count, (unsigned long long)st->page_count, st->page_size,
-               util_format_bytes(st->file_size_bytes, size, sizeof(size)),
-               util_format_bytes(st->wal_size_bytes, wal, sizeof(wal)),
-               util_format_bytes(st->estimated_wasted_space_bytes, wasted, sizeof(wasted)), st->journal_mode,
-               dbstat_auto_vacuum_name(st->auto_vacuum), path);
+        out(stdout, "%7.2f %10llu %10llu %6u %10s %10s %10s %-8s %-11s %s", st->fragmentation_percent,
+            (unsigned long long)st->freelist_count, (unsigned long long)st->page_count, st->page_size,
+            util_format_bytes(st->file_size_bytes, size, sizeof(size)),
+            util_format_bytes(st->wal_size_bytes, wal, sizeof(wal)),
+            util_format_bytes(st->estimated_wasted_space_bytes, wasted, sizeof(wasted)), st->journal_mode,
+            dbstat_auto_vacuum_name(st->auto_vacuum), path);
 }
 
-/* "analyzed 2 of 5 tables in 12 ms: a, b (c unchanged, d empty)" */
+/* "analyzed 2 of 5 tables in 12 ms: a (analyzed, 10 rows), b (unchanged, 3 rows)" */
 static void print_analyzed(const char *path, const struct maint_result *r)
 {
-        size_t n = 0;
+        char line[4096];
+        size_t n = 0, k;
 
         for (size_t i = 0; i < r->n_tables; i++)
                 n += r->tables[i].verdict == TABLE_ANALYZED || r->tables[i].verdict == TABLE_ANALYZED_LIMITED;
-        printf("%s: analyzed %zu of %zu table%s in %llu ms%s", path, n, r->n_tables, r->n_tables == 1 ? "" : "s",
-               (unsigned long long)r->duration_ms, r->n_tables ? ":" : "\n");
-        for (size_t i = 0; i < r->n_tables; i++)
-                printf(" %s (%s, %llu rows)%s", r->tables[i].name, maint_table_verdict_name(r->tables[i].verdict),
-                       (unsigned long long)r->tables[i].rows, i + 1 < r->n_tables ? "," : "\n");
+        k = (size_t)snprintf(line, sizeof(line), "analyzed %zu of %zu table%s in %llu ms%s", n, r->n_tables,
+                             r->n_tables == 1 ? "" : "s", (unsigned long long)r->duration_ms, r->n_tables ? ":" : "");
+        for (size_t i = 0; i < r->n_tables && k < sizeof(line); i++)
+                k += (size_t)snprintf(line + k, sizeof(line) - k, " %s (%s, %llu rows)%s", r->tables[i].name,
+                                      maint_table_verdict_name(r->tables[i].verdict),
+                                      (unsigned long long)r->tables[i].rows, i + 1 < r->n_tables ? "," : "");
+        out(stdout, "%s: %s", path, line);
 }
 
 static void print_human(struct ctl *c, const char *path, const struct maint_result *r)
@@ -218,15 +237,15 @@ static void print_human(struct ctl *c, const char *path, const struct maint_resu
         char bytes[32];
 
         if (r->status != MAINT_OK && r->status != MAINT_SKIPPED) {
-                fprintf(stderr, "sqlite-maintctl: %s: %s: %s\n", path, maint_status_name(r->status), r->message);
+                out(stderr, "sqlite-maintctl: %s: %s: %s", path, maint_status_name(r->status), r->message);
                 for (size_t i = 0; i < r->n_problems && i < 10; i++)
-                        fprintf(stderr, "    %s\n", r->problems[i]);
+                        out(stderr, "    %s", r->problems[i]);
                 if (r->n_problems > 10)
-                        fprintf(stderr, "    ... %zu more\n", r->n_problems - 10);
+                        out(stderr, "    ... %zu more", r->n_problems - 10);
                 return;
         }
         if (r->status == MAINT_SKIPPED) {
-                printf("%s: skipped: %s\n", path, r->message);
+                out(stdout, "%s: skipped: %s", path, r->message);
                 return;
         }
         switch (c->cmd) {
@@ -234,24 +253,23 @@ static void print_human(struct ctl *c, const char *path, const struct maint_resu
                 print_stats_row(path, &r->after);
                 break;
         case CMD_VACUUM:
-                printf("%s: vacuumed: fragmentation %.2f%% -> %.2f%%, reclaimed %s in %llu ms\n", path,
-                       r->before.fragmentation_percent, r->after.fragmentation_percent,
-                       util_format_bytes(r->bytes_reclaimed, bytes, sizeof(bytes)),
-                       (unsigned long long)r->duration_ms);
+                out(stdout, "%s: vacuumed: fragmentation %.2f%% -> %.2f%%, reclaimed %s in %llu ms", path,
+                    r->before.fragmentation_percent, r->after.fragmentation_percent,
+                    util_format_bytes(r->bytes_reclaimed, bytes, sizeof(bytes)), (unsigned long long)r->duration_ms);
                 for (size_t i = 0; i < r->n_tables; i++)
-                        printf("%s: rowids of table %s renumbered 1..%llu (they were %lld..%lld), as allowed\n",
-                               path, r->tables[i].name, (unsigned long long)r->tables[i].rows,
-                               (long long)r->tables[i].rowid_min, (long long)r->tables[i].rowid_max);
+                        out(stdout, "%s: rowids of table %s renumbered 1..%llu (they were %lld..%lld), as allowed", path,
+                            r->tables[i].name, (unsigned long long)r->tables[i].rows,
+                            (long long)r->tables[i].rowid_min, (long long)r->tables[i].rowid_max);
                 if (r->checkpoint_busy)
-                        fprintf(stderr, "sqlite-maintctl: %s: warning: WAL checkpoint was busy (a reader "
-                                "is open); the -wal file was not truncated\n", path);
+                        out(stderr, "sqlite-maintctl: %s: warning: WAL checkpoint was busy (a reader is open); "
+                            "the -wal file was not truncated", path);
                 break;
         case CMD_ANALYZE:
                 print_analyzed(path, r);
                 break;
         case CMD_CHECK:
-                printf("%s: ok (%s, %llu ms)\n", path, c->full ? "integrity_check" : "quick_check",
-                       (unsigned long long)r->duration_ms);
+                out(stdout, "%s: ok (%s, %llu ms)", path, c->full ? "integrity_check" : "quick_check",
+                    (unsigned long long)r->duration_ms);
                 break;
         }
 }
@@ -321,7 +339,7 @@ static int process(struct ctl *c, const char *arg, const struct db_conf *default
 
         e = util_absolute_path(arg, &path);
         if (e < 0) {
-                fprintf(stderr, "sqlite-maintctl: %s: %s\n", arg, strerror(-e));
+                out(stderr, "sqlite-maintctl: %s: %s", arg, strerror(-e));
                 return EXIT_FAILURE_OTHER;
         }
         dc = c->conf ? conf_match(c->conf, path) : NULL;
@@ -377,9 +395,9 @@ static int load_conf(const char *file, struct conf **ret)
         int r = conf_load(file, ret, &d);
 
         for (size_t i = 0; i < d.n; i++)
-                fprintf(stderr, "sqlite-maintctl: %s\n", d.msgs[i]);
+                out(stderr, "sqlite-maintctl: %s", d.msgs[i]);
         if (r < 0 && d.n == 0)
-                fprintf(stderr, "sqlite-maintctl: %s: %s\n", file, strerror(-r));
+                out(stderr, "sqlite-maintctl: %s: %s", file, strerror(-r));
         conf_diag_clear(&d);
         return r;
 }
@@ -419,7 +437,7 @@ int main(int argc, char **argv)
                         errno = 0;
                         n = strtol(optarg, &end, 10);
                         if (errno || *end || n < 1 || n > 100) {
-                                fprintf(stderr, "sqlite-maintctl: --attempts takes a number from 1 to 100, not '%s'\n", optarg);
+                                out(stderr, "sqlite-maintctl: --attempts takes a number from 1 to 100, not '%s'", optarg);
                                 return EXIT_USAGE;
                         }
                         c.attempts = (int)n;
@@ -435,7 +453,7 @@ int main(int argc, char **argv)
                 return EXIT_USAGE;
         }
         if (parse_command(argv[optind], &c.cmd) < 0) {
-                fprintf(stderr, "sqlite-maintctl: unknown command '%s'\n", argv[optind]);
+                out(stderr, "sqlite-maintctl: unknown command '%s'", argv[optind]);
                 usage(stderr);
                 return EXIT_USAGE;
         }
@@ -456,7 +474,7 @@ int main(int argc, char **argv)
                 return EXIT_USAGE;
         }
         if (optind + 1 >= argc) {
-                fprintf(stderr, "sqlite-maintctl: %s: no database given\n", argv[optind]);
+                out(stderr, "sqlite-maintctl: %s: no database given", argv[optind]);
                 return EXIT_USAGE;
         }
         if (config && load_conf(config, &c.conf) < 0)

@@ -81,6 +81,15 @@ static const char *prio_prefix(int prio)
         }
 }
 
+/* One line on stderr, escaped: a file name in it cannot forge another line
+ * or reach the terminal as control characters (util_escape). */
+static void console_line(int prio, const char *msg)
+{
+        char safe[3 * 2048];
+
+        fprintf(stderr, "%s%s\n", prio_prefix(prio), util_escape(msg, safe, sizeof(safe)));
+}
+
 void log_entry_init(struct log_entry *e, int prio, const char *message_id)
 {
         e->prio = prio;
@@ -130,7 +139,7 @@ static void vsend(struct log_entry *e, const char *fmt, va_list ap)
         vsnprintf(msg, sizeof(msg), fmt, ap);
 
         if (target == LOG_TARGET_CONSOLE) {
-                fprintf(stderr, "%s%s\n", prio_prefix(e->prio), msg);
+                console_line(e->prio, msg);
                 return;
         }
 
@@ -146,7 +155,7 @@ static void vsend(struct log_entry *e, const char *fmt, va_list ap)
                 iov[n++] = (struct iovec){ e->buf + e->off[i], e->len[i] };
         r = sd_journal_sendv(iov, (int)n);
         if (r < 0) /* no journal after all: the message must not be lost */
-                fprintf(stderr, "%s%s\n", prio_prefix(e->prio), msg);
+                console_line(e->prio, msg);
 }
 
 void log_entry_send(struct log_entry *e, const char *fmt, ...)

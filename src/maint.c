@@ -114,6 +114,7 @@ const char *maint_status_name(enum maint_status s)
                 [MAINT_ERROR] = "error",
                 [MAINT_ROWIDS] = "rowids_would_change",
                 [MAINT_HOT_JOURNAL] = "hot_journal",
+                [MAINT_TIMEOUT] = "timed_out",
         };
         return (size_t)s < ELEMENTSOF(names) && names[s] ? names[s] : "error";
 }

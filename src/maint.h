@@ -30,6 +30,7 @@ enum maint_status {
         MAINT_ERROR,        /* anything else */
         MAINT_ROWIDS,       /* VACUUM refused: it would give rows of some tables new rowids */
         MAINT_HOT_JOURNAL,  /* a crashed transaction awaits rollback: a read-only look cannot see the database */
+        MAINT_TIMEOUT,      /* stopped at its time limit (a job process); the database is intact */
 };
 
 enum maint_op {
@@ -58,6 +59,7 @@ struct maint_opts {
         double analyze_scale_factor;      /* 0.1 for 10% */
         uint64_t analyze_large_table_rows; /* analysis_limit only above this many rows */
         bool analyze_all;                 /* every table, stale or not (sqlite-maintctl analyze --force) */
+        const char *display_path;         /* the database's path for messages (it may be opened by a relative name) */
         /* analyze: the row count the statistics of table were gathered at,
          * when this caller knows it better than sqlite_stat1 does (the
          * daemon remembers the exact count behind a sampled ANALYZE); stat

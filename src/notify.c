@@ -7,6 +7,7 @@
 #include <systemd/sd-daemon.h>
 
 #include "notify.h"
+#include "util.h"
 
 void notify_ready(void)
 {
@@ -34,15 +35,18 @@ void notify_watchdog(void)
         sd_notify(0, "WATCHDOG=1");
 }
 
+/* STATUS= carries file names: escaped, so that none can end the line and
+ * start another assignment (MAINPID=, WATCHDOG=trigger, STOPPING=1). */
 void notify_status(const char *fmt, ...)
 {
         static char last[512]; /* loop thread only */
-        char buf[512];
+        char raw[512], buf[512];
         va_list ap;
 
         va_start(ap, fmt);
-        vsnprintf(buf, sizeof(buf), fmt, ap);
+        vsnprintf(raw, sizeof(raw), fmt, ap);
         va_end(ap);
+        util_escape(raw, buf, sizeof(buf));
         if (strcmp(buf, last) == 0) /* called on every poll tick: say only what changed */
                 return;
         memcpy(last, buf, sizeof(last));

@@ -10,6 +10,7 @@
 #include <sqlite3.h>
 
 #include "state.h"
+#include "util.h"
 
 struct state {
         sqlite3 *db;
@@ -26,6 +27,8 @@ int64_t state_now_ms(void)
 
 int state_open(const char *dir, struct state **ret, const char **errmsg)
 {
+        static char why[512], why_full[600]; /* startup, loop thread */
+        struct stat st = { 0 };
         struct state *s;
         char *path;
         int rc;
@@ -34,6 +37,14 @@ int state_open(const char *dir, struct state **ret, const char **errmsg)
         if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
                 *errmsg = strerror(errno);
                 return -errno;
+        }
+        /* Whoever could write here could plant a symbolic link as state.db
+         * and make root create or write the file it names. */
+        if (util_trusted_path(dir, why, sizeof(why)) < 0 || lstat(dir, &st) < 0 || !S_ISDIR(st.st_mode)) {
+                snprintf(why_full, sizeof(why_full), "refusing the state directory: %s",
+                         S_ISDIR(st.st_mode) ? why : "not a directory");
+                *errmsg = why_full;
+                return -EPERM;
         }
         s = calloc(1, sizeof(*s));
         if (!s)
@@ -44,7 +55,9 @@ int state_open(const char *dir, struct state **ret, const char **errmsg)
                 state_free(s);
                 return -ENOMEM;
         }
-        rc = sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, NULL);
+        rc = sqlite3_open_v2(path, &s->db,
+                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX | SQLITE_OPEN_NOFOLLOW,
+                             NULL);
         sqlite3_free(path);
         if (rc == SQLITE_OK) {
                 /* Our own file: waiting on its lock is harmless, and losing

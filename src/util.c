@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <limits.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -92,4 +93,144 @@ bool file_id_equal(const struct file_id *a, const struct file_id *b)
 {
         return a->dev == b->dev && a->ino == b->ino && a->size == b->size &&
                a->mtime.tv_sec == b->mtime.tv_sec && a->mtime.tv_nsec == b->mtime.tv_nsec;
+}
+
+/* The length of the well-formed UTF-8 sequence at p (1..4), 0 if none. */
+static size_t utf8_len(const unsigned char *p, uint32_t *cp)
+{
+        size_t n;
+        uint32_t c;
+
+        if (p[0] < 0x80) {
+                *cp = p[0];
+                return 1;
+        }
+        if (p[0] >= 0xc2 && p[0] <= 0xdf) {
+                n = 2;
+                c = p[0] & 0x1f;
+        } else if (p[0] >= 0xe0 && p[0] <= 0xef) {
+                n = 3;
+                c = p[0] & 0x0f;
+        } else if (p[0] >= 0xf0 && p[0] <= 0xf4) {
+                n = 4;
+                c = p[0] & 0x07;
+        } else {
+                return 0;
+        }
+        for (size_t i = 1; i < n; i++) {
+                if ((p[i] & 0xc0) != 0x80)
+                        return 0;
+                c = c << 6 | (p[i] & 0x3f);
+        }
+        /* overlong forms, surrogates, past U+10FFFF */
+        if ((n == 3 && c < 0x800) || (n == 4 && (c < 0x10000 || c > 0x10ffff)) || (c >= 0xd800 && c <= 0xdfff))
+                return 0;
+        *cp = c;
+        return n;
+}
+
+static bool needs_escape(uint32_t c)
+{
+        return c < 0x20 || c == 0x7f || c == '\\' || (c >= 0x80 && c <= 0x9f) ||
+               (c >= 0x202a && c <= 0x202e) || (c >= 0x2066 && c <= 0x2069);
+}
+
+char *util_escape(const char *in, char *out, size_t len)
+{
+        const unsigned char *p = (const unsigned char *)(in ? in : "");
+        size_t k = 0;
+
+        if (len == 0)
+                return out;
+        while (*p) {
+                char buf[32];
+                size_t n, m = 0;
+                uint32_t c = 0;
+
+                n = utf8_len(p, &c);
+                if (n == 0) {
+                        m = (size_t)snprintf(buf, sizeof(buf), "\\x%02x", p[0]);
+                        n = 1;
+                } else if (!needs_escape(c)) {
+                        memcpy(buf, p, n);
+                        m = n;
+                } else if (c == '\n' || c == '\t' || c == '\r' || c == '\\') {
+                        m = (size_t)snprintf(buf, sizeof(buf), "\\%c", c == '\n' ? 'n' : c == '\t' ? 't' :
+                                                                         c == '\r' ? 'r' : '\\');
+                } else {
+                        for (size_t i = 0; i < n; i++)
+                                m += (size_t)snprintf(buf + m, sizeof(buf) - m, "\\x%02x", p[i]);
+                }
+                if (k + m + 4 > len) {
+                        /* room for "..." and the NUL */
+                        if (len >= 4) {
+                                k = k + 3 < len ? k : len - 4;
+                                memcpy(out + k, "...", 3);
+                                k += 3;
+                        }
+                        break;
+                }
+                memcpy(out + k, buf, m);
+                k += m;
+                p += n;
+        }
+        out[k < len ? k : len - 1] = '\0';
+        return out;
+}
+
+/* One element of util_trusted_path's walk. */
+static int trusted_one(const char *p, const struct stat *st, bool child_owned_ok, char *why, size_t len)
+{
+        uid_t me = geteuid();
+        bool sticky = S_ISDIR(st->st_mode) && (st->st_mode & S_ISVTX);
+
+        if (st->st_uid != 0 && st->st_uid != me) {
+                snprintf(why, len, "%s belongs to user %u, not root (mode %04o)", p, (unsigned)st->st_uid,
+                         (unsigned)(st->st_mode & 07777));
+                return -EPERM;
+        }
+        if ((st->st_mode & S_IWOTH) && !(sticky && child_owned_ok)) {
+                snprintf(why, len, "%s is writable by every user (owner %u, mode %04o)", p, (unsigned)st->st_uid,
+                         (unsigned)(st->st_mode & 07777));
+                return -EPERM;
+        }
+        if ((st->st_mode & S_IWGRP) && st->st_gid != 0 && !(sticky && child_owned_ok)) {
+                snprintf(why, len, "%s is writable by group %u (owner %u, mode %04o)", p, (unsigned)st->st_gid,
+                         (unsigned)st->st_uid, (unsigned)(st->st_mode & 07777));
+                return -EPERM;
+        }
+        return 0;
+}
+
+int util_trusted_path(const char *path, char *why, size_t len)
+{
+        char real[PATH_MAX], *slash;
+        struct stat st;
+        int r;
+
+        if (!realpath(path, real)) {
+                r = -errno;
+                snprintf(why, len, "%s: %s", path, strerror(errno));
+                return r;
+        }
+        /* the entry itself, then each directory up to / */
+        for (bool first = true;; first = false) {
+                if (lstat(real, &st) < 0) {
+                        r = -errno;
+                        snprintf(why, len, "%s: %s", real, strerror(errno));
+                        return r;
+                }
+                /* an entry below is owned by root or us (checked just
+                 * before), so a sticky directory cannot lose it */
+                r = trusted_one(real, &st, !first, why, len);
+                if (r < 0)
+                        return r;
+                if (strcmp(real, "/") == 0)
+                        return 0;
+                slash = strrchr(real, '/');
+                if (slash == real)
+                        slash[1] = '\0';
+                else
+                        *slash = '\0';
+        }
 }

@@ -22,6 +22,15 @@ int util_absolute_path(const char *path, char **ret);
 /* "1.5 MiB", "512 B": for messages, not for parsing. */
 const char *util_format_bytes(uint64_t bytes, char *buf, size_t len);
 
+/* text made safe for a terminal, a console log line or an sd_notify value:
+ * control characters (C0, DEL and C1), backslash, bidirectional-override
+ * characters and bytes that are not UTF-8 become C-style escapes (\n, \t,
+ * \\, \xNN per byte), so a file name can neither end a line nor move the
+ * cursor nor pose as another name. Cut (ending "...") when out is too
+ * small; always NUL-terminated. Returns out. Journal fields keep the exact
+ * bytes instead. */
+char *util_escape(const char *in, char *out, size_t len);
+
 /* snprintf that never reports truncation as an error: the text is cut. */
 void util_strlcpy(char *dst, const char *src, size_t len);
 
@@ -37,3 +46,13 @@ struct file_id {
 /* 0, or a negative errno (-ENOENT for a file that is not there). */
 int file_id_get(const char *path, struct file_id *ret);
 bool file_id_equal(const struct file_id *a, const struct file_id *b);
+
+/* Whether path (a file or a directory, its symbolic links resolved) and
+ * every directory above it can be written only by root or this process's
+ * user, as sshd's StrictModes asks of authorized_keys: each must be owned
+ * by one of them, and be writable by its group only when that is root's
+ * group and by others not at all, except a directory with the sticky bit
+ * (/tmp), in which only an entry's owner may replace it. 0, or -EPERM with
+ * why ("/etc/x.yaml is writable by user 1000 (owner 1000, mode 0644)"),
+ * or another negative errno when it cannot be looked at. */
+int util_trusted_path(const char *path, char *why, size_t len);

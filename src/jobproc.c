@@ -1,0 +1,738 @@
+/* SPDX-License-Identifier: MIT */
+/* jobproc: the job process and its supervision (jobproc.h). The parent
+ * side runs on a worker thread of the daemon, or in sqlite-maintctl; the
+ * child side is this same executable, started again with JOBPROC_ARG. */
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <linux/capability.h>
+
+#include "dirvfs.h"
+#include "jobproc.h"
+#include "conf.h"
+#include "util.h"
+
+#define SPEC_MAGIC 0x4d4a5331u   /* "MJS1" */
+#define RESULT_MAGIC 0x4d4a5231u /* "MJR1" */
+#define MAX_BASELINES 100000
+#define MAX_RESULT_BYTES (16u << 20)
+#define MAX_TABLES 1000000
+/* The child's own fds (jobproc_child_main). */
+#define CHILD_DIR_FD 3
+#define CHILD_CONTROL_FD 4
+/* Exit status of a job process that ended itself without an answer. */
+#define CHILD_EXIT_TIMEOUT 2
+#define CHILD_EXIT_STOPPED 3
+/* After the child's own limit, how long the parent still waits. */
+#define PARENT_SLACK_MS 5000
+#define POLL_SLICE_MS 100
+
+/* What the parent tells the child, after exec (same executable: the same
+ * layout). */
+struct spec {
+        uint32_t magic, size;
+        pid_t parent;
+        enum maint_op op;
+        struct maint_opts opts;   /* its pointers are not used */
+        bool switch_user;
+        uid_t uid;
+        gid_t gid;
+        dev_t dev;
+        ino_t ino;
+        uint64_t timeout_ms;
+        uint32_t n_baselines;
+        char name[256];
+        char display[4096];
+};
+
+static int exe_fd = -1;
+
+/* Jobs given up on before they ended; reaped when they do. */
+static pthread_mutex_t stray_lock = PTHREAD_MUTEX_INITIALIZER;
+static pid_t strays[64];
+static size_t n_strays;
+
+int jobproc_init(void)
+{
+        char path[4096];
+        ssize_t n;
+
+        /* readlink, not an open of /proc/self/exe itself: under valgrind the
+         * latter is valgrind, the former the program it runs. */
+        n = readlink("/proc/self/exe", path, sizeof(path) - 1);
+        if (n < 0)
+                return -errno;
+        path[n] = '\0';
+        exe_fd = open(path, O_PATH | O_CLOEXEC);
+        return exe_fd < 0 ? -errno : 0;
+}
+
+static uint64_t now_ms(void)
+{
+        return util_now_ms();
+}
+
+static int write_full(int fd, const void *buf, size_t n)
+{
+        const char *p = buf;
+
+        while (n > 0) {
+                ssize_t k = write(fd, p, n);
+
+                if (k < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                p += k;
+                n -= (size_t)k;
+        }
+        return 0;
+}
+
+static int read_full(int fd, void *buf, size_t n)
+{
+        char *p = buf;
+
+        while (n > 0) {
+                ssize_t k = read(fd, p, n);
+
+                if (k < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                if (k == 0)
+                        return -EPIPE;
+                p += k;
+                n -= (size_t)k;
+        }
+        return 0;
+}
+
+/* ---- the result, across the pipe ---------------------------------------- */
+
+struct buf {
+        char *p;
+        size_t n, cap;
+        bool oom;
+};
+
+static void put(struct buf *b, const void *data, size_t n)
+{
+        if (b->oom)
+                return;
+        if (b->n + n > b->cap) {
+                size_t cap = b->cap ? b->cap : 4096;
+                char *p;
+
+                while (cap < b->n + n)
+                        cap *= 2;
+                p = realloc(b->p, cap);
+                if (!p) {
+                        b->oom = true;
+                        return;
+                }
+                b->p = p;
+                b->cap = cap;
+        }
+        memcpy(b->p + b->n, data, n);
+        b->n += n;
+}
+
+static void put_u32(struct buf *b, uint32_t v)
+{
+        put(b, &v, sizeof(v));
+}
+
+static void put_str(struct buf *b, const char *s)
+{
+        uint32_t n = s ? (uint32_t)strlen(s) : UINT32_MAX;
+
+        put_u32(b, n);
+        if (s)
+                put(b, s, n);
+}
+
+static void encode_result(const struct maint_result *r, struct buf *b)
+{
+        struct maint_result flat = *r;
+
+        flat.problems = NULL;
+        flat.tables = NULL;
+        put_u32(b, RESULT_MAGIC);
+        put_u32(b, sizeof(flat));
+        put(b, &flat, sizeof(flat));
+        put_u32(b, (uint32_t)r->n_problems);
+        for (size_t i = 0; i < r->n_problems; i++)
+                put_str(b, r->problems[i]);
+        put_u32(b, (uint32_t)r->n_tables);
+        for (size_t i = 0; i < r->n_tables; i++) {
+                struct maint_table t = r->tables[i];
+
+                t.name = t.stat = NULL;
+                put(b, &t, sizeof(t));
+                put_str(b, r->tables[i].name);
+                put_str(b, r->tables[i].stat);
+        }
+}
+
+struct reader {
+        const char *p;
+        size_t left;
+};
+
+static bool get(struct reader *rd, void *out, size_t n)
+{
+        if (rd->left < n)
+                return false;
+        memcpy(out, rd->p, n);
+        rd->p += n;
+        rd->left -= n;
+        return true;
+}
+
+/* A string of the answer: NULL (absent) is allowed only when nullable. */
+static bool get_str(struct reader *rd, bool nullable, char **out)
+{
+        uint32_t n;
+
+        *out = NULL;
+        if (!get(rd, &n, sizeof(n)))
+                return false;
+        if (n == UINT32_MAX)
+                return nullable;
+        if (n > rd->left)
+                return false;
+        *out = strndup(rd->p, n);
+        if (!*out)
+                return false;
+        rd->p += n;
+        rd->left -= n;
+        return true;
+}
+
+static void sanitize_stat(struct dbstat *st)
+{
+        st->journal_mode[sizeof(st->journal_mode) - 1] = '\0';
+        if ((unsigned)st->auto_vacuum > AUTO_VACUUM_INCREMENTAL)
+                st->auto_vacuum = AUTO_VACUUM_NONE;
+}
+
+/* The child's answer, which a hostile database could have shaped: every
+ * field checked, every string bounded and terminated. */
+static bool decode_result(const char *data, size_t n, struct maint_result *r)
+{
+        struct reader rd = { data, n };
+        uint32_t magic, size, np, nt;
+        struct maint_result flat;
+
+        if (!get(&rd, &magic, sizeof(magic)) || magic != RESULT_MAGIC || !get(&rd, &size, sizeof(size)) ||
+            size != sizeof(flat) || !get(&rd, &flat, sizeof(flat)))
+                return false;
+        if ((unsigned)flat.status > MAINT_TIMEOUT)
+                return false;
+        flat.message[sizeof(flat.message) - 1] = '\0';
+        flat.tmp_dir[sizeof(flat.tmp_dir) - 1] = '\0';
+        sanitize_stat(&flat.before);
+        sanitize_stat(&flat.after);
+        flat.problems = NULL;
+        flat.tables = NULL;
+        flat.n_problems = flat.n_tables = 0;
+        *r = flat;
+        if (!get(&rd, &np, sizeof(np)) || np > 1000)
+                return false;
+        r->problems = np ? calloc(np, sizeof(*r->problems)) : NULL;
+        if (np && !r->problems)
+                return false;
+        for (; r->n_problems < np; r->n_problems++)
+                if (!get_str(&rd, false, &r->problems[r->n_problems]))
+                        return false;
+        if (!get(&rd, &nt, sizeof(nt)) || nt > MAX_TABLES)
+                return false;
+        r->tables = nt ? calloc(nt, sizeof(*r->tables)) : NULL;
+        if (nt && !r->tables)
+                return false;
+        for (; r->n_tables < nt; r->n_tables++) {
+                struct maint_table *t = &r->tables[r->n_tables];
+
+                if (!get(&rd, t, sizeof(*t)))
+                        return false;
+                t->name = t->stat = NULL;
+                if ((unsigned)t->verdict > TABLE_UNCHANGED || !get_str(&rd, false, &t->name) ||
+                    !get_str(&rd, true, &t->stat)) {
+                        free(t->name);
+                        free(t->stat);
+                        return false;
+                }
+        }
+        return rd.left == 0;
+}
+
+/* ---- the child ------------------------------------------------------------ */
+
+static struct maint_cancel child_cancel;
+static struct jobproc_baseline *child_baselines;
+static uint32_t child_n_baselines;
+static uint64_t child_timeout_ms;
+
+static bool child_baseline(void *userdata, const char *table, const char *stat, uint64_t *rows)
+{
+        for (uint32_t i = 0; i < child_n_baselines; i++)
+                if (strcmp(child_baselines[i].table, table) == 0 && strcmp(child_baselines[i].stat, stat) == 0) {
+                        *rows = child_baselines[i].rows;
+                        return true;
+                }
+        return false;
+}
+
+static void answer(struct maint_result *r) __attribute__((noreturn));
+static void answer(struct maint_result *r)
+{
+        struct buf b = { 0 };
+
+        encode_result(r, &b);
+        if (!b.oom)
+                (void)write_full(STDOUT_FILENO, b.p, b.n);
+        _exit(b.oom ? 1 : 0);
+}
+
+static void refuse(struct maint_result *r, enum maint_status s, const char *fmt, ...)
+        __attribute__((format(printf, 3, 4), noreturn));
+static void refuse(struct maint_result *r, enum maint_status s, const char *fmt, ...)
+{
+        va_list ap;
+
+        r->status = s;
+        va_start(ap, fmt);
+        vsnprintf(r->message, sizeof(r->message), fmt, ap);
+        va_end(ap);
+        answer(r);
+}
+
+/* Stop requests and the time limit: a stop (a byte, or the parent gone)
+ * or the limit interrupts the operation (sqlite3_interrupt); if it has not
+ * answered JOBPROC_GRACE_MS later, the process ends itself. SQLite's own
+ * crash safety keeps the database intact either way. */
+static void *watch(void *arg)
+{
+        uint64_t deadline = now_ms() + child_timeout_ms, hard = 0;
+        struct pollfd p = { .fd = CHILD_CONTROL_FD, .events = POLLIN };
+        int code = CHILD_EXIT_TIMEOUT;
+
+        for (;;) {
+                uint64_t now = now_ms(), until = hard ? hard : deadline;
+                char c;
+
+                if (now >= until) {
+                        if (hard)
+                                _exit(code);
+                        maint_cancel_request(&child_cancel);
+                        hard = now + JOBPROC_GRACE_MS;
+                        continue;
+                }
+                if (poll(hard ? NULL : &p, hard ? 0 : 1, (int)(until - now > 60000 ? 60000 : until - now)) > 0 &&
+                    !hard) {
+                        /* a stop byte, or end of file: the parent is gone or gave up */
+                        (void)!read(CHILD_CONTROL_FD, &c, 1);
+                        maint_cancel_request(&child_cancel);
+                        code = CHILD_EXIT_STOPPED;
+                        hard = now_ms() + JOBPROC_GRACE_MS;
+                }
+        }
+        return arg;
+}
+
+/* Become the owner: the owner's groups, gid and uid, no capabilities, no
+ * way back (no_new_privs), killed with the parent. */
+static int become(const struct spec *sp, char *why, size_t len)
+{
+        struct __user_cap_header_struct h = { .version = _LINUX_CAPABILITY_VERSION_3, .pid = 0 };
+        struct __user_cap_data_struct d[2];
+        gid_t groups[256];
+        int n = (int)ELEMENTSOF(groups);
+        struct passwd *pw;
+
+        if (sp->switch_user) {
+                pw = getpwuid(sp->uid);
+                if (!pw || getgrouplist(pw->pw_name, sp->gid, groups, &n) < 0) {
+                        groups[0] = sp->gid;
+                        n = 1;
+                }
+                if (setgroups((size_t)n, groups) < 0 || setresgid(sp->gid, sp->gid, sp->gid) < 0 ||
+                    setresuid(sp->uid, sp->uid, sp->uid) < 0) {
+                        snprintf(why, len, "cannot become user %u (group %u): %s", (unsigned)sp->uid,
+                                 (unsigned)sp->gid, strerror(errno));
+                        return -errno;
+                }
+        }
+        /* As root (a root-owned database) the capabilities still go: the
+         * job has the file owner's rights, not root's. */
+        memset(d, 0, sizeof(d));
+        if (geteuid() == 0 && syscall(SYS_capset, &h, d) < 0) {
+                snprintf(why, len, "cannot drop capabilities: %s", strerror(errno));
+                return -errno;
+        }
+        if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 || prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0 ||
+            prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0) {
+                snprintf(why, len, "prctl: %s", strerror(errno));
+                return -errno;
+        }
+        /* the parent may have died before PDEATHSIG was armed */
+        if (getppid() != sp->parent)
+                _exit(1);
+        if (sp->switch_user && sp->uid != 0 && setuid(0) == 0) {
+                snprintf(why, len, "could become root again after switching to user %u", (unsigned)sp->uid);
+                return -EPERM;
+        }
+        return 0;
+}
+
+static const char *kind_of(mode_t m)
+{
+        return S_ISLNK(m) ? "a symbolic link" : S_ISFIFO(m) ? "a FIFO" : S_ISDIR(m) ? "a directory" :
+               S_ISSOCK(m) ? "a socket" : S_ISCHR(m) || S_ISBLK(m) ? "a device" : "not a regular file";
+}
+
+/* An open that a lease would block fails at once with O_NONBLOCK
+ * (fcntl(2), "Leases"): then another process holds one. */
+static bool leased(const char *name, bool write)
+{
+        int fd = open(name, (write ? O_RDWR : O_RDONLY) | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY);
+
+        if (fd >= 0) {
+                close(fd);
+                return false;
+        }
+        return errno == EWOULDBLOCK;
+}
+
+/* The files as the job finds them, as their owner, in the directory: what
+ * jobproc_run promises to refuse. */
+static void check_files(const struct spec *sp, struct maint_result *r)
+{
+        static const char *const sides[] = { "-journal", "-wal", "-shm" };
+        bool write = sp->op != MAINT_OP_STATS && sp->op != MAINT_OP_CHECK;
+        struct stat db, side, dir;
+        char p[sizeof(sp->name) + 16];
+
+        if (fstatat(AT_FDCWD, sp->name, &db, AT_SYMLINK_NOFOLLOW) < 0) {
+                if (errno == ENOENT)
+                        refuse(r, MAINT_MISSING, "no such file");
+                refuse(r, errno == EACCES ? MAINT_PERMISSION : MAINT_IOERR, "cannot look up the file: %s",
+                       strerror(errno));
+        }
+        if (S_ISLNK(db.st_mode))
+                refuse(r, MAINT_PERMISSION, "is a symbolic link; configure the real path instead");
+        if (!S_ISREG(db.st_mode))
+                refuse(r, MAINT_NOTADB, "not a regular file (%s)", kind_of(db.st_mode));
+        if (db.st_dev != sp->dev || db.st_ino != sp->ino)
+                refuse(r, MAINT_BUSY, "the file was replaced as the job started; looking again later");
+        if (db.st_nlink != 1)
+                refuse(r, MAINT_PERMISSION, "has %ju hard links: it may be another user's file linked here, "
+                       "which sqlite-maintd will not maintain under this name", (uintmax_t)db.st_nlink);
+        for (size_t i = 0; i < ELEMENTSOF(sides); i++) {
+                snprintf(p, sizeof(p), "%s%s", sp->name, sides[i]);
+                if (fstatat(AT_FDCWD, p, &side, AT_SYMLINK_NOFOLLOW) < 0)
+                        continue;
+                if (!S_ISREG(side.st_mode))
+                        refuse(r, MAINT_PERMISSION, "%s is %s, not a regular file: refusing to let SQLite open it",
+                               p, kind_of(side.st_mode));
+                if (side.st_nlink != 1)
+                        refuse(r, MAINT_PERMISSION, "%s has %ju hard links: it may be another file linked here; "
+                               "refusing to let SQLite open it", p, (uintmax_t)side.st_nlink);
+                if (side.st_uid != db.st_uid)
+                        refuse(r, MAINT_PERMISSION, "%s belongs to user %u, the database to user %u: refusing to "
+                               "let SQLite open it", p, (unsigned)side.st_uid, (unsigned)db.st_uid);
+                if (leased(p, write))
+                        refuse(r, MAINT_BUSY, "%s is leased by another process (F_SETLEASE)", p);
+        }
+        if (leased(sp->name, write))
+                refuse(r, MAINT_BUSY, "the database file is leased by another process (F_SETLEASE)");
+        /* As root (a root-owned database), only in a directory that no other
+         * user can write: one who could would choose what root opens. */
+        if (db.st_uid == 0 && stat(".", &dir) == 0 &&
+            (dir.st_uid != 0 || (dir.st_mode & S_IWOTH) || ((dir.st_mode & S_IWGRP) && dir.st_gid != 0)))
+                refuse(r, MAINT_PERMISSION, "a root-owned database in a directory that user %u or group %u may "
+                       "write (mode %04o): sqlite-maintd does not act as root there",
+                       (unsigned)dir.st_uid, (unsigned)dir.st_gid, (unsigned)(dir.st_mode & 07777));
+}
+
+int jobproc_child_main(void)
+{
+        struct maint_result r = { .status = MAINT_OK };
+        struct maint_opts o;
+        struct spec sp;
+        pthread_t t;
+        sigset_t all;
+        char why[256];
+
+        sigemptyset(&all);
+        pthread_sigmask(SIG_SETMASK, &all, NULL);
+        if (read_full(STDIN_FILENO, &sp, sizeof(sp)) < 0 || sp.magic != SPEC_MAGIC || sp.size != sizeof(sp) ||
+            sp.n_baselines > MAX_BASELINES)
+                _exit(1);
+        sp.name[sizeof(sp.name) - 1] = sp.display[sizeof(sp.display) - 1] = '\0';
+        if (sp.n_baselines) {
+                child_baselines = calloc(sp.n_baselines, sizeof(*child_baselines));
+                if (!child_baselines ||
+                    read_full(STDIN_FILENO, child_baselines, sp.n_baselines * sizeof(*child_baselines)) < 0)
+                        _exit(1);
+                child_n_baselines = sp.n_baselines;
+        }
+        close(STDIN_FILENO);
+        if (become(&sp, why, sizeof(why)) < 0)
+                refuse(&r, MAINT_ERROR, "%s", why);
+        if (fchdir(CHILD_DIR_FD) < 0)
+                refuse(&r, MAINT_PERMISSION, "cannot enter the database's directory: %s", strerror(errno));
+        close(CHILD_DIR_FD);
+        check_files(&sp, &r);
+
+        child_timeout_ms = sp.timeout_ms;
+        if (maint_cancel_init(&child_cancel) < 0 || pthread_create(&t, NULL, watch, NULL) != 0)
+                refuse(&r, MAINT_ERROR, "cannot start the job's watch");
+        if (maint_init() < 0 || dirvfs_register() < 0)
+                refuse(&r, MAINT_ERROR, "cannot initialize SQLite");
+        o = sp.opts;
+        o.display_path = sp.display;
+        o.analyze_baseline = child_baseline;
+        o.analyze_baseline_userdata = NULL;
+        switch (sp.op) {
+        case MAINT_OP_STATS: maint_stats(sp.name, &o, &r); break;
+        case MAINT_OP_VACUUM: maint_vacuum(sp.name, &o, &child_cancel, &r); break;
+        case MAINT_OP_ANALYZE: maint_analyze(sp.name, &o, &child_cancel, &r); break;
+        case MAINT_OP_CHECK: maint_check(sp.name, &o, &child_cancel, &r); break;
+        case MAINT_OP_INCREMENTAL_VACUUM: maint_incremental_vacuum(sp.name, &o, &child_cancel, &r); break;
+        case MAINT_OP_CHECKPOINT: maint_checkpoint(sp.name, &o, &child_cancel, &r); break;
+        default: refuse(&r, MAINT_ERROR, "unknown operation %d", (int)sp.op);
+        }
+        answer(&r);
+}
+
+/* ---- the parent ------------------------------------------------------------ */
+
+static void reap_strays(void)
+{
+        pthread_mutex_lock(&stray_lock);
+        for (size_t i = 0; i < n_strays;) {
+                if (waitpid(strays[i], NULL, WNOHANG) != 0)
+                        strays[i] = strays[--n_strays];
+                else
+                        i++;
+        }
+        pthread_mutex_unlock(&stray_lock);
+}
+
+static void add_stray(pid_t pid)
+{
+        pthread_mutex_lock(&stray_lock);
+        if (n_strays < ELEMENTSOF(strays))
+                strays[n_strays++] = pid;
+        pthread_mutex_unlock(&stray_lock);
+}
+
+/* fd moved to 10 or above, close-on-exec, so that the child's dup2() onto
+ * 0..4 cannot clobber one it still needs. */
+static int high_fd(int fd)
+{
+        int h = fcntl(fd, F_DUPFD_CLOEXEC, 10);
+
+        close(fd);
+        return h;
+}
+
+static int make_pipe(int p[2])
+{
+        if (pipe2(p, O_CLOEXEC) < 0)
+                return -errno;
+        p[0] = high_fd(p[0]);
+        p[1] = high_fd(p[1]);
+        return p[0] < 0 || p[1] < 0 ? -EMFILE : 0;
+}
+
+static enum maint_status set(struct maint_result *r, enum maint_status s, const char *fmt, ...)
+        __attribute__((format(printf, 3, 4)));
+static enum maint_status set(struct maint_result *r, enum maint_status s, const char *fmt, ...)
+{
+        va_list ap;
+
+        r->status = s;
+        va_start(ap, fmt);
+        vsnprintf(r->message, sizeof(r->message), fmt, ap);
+        va_end(ap);
+        return s;
+}
+
+/* The file as this process sees it now: who the job runs as. */
+static enum maint_status look(const struct jobproc_request *req, struct spec *sp, struct maint_result *r)
+{
+        struct stat st;
+
+        if (fstatat(req->dirfd, req->name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+                if (errno == ENOENT || errno == ENOTDIR)
+                        return set(r, MAINT_MISSING, "no such file");
+                return set(r, errno == EACCES ? MAINT_PERMISSION : MAINT_IOERR, "cannot look up the file: %s",
+                           strerror(errno));
+        }
+        if (S_ISLNK(st.st_mode))
+                return set(r, MAINT_PERMISSION, "is a symbolic link; configure the real path instead");
+        if (!S_ISREG(st.st_mode))
+                return set(r, MAINT_NOTADB, "not a regular file (%s)", kind_of(st.st_mode));
+        sp->switch_user = geteuid() == 0;
+        sp->uid = st.st_uid;
+        sp->gid = st.st_gid;
+        sp->dev = st.st_dev;
+        sp->ino = st.st_ino;
+        return MAINT_OK;
+}
+
+/* Wait for the answer: read it as it comes, pass a stop request on, give
+ * the child its time limit and grace, then up. */
+static void supervise(int res_fd, int ctl_fd, uint64_t timeout_ms, struct maint_cancel *cancel, struct buf *b,
+                      bool *eof)
+{
+        uint64_t start = now_ms(), give_up = start + timeout_ms + JOBPROC_GRACE_MS + PARENT_SLACK_MS;
+        bool stop_sent = false;
+
+        *eof = false;
+        while (!*eof) {
+                struct pollfd p = { .fd = res_fd, .events = POLLIN };
+                uint64_t now = now_ms();
+                char chunk[65536];
+                ssize_t k;
+
+                if (cancel && !stop_sent && atomic_load(&cancel->requested)) {
+                        (void)!write(ctl_fd, "s", 1);
+                        stop_sent = true;
+                        give_up = now + JOBPROC_GRACE_MS + PARENT_SLACK_MS;
+                }
+                if (now >= give_up)
+                        return;
+                if (poll(&p, 1, POLL_SLICE_MS) <= 0)
+                        continue;
+                k = read(res_fd, chunk, sizeof(chunk));
+                if (k < 0 && errno == EINTR)
+                        continue;
+                if (k <= 0) {
+                        *eof = true;
+                        break;
+                }
+                if (b->n + (size_t)k > MAX_RESULT_BYTES)
+                        return; /* not an answer this code would write */
+                put(b, chunk, (size_t)k);
+        }
+}
+
+enum maint_status jobproc_run(const struct jobproc_request *req, struct maint_cancel *cancel,
+                              struct maint_result *r)
+{
+        static char *const argv[] = { (char *)"sqlite-maintd-job", (char *)JOBPROC_ARG, NULL };
+        int spec_p[2] = { -1, -1 }, res_p[2] = { -1, -1 }, ctl_p[2] = { -1, -1 }, dir = -1, status = 0;
+        struct buf b = { 0 };
+        struct spec sp;
+        bool eof = false, exited = false;
+        pid_t pid;
+
+        maint_result_clear(r);
+        reap_strays();
+        if (exe_fd < 0)
+                return set(r, MAINT_ERROR, "job processes are not set up (jobproc_init)");
+        memset(&sp, 0, sizeof(sp));
+        if (look(req, &sp, r) != MAINT_OK)
+                return r->status;
+        sp.magic = SPEC_MAGIC;
+        sp.size = sizeof(sp);
+        sp.parent = getpid();
+        sp.op = req->op;
+        sp.opts = *req->opts;
+        sp.opts.analyze_baseline = NULL;
+        sp.opts.analyze_baseline_userdata = NULL;
+        sp.opts.display_path = NULL;
+        sp.timeout_ms = req->timeout_ms;
+        sp.n_baselines = req->n_baselines > MAX_BASELINES ? MAX_BASELINES : (uint32_t)req->n_baselines;
+        util_strlcpy(sp.name, req->name, sizeof(sp.name));
+        util_strlcpy(sp.display, req->display_path, sizeof(sp.display));
+
+        dir = fcntl(req->dirfd, F_DUPFD_CLOEXEC, 10);
+        if (dir < 0 || make_pipe(spec_p) < 0 || make_pipe(res_p) < 0 || make_pipe(ctl_p) < 0) {
+                set(r, MAINT_ERROR, "cannot set up a job process: %s", strerror(errno));
+                goto out;
+        }
+        pid = fork();
+        if (pid < 0) {
+                set(r, MAINT_ERROR, "cannot start a job process: %s", strerror(errno));
+                goto out;
+        }
+        if (pid == 0) {
+                /* Only async-signal-safe calls until exec: this process may
+                 * have had other threads. */
+                if (dup2(spec_p[0], STDIN_FILENO) < 0 || dup2(res_p[1], STDOUT_FILENO) < 0 ||
+                    dup2(dir, CHILD_DIR_FD) < 0 || dup2(ctl_p[0], CHILD_CONTROL_FD) < 0)
+                        _exit(127);
+                syscall(SYS_close_range, CHILD_CONTROL_FD + 1, ~0U, 0);
+                syscall(SYS_execveat, exe_fd, "", argv, environ, AT_EMPTY_PATH);
+                _exit(127);
+        }
+        close(spec_p[0]);
+        close(res_p[1]);
+        close(ctl_p[0]);
+        spec_p[0] = res_p[1] = ctl_p[0] = -1;
+        /* a child that died before reading: EPIPE (SIGPIPE is ignored) */
+        if (write_full(spec_p[1], &sp, sizeof(sp)) == 0 && sp.n_baselines)
+                (void)write_full(spec_p[1], req->baselines, sp.n_baselines * sizeof(*req->baselines));
+        close(spec_p[1]);
+        spec_p[1] = -1;
+
+        supervise(res_p[0], ctl_p[1], req->timeout_ms, cancel, &b, &eof);
+        /* End of file on the control pipe: the child ends itself at once. */
+        close(ctl_p[1]);
+        ctl_p[1] = -1;
+        for (int i = 0; i < 20 && !exited; i++) {
+                pid_t w = waitpid(pid, &status, WNOHANG);
+
+                exited = w == pid;
+                if (!exited)
+                        util_sleep_ms(50);
+        }
+        if (!exited)
+                add_stray(pid);
+        if (eof && !b.oom && decode_result(b.p, b.n, r))
+                goto out;
+        maint_result_clear(r);
+        if (!exited)
+                set(r, MAINT_TIMEOUT, "the job did not end %llu ms after its time limit; left behind (pid %d)",
+                    (unsigned long long)(JOBPROC_GRACE_MS + PARENT_SLACK_MS), (int)pid);
+        else if (WIFEXITED(status) && WEXITSTATUS(status) == CHILD_EXIT_TIMEOUT)
+                set(r, MAINT_TIMEOUT, "stopped after its time limit of %s; the database is intact (SQLite's "
+                    "crash safety)", conf_format_duration(req->timeout_ms, (char[32]){ 0 }, 32));
+        else if (WIFEXITED(status) && WEXITSTATUS(status) == CHILD_EXIT_STOPPED)
+                set(r, MAINT_INTERRUPTED, "stopped on request before it could end cleanly; the database is intact");
+        else if (WIFSIGNALED(status))
+                set(r, MAINT_ERROR, "the job process was killed by signal %d (%s)", WTERMSIG(status),
+                    strsignal(WTERMSIG(status)));
+        else
+                set(r, MAINT_ERROR, "the job process ended without an answer (exit status %d)",
+                    WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+out:
+        free(b.p);
+        for (int *fd = (int[]){ spec_p[0], spec_p[1], res_p[0], res_p[1], ctl_p[0], ctl_p[1], dir, -2 }; *fd != -2;
+             fd++)
+                if (*fd >= 0)
+                        close(*fd);
+        return r->status;
+}
