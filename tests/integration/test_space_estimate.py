@@ -25,12 +25,12 @@ when the two are on one file system.
     bound, never asserted) and the least free space with which the VACUUM
     really succeeds (found by bisection, --no-space-check).
     Measured on 3.40.1 (1311 live 4 KiB pages): rollback mode needs the
-    estimate to the byte beside the database (tmpfs rounds the journal up to
-    a whole page) and one page less in the temp directory; with both on one
+    estimate to within the one block it allows for rounding beside the
+    database and two pages less in the temp directory; with both on one
     file system ~1.9 MiB less than the sum (the temp copy's page cache is
-    still in memory while the journal exists). WAL mode needs ~30 KiB more
-    than the estimate beside the database: the 32 KiB -shm, which the
-    estimate leaves out, when nobody had the database open.
+    still in memory while the journal exists). WAL mode needs ~11-19 KiB
+    less than the estimate, which counts the 32 KiB -shm (created when
+    nobody had the database open) and a block per file.
 (d) The daemon, once (--once --ignore-window): VACUUM_DONE when it fits,
     NO_SPACE with SPACE_NEEDED_BYTES and TEMP_SPACE_NEEDED_BYTES equal to
     the estimate when it does not.
