@@ -231,7 +231,8 @@ static enum sched_reason ckpt(const struct dbstat *st, const struct checkpoint_c
 
 static void test_checkpoint(void)
 {
-        const uint64_t MiB = 1024 * 1024, floor4k = 1000 * 4096;
+        /* 1000 frames of 4 KiB pages: what SQLite's auto-checkpoint keeps */
+        const uint64_t MiB = 1024 * 1024, floor4k = 32 + 1000 * (4096 + 24);
         struct checkpoint_conf cc = { .wal_size_limit = 64 * MiB, .wal_size_ratio = 100.0, .warn_after_ms = HOUR };
         struct checkpoint_conf off = { .wal_size_limit = 0, .wal_size_ratio = 0.0 };
         struct dbstat st;
@@ -287,20 +288,21 @@ static void test_checkpoint(void)
         CHECK(ckpt(&st, &cc, false) == SCHED_REASON_NONE);
 
         /* The floor: however small the database, a -wal of up to 1000
-         * pages is what SQLite's own auto-checkpoint keeps. */
+         * frames is what SQLite's own auto-checkpoint keeps (an application
+         * left on the defaults sits exactly there: 4,120,032 bytes). */
         cc.wal_size_ratio = 100.0;
         st = wal_stat(8192, floor4k);
         CHECK(ckpt(&st, &cc, false) == SCHED_REASON_NONE);
         st.wal_size_bytes = floor4k + 1;
         CHECK(ckpt(&st, &cc, false) == SCHED_REASON_WAL_SIZE);
-        /* with the page size: 1000 64 KiB pages */
-        st = wal_stat(65536, 1000 * 65536);
+        /* with the page size: 1000 frames of 64 KiB pages */
+        st = wal_stat(65536, 32 + 1000 * (65536 + 24));
         st.page_size = 65536;
         CHECK(ckpt(&st, &cc, false) == SCHED_REASON_NONE);
         st.wal_size_bytes++;
         CHECK(ckpt(&st, &cc, false) == SCHED_REASON_WAL_SIZE);
         st.page_size = 512;
-        st.wal_size_bytes = 512000;
+        st.wal_size_bytes = 32 + 1000 * (512 + 24);
         CHECK(ckpt(&st, &cc, false) == SCHED_REASON_NONE);
         st.wal_size_bytes++;
         CHECK(ckpt(&st, &cc, false) == SCHED_REASON_WAL_SIZE);
