@@ -144,6 +144,8 @@ static void print_json(struct ctl *c, const char *path, const char *op, const st
                         json_str(j, "temp_dir", r->tmp_dir);
                 }
         }
+        if (r->rolled_back_journal)
+                json_bool(j, "rolled_back_journal", true);
         if (c->cmd == CMD_VACUUM && r->n_tables) {
                 /* refused: the tables whose rowids would change; done: those renumbered */
                 json_array_begin(j, "renumbered_tables");
@@ -235,6 +237,10 @@ static void print_analyzed(const char *path, const struct maint_result *r)
 static void print_human(struct ctl *c, const char *path, const struct maint_result *r)
 {
         char bytes[32];
+
+        if (r->rolled_back_journal)
+                printf("%s: rolled back a hot journal first (a transaction interrupted by a crash), as any "
+                       "read-write open would\n", path);
 
         if (r->status != MAINT_OK && r->status != MAINT_SKIPPED) {
                 out(stderr, "sqlite-maintctl: %s: %s: %s", path, maint_status_name(r->status), r->message);

@@ -36,6 +36,9 @@
  * (fileformat2.html, "The Rollback Journal"), after a header sector. */
 #define JOURNAL_RECORD_EXTRA 8
 #define JOURNAL_HEADER_BYTES 512
+/* walformat.html: the wal-index grows by 32 KiB blocks of 4096 frames. */
+#define WALINDEX_BLOCK_BYTES 32768
+#define WALINDEX_FRAMES 4096
 
 int maint_init(void)
 {
@@ -648,7 +651,8 @@ const char *maint_temp_dir(void)
         return ".";
 }
 
-static int free_bytes(const char *path, uint64_t *ret)
+/* Free bytes for us where path is, and the filesystem's block (may be NULL). */
+static int free_bytes(const char *path, uint64_t *ret, uint64_t *block)
 {
         struct statvfs v;
 
@@ -656,6 +660,8 @@ static int free_bytes(const char *path, uint64_t *ret)
                 return -errno;
         /* f_bavail, not f_bfree: root's reserve is not ours to spend. */
         *ret = (uint64_t)v.f_bavail * v.f_frsize;
+        if (block)
+                *block = v.f_frsize;
         return 0;
 }
 
@@ -672,7 +678,7 @@ static enum maint_status check_fts_snapshot(sqlite3 *src, const struct dbstat *s
         char need_s[32], have_s[32];
         int rc;
 
-        if (free_bytes(tmp, &have) == 0 && have < need)
+        if (free_bytes(tmp, &have, NULL) == 0 && have < need)
                 return set_status(r, MAINT_NOSPACE, 0,
                                   "not enough free space for a snapshot to check the full-text indexes in: "
                                   "it needs %s in the temp directory %s (has %s)",
@@ -767,11 +773,22 @@ static enum maint_status run_check(sqlite3 *db, const struct dbstat *st, enum in
 
 /* ---- free space --------------------------------------------------------------- */
 
+/* The directory part of path, for messages ("." for a bare name). */
 static void dir_of(const char *path, char *dir, size_t len)
 {
         const char *slash = strrchr(path, '/');
 
-        snprintf(dir, len, "%.*s", !slash || slash == path ? 1 : (int)(slash - path), slash ? path : "/");
+        if (!slash)
+                snprintf(dir, len, ".");
+        else
+                snprintf(dir, len, "%.*s", slash == path ? 1 : (int)(slash - path), path);
+}
+
+/* The directory to stat(): "." for a bare name, the working directory's. */
+static const char *dir_of_path(const char *path, char *dir, size_t len)
+{
+        dir_of(path, dir, len);
+        return dir;
 }
 
 /* What VACUUM writes (docs/DESIGN.md, "Free space for VACUUM"): a copy of
@@ -784,23 +801,29 @@ static enum maint_status check_space(const char *path, const struct dbstat *st,
 {
         uint64_t pages = st->page_count > st->freelist_count ? st->page_count - st->freelist_count : 0;
         uint64_t live = pages * st->page_size, extra;
-        char need_db[32], need_tmp[32], have_db[32], have_tmp[32], sum[32], live_s[32], dir[4096];
+        char need_db[32], need_tmp[32], have_db[32], have_tmp[32], sum[32], live_s[32], dir[4096], pdir[4096];
         const char *tmp = maint_temp_dir();
+        uint64_t block_db = 0, block_tmp = 0;
         struct stat sd, stt;
         bool same;
         int e;
 
         util_strlcpy(r->tmp_dir, tmp, sizeof(r->tmp_dir));
-        extra = strcmp(st->journal_mode, "wal") == 0 ? WAL_HEADER_BYTES + pages * WAL_FRAME_HEADER_BYTES
-                                                     : JOURNAL_HEADER_BYTES + pages * JOURNAL_RECORD_EXTRA;
-        r->space_needed = (uint64_t)((double)(live + extra) * o->disk_space_factor);
-        r->space_needed_tmp = (uint64_t)((double)live * o->disk_space_factor);
         dir_of(path, dir, sizeof(dir));
-        same = stat(dir, &sd) == 0 && stat(tmp, &stt) == 0 && sd.st_dev == stt.st_dev;
-        if ((e = free_bytes(path, &r->space_free_db)) < 0)
+        if ((e = free_bytes(path, &r->space_free_db, &block_db)) < 0)
                 return set_status(r, MAINT_IOERR, 0, "cannot measure free space: %s", strerror(-e));
-        if ((e = free_bytes(tmp, &r->space_free_tmp)) < 0)
+        if ((e = free_bytes(tmp, &r->space_free_tmp, &block_tmp)) < 0)
                 return set_status(r, MAINT_IOERR, 0, "cannot measure free space in %s: %s", tmp, strerror(-e));
+        /* Beside the database: the journal's records, or the WAL's frames and
+         * its wal-index (-shm: 32 KiB per 4096 frames, walformat.html); each
+         * file rounded up to the filesystem's block. The temp copy: one file. */
+        extra = strcmp(st->journal_mode, "wal") == 0
+              ? WAL_HEADER_BYTES + pages * WAL_FRAME_HEADER_BYTES + WALINDEX_BLOCK_BYTES * (1 + pages / WALINDEX_FRAMES) +
+                2 * block_db
+              : JOURNAL_HEADER_BYTES + pages * JOURNAL_RECORD_EXTRA + block_db;
+        r->space_needed = (uint64_t)((double)(live + extra) * o->disk_space_factor);
+        r->space_needed_tmp = (uint64_t)((double)(live + block_tmp) * o->disk_space_factor);
+        same = stat(dir_of_path(path, pdir, sizeof(pdir)), &sd) == 0 && stat(tmp, &stt) == 0 && sd.st_dev == stt.st_dev;
         if (same ? r->space_free_db >= r->space_needed + r->space_needed_tmp
                  : r->space_free_db >= r->space_needed && r->space_free_tmp >= r->space_needed_tmp)
                 return MAINT_OK;
@@ -826,6 +849,12 @@ static enum maint_status check_space(const char *path, const struct dbstat *st,
 
 /* ---- statistics, rowids -------------------------------------------------------- */
 
+/* Set by read_look while a look reads a WAL database without its -wal:
+ * an immutable connection never opens the WAL, so PRAGMA journal_mode
+ * names the connection's default; the file's mode is WAL. Per thread: the
+ * daemon's workers look at different databases at once. */
+static _Thread_local bool wal_format_read;
+
 static bool is_wal(const struct dbstat *st)
 {
         return strcmp(st->journal_mode, "wal") == 0;
@@ -838,6 +867,8 @@ static enum maint_status read_stats(sqlite3 *db, const char *path, struct dbstat
 
         if (rc != SQLITE_OK)
                 return fail_sqlite(r, db, rc, "cannot read statistics");
+        if (wal_format_read)
+                util_strlcpy(st->journal_mode, "wal", sizeof(st->journal_mode));
         *have = true;
         return MAINT_OK;
 }
@@ -982,6 +1013,7 @@ static enum maint_status finish(const char *path, struct maint_result *r, uint64
 typedef enum maint_status (*look_fn)(sqlite3 *db, const char *path, const struct maint_opts *o,
                                      struct maint_result *r);
 
+
 /* A hot journal, found by the read-only look of an operation that writes
  * anyway: a read-write open rolls it back (pager.c, as the application's
  * next open would), and the operation says so. */
@@ -1016,8 +1048,10 @@ static enum maint_status read_look(const char *path, const struct maint_opts *o,
                 if (probe(path, &l, r) != MAINT_OK)
                         return r->status;
                 clock_gettime(CLOCK_REALTIME_COARSE, &started);
+                wal_format_read = l.wal_format && choose_read_mode(&l) == READ_IMMUTABLE;
                 if (db_open_read(path, &l, o, cancel, &mode, &db, r) == MAINT_OK)
                         look(db, path, o, r);
+                wal_format_read = false;
                 db_close(path, db, cancel, false);
                 if (r->status == MAINT_HOT_JOURNAL && writes && !rolled_back) {
                         if (roll_back_hot_journal(path, o, cancel, r) != MAINT_OK)
@@ -1027,13 +1061,6 @@ static enum maint_status read_look(const char *path, const struct maint_opts *o,
                 }
                 if (mode != READ_IMMUTABLE || read_unchanged(path, &l, &started)) {
                         r->rolled_back_journal = rolled_back;
-                        /* An immutable connection never opens the WAL, so it
-                         * names the connection's default journal mode; the
-                         * file's is WAL. */
-                        if (mode == READ_IMMUTABLE && l.wal_format) {
-                                util_strlcpy(r->before.journal_mode, "wal", sizeof(r->before.journal_mode));
-                                util_strlcpy(r->after.journal_mode, "wal", sizeof(r->after.journal_mode));
-                        }
                         return r->status;
                 }
                 /* Read while the file changed: what was read may mix two

@@ -375,6 +375,12 @@ static void poll_failed(struct manager *m, struct target *t, enum maint_status s
 
         if (s == MAINT_CORRUPT) {
                 report_corrupt(m, t, "poll", why, NULL);
+        } else if (s == MAINT_HOT_JOURNAL) {
+                entry_db(&e, LOG_WARNING, MSGID_HOT_JOURNAL, t->path, "poll");
+                log_field(&e, "REASON", "%s", maint_status_name(s));
+                log_entry_send(&e, "%s: a hot journal: a transaction interrupted by a crash awaits rollback; a "
+                               "read never rolls it back, so statistics wait for the application's next open "
+                               "(until the file changes)", t->path);
         } else {
                 entry_db(&e, LOG_WARNING, s == MAINT_CANNOT ? MSGID_CANNOT_MAINTAIN : MSGID_JOB_FAILED, t->path,
                          "poll");
@@ -497,6 +503,13 @@ static void log_analyzed(struct manager *m, struct target *t, const struct maint
         snprintf(m->last_action, sizeof(m->last_action), "analyzed %s", t->path);
 }
 
+/* The -wal's bytes a checkpoint gave back (the application may have
+ * written again since: never less than nothing). */
+static uint64_t wal_given_back(const struct maint_result *r)
+{
+        return r->wal_bytes_before > r->wal_bytes_after ? r->wal_bytes_before - r->wal_bytes_after : 0;
+}
+
 static void log_result(struct manager *m, struct target *t, struct job *j)
 {
         const struct maint_result *r = &j->res;
@@ -505,7 +518,8 @@ static void log_result(struct manager *m, struct target *t, struct job *j)
         struct log_entry e;
 
         if (r->rolled_back_journal) {
-                entry_db(&e, LOG_NOTICE, NULL, t->path, op);
+                entry_db(&e, LOG_NOTICE, MSGID_HOT_JOURNAL, t->path, op);
+                log_field(&e, "REASON", "%s", "rolled_back");
                 log_entry_send(&e, "%s: rolled back a hot journal (a transaction interrupted by a crash) before "
                                "the %s, as the application's next open would have", t->path, op);
         }
@@ -520,15 +534,13 @@ static void log_result(struct manager *m, struct target *t, struct job *j)
                 }
                 if (j->op == MAINT_OP_CHECKPOINT) {
                         entry_db(&e, LOG_INFO, MSGID_CHECKPOINT_DONE, t->path, op);
-                        log_field(&e, "BYTES_RECLAIMED", "%llu",
-                                  (unsigned long long)(r->wal_bytes_before - r->wal_bytes_after));
+                        log_field(&e, "BYTES_RECLAIMED", "%llu", (unsigned long long)wal_given_back(r));
                         log_field(&e, "WAL_SIZE_BYTES", "%llu", (unsigned long long)r->wal_bytes_after);
                         log_field(&e, "DURATION_MS", "%llu", (unsigned long long)r->duration_ms);
                         log_field(&e, "REASON", "%s", sched_reason_name(t->reason));
                         log_field(&e, "ATTEMPT", "%d", t->ckpt_attempt + 1);
                         log_entry_send(&e, "%s: -wal checkpointed and truncated, %s given back%s", t->path,
-                                       util_format_bytes(r->wal_bytes_before - r->wal_bytes_after, bytes,
-                                                         sizeof(bytes)),
+                                       util_format_bytes(wal_given_back(r), bytes, sizeof(bytes)),
                                        t->ckpt_attempt ? " (readers had held it before)" : "");
                         snprintf(m->last_action, sizeof(m->last_action), "checkpointed %s", t->path);
                         break;
@@ -580,11 +592,13 @@ static void log_result(struct manager *m, struct target *t, struct job *j)
                 log_field(&e, "SQLITE_ERROR", "%s", r->message);
                 log_entry_send(&e, "%s: cannot maintain: %s", t->path, r->message);
                 break;
+        case MAINT_BUSY: /* only when stopping: otherwise retried */
         case MAINT_INTERRUPTED:
                 entry_db(&e, LOG_NOTICE, MSGID_JOB_FAILED, t->path, op);
                 log_field(&e, "REASON", "%s", maint_status_name(r->status));
                 log_field(&e, "SQLITE_ERROR", "%s", r->message);
-                log_entry_send(&e, "%s: %s interrupted; the database is intact", t->path, op);
+                log_entry_send(&e, "%s: %s %s; the database is intact", t->path, op,
+                               r->status == MAINT_BUSY ? "not run: locked when the daemon stopped" : "interrupted");
                 break;
         default:
                 entry_db(&e, LOG_ERR, MSGID_JOB_FAILED, t->path, op);

@@ -39,3 +39,5 @@
 #define MSGID_ROWID_GUARD "ed34d18b2d18427ba8510dcf8175c95d"
 /* a -wal was checkpointed and truncated: its space is given back */
 #define MSGID_CHECKPOINT_DONE "05760f3cca154835bd1c1dfab9e97b26"
+/* a hot journal: left for the application (a read), or rolled back first (a job that writes) */
+#define MSGID_HOT_JOURNAL "248fe34660be4d33807be1c4c5c505bc"

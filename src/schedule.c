@@ -56,7 +56,10 @@ struct sched_decision sched_vacuum(const struct dbstat *st, const struct vacuum_
 bool sched_checkpoint(const struct dbstat *st, const struct checkpoint_conf *cc, bool owed,
                       enum sched_reason *reason)
 {
-        uint64_t wal = st->wal_size_bytes, floor = (uint64_t)SQLITE_AUTOCHECKPOINT_PAGES * st->page_size;
+        /* the -wal of SQLITE_AUTOCHECKPOINT_PAGES frames: the 32-byte WAL header,
+         * then each page after its 24-byte frame header (fileformat2.html) */
+        uint64_t wal = st->wal_size_bytes,
+                 floor = 32 + (uint64_t)SQLITE_AUTOCHECKPOINT_PAGES * ((uint64_t)st->page_size + 24);
 
         *reason = SCHED_REASON_NONE;
         if (strcmp(st->journal_mode, "wal") != 0 || wal == 0)

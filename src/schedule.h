@@ -56,7 +56,8 @@ struct sched_decision sched_vacuum(const struct dbstat *st, const struct vacuum_
 /* Whether a WAL database's -wal should be checkpointed now: when one is
  * owed (a VACUUM's checkpoint was busy) and the -wal is not empty, or it
  * is larger than wal_size_limit, or than wal_size_ratio of the database
- * file once past the size SQLite's own auto-checkpoint keeps (1000 pages,
+ * file once past the size SQLite's own auto-checkpoint keeps (1000 frames:
+ * 32 + 1000 x (page size + 24) bytes, which SQLite never shrinks; see
  * pragma.html#pragma_wal_autocheckpoint). The reason goes to *reason. */
 bool sched_checkpoint(const struct dbstat *st, const struct checkpoint_conf *cc, bool owed,
                       enum sched_reason *reason);

@@ -76,19 +76,20 @@ int walread_scan(int fd, uint32_t page_size, struct walread *ret)
                 return (int)n;
         if (n < WAL_HEADER_SIZE)
                 return 0; /* empty or cut short: no frame SQLite would read */
+        /* In walIndexRecover()'s order: magic and page size (the WAL header
+         * holds it as is: 65536 is 65536), then the header checksum; a log
+         * failing those holds no frame. A valid header of another version
+         * SQLite refuses to open (SQLITE_CANTOPEN): only it can say so. */
         magic = be32(hdr);
-        if ((magic & ~1u) != WAL_MAGIC || be32(hdr + 4) != WAL_VERSION)
+        wal_page_size = be32(hdr + 8);
+        if ((magic & ~1u) != WAL_MAGIC || wal_page_size < 512 || wal_page_size > 65536 ||
+            (wal_page_size & (wal_page_size - 1)) != 0)
                 return 0;
         big_endian = magic & 1u;
-        wal_page_size = be32(hdr + 8);
-        if (wal_page_size == 1)
-                wal_page_size = 65536; /* as in the database header */
-        if (wal_page_size < 512 || wal_page_size > 65536 || (wal_page_size & (wal_page_size - 1)) != 0)
-                return 0;
         checksum(big_endian, hdr, 24, s);
         if (s[0] != be32(hdr + 24) || s[1] != be32(hdr + 28))
                 return 0;
-        if (wal_page_size != page_size)
+        if (be32(hdr + 4) != WAL_VERSION || wal_page_size != page_size)
                 return -EPROTO;
         salt1 = be32(hdr + 16);
         salt2 = be32(hdr + 20);

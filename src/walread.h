@@ -24,7 +24,8 @@ struct walread {
  * cumulative checksums hold; the last frame with a commit size ends the
  * log. Returns 0 with ret filled (frames == 0 when the -wal holds no
  * committed transaction, e.g. it is empty, a header only, or was reset),
- * -EPROTO when a valid header names a page size other than page_size (the
- * main file's: only SQLite can tell then), or -errno when the file cannot
- * be read, -ENOMEM. Reads the whole -wal: O(its size). */
+ * -EPROTO when a valid header names a version other than 3007000 or a page
+ * size other than page_size (the main file's): only SQLite can tell then;
+ * or -errno when the file cannot be read, -ENOMEM. Reads the whole -wal:
+ * O(its size). */
 int walread_scan(int wal_fd, uint32_t page_size, struct walread *ret);

@@ -355,30 +355,37 @@ def byte_figures(text):
     return out
 
 
-def vacuum_space_needed(page_count, freelist_count, page_size, journal_mode, factor=2.0):
+def vacuum_space_needed(page_count, freelist_count, page_size, journal_mode, factor=2.0, block=4096):
     """(beside the database, in the temp directory) in bytes, as the space
     check estimates what VACUUM writes (docs/DESIGN.md, "Free space for
     VACUUM"): the live pages copied into the temp directory, then written
-    again beside the database as WAL frames (24-byte frame headers and a
-    32-byte WAL header) or rollback-journal records (8 bytes each and a
-    512-byte header), each times disk_space_factor."""
+    again beside the database as WAL frames (24-byte frame headers, a
+    32-byte WAL header, and the -shm's 32 KiB per 4096 frames) or
+    rollback-journal records (8 bytes each and a 512-byte header); each
+    file rounded up by a filesystem block; each figure times
+    disk_space_factor."""
     pages = page_count - freelist_count
     live = pages * page_size
-    extra = 32 + 24 * pages if journal_mode == "wal" else 512 + 8 * pages
-    return int((live + extra) * factor), int(live * factor)
+    if journal_mode == "wal":
+        extra = 32 + 24 * pages + 32768 * (1 + pages // 4096) + 2 * block
+    else:
+        extra = 512 + 8 * pages + block
+    return int((live + extra) * factor), int((live + block) * factor)
 
 
 def db_space_needed(path, factor=2.0):
     """vacuum_space_needed() of the database at path, asked of SQLite
     (without a -wal, as the immutable file it then is: any other open would
     create a -wal and a -shm beside it)."""
-    rest = "&immutable=1" if not os.path.exists(f"{path}-wal") else ""
-    con = sqlite3.connect(f"file:{path}?mode=ro{rest}", uri=True)
+    immutable = not os.path.exists(f"{path}-wal")
+    con = sqlite3.connect(f"file:{path}?mode=ro{'&immutable=1' if immutable else ''}", uri=True)
     try:
         pc, fl, ps, jm = (con.execute(f"PRAGMA {p}").fetchone()[0]
                           for p in ("page_count", "freelist_count", "page_size", "journal_mode"))
     finally:
         con.close()
+    if immutable and header_field(path, 18, 2) == 0x0202:
+        jm = "wal"  # an immutable connection never opens the WAL: the header tells
     return vacuum_space_needed(pc, fl, ps, jm, factor)
 
 

@@ -195,7 +195,21 @@ static bool vacuum_eq(const struct vacuum_conf *a, const struct vacuum_conf *b)
                a->window.always == b->window.always && a->window.start_min == b->window.start_min &&
                a->window.end_min == b->window.end_min && a->min_interval_ms == b->min_interval_ms &&
                a->min_reclaim == b->min_reclaim && a->disk_space_factor == b->disk_space_factor &&
-               a->integrity == b->integrity && a->mode == b->mode;
+               a->integrity == b->integrity && a->mode == b->mode &&
+               a->allow_rowid_change == b->allow_rowid_change;
+}
+
+static bool analyze_eq(const struct analyze_conf *a, const struct analyze_conf *b)
+{
+        return a->interval_ms == b->interval_ms && a->analysis_limit == b->analysis_limit &&
+               a->threshold_rows == b->threshold_rows && a->scale_factor_percent == b->scale_factor_percent &&
+               a->large_table_rows == b->large_table_rows;
+}
+
+static bool checkpoint_eq(const struct checkpoint_conf *a, const struct checkpoint_conf *b)
+{
+        return a->wal_size_limit == b->wal_size_limit && a->wal_size_ratio == b->wal_size_ratio &&
+               a->warn_after_ms == b->warn_after_ms;
 }
 
 static bool is_builtin_vacuum(const struct vacuum_conf *v)
@@ -203,12 +217,18 @@ static bool is_builtin_vacuum(const struct vacuum_conf *v)
         return v->threshold == 20.0 && v->urgent_threshold == 30.0 && !v->window.always &&
                v->window.start_min == 120 && v->window.end_min == 300 && v->min_interval_ms == 6 * MS_PER_H &&
                v->min_reclaim == 1024 * 1024 && v->disk_space_factor == 2.0 && v->integrity == INTEGRITY_QUICK &&
-               v->mode == VACUUM_MODE_FULL;
+               v->mode == VACUUM_MODE_FULL && !v->allow_rowid_change;
 }
 
 static bool is_builtin_analyze(const struct analyze_conf *a)
 {
-        return a->interval_ms == MS_PER_D && a->analysis_limit == 1000;
+        return a->interval_ms == MS_PER_D && a->analysis_limit == 1000 && a->threshold_rows == 50 &&
+               a->scale_factor_percent == 10.0 && a->large_table_rows == 1000000;
+}
+
+static bool is_builtin_checkpoint(const struct checkpoint_conf *k)
+{
+        return k->wal_size_limit == 64ull << 20 && k->wal_size_ratio == 100.0 && k->warn_after_ms == MS_PER_H;
 }
 
 static bool is_builtin_retry(const struct retry_conf *r)
@@ -251,6 +271,7 @@ static void test_init_defaults(void)
         CHECK(is_builtin_vacuum(&c->vacuum));
         CHECK(is_builtin_analyze(&c->analyze));
         CHECK(is_builtin_retry(&c->retry));
+        CHECK(is_builtin_checkpoint(&c->checkpoint));
         CHECK(c->n_dbs == 0 && c->dbs == NULL);
         CHECK(conf_match(c, "/var/lib/app/main.db") == NULL);
         CHECK(conf_free(c) == NULL);
@@ -270,6 +291,7 @@ static void test_minimal(void)
         CHECK(is_builtin_vacuum(&c->vacuum));
         CHECK(is_builtin_analyze(&c->analyze));
         CHECK(is_builtin_retry(&c->retry));
+        CHECK(is_builtin_checkpoint(&c->checkpoint));
         CHECK(c->n_dbs == 1);
         if (c->n_dbs == 1) {
                 const struct db_conf *d = &c->dbs[0];
@@ -280,6 +302,7 @@ static void test_minimal(void)
                 CHECK(is_builtin_vacuum(&d->vacuum));
                 CHECK(is_builtin_analyze(&d->analyze));
                 CHECK(is_builtin_retry(&d->retry));
+                CHECK(is_builtin_checkpoint(&d->checkpoint));
         }
         conf_free(c);
 }
@@ -303,8 +326,15 @@ static void test_full(void)
         CHECK(c->vacuum.disk_space_factor == 2.5);
         CHECK(c->vacuum.integrity == INTEGRITY_FULL);
         CHECK(c->vacuum.mode == VACUUM_MODE_INCREMENTAL);
+        CHECK(c->vacuum.allow_rowid_change);
         CHECK(c->analyze.interval_ms == 14 * MS_PER_D);
         CHECK(c->analyze.analysis_limit == 0);
+        CHECK(c->analyze.threshold_rows == 500);
+        CHECK(c->analyze.scale_factor_percent == 2.5);
+        CHECK(c->analyze.large_table_rows == 5000);
+        CHECK(c->checkpoint.wal_size_limit == 1ull << 30);
+        CHECK(c->checkpoint.wal_size_ratio == 50.0);
+        CHECK(c->checkpoint.warn_after_ms == 30 * MS_PER_M);
         CHECK(c->retry.busy_timeout_ms == 250);
         CHECK(c->retry.max_attempts == 3);
         CHECK(c->retry.initial_backoff_ms == 500);
@@ -317,8 +347,8 @@ static void test_full(void)
         /* the first entry has exactly the defaults: section */
         d = &c->dbs[0];
         CHECK(vacuum_eq(&d->vacuum, &c->vacuum));
-        CHECK(d->analyze.interval_ms == c->analyze.interval_ms &&
-              d->analyze.analysis_limit == c->analyze.analysis_limit);
+        CHECK(analyze_eq(&d->analyze, &c->analyze));
+        CHECK(checkpoint_eq(&d->checkpoint, &c->checkpoint));
         CHECK(d->retry.busy_timeout_ms == c->retry.busy_timeout_ms &&
               d->retry.max_attempts == c->retry.max_attempts &&
               d->retry.initial_backoff_ms == c->retry.initial_backoff_ms &&
@@ -328,7 +358,7 @@ static void test_full(void)
         d = &c->dbs[1];
         CHECK_STREQ(d->path, "/srv/tenants/*.db");
         CHECK(d->is_glob);
-        CHECK(d->line == 27 && d->column == 5);
+        CHECK(d->line == 35 && d->column == 5);
         CHECK(d->vacuum.threshold == 25.0);
         CHECK(d->vacuum.urgent_threshold == 40.0);
         CHECK(d->vacuum.window.always);
@@ -337,8 +367,15 @@ static void test_full(void)
         CHECK(d->vacuum.disk_space_factor == 2.5);
         CHECK(d->vacuum.integrity == INTEGRITY_NONE);
         CHECK(d->vacuum.mode == VACUUM_MODE_INCREMENTAL);
+        CHECK(!d->vacuum.allow_rowid_change);
         CHECK(d->analyze.interval_ms == 0);
         CHECK(d->analyze.analysis_limit == 0);
+        CHECK(d->analyze.threshold_rows == 0);
+        CHECK(d->analyze.scale_factor_percent == 2.5);
+        CHECK(d->analyze.large_table_rows == 5000);
+        CHECK(d->checkpoint.wal_size_limit == 1ull << 30);
+        CHECK(d->checkpoint.wal_size_ratio == 0.0);
+        CHECK(d->checkpoint.warn_after_ms == 30 * MS_PER_M);
         CHECK(d->retry.busy_timeout_ms == 250);
         CHECK(d->retry.max_attempts == 1);
         CHECK(d->retry.initial_backoff_ms == 500);
@@ -447,6 +484,7 @@ static void test_shipped(void)
         CHECK(is_builtin_vacuum(&c->vacuum));
         CHECK(is_builtin_analyze(&c->analyze));
         CHECK(is_builtin_retry(&c->retry));
+        CHECK(is_builtin_checkpoint(&c->checkpoint));
         CHECK(c->n_dbs >= 1);
         conf_free(c);
 }
@@ -597,6 +635,162 @@ static void test_buffers(void)
         conf_diag_clear(NULL);
 }
 
+/* vacuum.allow_rowid_change: YAML 1.2's words and 1.1's yes/no/on/off, each
+ * set over the opposite default; anything else refused where it stands. */
+static void test_bool(void)
+{
+        static const char *const yes[] = { "true", "True", "TRUE", "yes", "on" };
+        static const char *const no[] = { "false", "False", "FALSE", "no", "off" };
+        static const char *const bad[] = {
+                "Yes", "YES", "y", "Y", "On", "ON", "No", "NO", "n", "Off", "OFF", "1", "0",
+                "t", "f", "tru", "truee", "enable", "disabled", "~", "null", "yes!",
+        };
+        static const char fmt[] = "defaults:\n"
+                                  "  vacuum: {allow_rowid_change: %s}\n"
+                                  "databases:\n"
+                                  "  - path: /a.db\n"
+                                  "    vacuum: {allow_rowid_change: %s}\n";
+        char yaml[256], msg[128];
+        struct conf *c;
+
+        for (size_t i = 0; i < 5; i++) {
+                c = NULL;
+                snprintf(yaml, sizeof(yaml), fmt, no[i], yes[i]);
+                CHECK_MSG(conf_load_buffer("b", yaml, strlen(yaml), &c, NULL) == 0, "'%s' refused", yes[i]);
+                CHECK_MSG(c && !c->vacuum.allow_rowid_change && c->dbs[0].vacuum.allow_rowid_change,
+                          "'%s' over '%s'", yes[i], no[i]);
+                conf_free(c);
+                c = NULL;
+                snprintf(yaml, sizeof(yaml), fmt, yes[i], no[i]);
+                CHECK_MSG(conf_load_buffer("b", yaml, strlen(yaml), &c, NULL) == 0, "'%s' refused", no[i]);
+                CHECK_MSG(c && c->vacuum.allow_rowid_change && !c->dbs[0].vacuum.allow_rowid_change,
+                          "'%s' over '%s'", no[i], yes[i]);
+                conf_free(c);
+        }
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+                snprintf(yaml, sizeof(yaml), fmt, "true", bad[i]);
+                snprintf(msg, sizeof(msg), "buf.yaml:5:34: invalid allow_rowid_change '%s': expected true or false",
+                         bad[i]);
+                CHECK_MSG(load_bad_str(yaml, msg) == 1, "'%s'", bad[i]);
+        }
+        load_bad_str("databases:\n  - path: /a.db\n    vacuum: {allow_rowid_change: [true]}\n",
+                     "buf.yaml:3:34: invalid value for 'allow_rowid_change': expected true or false, found a list");
+}
+
+/* analyze.threshold, scale_factor, large_table_rows and the checkpoint:
+ * section: every form, defaults: over the built-in values, entries over
+ * defaults:, merges, and the values refused. */
+static void test_new_keys(void)
+{
+        static const char yaml[] =
+                "x-ck: &ck {wal_size_limit: 2GiB, wal_size_ratio: 75%}\n"
+                "defaults:\n"
+                "  analyze: {threshold: 100, scale_factor: 12.5%, large_table_rows: 0}\n"
+                "  checkpoint:\n"
+                "    wal_size_limit: 1500\n"
+                "    warn_after: 10m\n"
+                "databases:\n"
+                "  - path: /a.db\n"
+                "  - path: /b.db\n"
+                "    analyze: {threshold: 9223372036854775807, scale_factor: 100}\n"
+                "    checkpoint: {wal_size_ratio: 25%, warn_after: 0}\n"
+                "  - path: /c.db\n"
+                "    checkpoint:\n"
+                "  - path: /d.db\n"
+                "    checkpoint: {<<: *ck, wal_size_ratio: 0%}\n"
+                "  - path: /e.db\n"
+                "    analyze: {scale_factor: 0, large_table_rows: 1}\n"
+                "    checkpoint: {wal_size_limit: 0, wal_size_ratio: 100%, warn_after: 2w}\n";
+        struct conf_diag d = { 0 };
+        struct conf *c = NULL;
+        const struct db_conf *db;
+
+        CHECK(conf_load_buffer("new", yaml, strlen(yaml), &c, &d) == 0);
+        print_diag(&d);
+        conf_diag_clear(&d);
+        if (!c || c->n_dbs != 5) {
+                CHECK(c && c->n_dbs == 5);
+                conf_free(c);
+                return;
+        }
+        /* defaults: what is set, and the built-in value of what is not */
+        CHECK(c->analyze.threshold_rows == 100 && c->analyze.scale_factor_percent == 12.5 &&
+              c->analyze.large_table_rows == 0);
+        CHECK(c->analyze.interval_ms == MS_PER_D && c->analyze.analysis_limit == 1000);
+        CHECK(c->checkpoint.wal_size_limit == 1500 && c->checkpoint.warn_after_ms == 10 * MS_PER_M);
+        CHECK(c->checkpoint.wal_size_ratio == 100.0);
+        CHECK(is_builtin_vacuum(&c->vacuum) && is_builtin_retry(&c->retry));
+
+        db = &c->dbs[0]; /* all inherited */
+        CHECK(analyze_eq(&db->analyze, &c->analyze));
+        CHECK(checkpoint_eq(&db->checkpoint, &c->checkpoint));
+
+        db = &c->dbs[1]; /* some overridden, the rest inherited */
+        CHECK(db->analyze.threshold_rows == INT64_MAX && db->analyze.scale_factor_percent == 100.0 &&
+              db->analyze.large_table_rows == 0);
+        CHECK(db->checkpoint.wal_size_limit == 1500 && db->checkpoint.wal_size_ratio == 25.0 &&
+              db->checkpoint.warn_after_ms == 0);
+
+        db = &c->dbs[2]; /* an empty checkpoint: overrides nothing */
+        CHECK(checkpoint_eq(&db->checkpoint, &c->checkpoint));
+
+        db = &c->dbs[3]; /* merged, the key written in the mapping winning */
+        CHECK(db->checkpoint.wal_size_limit == 2ull << 30 && db->checkpoint.wal_size_ratio == 0.0 &&
+              db->checkpoint.warn_after_ms == 10 * MS_PER_M);
+
+        db = &c->dbs[4]; /* the bounds */
+        CHECK(db->analyze.threshold_rows == 100 && db->analyze.scale_factor_percent == 0.0 &&
+              db->analyze.large_table_rows == 1);
+        CHECK(db->checkpoint.wal_size_limit == 0 && db->checkpoint.wal_size_ratio == 100.0 &&
+              db->checkpoint.warn_after_ms == 14 * MS_PER_D);
+        conf_free(c);
+
+        /* Refused values, each where it stands. */
+        load_bad_str("databases: [{path: /a.db, analyze: {threshold: 1.5}}]\n",
+                     "buf.yaml:1:48: invalid threshold '1.5': expected a whole number of rows, 0 or more");
+        load_bad_str("databases: [{path: /a.db, analyze: {threshold: 1e3}}]\n",
+                     "buf.yaml:1:48: invalid threshold '1e3': expected a whole number of rows, 0 or more");
+        load_bad_str("databases: [{path: /a.db, analyze: {threshold: +5}}]\n",
+                     "buf.yaml:1:48: invalid threshold '+5': expected a whole number of rows, 0 or more");
+        load_bad_str("databases: [{path: /a.db, analyze: {large_table_rows: many}}]\n",
+                     "buf.yaml:1:55: invalid large_table_rows 'many': expected a whole number of rows, 0 or more");
+        load_bad_str("databases: [{path: /a.db, analyze: {scale_factor: 0.5x}}]\n",
+                     "buf.yaml:1:51: invalid percentage '0.5x': expected a number from 0 to 100");
+        load_bad_str("databases: [{path: /a.db, checkpoint: {wal_size_limit: 1.5GiB}}]\n",
+                     "buf.yaml:1:56: invalid size '1.5GiB': fractions are not supported");
+        load_bad_str("databases: [{path: /a.db, checkpoint: {wal_size_limit: -1}}]\n",
+                     "buf.yaml:1:56: invalid size '-1': expected a whole number of bytes");
+        load_bad_str("databases: [{path: /a.db, checkpoint: {wal_size_ratio: 100.5%}}]\n",
+                     "buf.yaml:1:56: invalid percentage '100.5%': out of range");
+        load_bad_str("databases: [{path: /a.db, checkpoint: {warn_after: 1h30m}}]\n",
+                     "buf.yaml:1:52: invalid duration '1h30m': expected a number followed by ms, s, m, h, d or w");
+        load_bad_str("databases: [{path: /a.db, checkpoint: {warn_after: 60}}]\n",
+                     "buf.yaml:1:52: invalid duration '60': a unit is required");
+        load_bad_str("databases: [{path: /a.db, checkpoint: [wal_size_limit]}]\n",
+                     "buf.yaml:1:39: invalid value for 'checkpoint': expected a mapping, found a list");
+        /* Unknown keys in the new section get the usual hints. */
+        load_bad_str("databases: [{path: /a.db, checkpoint: {wal_size_ration: 5%}}]\n",
+                     "buf.yaml:1:40: unknown key 'wal_size_ration' in checkpoint, did you mean 'wal_size_ratio'?");
+        load_bad_str("databases: [{path: /a.db, checkpoint: {warnafter: 5m}}]\n",
+                     "buf.yaml:1:40: unknown key 'warnafter' in checkpoint, did you mean 'warn_after'?");
+        load_bad_str("databases: [{path: /a.db, checkpoint: {threshold: 5}}]\n",
+                     "buf.yaml:1:40: unknown key 'threshold' in checkpoint, did you mean to put it under 'vacuum:'?");
+        load_bad_str("databases: [{path: /a.db, checkpoint: {busy_timeout: 5s}}]\n",
+                     "buf.yaml:1:40: unknown key 'busy_timeout' in checkpoint, did you mean to put it under 'retry:'?");
+        load_bad_str("databases: [{path: /a.db, checkpoint: {size: 5MiB}}]\n",
+                     "buf.yaml:1:40: unknown key 'size' in checkpoint: expected one of wal_size_limit, wal_size_ratio, warn_after");
+        load_bad_str("databases: [{path: /a.db, analyze: {scale: 5%}}]\n",
+                     "buf.yaml:1:37: unknown key 'scale' in analyze: expected one of interval, analysis_limit, threshold, scale_factor, large_table_rows");
+        load_bad_str("databases: [{path: /a.db, analyze: {large_table_row: 5}}]\n",
+                     "buf.yaml:1:37: unknown key 'large_table_row' in analyze, did you mean 'large_table_rows'?");
+        load_bad_str("databases: [{path: /a.db, vacuum: {allow_rowid_changes: yes}}]\n",
+                     "buf.yaml:1:36: unknown key 'allow_rowid_changes' in vacuum, did you mean 'allow_rowid_change'?");
+        load_bad_str("databases: [{path: /a.db, wal_size_limit: 1GiB}]\n",
+                     "buf.yaml:1:27: unknown key 'wal_size_limit' in databases entry, did you mean to put it under 'checkpoint:'?");
+        load_bad_str("checkpoint: {}\ndatabases: [{path: /a.db}]\n",
+                     "buf.yaml:1:1: unknown key 'checkpoint' at top level, did you mean to put it under 'defaults:'?");
+}
+
 static void test_files(void)
 {
         struct conf_diag d = { 0 };
@@ -737,6 +931,8 @@ int main(void)
         test_every_good_file();
         test_match();
         test_buffers();
+        test_bool();
+        test_new_keys();
         test_files();
         test_bad_files();
         return test_summary();

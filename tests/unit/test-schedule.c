@@ -208,6 +208,138 @@ static void test_priority(void)
         CHECK(sched_compare(false, 25.0, false, 25.0) == 0);
 }
 
+/* A WAL database of file_size bytes with a -wal of wal bytes. */
+static struct dbstat wal_stat(uint64_t file_size, uint64_t wal)
+{
+        struct dbstat st = { .page_size = 4096, .file_size_bytes = file_size, .wal_size_bytes = wal };
+
+        st.page_count = file_size / 4096;
+        strcpy(st.journal_mode, "wal");
+        return st;
+}
+
+/* sched_checkpoint() with the reason it gives; the reason must say NONE
+ * exactly when the answer is no. */
+static enum sched_reason ckpt(const struct dbstat *st, const struct checkpoint_conf *cc, bool owed)
+{
+        enum sched_reason r = SCHED_REASON_THRESHOLD; /* must be overwritten */
+        bool due = sched_checkpoint(st, cc, owed, &r);
+
+        CHECK_MSG(due == (r != SCHED_REASON_NONE), "due %d with reason %s", due, sched_reason_name(r));
+        return r;
+}
+
+static void test_checkpoint(void)
+{
+        /* 1000 frames of 4 KiB pages: what SQLite's auto-checkpoint keeps */
+        const uint64_t MiB = 1024 * 1024, floor4k = 32 + 1000 * (4096 + 24);
+        struct checkpoint_conf cc = { .wal_size_limit = 64 * MiB, .wal_size_ratio = 100.0, .warn_after_ms = HOUR };
+        struct checkpoint_conf off = { .wal_size_limit = 0, .wal_size_ratio = 0.0 };
+        struct dbstat st;
+
+        /* Not in WAL mode, or nothing in the -wal: never, owed or not. */
+        st = wal_stat(10 * MiB, 100 * MiB);
+        strcpy(st.journal_mode, "delete");
+        CHECK(ckpt(&st, &cc, false) == SCHED_REASON_NONE);
+        CHECK(ckpt(&st, &cc, true) == SCHED_REASON_NONE);
+        strcpy(st.journal_mode, "");
+        CHECK(ckpt(&st, &cc, true) == SCHED_REASON_NONE);
+        st = wal_stat(10 * MiB, 0);
+        CHECK(ckpt(&st, &cc, false) == SCHED_REASON_NONE);
+        CHECK(ckpt(&st, &cc, true) == SCHED_REASON_NONE);
+
+        /* Owed after a VACUUM: any non-empty -wal, whatever the limits. */
+        st = wal_stat(10 * MiB, 1);
+        CHECK(ckpt(&st, &cc, false) == SCHED_REASON_NONE);
+        CHECK(ckpt(&st, &cc, true) == SCHED_REASON_AFTER_VACUUM);
+        CHECK(ckpt(&st, &off, true) == SCHED_REASON_AFTER_VACUUM);
+        st = wal_stat(10 * MiB, 100 * MiB); /* past the limits too: the owed one is named */
+        CHECK(ckpt(&st, &cc, true) == SCHED_REASON_AFTER_VACUUM);
+
+        /* wal_size_limit: at it is fine, one byte past it is not (the
+         * ratio kept out of the way by a large database file). */
+        st = wal_stat(1024 * MiB, 64 * MiB);
+        CHECK(ckpt(&st, &cc, false) == SCHED_REASON_NONE);
+        st.wal_size_bytes = 64 * MiB + 1;
+        CHECK(ckpt(&st, &cc, false) == SCHED_REASON_WAL_SIZE);
+        /* 0 is no absolute limit. */
+        cc.wal_size_limit = 0;
+        st.wal_size_bytes = 1000 * MiB;
+        CHECK(ckpt(&st, &cc, false) == SCHED_REASON_NONE);
+        st.wal_size_bytes = 1024 * MiB + 1; /* but the ratio still holds */
+        CHECK(ckpt(&st, &cc, false) == SCHED_REASON_WAL_SIZE);
+        /* both off: never for size */
+        st.wal_size_bytes = UINT64_MAX / 2;
+        CHECK(ckpt(&st, &off, false) == SCHED_REASON_NONE);
+
+        /* wal_size_ratio: at the ratio is fine, one byte past it is not. */
+        cc = (struct checkpoint_conf){ .wal_size_limit = 0, .wal_size_ratio = 100.0 };
+        st = wal_stat(100 * MiB, 100 * MiB);
+        CHECK(ckpt(&st, &cc, false) == SCHED_REASON_NONE);
+        st.wal_size_bytes++;
+        CHECK(ckpt(&st, &cc, false) == SCHED_REASON_WAL_SIZE);
+        cc.wal_size_ratio = 50.0;
+        st.wal_size_bytes = 50 * MiB;
+        CHECK(ckpt(&st, &cc, false) == SCHED_REASON_NONE);
+        st.wal_size_bytes++;
+        CHECK(ckpt(&st, &cc, false) == SCHED_REASON_WAL_SIZE);
+        cc.wal_size_ratio = 0.0; /* off */
+        st.wal_size_bytes = 1000 * MiB;
+        CHECK(ckpt(&st, &cc, false) == SCHED_REASON_NONE);
+
+        /* The floor: however small the database, a -wal of up to 1000
+         * frames is what SQLite's own auto-checkpoint keeps (an application
+         * left on the defaults sits exactly there: 4,120,032 bytes). */
+        cc.wal_size_ratio = 100.0;
+        st = wal_stat(8192, floor4k);
+        CHECK(ckpt(&st, &cc, false) == SCHED_REASON_NONE);
+        st.wal_size_bytes = floor4k + 1;
+        CHECK(ckpt(&st, &cc, false) == SCHED_REASON_WAL_SIZE);
+        /* with the page size: 1000 frames of 64 KiB pages */
+        st = wal_stat(65536, 32 + 1000 * (65536 + 24));
+        st.page_size = 65536;
+        CHECK(ckpt(&st, &cc, false) == SCHED_REASON_NONE);
+        st.wal_size_bytes++;
+        CHECK(ckpt(&st, &cc, false) == SCHED_REASON_WAL_SIZE);
+        st.page_size = 512;
+        st.wal_size_bytes = 32 + 1000 * (512 + 24);
+        CHECK(ckpt(&st, &cc, false) == SCHED_REASON_NONE);
+        st.wal_size_bytes++;
+        CHECK(ckpt(&st, &cc, false) == SCHED_REASON_WAL_SIZE);
+        /* an empty main file: only the floor holds */
+        st = wal_stat(0, floor4k);
+        CHECK(ckpt(&st, &cc, false) == SCHED_REASON_NONE);
+        st.wal_size_bytes++;
+        CHECK(ckpt(&st, &cc, false) == SCHED_REASON_WAL_SIZE);
+        /* the floor does not hold back wal_size_limit */
+        cc = (struct checkpoint_conf){ .wal_size_limit = 4096, .wal_size_ratio = 0.0 };
+        st = wal_stat(8192, 4097);
+        CHECK(ckpt(&st, &cc, false) == SCHED_REASON_WAL_SIZE);
+}
+
+static void test_reason_names(void)
+{
+        static const struct {
+                enum sched_reason r;
+                const char *name;
+        } names[] = {
+                { SCHED_REASON_NONE, "none" },
+                { SCHED_REASON_THRESHOLD, "threshold" },
+                { SCHED_REASON_URGENT, "urgent" },
+                { SCHED_REASON_TIMER, "timer" },
+                { SCHED_REASON_WAIT_WINDOW, "outside-window" },
+                { SCHED_REASON_MIN_INTERVAL, "min-interval" },
+                { SCHED_REASON_MIN_RECLAIM, "min-reclaim" },
+                { SCHED_REASON_BELOW, "below-threshold" },
+                { SCHED_REASON_WAL_SIZE, "wal-size" },
+                { SCHED_REASON_AFTER_VACUUM, "after-vacuum" },
+                { SCHED_REASON_ROWIDS, "rowids" },
+        };
+
+        for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+                CHECK_STREQ(sched_reason_name(names[i].r), names[i].name);
+}
+
 int main(void)
 {
         test_windows();
@@ -217,6 +349,7 @@ int main(void)
         test_analyze();
         test_backoff();
         test_priority();
-        CHECK_STREQ(sched_reason_name(SCHED_REASON_URGENT), "urgent");
+        test_checkpoint();
+        test_reason_names();
         return test_summary();
 }
