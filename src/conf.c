@@ -373,7 +373,7 @@ const char *conf_vacuum_mode_name(enum vacuum_mode m)
 /* ---- defaults ---------------------------------------------------------- */
 
 static void builtin_sections(struct vacuum_conf *v, struct analyze_conf *a, struct retry_conf *r,
-                             struct checkpoint_conf *k)
+                             struct checkpoint_conf *k, struct limits_conf *lim)
 {
         *v = (struct vacuum_conf){
                 .threshold = 20.0,
@@ -398,6 +398,11 @@ static void builtin_sections(struct vacuum_conf *v, struct analyze_conf *a, stru
                 .wal_size_ratio = 100.0,
                 .warn_after_ms = MS_PER_H,
         };
+        *lim = (struct limits_conf){
+                .job_timeout_ms = 30 * MS_PER_M,
+                .vacuum_timeout_per_gib_ms = 10 * MS_PER_M,
+                .max_matches = 100000,
+        };
         *r = (struct retry_conf){
                 .busy_timeout_ms = 50,
                 .max_attempts = 8,
@@ -412,7 +417,7 @@ int conf_init_defaults(struct conf *c)
                 .poll_interval_ms = 5 * MS_PER_M,
                 .max_concurrent_jobs = 1,
         };
-        builtin_sections(&c->vacuum, &c->analyze, &c->retry, &c->checkpoint);
+        builtin_sections(&c->vacuum, &c->analyze, &c->retry, &c->checkpoint, &c->limits);
         c->file = strdup("(built-in defaults)");
         c->state_dir = strdup(DEFAULT_STATE_DIR);
         if (!c->file || !c->state_dir) {
@@ -476,6 +481,7 @@ enum key_id {
         K_ANALYZE,
         K_RETRY,
         K_CHECKPOINT,
+        K_LIMITS,
         K_THRESHOLD,
         K_URGENT_THRESHOLD,
         K_WINDOW,
@@ -493,6 +499,9 @@ enum key_id {
         K_WAL_SIZE_LIMIT,
         K_WAL_SIZE_RATIO,
         K_WARN_AFTER,
+        K_JOB_TIMEOUT,
+        K_VACUUM_TIMEOUT_PER_GIB,
+        K_MAX_MATCHES,
         K_BUSY_TIMEOUT,
         K_MAX_ATTEMPTS,
         K_INITIAL_BACKOFF,
@@ -544,6 +553,7 @@ static const struct key_def defaults_keys[] = {
         { K_ANALYZE, "analyze", V_MAP, 0, 0, NULL, false },
         { K_RETRY, "retry", V_MAP, 0, 0, NULL, false },
         { K_CHECKPOINT, "checkpoint", V_MAP, 0, 0, NULL, false },
+        { K_LIMITS, "limits", V_MAP, 0, 0, NULL, false },
 };
 static const struct key_def db_keys[] = {
         { K_PATH, "path", V_PATH, 0, 0, NULL, false },
@@ -551,6 +561,7 @@ static const struct key_def db_keys[] = {
         { K_ANALYZE, "analyze", V_MAP, 0, 0, NULL, false },
         { K_RETRY, "retry", V_MAP, 0, 0, NULL, false },
         { K_CHECKPOINT, "checkpoint", V_MAP, 0, 0, NULL, false },
+        { K_LIMITS, "limits", V_MAP, 0, 0, NULL, false },
 };
 static const struct key_def vacuum_keys[] = {
         { K_THRESHOLD, "threshold", V_PERCENT, 0, 0, NULL, false },
@@ -575,6 +586,11 @@ static const struct key_def checkpoint_keys[] = {
         { K_WAL_SIZE_RATIO, "wal_size_ratio", V_PERCENT, 0, 0, NULL, false },
         { K_WARN_AFTER, "warn_after", V_DURATION, 0, (int64_t)MAX_DURATION_MS, NULL, false },
 };
+static const struct key_def limits_keys[] = {
+        { K_JOB_TIMEOUT, "job_timeout", V_DURATION, 1, (int64_t)MAX_DURATION_MS, NULL, false },
+        { K_VACUUM_TIMEOUT_PER_GIB, "vacuum_timeout_per_gib", V_DURATION, 0, (int64_t)MAX_DURATION_MS, NULL, false },
+        { K_MAX_MATCHES, "max_matches", V_INT, 1, 100000000, "a whole number from 1 to 100000000", false },
+};
 static const struct key_def retry_keys[] = {
         { K_BUSY_TIMEOUT, "busy_timeout", V_DURATION, 0, (int64_t)MAX_BUSY_TIMEOUT_MS, NULL, false },
         { K_MAX_ATTEMPTS, "max_attempts", V_INT, 1, 1000, "a whole number from 1 to 1000", false },
@@ -589,6 +605,7 @@ static const struct level vacuum_level = LEVEL("in vacuum", vacuum_keys);
 static const struct level analyze_level = LEVEL("in analyze", analyze_keys);
 static const struct level retry_level = LEVEL("in retry", retry_keys);
 static const struct level checkpoint_level = LEVEL("in checkpoint", checkpoint_keys);
+static const struct level limits_level = LEVEL("in limits", limits_keys);
 
 /* The sections that defaults: and a databases entry share, plus where
  * each effective value was set (NULL: inherited). */
@@ -597,6 +614,7 @@ struct settings {
         struct analyze_conf analyze;
         struct retry_conf retry;
         struct checkpoint_conf checkpoint;
+        struct limits_conf limits;
         yaml_node_t *src[K__COUNT];
 };
 
@@ -953,6 +971,7 @@ static const char *home_section(const struct level *lv, const char *name)
                 { &analyze_level, "analyze" },
                 { &retry_level, "retry" },
                 { &checkpoint_level, "checkpoint" },
+                { &limits_level, "limits" },
         };
 
         for (size_t i = 0; i < sizeof(sections) / sizeof(sections[0]); i++)
@@ -1352,6 +1371,15 @@ static void settings_set(struct settings *st, enum key_id id, const union value 
         case K_WARN_AFTER:
                 st->checkpoint.warn_after_ms = v->u;
                 break;
+        case K_JOB_TIMEOUT:
+                st->limits.job_timeout_ms = v->u;
+                break;
+        case K_VACUUM_TIMEOUT_PER_GIB:
+                st->limits.vacuum_timeout_per_gib_ms = v->u;
+                break;
+        case K_MAX_MATCHES:
+                st->limits.max_matches = (uint64_t)v->i;
+                break;
         case K_INTERVAL:
                 st->analyze.interval_ms = v->u;
                 break;
@@ -1397,10 +1425,11 @@ static bool section_pairs(struct loader *l, const struct key_def *k, yaml_node_t
 /* One vacuum:, analyze:, retry: or checkpoint: mapping applied over st. */
 static void apply_section(struct loader *l, const struct key_def *k, yaml_node_t *n, struct settings *st)
 {
-        const struct level *lv = k->id == K_VACUUM    ? &vacuum_level
-                                 : k->id == K_ANALYZE ? &analyze_level
-                                 : k->id == K_RETRY   ? &retry_level
-                                                      : &checkpoint_level;
+        const struct level *lv = k->id == K_VACUUM     ? &vacuum_level
+                                 : k->id == K_ANALYZE  ? &analyze_level
+                                 : k->id == K_RETRY    ? &retry_level
+                                 : k->id == K_LIMITS   ? &limits_level
+                                                       : &checkpoint_level;
         struct pairs p;
         union value v;
 
@@ -1461,7 +1490,7 @@ static void apply_sections(struct loader *l, const struct pairs *p, struct setti
         for (size_t i = 0; i < p->n; i++) {
                 enum key_id id = p->order[i];
 
-                if (id == K_VACUUM || id == K_ANALYZE || id == K_RETRY || id == K_CHECKPOINT)
+                if (id == K_VACUUM || id == K_ANALYZE || id == K_RETRY || id == K_CHECKPOINT || id == K_LIMITS)
                         apply_section(l, p->def[id], p->value[id], st);
         }
 }
@@ -1502,6 +1531,7 @@ static int add_db(struct loader *l, yaml_node_t *entry, yaml_node_t *path_node, 
                 .analyze = st->analyze,
                 .retry = st->retry,
                 .checkpoint = st->checkpoint,
+                .limits = st->limits,
         };
         if (!d->path)
                 return -ENOMEM;
@@ -1625,7 +1655,7 @@ static void load_root(struct loader *l, yaml_node_t *root)
 
         /* defaults: first, wherever it is in the file, since every
          * databases entry starts from it */
-        builtin_sections(&def.vacuum, &def.analyze, &def.retry, &def.checkpoint);
+        builtin_sections(&def.vacuum, &def.analyze, &def.retry, &def.checkpoint, &def.limits);
         if (p.value[K_DEFAULTS] &&
             section_pairs(l, p.def[K_DEFAULTS], p.value[K_DEFAULTS], &defaults_level, &dp)) {
                 apply_sections(l, &dp, &def);
@@ -1635,6 +1665,7 @@ static void load_root(struct loader *l, yaml_node_t *root)
         c->analyze = def.analyze;
         c->retry = def.retry;
         c->checkpoint = def.checkpoint;
+        c->limits = def.limits;
 
         dbs = p.value[K_DATABASES];
         if (!dbs) {

@@ -65,6 +65,13 @@ struct retry_conf {
         uint64_t max_backoff_ms; /* >= initial_backoff_ms */
 };
 
+/* What one job and one entry may take (docs/DESIGN.md, "Threat model"). */
+struct limits_conf {
+        uint64_t job_timeout_ms;          /* any job is stopped for certain after this */
+        uint64_t vacuum_timeout_per_gib_ms; /* a VACUUM: job_timeout plus this per GiB of database */
+        uint64_t max_matches;             /* databases one entry may match; the rest are not watched */
+};
+
 /* Effective settings of one databases: entry: the defaults with the entry's
  * own overrides applied. */
 struct db_conf {
@@ -75,6 +82,7 @@ struct db_conf {
         struct analyze_conf analyze;
         struct retry_conf retry;
         struct checkpoint_conf checkpoint;
+        struct limits_conf limits;
 };
 
 struct conf {
@@ -86,6 +94,7 @@ struct conf {
         struct analyze_conf analyze;
         struct retry_conf retry;
         struct checkpoint_conf checkpoint;
+        struct limits_conf limits;
         struct db_conf *dbs;
         size_t n_dbs;
 };

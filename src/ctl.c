@@ -1,6 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* sqlite-maintctl: the daemon's statistics and operations, one-shot. */
 #include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
 #include <stdarg.h>
 #include <getopt.h>
 #include <stdio.h>
@@ -11,6 +14,7 @@
 
 #include "config.h"
 #include "conf.h"
+#include "jobproc.h"
 #include "json.h"
 #include "maint.h"
 #include "schedule.h"
@@ -300,19 +304,51 @@ static bool below_threshold(const struct vacuum_conf *v, const struct dbstat *st
         return false;
 }
 
-static enum maint_status run_once(struct ctl *c, const char *path, const struct db_conf *dc,
-                                  const struct maint_opts *o, struct maint_result *r)
+/* The database a command works on: its directory, opened as the admin
+ * named it, and its name there; every operation runs in a job process
+ * (jobproc.h) with the file owner's identity and a time limit. */
+struct target_db {
+        const char *path;
+        int dirfd;
+        const char *name;
+        const struct db_conf *dc;
+};
+
+static enum maint_status run_op(const struct target_db *t, enum maint_op op, const struct maint_opts *o,
+                                struct maint_result *r)
 {
+        const struct limits_conf *l = &t->dc->limits;
+        uint64_t timeout = l->job_timeout_ms;
+        struct stat st;
+        struct jobproc_request req = {
+                .dirfd = t->dirfd,
+                .name = t->name,
+                .display_path = t->path,
+                .op = op,
+                .opts = o,
+        };
+
+        if (op == MAINT_OP_VACUUM && fstatat(t->dirfd, t->name, &st, AT_SYMLINK_NOFOLLOW) == 0)
+                timeout += (uint64_t)((double)st.st_size / (double)(1ull << 30) * (double)l->vacuum_timeout_per_gib_ms);
+        req.timeout_ms = timeout;
+        return jobproc_run(&req, NULL, r);
+}
+
+static enum maint_status run_once(struct ctl *c, const struct target_db *t, const struct maint_opts *o,
+                                  struct maint_result *r)
+{
+        const struct db_conf *dc = t->dc;
+
         switch (c->cmd) {
         case CMD_STATS:
-                return maint_stats(path, o, r);
+                return run_op(t, MAINT_OP_STATS, o, r);
         case CMD_ANALYZE:
-                return maint_analyze(path, o, NULL, r);
+                return run_op(t, MAINT_OP_ANALYZE, o, r);
         case CMD_CHECK:
-                return maint_check(path, o, NULL, r);
+                return run_op(t, MAINT_OP_CHECK, o, r);
         case CMD_VACUUM:
                 if (!c->force) {
-                        if (maint_stats(path, o, r) != MAINT_OK)
+                        if (run_op(t, MAINT_OP_STATS, o, r) != MAINT_OK)
                                 return r->status;
                         if (below_threshold(&dc->vacuum, &r->after, r)) {
                                 r->before = r->after;
@@ -322,15 +358,34 @@ static enum maint_status run_once(struct ctl *c, const char *path, const struct 
                         }
                 }
                 if (dc->vacuum.mode == VACUUM_MODE_INCREMENTAL) {
-                        maint_incremental_vacuum(path, o, NULL, r);
+                        run_op(t, MAINT_OP_INCREMENTAL_VACUUM, o, r);
                         /* Not an incremental database: a full VACUUM is what the admin asked. */
                         if (r->status != MAINT_CANNOT || !r->have_before ||
                             r->before.auto_vacuum == AUTO_VACUUM_INCREMENTAL)
                                 return r->status;
                 }
-                return maint_vacuum(path, o, NULL, r);
+                return run_op(t, MAINT_OP_VACUUM, o, r);
         }
         return MAINT_ERROR;
+}
+
+/* Open the directory of path (the admin's path: its symbolic links are
+ * followed, the database's own name is not). */
+static int open_dir_of(const char *path, const char **name, struct maint_result *r)
+{
+        const char *slash = strrchr(path, '/');
+        char dir[4096];
+        int fd;
+
+        *name = slash + 1;
+        snprintf(dir, sizeof(dir), "%.*s", slash == path ? 1 : (int)(slash - path), path);
+        fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0) {
+                r->status = errno == ENOENT || errno == ENOTDIR ? MAINT_MISSING
+                          : errno == EACCES ? MAINT_PERMISSION : MAINT_IOERR;
+                snprintf(r->message, sizeof(r->message), "cannot open its directory: %s", strerror(errno));
+        }
+        return fd;
 }
 
 static int process(struct ctl *c, const char *arg, const struct db_conf *defaults)
@@ -339,6 +394,7 @@ static int process(struct ctl *c, const char *arg, const struct db_conf *default
                                            [CMD_ANALYZE] = "analyze", [CMD_CHECK] = "check" };
         struct maint_result r = { 0 };
         const struct db_conf *dc;
+        struct target_db t;
         struct maint_opts o;
         char *path;
         int e, code;
@@ -358,13 +414,17 @@ static int process(struct ctl *c, const char *arg, const struct db_conf *default
         o.allow_rowid_change = o.allow_rowid_change || c->allow_rowid_change;
         o.analyze_all = c->cmd == CMD_ANALYZE && c->force;
 
+        t = (struct target_db){ .path = path, .dc = dc };
+        t.dirfd = open_dir_of(path, &t.name, &r);
         /* The daemon's backoff: retry.initial_backoff doubling, with jitter. */
-        for (int attempt = 1;; attempt++) {
-                run_once(c, path, dc, &o, &r);
+        for (int attempt = 1; t.dirfd >= 0; attempt++) {
+                run_once(c, &t, &o, &r);
                 if (r.status != MAINT_BUSY || attempt >= c->attempts)
                         break;
                 util_sleep_ms(sched_backoff_ms(&dc->retry, attempt, (uint32_t)random()));
         }
+        if (t.dirfd >= 0)
+                close(t.dirfd);
         if (r.status == MAINT_BUSY) {
                 char msg[sizeof(r.message) + 64];
 
@@ -431,6 +491,8 @@ int main(int argc, char **argv)
         char *end;
         long n;
 
+        if (argc == 2 && strcmp(argv[1], JOBPROC_ARG) == 0)
+                jobproc_child_main();
         while ((opt = getopt_long(argc, argv, "c:hV", options, NULL)) != -1) {
                 switch (opt) {
                 case 'c': config = optarg; break;
@@ -496,13 +558,16 @@ int main(int argc, char **argv)
                         return EXIT_FAILURE_OTHER;
                 }
         }
-        defaults = (struct db_conf){ .vacuum = builtin->vacuum, .analyze = builtin->analyze, .retry = builtin->retry };
+        defaults = (struct db_conf){ .vacuum = builtin->vacuum, .analyze = builtin->analyze, .retry = builtin->retry,
+                                     .checkpoint = builtin->checkpoint, .limits = builtin->limits };
 
-        if (maint_init() < 0) {
-                fputs("sqlite-maintctl: cannot initialize SQLite\n", stderr);
+        if (jobproc_init() < 0) {
+                fputs("sqlite-maintctl: cannot find its own executable (/proc/self/exe)\n", stderr);
                 conf_free(builtin);
                 return EXIT_FAILURE_OTHER;
         }
+        /* a job process that ends early must not kill the tool */
+        signal(SIGPIPE, SIG_IGN);
         srandom((unsigned)time(NULL) ^ (unsigned)getpid()); /* backoff jitter */
         json_init(&c.j, stdout);
         if (c.cmd == CMD_STATS && !c.json)

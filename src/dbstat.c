@@ -60,17 +60,23 @@ int dbstat_parse_header(const unsigned char h[DBSTAT_HEADER_SIZE], struct dbhead
         return 0;
 }
 
-/* Size of path+suffix, 0 when absent; -errno on other errors. */
-static int64_t side_file_size(const char *path, const char *suffix)
+/* Size of path+suffix (in dirfd, or AT_FDCWD), 0 when absent; -errno on
+ * other errors. */
+static int64_t side_file_size_at(int dirfd, const char *path, const char *suffix)
 {
         char p[4096 + 16];
         struct stat st;
 
         if ((size_t)snprintf(p, sizeof(p), "%s%s", path, suffix) >= sizeof(p))
                 return -ENAMETOOLONG;
-        if (stat(p, &st) < 0)
+        if (fstatat(dirfd, p, &st, AT_SYMLINK_NOFOLLOW) < 0)
                 return errno == ENOENT ? 0 : -errno;
         return (int64_t)st.st_size;
+}
+
+static int64_t side_file_size(const char *path, const char *suffix)
+{
+        return side_file_size_at(AT_FDCWD, path, suffix);
 }
 
 static void fill_derived(struct dbstat *st)
@@ -81,12 +87,12 @@ static void fill_derived(struct dbstat *st)
 
 /* Open a file for a raw read: never following a symbolic link, never
  * blocking on a FIFO, leaving no access time where that is allowed. */
-static int open_raw(const char *path, struct stat *st)
+static int open_raw_at(int dirfd, const char *path, struct stat *st)
 {
-        int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOATIME);
+        int fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOATIME);
 
         if (fd < 0 && errno == EPERM)
-                fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+                fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
         if (fd < 0)
                 return -errno;
         if (fstat(fd, st) < 0) {
@@ -100,6 +106,11 @@ static int open_raw(const char *path, struct stat *st)
                 return S_ISDIR(st->st_mode) ? -EISDIR : -EINVAL;
         }
         return fd;
+}
+
+static int open_raw(const char *path, struct stat *st)
+{
+        return open_raw_at(AT_FDCWD, path, st);
 }
 
 uint64_t dbstat_header_page_count(const struct dbheader *h, uint64_t file_size)
@@ -116,6 +127,11 @@ static enum auto_vacuum header_auto_vacuum(const struct dbheader *h)
 
 int dbstat_read_header(const char *path, struct dbstat *st)
 {
+        return dbstat_read_header_at(AT_FDCWD, path, st);
+}
+
+int dbstat_read_header_at(int dirfd, const char *path, struct dbstat *st)
+{
         unsigned char a[DBSTAT_HEADER_SIZE], b[DBSTAT_HEADER_SIZE];
         struct dbheader h;
         struct stat s;
@@ -126,7 +142,7 @@ int dbstat_read_header(const char *path, struct dbstat *st)
         /* O_NOFOLLOW as the SQLite open uses SQLITE_OPEN_NOFOLLOW; O_NONBLOCK
          * so a FIFO named like a database cannot hang the loop (it is then
          * refused as not a regular file). */
-        fd = open_raw(path, &s);
+        fd = open_raw_at(dirfd, path, &s);
         if (fd < 0)
                 return fd;
         *st = (struct dbstat){ .file_size_bytes = (uint64_t)s.st_size, .from_header = true };
@@ -134,7 +150,7 @@ int dbstat_read_header(const char *path, struct dbstat *st)
                 /* An empty file is an empty database to SQLite. */
                 st->page_size = 4096;
                 util_strlcpy(st->journal_mode, "delete", sizeof(st->journal_mode));
-                r = side_file_size(path, "-wal") > 0 || side_file_size(path, "-journal") > 0 ? -EAGAIN : 0;
+                r = side_file_size_at(dirfd, path, "-wal") > 0 || side_file_size_at(dirfd, path, "-journal") > 0 ? -EAGAIN : 0;
                 goto out;
         }
         /* No lock guards a raw read: read twice and require the same bytes. */
@@ -162,8 +178,8 @@ int dbstat_read_header(const char *path, struct dbstat *st)
         st->auto_vacuum = header_auto_vacuum(&h);
         st->schema_cookie = h.schema_cookie;
         util_strlcpy(st->journal_mode, h.wal ? "wal" : "delete", sizeof(st->journal_mode));
-        wal = side_file_size(path, "-wal");
-        journal = side_file_size(path, "-journal");
+        wal = side_file_size_at(dirfd, path, "-wal");
+        journal = side_file_size_at(dirfd, path, "-journal");
         st->wal_size_bytes = wal > 0 ? (uint64_t)wal : 0;
 
         /* When the header can be believed, see SQLITE-NOTES.md: the in-header

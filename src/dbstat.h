@@ -56,6 +56,9 @@ int dbstat_parse_header(const unsigned char h[DBSTAT_HEADER_SIZE], struct dbhead
  * -EINVAL for not a database, ...).
  * Never call it on a database this process has open: close() drops locks. */
 int dbstat_read_header(const char *path, struct dbstat *st);
+/* The same for name in the directory open as dirfd: openat() with
+ * O_NOFOLLOW | O_NONBLOCK, side files by fstatat(). */
+int dbstat_read_header_at(int dirfd, const char *name, struct dbstat *st);
 
 /* The database size in pages by the header's own rule (fileformat2.html,
  * "In-header database size"): the in-header count when it is non-zero and

@@ -1,26 +1,35 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "job.h"
+#include "jobproc.h"
 
-int job_new(struct job **ret, const char *path, enum maint_op op, const struct maint_opts *o,
-            struct state *state)
+int job_new(struct job **ret, int dirfd, const char *name, const char *path, enum maint_op op,
+            const struct maint_opts *o, uint64_t timeout_ms, struct state *state)
 {
         struct job *j = calloc(1, sizeof(*j));
 
         if (!j)
                 return -ENOMEM;
+        j->dirfd = dirfd >= 0 ? fcntl(dirfd, F_DUPFD_CLOEXEC, 3) : -1;
         j->path = strdup(path);
-        if (!j->path || maint_cancel_init(&j->cancel) < 0) {
+        j->name = strdup(name);
+        if (j->dirfd < 0 || !j->path || !j->name || maint_cancel_init(&j->cancel) < 0) {
+                if (j->dirfd >= 0)
+                        close(j->dirfd);
                 free(j->path);
+                free(j->name);
                 free(j);
                 return -ENOMEM;
         }
         j->op = op;
         j->opts = *o;
+        j->timeout_ms = timeout_ms;
         j->state = state;
         j->req.data = j;
         *ret = j;
@@ -33,37 +42,37 @@ struct job *job_free(struct job *j)
                 return NULL;
         maint_result_clear(&j->res);
         maint_cancel_destroy(&j->cancel);
+        if (j->dirfd >= 0)
+                close(j->dirfd);
         free(j->path);
+        free(j->name);
         free(j);
         return NULL;
-}
-
-/* The exact row count behind statistics this daemon wrote (a sampled
- * ANALYZE writes an estimate), while they are still the ones it wrote. */
-static bool analyze_baseline(void *userdata, const char *table, const char *stat, uint64_t *rows)
-{
-        struct job *j = userdata;
-
-        return j->state && state_analyze_baseline(j->state, j->path, table, stat, rows) == 0;
 }
 
 /* On a pool thread. */
 static void work_cb(uv_work_t *req)
 {
         struct job *j = req->data;
+        struct jobproc_baseline *b = NULL;
+        size_t nb = 0;
+        struct jobproc_request jr = {
+                .dirfd = j->dirfd,
+                .name = j->name,
+                .display_path = j->path,
+                .op = j->op,
+                .opts = &j->opts,
+                .timeout_ms = j->timeout_ms,
+        };
 
-        switch (j->op) {
-        case MAINT_OP_STATS: maint_stats(j->path, &j->opts, &j->res); break;
-        case MAINT_OP_VACUUM: maint_vacuum(j->path, &j->opts, &j->cancel, &j->res); break;
-        case MAINT_OP_ANALYZE:
-                j->opts.analyze_baseline = analyze_baseline;
-                j->opts.analyze_baseline_userdata = j;
-                maint_analyze(j->path, &j->opts, &j->cancel, &j->res);
-                break;
-        case MAINT_OP_CHECK: maint_check(j->path, &j->opts, &j->cancel, &j->res); break;
-        case MAINT_OP_INCREMENTAL_VACUUM: maint_incremental_vacuum(j->path, &j->opts, &j->cancel, &j->res); break;
-        case MAINT_OP_CHECKPOINT: maint_checkpoint(j->path, &j->opts, &j->cancel, &j->res); break;
+        /* The job process cannot read the state file (it is the owner of
+         * the database, not root): it gets the counts it may need. */
+        if (j->op == MAINT_OP_ANALYZE && j->state && state_analyze_baselines(j->state, j->path, &b, &nb) == 0) {
+                jr.baselines = b;
+                jr.n_baselines = nb;
         }
+        jobproc_run(&jr, &j->cancel, &j->res);
+        free(b);
         j->finished_ms = state_now_ms();
         /* Recorded here, not on the loop thread: it is an fsync'ing write. A
          * vacuum counts as done once it ran, even if the WAL stayed large. */
@@ -73,15 +82,10 @@ static void work_cb(uv_work_t *req)
                 (void)state_record_analyzed(j->state, j->path, j->res.tables, j->res.n_tables);
 }
 
-/* On the loop thread. status is UV_ECANCELED only if the request never ran. */
 static void after_work_cb(uv_work_t *req, int status)
 {
         struct job *j = req->data;
 
-        if (status == UV_ECANCELED) {
-                j->res.status = MAINT_INTERRUPTED;
-                snprintf(j->res.message, sizeof(j->res.message), "cancelled before it started");
-        }
         j->done(j, j->userdata);
 }
 

@@ -35,6 +35,7 @@
 /* The child's own fds (jobproc_child_main). */
 #define CHILD_DIR_FD 3
 #define CHILD_CONTROL_FD 4
+#define CHILD_EXE_FD 5 /* close-on-exec: only for execveat() itself */
 /* Exit status of a job process that ended itself without an answer. */
 #define CHILD_EXIT_TIMEOUT 2
 #define CHILD_EXIT_STOPPED 3
@@ -67,6 +68,16 @@ static pthread_mutex_t stray_lock = PTHREAD_MUTEX_INITIALIZER;
 static pid_t strays[64];
 static size_t n_strays;
 
+/* fd moved to 10 or above, close-on-exec, so that the child's dup2() onto
+ * 0..4 cannot clobber one it still needs. */
+static int high_fd(int fd)
+{
+        int h = fcntl(fd, F_DUPFD_CLOEXEC, 10);
+
+        close(fd);
+        return h;
+}
+
 int jobproc_init(void)
 {
         char path[4096];
@@ -79,7 +90,10 @@ int jobproc_init(void)
                 return -errno;
         path[n] = '\0';
         exe_fd = open(path, O_PATH | O_CLOEXEC);
-        return exe_fd < 0 ? -errno : 0;
+        if (exe_fd < 0)
+                return -errno;
+        exe_fd = high_fd(exe_fd);
+        return exe_fd < 0 ? -EMFILE : 0;
 }
 
 static uint64_t now_ms(void)
@@ -546,16 +560,6 @@ static void add_stray(pid_t pid)
         pthread_mutex_unlock(&stray_lock);
 }
 
-/* fd moved to 10 or above, close-on-exec, so that the child's dup2() onto
- * 0..4 cannot clobber one it still needs. */
-static int high_fd(int fd)
-{
-        int h = fcntl(fd, F_DUPFD_CLOEXEC, 10);
-
-        close(fd);
-        return h;
-}
-
 static int make_pipe(int p[2])
 {
         if (pipe2(p, O_CLOEXEC) < 0)
@@ -682,10 +686,11 @@ enum maint_status jobproc_run(const struct jobproc_request *req, struct maint_ca
                 /* Only async-signal-safe calls until exec: this process may
                  * have had other threads. */
                 if (dup2(spec_p[0], STDIN_FILENO) < 0 || dup2(res_p[1], STDOUT_FILENO) < 0 ||
-                    dup2(dir, CHILD_DIR_FD) < 0 || dup2(ctl_p[0], CHILD_CONTROL_FD) < 0)
+                    dup2(dir, CHILD_DIR_FD) < 0 || dup2(ctl_p[0], CHILD_CONTROL_FD) < 0 ||
+                    dup3(exe_fd, CHILD_EXE_FD, O_CLOEXEC) < 0)
                         _exit(127);
-                syscall(SYS_close_range, CHILD_CONTROL_FD + 1, ~0U, 0);
-                syscall(SYS_execveat, exe_fd, "", argv, environ, AT_EMPTY_PATH);
+                syscall(SYS_close_range, CHILD_EXE_FD + 1, ~0U, 0);
+                syscall(SYS_execveat, CHILD_EXE_FD, "", argv, environ, AT_EMPTY_PATH);
                 _exit(127);
         }
         close(spec_p[0]);

@@ -5,9 +5,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "config.h"
 #include "conf.h"
+#include "jobproc.h"
 #include "log.h"
 #include "maint.h"
 #include "manager.h"
@@ -35,6 +37,18 @@ static void usage(FILE *f)
               "      --log-level=LEVEL    debug, info, notice, warning or err (default info)\n"
               "  -h, --help               this text\n"
               "  -V, --version            the version\n", f);
+}
+
+/* A directory descriptor is kept for each directory of watched
+ * databases: the soft limit goes up to the hard one. */
+static void raise_fd_limit(void)
+{
+        struct rlimit rl;
+
+        if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+                rl.rlim_cur = rl.rlim_max;
+                (void)setrlimit(RLIMIT_NOFILE, &rl);
+        }
 }
 
 static int parse_level(const char *s)
@@ -106,6 +120,8 @@ int main(int argc, char **argv)
         bool check = false;
         int opt, r;
 
+        if (argc == 2 && strcmp(argv[1], JOBPROC_ARG) == 0)
+                jobproc_child_main();
         while ((opt = getopt_long(argc, argv, "c:nhV", options, NULL)) != -1) {
                 switch (opt) {
                 case 'c': mo.conf_file = optarg; break;
@@ -148,6 +164,11 @@ int main(int argc, char **argv)
                 log_msg(LOG_ERR, "cannot initialize SQLite");
                 return EXIT_FAILURE;
         }
+        if (jobproc_init() < 0) {
+                log_msg(LOG_ERR, "cannot find its own executable (/proc/self/exe) to run jobs with");
+                return EXIT_FAILURE;
+        }
+        raise_fd_limit();
         /* Startup errors end here, before READY=1. */
         if (load_conf(mo.conf_file, &c, true) < 0)
                 return EXIT_CONFIG;

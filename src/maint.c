@@ -226,36 +226,17 @@ static enum maint_status fail_sqlite(struct maint_result *r, sqlite3 *db, int rc
 {
         const char *msg = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
 
+        if (rc == SQLITE_READONLY_DIRECTORY)
+                return set_status(r, MAINT_PERMISSION, rc,
+                                  "%s: the database's owner (user %u, whom the job runs as) cannot create files in "
+                                  "its directory, where SQLite writes the -journal or -wal: the application could "
+                                  "not write this database either", what, (unsigned)geteuid());
         if (rc == SQLITE_READONLY_ROLLBACK)
                 return set_status(r, MAINT_HOT_JOURNAL, rc,
                                   "%s: a hot journal: a transaction interrupted by a crash awaits rollback, "
                                   "which only a read-write open does (the application's next one, or a "
                                   "maintenance job's)", what);
         return set_status(r, maint_classify(rc, msg), rc, "%s: %s (%s)", what, msg, sqlite3_errstr(rc));
-}
-
-/* Leave every side file owned as the database is. SQLite does this itself
- * for files it creates while running as root; this covers the rest (files
- * created by an earlier run or another tool under our uid). */
-static void fix_side_file_owners(const char *path)
-{
-        static const char *const suffixes[] = { "-journal", "-wal", "-shm" };
-        struct stat db, side;
-        char p[4096 + 16];
-
-        if (geteuid() != 0 || stat(path, &db) < 0)
-                return;
-        for (size_t i = 0; i < ELEMENTSOF(suffixes); i++) {
-                if ((size_t)snprintf(p, sizeof(p), "%s%s", path, suffixes[i]) >= sizeof(p))
-                        continue;
-                if (lstat(p, &side) < 0 || !S_ISREG(side.st_mode))
-                        continue;
-                /* Best effort: a file that vanished or a filesystem without
-                 * ownership (vfat) leaves nothing better to do. */
-                if ((side.st_uid != db.st_uid || side.st_gid != db.st_gid) &&
-                    fchownat(AT_FDCWD, p, db.st_uid, db.st_gid, AT_SYMLINK_NOFOLLOW) < 0)
-                        continue;
-        }
 }
 
 /* ---- opening a database we do not control -------------------------------- */
@@ -297,8 +278,6 @@ static enum maint_status probe(const char *path, struct layout *l, struct maint_
         bool exists;
         int fd;
 
-        if (path[0] != '/')
-                return set_status(r, MAINT_ERROR, 0, "not an absolute path");
         if (lstat(path, &l->st) < 0) {
                 if (errno == ENOENT || errno == ENOTDIR)
                         return set_status(r, MAINT_MISSING, 0, "no such file");
@@ -345,18 +324,30 @@ static enum read_mode choose_read_mode(const struct layout *l)
         return READ_ROLLBACK;
 }
 
-/* "file:///..." with every byte outside [A-Za-z0-9/._~-] as %HH, so that
- * ?, # and % in a path mean themselves (SQLite decodes %HH). */
-static char *path_uri(const char *path, const char *params)
+/* The VFSes that open a database and its side files (dirvfs.c in a job
+ * process); NULL: SQLite's default and unix-excl. */
+static const char *vfs_normal, *vfs_excl;
+
+void maint_set_vfs(const char *normal, const char *excl)
+{
+        vfs_normal = normal;
+        vfs_excl = excl;
+}
+
+/* "file:///..." (or "file:name" for a name relative to the working
+ * directory) with every byte outside [A-Za-z0-9/._~-] as %HH, so that ?, #
+ * and % in a path mean themselves (SQLite decodes %HH); then the
+ * parameters, and the VFS to use. */
+static char *path_uri(const char *path, const char *params, bool excl)
 {
         static const char hex[] = "0123456789ABCDEF";
+        const char *vfs = excl ? (vfs_excl ? vfs_excl : "unix-excl") : vfs_normal;
         size_t n = strlen(path), k = 0;
-        char *s = malloc(7 + 3 * n + 1 + strlen(params) + 1);
+        char *s = malloc(7 + 3 * n + 2 + strlen(params) + 5 + (vfs ? strlen(vfs) : 0) + 1);
 
         if (!s)
                 return NULL;
-        memcpy(s, "file://", 7);
-        k = 7;
+        k = (size_t)sprintf(s, "%s", path[0] == '/' ? "file://" : "file:");
         for (const unsigned char *p = (const unsigned char *)path; *p; p++) {
                 if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
                     strchr("/._~-", *p)) {
@@ -368,9 +359,13 @@ static char *path_uri(const char *path, const char *params)
                 }
         }
         s[k] = '\0';
-        if (*params) {
+        if (*params || vfs) {
                 strcat(s, "?");
                 strcat(s, params);
+        }
+        if (vfs) {
+                strcat(s, *params ? "&vfs=" : "vfs=");
+                strcat(s, vfs);
         }
         return s;
 }
@@ -378,11 +373,12 @@ static char *path_uri(const char *path, const char *params)
 /* Open and set up a connection (SQLITE-NOTES.md, "Databases you do not
  * control"). Never creates the file; never checkpoints on close unless the
  * operation wrote (db_close). */
-static enum maint_status db_connect(const char *path, const char *params, int flags, const struct maint_opts *o,
-                                    struct maint_cancel *cancel, sqlite3 **ret, struct maint_result *r)
+static enum maint_status db_connect(const char *path, const char *params, bool excl, int flags,
+                                    const struct maint_opts *o, struct maint_cancel *cancel, sqlite3 **ret,
+                                    struct maint_result *r)
 {
         sqlite3 *db = NULL;
-        char *uri = path_uri(path, params);
+        char *uri = path_uri(path, params, excl);
         int rc;
 
         *ret = NULL;
@@ -432,17 +428,17 @@ static enum maint_status db_open_read(const char *path, const struct layout *l, 
         *mode = choose_read_mode(l);
         switch (*mode) {
         case READ_SHARED:
-                return db_connect(path, "mode=ro&readonly_shm=1", SQLITE_OPEN_READONLY, o, cancel, ret, r);
+                return db_connect(path, "mode=ro&readonly_shm=1", false, SQLITE_OPEN_READONLY, o, cancel, ret, r);
         case READ_IMMUTABLE:
-                return db_connect(path, "mode=ro&immutable=1", SQLITE_OPEN_READONLY, o, cancel, ret, r);
+                return db_connect(path, "mode=ro&immutable=1", false, SQLITE_OPEN_READONLY, o, cancel, ret, r);
         case READ_EXCLUSIVE:
                 /* Heap memory stands in for the -shm; the exclusive lock needs
                  * a read-write descriptor, but nothing is written. */
-                return db_connect(path, "vfs=unix-excl", SQLITE_OPEN_READWRITE, o, cancel, ret, r);
+                return db_connect(path, "", true, SQLITE_OPEN_READWRITE, o, cancel, ret, r);
         case READ_ROLLBACK:
                 break;
         }
-        return db_connect(path, "mode=ro", SQLITE_OPEN_READONLY, o, cancel, ret, r);
+        return db_connect(path, "mode=ro", false, SQLITE_OPEN_READONLY, o, cancel, ret, r);
 }
 
 static enum maint_status db_open_write(const char *path, const struct maint_opts *o, struct maint_cancel *cancel,
@@ -452,7 +448,7 @@ static enum maint_status db_open_write(const char *path, const struct maint_opts
 
         if (probe(path, &l, r) != MAINT_OK)
                 return r->status;
-        return db_connect(path, "", SQLITE_OPEN_READWRITE, o, cancel, ret, r);
+        return db_connect(path, "", false, SQLITE_OPEN_READWRITE, o, cancel, ret, r);
 }
 
 /* A read of a database that has no -wal cannot take SQLite's locks without
@@ -492,8 +488,6 @@ static void db_close(const char *path, sqlite3 *db, struct maint_cancel *cancel,
                 sqlite3_db_config(db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 0, NULL);
         /* Every statement is finalized by now; close_v2 cannot leave a zombie. */
         sqlite3_close_v2(db);
-        if (wrote)
-                fix_side_file_owners(path);
 }
 
 /* ---- small helpers ------------------------------------------------------------ */
@@ -809,7 +803,7 @@ static enum maint_status check_space(const char *path, const struct dbstat *st,
         int e;
 
         util_strlcpy(r->tmp_dir, tmp, sizeof(r->tmp_dir));
-        dir_of(path, dir, sizeof(dir));
+        dir_of(o->display_path ? o->display_path : path, dir, sizeof(dir));
         if ((e = free_bytes(path, &r->space_free_db, &block_db)) < 0)
                 return set_status(r, MAINT_IOERR, 0, "cannot measure free space: %s", strerror(-e));
         if ((e = free_bytes(tmp, &r->space_free_tmp, &block_tmp)) < 0)

@@ -123,6 +123,11 @@ struct maint_result {
 /* Process-wide SQLite setup (heap limit); call once before any operation. */
 int maint_init(void);
 
+/* Open databases through these VFSes (dirvfs.c registers them in a job
+ * process: names relative to its working directory); the default: SQLite's
+ * "unix" and "unix-excl". */
+void maint_set_vfs(const char *normal, const char *excl);
+
 void maint_opts_from_conf(struct maint_opts *o, const struct vacuum_conf *v,
                           const struct analyze_conf *a, const struct retry_conf *r);
 

@@ -41,6 +41,7 @@ struct manager {
         struct state *state;
         struct targets targets;
         struct targets history; /* loaded from the state file: path and hist only */
+        struct targets refused; /* paths not followed, reported once: path only */
 
         uv_timer_t poll_timer, tick_timer, dispatch_timer, watchdog_timer;
         uv_signal_t sig_hup, sig_term, sig_int;
@@ -191,9 +192,14 @@ static void target_gone(struct manager *m, struct target *t, const char *why)
 
 /* A file we cannot maintain is reported once and left alone until it
  * changes (or for a while, for a lack of space). */
+static int target_dirfd(const struct target *t)
+{
+        return t->dir ? t->dir->fd : -1;
+}
+
 static void hold(struct target *t, uint64_t for_ms)
 {
-        t->held = file_id_get(t->path, &t->held_id) == 0;
+        t->held = file_id_at(target_dirfd(t), t->name, &t->held_id) == 0;
         t->held_until = for_ms ? util_now_ms() + for_ms : 0;
 }
 
@@ -270,10 +276,10 @@ static bool unchanged_since_analyze(const struct target *t)
         struct file_id db, wal = { 0 };
         char p[4096 + 16];
 
-        if (!t->analyzed_known || file_id_get(t->path, &db) < 0)
+        if (!t->analyzed_known || file_id_at(target_dirfd(t), t->name, &db) < 0)
                 return false;
-        if ((size_t)snprintf(p, sizeof(p), "%s-wal", t->path) < sizeof(p))
-                (void)file_id_get(p, &wal);
+        if ((size_t)snprintf(p, sizeof(p), "%s-wal", t->name) < sizeof(p))
+                (void)file_id_at(target_dirfd(t), p, &wal);
         return file_id_equal(&db, &t->analyzed_db) && file_id_equal(&wal, &t->analyzed_wal);
 }
 
@@ -403,7 +409,7 @@ static void poll_target(struct manager *m, struct target *t)
          * would drop its locks (SQLITE-NOTES.md). */
         if (t->job || t->queued || t->want_precise)
                 return;
-        r = file_id_get(t->path, &id);
+        r = file_id_at(target_dirfd(t), t->name, &id);
         if (r == -ENOENT || r == -ENOTDIR) {
                 target_gone(m, t, "does not exist (any more)");
                 return;
@@ -418,7 +424,7 @@ static void poll_target(struct manager *m, struct target *t)
         if (still_held(t, &id))
                 return;
 
-        r = dbstat_read_header(t->path, &st);
+        r = dbstat_read_header_at(target_dirfd(t), t->name, &st);
         switch (r) {
         case 0:
                 t->stat_busy = 0;
@@ -734,14 +740,29 @@ static void stat_done(struct manager *m, struct target *t, struct job *j)
 
 static void job_finished(struct job *j, void *userdata);
 
+/* A job's time limit: limits.job_timeout, and for a VACUUM also
+ * vacuum_timeout_per_gib for each GiB of the database and its -wal. */
+static uint64_t job_timeout(const struct target *t, enum maint_op op)
+{
+        const struct limits_conf *l = &t->dc->limits;
+        double gib = (double)(t->stat.file_size_bytes + t->stat.wal_size_bytes) / (double)(1ull << 30);
+
+        if (op != MAINT_OP_VACUUM)
+                return l->job_timeout_ms;
+        return l->job_timeout_ms + (uint64_t)(gib * (double)l->vacuum_timeout_per_gib_ms);
+}
+
 static int start_job(struct manager *m, struct target *t, enum maint_op op)
 {
         struct maint_opts o;
         struct job *j;
         int r;
 
+        if (!t->dir)
+                return -ENOENT;
         maint_opts_from_conf(&o, &t->dc->vacuum, &t->dc->analyze, &t->dc->retry);
-        r = job_new(&j, t->path, op, &o, op == MAINT_OP_STATS ? NULL : m->state);
+        r = job_new(&j, t->dir->fd, t->name, t->path, op, &o, job_timeout(t, op),
+                    op == MAINT_OP_STATS ? NULL : m->state);
         if (r < 0)
                 return r;
         j->owner = t;
@@ -925,10 +946,49 @@ static void dispatch(struct manager *m)
 
 /* --- the poll ------------------------------------------------------------ */
 
+/* A path the expansion did not follow: reported once, while it lasts. */
+static void target_refused(void *userdata, const struct db_conf *dc, const char *path, const char *why)
+{
+        struct manager *m = userdata;
+        struct log_entry e;
+        bool created;
+        struct target *r;
+
+        if (!path) {
+                log_entry_init(&e, LOG_WARNING, MSGID_PATH_REFUSED);
+                log_field(&e, "CONFIG_PATH", "%s", dc->path);
+                log_entry_send(&e, "%s: %s (%llu): the others are not watched", dc->path, why,
+                               (unsigned long long)dc->limits.max_matches);
+                return;
+        }
+        r = targets_get(&m->refused, path, &created);
+        if (!r)
+                return;
+        r->seen = true;
+        if (!created)
+                return;
+        entry_db(&e, LOG_WARNING, MSGID_PATH_REFUSED, path, "poll");
+        log_field(&e, "CONFIG_PATH", "%s", dc->path);
+        log_entry_send(&e, "%s: %s", path, why);
+}
+
 /* Expand the paths and globs again; drop what no longer matches. */
 static int expand(struct manager *m)
 {
-        int r = targets_expand(&m->targets, m->conf, target_added, m);
+        const struct targets_events ev = { target_added, target_refused, m };
+        int r;
+
+        for (size_t i = 0; i < m->refused.n; i++)
+                m->refused.v[i]->seen = false;
+        r = targets_expand(&m->targets, &ev);
+        /* refused paths no longer met are forgotten: met again, reported again */
+        for (size_t i = m->refused.n; i-- > 0;)
+                if (!m->refused.v[i]->seen) {
+                        struct target *t = m->refused.v[i];
+
+                        targets_remove(&m->refused, t);
+                        target_free(t);
+                }
 
         if (r < 0)
                 return r;
@@ -1034,6 +1094,10 @@ static void reload(struct manager *m)
                         "history stays in %s until then", c->state_dir, m->conf->state_dir);
         old = m->conf;
         m->conf = c;
+        /* the admin's part of each path is resolved again: a reload is
+         * when the admin says it may have changed */
+        if (targets_configure(&m->targets, c) < 0)
+                log_msg(LOG_ERR, "out of memory resolving the database paths");
         /* Every target now points into the new conf, or is dropped. Running
          * jobs carry copies of their settings and are not disturbed. */
         if (expand(m) < 0)
@@ -1158,6 +1222,7 @@ int manager_new(struct manager **ret, const struct manager_options *o, struct co
         m->conf = conf;
         targets_init(&m->targets);
         targets_init(&m->history);
+        targets_init(&m->refused);
         m->once = o->once;
         m->dry_run = o->dry_run;
         m->ignore_window = o->ignore_window;
@@ -1220,7 +1285,7 @@ int manager_run(struct manager *m)
         if (wd)
                 uv_timer_start(&m->watchdog_timer, watchdog_cb, 0, wd / 2000 ? wd / 2000 : 1);
 
-        if (expand(m) < 0) {
+        if (targets_configure(&m->targets, m->conf) < 0 || expand(m) < 0) {
                 log_msg(LOG_ERR, "out of memory expanding the database paths");
                 close_all(m);
                 uv_run(&m->loop, UV_RUN_DEFAULT);
@@ -1263,6 +1328,7 @@ struct manager *manager_free(struct manager *m)
         }
         targets_clear(&m->targets);
         targets_clear(&m->history);
+        targets_clear(&m->refused);
         free(m->round);
         free(m->queue);
         free(m->statq);

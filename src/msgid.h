@@ -41,3 +41,6 @@
 #define MSGID_CHECKPOINT_DONE "05760f3cca154835bd1c1dfab9e97b26"
 /* a hot journal: left for the application (a read), or rolled back first (a job that writes) */
 #define MSGID_HOT_JOURNAL "248fe34660be4d33807be1c4c5c505bc"
+/* a path was not followed: a symbolic link below the admin's part of a configured path,
+ * or an entry matched more databases than limits.max_matches */
+#define MSGID_PATH_REFUSED "808904605c0b40caa73f78bc1008109a"

@@ -9,6 +9,7 @@
 
 #include <sqlite3.h>
 
+#include "jobproc.h"
 #include "state.h"
 #include "util.h"
 
@@ -178,26 +179,50 @@ int state_record_analyzed(struct state *s, const char *path, const struct maint_
         return rc == SQLITE_OK ? 0 : -EIO;
 }
 
-int state_analyze_baseline(struct state *s, const char *path, const char *table, const char *stat, uint64_t *rows)
+int state_analyze_baselines(struct state *s, const char *path, struct jobproc_baseline **ret, size_t *n)
 {
+        struct jobproc_baseline *v = NULL;
         sqlite3_stmt *st;
-        int rc, r = -ENOENT;
+        size_t k = 0, cap = 0;
+        int rc;
 
+        *ret = NULL;
+        *n = 0;
         pthread_mutex_lock(&s->lock);
-        rc = sqlite3_prepare_v2(s->db, "SELECT rows FROM analyzed WHERE path = ?1 AND tbl = ?2 AND stat = ?3", -1,
-                                &st, NULL);
+        rc = sqlite3_prepare_v2(s->db, "SELECT tbl, stat, rows FROM analyzed WHERE path = ?1", -1, &st, NULL);
         if (rc == SQLITE_OK) {
                 sqlite3_bind_text(st, 1, path, -1, SQLITE_STATIC);
-                sqlite3_bind_text(st, 2, table, -1, SQLITE_STATIC);
-                sqlite3_bind_text(st, 3, stat, -1, SQLITE_STATIC);
-                if (sqlite3_step(st) == SQLITE_ROW) {
-                        *rows = (uint64_t)sqlite3_column_int64(st, 0);
-                        r = 0;
+                while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+                        const char *t = (const char *)sqlite3_column_text(st, 0),
+                                   *x = (const char *)sqlite3_column_text(st, 1);
+
+                        if (!t || !x || strlen(t) >= sizeof(v->table) || strlen(x) >= sizeof(v->stat))
+                                continue; /* too long to pass on: the job goes by sqlite_stat1 */
+                        if (k == cap) {
+                                struct jobproc_baseline *nv;
+
+                                cap = cap ? 2 * cap : 16;
+                                nv = realloc(v, cap * sizeof(*v));
+                                if (!nv) {
+                                        rc = SQLITE_NOMEM;
+                                        break;
+                                }
+                                v = nv;
+                        }
+                        memset(&v[k], 0, sizeof(v[k]));
+                        memcpy(v[k].table, t, strlen(t));
+                        memcpy(v[k].stat, x, strlen(x));
+                        v[k].rows = (uint64_t)sqlite3_column_int64(st, 2);
+                        k++;
                 }
                 sqlite3_finalize(st);
-        } else {
-                r = -EIO;
         }
         pthread_mutex_unlock(&s->lock);
-        return r;
+        if (rc != SQLITE_DONE) {
+                free(v);
+                return -EIO;
+        }
+        *ret = v;
+        *n = k;
+        return 0;
 }

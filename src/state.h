@@ -28,10 +28,10 @@ int state_record(struct state *s, const char *path, enum maint_op op, int64_t wh
  * Safe from any thread. 0 or negative errno. */
 int state_record_analyzed(struct state *s, const char *path, const struct maint_table *tables, size_t n);
 
-/* The row count recorded for path's table while its sqlite_stat1 text is
- * still stat (the statistics this daemon wrote): 0 and *rows, -ENOENT when
- * they were rewritten since or never recorded. Safe from any thread. */
-int state_analyze_baseline(struct state *s, const char *path, const char *table, const char *stat, uint64_t *rows);
+/* Every row state_record_analyzed() kept for path, as an array for a job
+ * process (malloc'd; *n may be 0). Safe from any thread. 0 or negative errno. */
+struct jobproc_baseline;
+int state_analyze_baselines(struct state *s, const char *path, struct jobproc_baseline **ret, size_t *n);
 
 /* Wall-clock milliseconds. */
 int64_t state_now_ms(void);

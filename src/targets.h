@@ -1,7 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /* targets: the databases being watched, expanded from the configured paths
- * and globs at every poll, kept by path across polls and reloads. Loop
- * thread only. */
+ * and globs at every poll, kept by path across polls and reloads. Each
+ * lives in a directory opened without following a symbolic link below the
+ * part of its configured path that the admin wrote (docs/DESIGN.md,
+ * "Threat model"): every later look at it goes through that descriptor.
+ * Loop thread only. */
 #pragma once
 
 #include <stdbool.h>
@@ -18,8 +21,19 @@
 
 struct job;
 
+/* A directory databases were found in, opened for this expansion. */
+struct tdir {
+        char *path;   /* as configured (the admin's spelling), for messages */
+        int fd;       /* O_RDONLY | O_DIRECTORY, no symbolic link followed below the admin's part */
+        dev_t dev;
+        ino_t ino;
+        bool seen;
+};
+
 struct target {
         char *path;
+        const char *name;         /* the file's name: after the last slash of path */
+        struct tdir *dir;         /* its directory, NULL while that is missing */
         const struct db_conf *dc; /* the matching entry of the conf in force */
         uint32_t hash;
         struct sched_history hist;
@@ -62,9 +76,22 @@ struct target {
         bool removed;             /* dropped while its job runs: free when it ends */
 };
 
+/* One databases: entry, with the admin's part of its path resolved once
+ * when the configuration loads (targets_configure). */
+struct entry_root {
+        const struct db_conf *dc;
+        size_t prefix_len;  /* the admin's part: dc->path up to the slash before the first glob component */
+        char *real;         /* that part, its symbolic links resolved; NULL while it does not exist */
+        bool capped;        /* reported: it matched more than limits.max_matches */
+};
+
 struct targets {
         struct target **v; /* sorted by path */
         size_t n, cap;
+        struct tdir **dirs; /* sorted by path */
+        size_t n_dirs, cap_dirs;
+        struct entry_root *roots;
+        size_t n_roots;
 };
 
 void targets_init(struct targets *ts);
@@ -76,11 +103,30 @@ struct target *targets_get(struct targets *ts, const char *path, bool *created);
 void targets_remove(struct targets *ts, struct target *t);
 struct target *target_free(struct target *t);
 
+/* The configuration in force: each entry's admin part (the directories
+ * before its first glob component; for a plain path, its directory) is
+ * resolved now, following the admin's symbolic links, and never again
+ * until the next call (a reload). Returns 0 or -ENOMEM. */
+int targets_configure(struct targets *ts, const struct conf *c);
+
+struct targets_events {
+        void (*added)(void *userdata, struct target *t);
+        /* a path not followed, and why: a symbolic link below the admin's
+         * part, a matched entry that is not a regular file; and, with path
+         * NULL, an entry that matched more than its limits.max_matches */
+        void (*refused)(void *userdata, const struct db_conf *dc, const char *path, const char *why);
+        void *userdata;
+};
+
 /* Mark every target unseen, then expand each databases: entry (first entry
- * wins a path), marking and adding targets. New ones are reported through
- * added(); afterwards the caller deals with the unseen ones. Side files
- * (-wal, -shm, -journal) and directories never match. Returns 0 or -ENOMEM. */
-int targets_expand(struct targets *ts, const struct conf *c,
-                   void (*added)(void *userdata, struct target *t), void *userdata);
+ * wins a path), marking and adding targets: from the admin's part, opened
+ * anew component by component without following a symbolic link, each
+ * further component is opened the same way or, when it holds glob
+ * characters, matched against the directory's entries (fnmatch with
+ * FNM_PERIOD, as glob(3)). Side files (-wal, -shm, -journal), directories
+ * and symbolic links never match. New targets are reported through added();
+ * afterwards the caller deals with the unseen ones, whose dir is NULL.
+ * Returns 0 or -ENOMEM. */
+int targets_expand(struct targets *ts, const struct targets_events *ev);
 
 bool target_is_side_file(const char *path);

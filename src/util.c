@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -84,6 +85,18 @@ int file_id_get(const char *path, struct file_id *ret)
         struct stat st;
 
         if (lstat(path, &st) < 0)
+                return -errno;
+        *ret = (struct file_id){ st.st_dev, st.st_ino, st.st_size, st.st_mtim };
+        return 0;
+}
+
+int file_id_at(int dirfd, const char *name, struct file_id *ret)
+{
+        struct stat st;
+
+        if (dirfd < 0)
+                return -ENOENT;
+        if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
                 return -errno;
         *ret = (struct file_id){ st.st_dev, st.st_ino, st.st_size, st.st_mtim };
         return 0;

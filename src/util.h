@@ -45,6 +45,9 @@ struct file_id {
 
 /* 0, or a negative errno (-ENOENT for a file that is not there). */
 int file_id_get(const char *path, struct file_id *ret);
+/* The same for name in the directory open as dirfd (fstatat, no symbolic
+ * link followed); dirfd < 0: -ENOENT. */
+int file_id_at(int dirfd, const char *name, struct file_id *ret);
 bool file_id_equal(const struct file_id *a, const struct file_id *b);
 
 /* Whether path (a file or a directory, its symbolic links resolved) and
