@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -127,6 +128,138 @@ void log_field(struct log_entry *e, const char *key, const char *fmt, ...)
         va_end(ap);
 }
 
+/* ---- floods ----------------------------------------------------------------
+ * journald drops a service's entries past RateLimitBurst (10000) per
+ * RateLimitIntervalSec (30 s), whichever entries they are. So that one
+ * directory of databases (one tenant's files) cannot push another's
+ * entries, a critical corruption report above all, past that limit,
+ * entries about databases are budgeted per window: per directory, and in
+ * all, with critical entries counted on their own; the rest of a window's
+ * are dropped and counted, and said in a summary when the next window
+ * begins. Debug entries are not budgeted: they are asked for. */
+#define FLOOD_WINDOW_MS 30000
+#define FLOOD_PER_DIR 200
+#define FLOOD_ALL 4000      /* below journald's 10000, with room for critical ones */
+#define FLOOD_ALL_CRIT 4000
+#define FLOOD_DIRS 1024     /* directories tracked one by one; the rest share one budget */
+#define FLOOD_SUMMARIES 10
+
+struct flood_dir {
+        uint64_t hash;      /* 0: free */
+        char dir[160];
+        unsigned n, n_crit, dropped;
+};
+
+static struct {
+        struct flood_dir dirs[FLOOD_DIRS + 1]; /* the last: every directory past FLOOD_DIRS */
+        size_t n_dirs;
+        uint64_t window_start;
+        unsigned n, n_crit;
+        unsigned long dropped;
+        bool summarizing;
+} flood;
+
+static uint64_t fnv1a64(const char *s, size_t n)
+{
+        uint64_t h = 14695981039346656037ull;
+
+        for (size_t i = 0; i < n; i++) {
+                h ^= (unsigned char)s[i];
+                h *= 1099511628211ull;
+        }
+        return h ? h : 1;
+}
+
+static struct flood_dir *flood_dir_of(const char *path, size_t len)
+{
+        const char *slash = memrchr(path, '/', len);
+        size_t n = slash ? (size_t)(slash - path) : len;
+        uint64_t h = fnv1a64(path, n);
+
+        for (size_t i = 0, k = h % FLOOD_DIRS; i < FLOOD_DIRS; i++, k = (k + 1) % FLOOD_DIRS) {
+                struct flood_dir *d = &flood.dirs[k];
+
+                if (d->hash == h)
+                        return d;
+                if (d->hash == 0) {
+                        d->hash = h;
+                        snprintf(d->dir, sizeof(d->dir), "%.*s", (int)n, path);
+                        flood.n_dirs++;
+                        return d;
+                }
+        }
+        snprintf(flood.dirs[FLOOD_DIRS].dir, sizeof(flood.dirs[FLOOD_DIRS].dir), "(other directories)");
+        return &flood.dirs[FLOOD_DIRS];
+}
+
+static void log_summary(unsigned long n, const char *dir);
+
+/* The window is over: say what was dropped, start anew. */
+static void flood_new_window(uint64_t now)
+{
+        unsigned long shown = 0;
+
+        flood.summarizing = true;
+        for (size_t k = 0; k < FLOOD_SUMMARIES && flood.dropped > shown; k++) {
+                struct flood_dir *most = NULL;
+
+                for (size_t i = 0; i <= FLOOD_DIRS; i++)
+                        if (flood.dirs[i].dropped && (!most || flood.dirs[i].dropped > most->dropped))
+                                most = &flood.dirs[i];
+                if (!most)
+                        break;
+                log_summary(most->dropped, most->dir);
+                shown += most->dropped;
+                most->dropped = 0;
+        }
+        if (flood.dropped > shown)
+                log_summary(flood.dropped - shown, NULL);
+        flood.summarizing = false;
+        memset(&flood, 0, sizeof(flood));
+        flood.window_start = now;
+}
+
+/* The DB_PATH field's value in e: its offset, or SIZE_MAX when none. */
+static size_t db_path_field(const struct log_entry *e, size_t *len)
+{
+        for (size_t i = 0; i < e->n_fields; i++)
+                if (e->len[i] > 8 && memcmp(e->buf + e->off[i], "DB_PATH=", 8) == 0) {
+                        *len = e->len[i] - 8;
+                        return e->off[i] + 8;
+                }
+        return SIZE_MAX;
+}
+
+/* Whether an entry may go out now (all but budgeted ones about databases). */
+static bool flood_allows(const struct log_entry *e)
+{
+        bool crit = e->prio <= LOG_CRIT;
+        struct flood_dir *d;
+        uint64_t now;
+        size_t at, len;
+
+        if (e->prio >= LOG_DEBUG || flood.summarizing || (at = db_path_field(e, &len)) == SIZE_MAX)
+                return true;
+        now = util_now_ms();
+        if (now - flood.window_start >= FLOOD_WINDOW_MS)
+                flood_new_window(now);
+        d = flood_dir_of(e->buf + at, len);
+        if (crit ? d->n_crit < FLOOD_PER_DIR && flood.n_crit < FLOOD_ALL_CRIT
+                 : d->n < FLOOD_PER_DIR && flood.n < FLOOD_ALL) {
+                if (crit) {
+                        d->n_crit++;
+                        flood.n_crit++;
+                } else {
+                        d->n++;
+                        flood.n++;
+                }
+                return true;
+        }
+        d->dropped++;
+        flood.dropped++;
+        return false;
+}
+
 static void vsend(struct log_entry *e, const char *fmt, va_list ap)
 {
         char msg[2048], prio[16], id[96];
@@ -134,7 +267,7 @@ static void vsend(struct log_entry *e, const char *fmt, va_list ap)
         size_t n = 0;
         int r;
 
-        if (!log_enabled(e->prio))
+        if (!log_enabled(e->prio) || !flood_allows(e))
                 return;
         vsnprintf(msg, sizeof(msg), fmt, ap);
 
@@ -165,6 +298,21 @@ void log_entry_send(struct log_entry *e, const char *fmt, ...)
         va_start(ap, fmt);
         vsend(e, fmt, ap);
         va_end(ap);
+}
+
+static void log_summary(unsigned long n, const char *dir)
+{
+        struct log_entry e;
+
+        log_entry_init(&e, LOG_WARNING, NULL);
+        if (dir)
+                log_entry_send(&e, "%lu journal entries about databases in %s were dropped in the last %d s: each "
+                               "directory may have %d in that time (and all together %d), so that one directory's "
+                               "cannot push others' past journald's rate limit", n, dir, FLOOD_WINDOW_MS / 1000,
+                               FLOOD_PER_DIR, FLOOD_ALL);
+        else
+                log_entry_send(&e, "%lu more journal entries about databases were dropped in the last %d s", n,
+                               FLOOD_WINDOW_MS / 1000);
 }
 
 void log_msg(int prio, const char *fmt, ...)

@@ -31,6 +31,9 @@
 #define POLL_TICK_MIN_MS 20
 /* A database refused for lack of space is looked at again after this. */
 #define NOSPACE_HOLD_MS (60 * 60 * 1000)
+/* The state file forgets vanished databases this long after start, then daily. */
+#define PRUNE_FIRST_MS (10 * 60 * 1000)
+#define PRUNE_INTERVAL_MS (24 * 60 * 60 * 1000)
 /* Problem rows of a failed check copied into the journal entry. */
 #define LOG_PROBLEMS_MAX 20
 
@@ -43,7 +46,10 @@ struct manager {
         struct targets history; /* loaded from the state file: path and hist only */
         struct targets refused; /* paths not followed, reported once: path only */
 
-        uv_timer_t poll_timer, tick_timer, dispatch_timer, watchdog_timer;
+        uv_timer_t poll_timer, tick_timer, dispatch_timer, watchdog_timer, prune_timer;
+        uv_work_t prune_req;  /* state_prune() of databases whose files are gone */
+        bool pruning;
+        int prune_result;
         uv_signal_t sig_hup, sig_term, sig_int;
 
         struct target **round; /* this poll's targets, header-read a few per tick */
@@ -694,7 +700,7 @@ static void close_all(struct manager *m);
 static void maybe_done(struct manager *m)
 {
         if (m->stopping) {
-                if (m->running_jobs + m->running_stats == 0)
+                if (m->running_jobs + m->running_stats == 0 && !m->pruning)
                         close_all(m);
                 else
                         update_status(m);
@@ -1161,6 +1167,7 @@ static void begin_stop(struct manager *m)
         log_entry_send(&e, "stopping; %u job%s running", m->running_jobs + m->running_stats,
                        m->running_jobs + m->running_stats == 1 ? "" : "s");
         uv_timer_stop(&m->poll_timer);
+        uv_timer_stop(&m->prune_timer);
         uv_timer_stop(&m->tick_timer);
         uv_timer_stop(&m->dispatch_timer);
         m->round_active = false;
@@ -1191,6 +1198,39 @@ static void signal_cb(uv_signal_t *h, int signum)
 static void watchdog_cb(uv_timer_t *timer)
 {
         notify_watchdog();
+}
+
+/* The state file forgets databases whose files are gone: at start, then
+ * every PRUNE_INTERVAL_MS, on a worker (it looks at the file system). */
+static void prune_work(uv_work_t *req)
+{
+        struct manager *m = req->data;
+
+        m->prune_result = state_prune(m->state);
+}
+
+static void prune_done(uv_work_t *req, int status)
+{
+        struct manager *m = req->data;
+
+        m->pruning = false;
+        if (m->prune_result > 0)
+                log_msg(LOG_INFO, "state file: forgot %d database%s whose files are gone", m->prune_result,
+                        m->prune_result == 1 ? "" : "s");
+        else if (m->prune_result < 0)
+                log_msg(LOG_WARNING, "state file: cannot forget databases whose files are gone: %s",
+                        strerror(-m->prune_result));
+        maybe_done(m);
+}
+
+static void prune_cb(uv_timer_t *timer)
+{
+        struct manager *m = timer->data;
+
+        if (m->pruning || m->stopping)
+                return;
+        if (uv_queue_work(&m->loop, &m->prune_req, prune_work, prune_done) == 0)
+                m->pruning = true;
 }
 
 /* --- life cycle ----------------------------------------------------------- */
@@ -1262,10 +1302,12 @@ int manager_new(struct manager **ret, const struct manager_options *o, struct co
         uv_timer_init(&m->loop, &m->tick_timer);
         uv_timer_init(&m->loop, &m->dispatch_timer);
         uv_timer_init(&m->loop, &m->watchdog_timer);
+        uv_timer_init(&m->loop, &m->prune_timer);
         uv_signal_init(&m->loop, &m->sig_hup);
         uv_signal_init(&m->loop, &m->sig_term);
         uv_signal_init(&m->loop, &m->sig_int);
         m->poll_timer.data = m->tick_timer.data = m->dispatch_timer.data = m->watchdog_timer.data = m;
+        m->prune_timer.data = m->prune_req.data = m;
         m->sig_hup.data = m->sig_term.data = m->sig_int.data = m;
         *ret = m;
         return 0;
@@ -1302,10 +1344,12 @@ int manager_run(struct manager *m)
         notify_ready();
         update_status(m);
 
-        if (m->once)
+        if (m->once) {
                 start_round(m);
-        else
+        } else {
                 uv_timer_start(&m->poll_timer, poll_cb, 0, m->conf->poll_interval_ms);
+                uv_timer_start(&m->prune_timer, prune_cb, PRUNE_FIRST_MS, PRUNE_INTERVAL_MS);
+        }
 
         uv_run(&m->loop, UV_RUN_DEFAULT);
         r = uv_loop_close(&m->loop);

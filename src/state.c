@@ -226,3 +226,72 @@ int state_analyze_baselines(struct state *s, const char *path, struct jobproc_ba
         *n = k;
         return 0;
 }
+
+int state_prune(struct state *s)
+{
+        sqlite3_stmt *sel = NULL, *del = NULL, *del2 = NULL;
+        struct stat st;
+        char **gone = NULL;
+        size_t n = 0, cap = 0;
+        int rc, r = 0;
+
+        /* the list first, the files looked at outside the lock */
+        pthread_mutex_lock(&s->lock);
+        rc = sqlite3_prepare_v2(s->db, "SELECT path FROM history UNION SELECT path FROM analyzed", -1, &sel, NULL);
+        while (rc == SQLITE_OK && sqlite3_step(sel) == SQLITE_ROW) {
+                const char *p = (const char *)sqlite3_column_text(sel, 0);
+
+                if (!p)
+                        continue;
+                if (n == cap) {
+                        char **v = realloc(gone, (cap = cap ? 2 * cap : 64) * sizeof(*v));
+
+                        if (!v) {
+                                rc = SQLITE_NOMEM;
+                                break;
+                        }
+                        gone = v;
+                }
+                if (!(gone[n] = strdup(p))) {
+                        rc = SQLITE_NOMEM;
+                        break;
+                }
+                n++;
+        }
+        sqlite3_finalize(sel);
+        pthread_mutex_unlock(&s->lock);
+        if (rc != SQLITE_OK)
+                r = -ENOMEM;
+        for (size_t i = 0; i < n; i++)
+                if (r == 0 && lstat(gone[i], &st) == 0) {
+                        free(gone[i]);
+                        gone[i] = NULL;
+                } else if (r == 0 && errno != ENOENT && errno != ENOTDIR) {
+                        free(gone[i]); /* cannot tell: kept */
+                        gone[i] = NULL;
+                }
+        pthread_mutex_lock(&s->lock);
+        if (r == 0 && sqlite3_exec(s->db, "BEGIN", NULL, NULL, NULL) == SQLITE_OK &&
+            sqlite3_prepare_v2(s->db, "DELETE FROM history WHERE path = ?1", -1, &del, NULL) == SQLITE_OK &&
+            sqlite3_prepare_v2(s->db, "DELETE FROM analyzed WHERE path = ?1", -1, &del2, NULL) == SQLITE_OK) {
+                for (size_t i = 0; i < n; i++) {
+                        if (!gone[i])
+                                continue;
+                        sqlite3_bind_text(del, 1, gone[i], -1, SQLITE_STATIC);
+                        sqlite3_bind_text(del2, 1, gone[i], -1, SQLITE_STATIC);
+                        if (sqlite3_step(del) != SQLITE_DONE || sqlite3_step(del2) != SQLITE_DONE)
+                                r = -EIO;
+                        sqlite3_reset(del);
+                        sqlite3_reset(del2);
+                        r = r < 0 ? r : r + 1;
+                }
+                sqlite3_exec(s->db, r < 0 ? "ROLLBACK" : "COMMIT", NULL, NULL, NULL);
+        }
+        sqlite3_finalize(del);
+        sqlite3_finalize(del2);
+        pthread_mutex_unlock(&s->lock);
+        for (size_t i = 0; i < n; i++)
+                free(gone[i]);
+        free(gone);
+        return r;
+}

@@ -33,5 +33,10 @@ int state_record_analyzed(struct state *s, const char *path, const struct maint_
 struct jobproc_baseline;
 int state_analyze_baselines(struct state *s, const char *path, struct jobproc_baseline **ret, size_t *n);
 
+/* Forget the databases whose files are gone (lstat: ENOENT or ENOTDIR):
+ * their history and recorded counts. Blocks (file system, fsync): call from
+ * a worker. Returns the number of databases forgotten, or negative errno. */
+int state_prune(struct state *s);
+
 /* Wall-clock milliseconds. */
 int64_t state_now_ms(void);
