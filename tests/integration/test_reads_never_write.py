@@ -17,6 +17,8 @@ remove none, for each way the files can lie on disk:
                     application had them open, as a crash leaves them)
   *-mid-write       the same two, copied while the application was inside
                     a write transaction that spilled uncommitted frames
+  wal-crashed-empty an empty -wal and a -shm nobody holds (the
+                    application only read before it died)
   hot-journal       a rollback database with a hot journal (its writer
                     killed with SIGKILL mid-transaction, the cache spilled)
 
@@ -269,7 +271,7 @@ def daemon_poll(daemon, journal, state, d, before, dbs, failing=()):
 # The layouts
 
 LAYOUTS = ("rollback", "rollback-writing", "wal-at-rest", "wal-app-open", "wal-restored", "wal-crashed",
-           "wal-restored-mid-write", "wal-crashed-mid-write")
+           "wal-restored-mid-write", "wal-crashed-mid-write", "wal-crashed-empty")
 
 
 @contextlib.contextmanager
@@ -314,9 +316,11 @@ def layout(kind, d):
     try:
         src = os.path.join(srcdir, "src.db")
         make_test_db(src, "wal")
-        app = App(src, APP_WRITES)
+        empty = kind == "wal-crashed-empty"  # an application that only read
+        app = App(src, ["SELECT count(*) FROM t"] if empty else APP_WRITES)
         try:
-            assert helpers.file_size(src + "-wal") > 0 and os.path.exists(src + "-shm")
+            assert (helpers.file_size(src + "-wal") == 0) == empty and os.path.exists(src + "-wal")
+            assert os.path.exists(src + "-shm")
             if kind.endswith("-mid-write"):
                 committed = helpers.file_size(src + "-wal")
                 app.sql("PRAGMA cache_size=5")
