@@ -51,7 +51,7 @@ READS = (("stats",), ("check",), ("check", "--full"))
 # decided or done to it: a poll that finds nothing due logs none.
 ACTION_IDS = {MSGID[k] for k in ("SCHEDULED", "VACUUM_DONE", "ANALYZE_DONE", "CHECKPOINT_DONE",
                                  "CHECKPOINT_BUSY", "JOB_FAILED", "CORRUPT", "CANNOT_MAINTAIN",
-                                 "ROWID_GUARD", "RETRY", "GAVE_UP", "NO_SPACE")}
+                                 "ROWID_GUARD", "RETRY", "GAVE_UP", "NO_SPACE", "HOT_JOURNAL")}
 JOURNAL_MAGIC = bytes.fromhex("d9d505f920a163d7")  # fileformat2.html, "The Rollback Journal"
 
 
@@ -244,14 +244,14 @@ def poll_line(path):
 
 def daemon_poll(daemon, journal, state, d, before, dbs, failing=()):
     """sqlite-maintd --once over dbs: it must have read each (its poll line,
-    or for those in failing, the JOB_FAILED entry), decided nothing else,
+    or for those in failing, the HOT_JOURNAL entry), decided nothing else,
     and left every file of d as it was. Returns {path: fragmentation the
     daemon read}."""
     dm, rc = daemon.run_once(daemon_config(state, dbs))
     got = {}
     for p in dbs:
         if p in failing:
-            journal.wait_for_entry(dm.pid, lambda e, p=p: e.get("MESSAGE_ID") == MSGID["JOB_FAILED"]
+            journal.wait_for_entry(dm.pid, lambda e, p=p: e.get("MESSAGE_ID") == MSGID["HOT_JOURNAL"]
                                    and e.get("DB_PATH") == str(p), WAIT, dm.since_us)
             continue
         pred, pat = poll_line(p)
@@ -260,7 +260,7 @@ def daemon_poll(daemon, journal, state, d, before, dbs, failing=()):
     es = dm.entries()
     for p in dbs:
         acted = [e for e in es if e.get("DB_PATH") == str(p) and e.get("MESSAGE_ID") in ACTION_IDS
-                 and not (p in failing and e.get("MESSAGE_ID") == MSGID["JOB_FAILED"])]
+                 and not (p in failing and e.get("MESSAGE_ID") == MSGID["HOT_JOURNAL"])]
         assert not acted, f"the daemon acted on {p}:\n" + format_entries(acted)
     assert rc == (1 if failing else 0), dm.describe()
     assert_unchanged(d, before, "a daemon poll (sqlite-maintd --once)", dm.describe())
@@ -408,8 +408,8 @@ def test_hot_journal_reported_not_rolled_back(tmp_path, daemon, journald):
     assert_unchanged(d, before, "sqlite-maintctl stats", r.describe())
 
     _, dm = daemon_poll(daemon, journald, state, d, before, [db], failing=[db])
-    failed = dm.entries(msgid="JOB_FAILED", DB_PATH=db)
-    assert failed and failed[0]["REASON"] == "hot_journal", format_entries(failed)
+    failed = dm.entries(msgid="HOT_JOURNAL", DB_PATH=db)
+    assert failed and failed[0]["REASON"] == "hot_journal" and failed[0]["PRIORITY"] == "4", format_entries(failed)
 
     # What a rollback gives back, from a normal open of a copy.
     want = sqlite_figures(db, tmp_path)
