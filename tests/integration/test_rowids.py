@@ -141,6 +141,7 @@ def vacuum_copy(path, scratch):
     shutil.copyfile(path, scratch)
     con = connect(scratch)
     try:
+        con.execute("PRAGMA synchronous=OFF")
         con.execute("VACUUM")
     finally:
         con.close()
@@ -448,27 +449,47 @@ FILLER = ("incomprehensibilities", "counterrevolutionaries", "electroencephalogr
           "uncharacteristically", "internationalization")
 
 
-def make_notes_db(path):
+def make_notes_db(path, mode="delete"):
     """notes(title, body) with no INTEGER PRIMARY KEY and no index, an
     external-content FTS5 index kept in sync by triggers, 4,000 notes, the
     oldest 2,000 deleted. Only note i has the word uniq<i>x. Returns the
-    fragmentation percent."""
+    fragmentation percent.
+
+    mode "wal": in WAL mode, and the deletes are made by an application in
+    another process that stays connected (wal_autocheckpoint=0), so they
+    stay in the -wal; returns (fragmentation, the helpers.AppProcess), which
+    the caller must close."""
     rng = random.Random(4000)
     con = connect(path)
     try:
+        if mode == "wal":
+            assert con.execute("PRAGMA journal_mode=WAL").fetchone()[0] == "wal"
         con.executescript(NOTES_SCHEMA)
         con.execute("BEGIN")
         con.executemany("INSERT INTO notes(title, body) VALUES (?, ?)",
                         [(f"note {i}", f"uniq{i}x " + " ".join(rng.choice(FILLER) for _ in range(40)))
                          for i in range(1, 4001)])
         con.execute("COMMIT")
-        con.execute("DELETE FROM notes WHERE rowid <= 2000")
+        if mode != "wal":
+            con.execute("DELETE FROM notes WHERE rowid <= 2000")
     finally:
         con.close()
+    app = None
+    if mode == "wal":
+        app = helpers.AppProcess(path)
+        app.sql("DELETE FROM notes WHERE rowid <= 2000")
+        assert os.path.getsize(f"{path}-wal") > 0
     _, _, frag = db_stats(path)
     # above the urgent threshold (30%), so the daemon wants it at once
     assert frag >= 35, f"{path}: only {frag:.2f}% free pages"
-    return frag
+    return (frag, app) if mode == "wal" else frag
+
+
+def files_digest(path):
+    """sha256 of the database and its -wal (None when absent): what a
+    refused VACUUM must leave as it was. (The -shm is shared memory the
+    application's own reads may touch.)"""
+    return {s: helpers.sha256(f"{path}{s}") if os.path.exists(f"{path}{s}") else None for s in ("", "-wal")}
 
 
 def notes_rowids(path):
@@ -655,12 +676,30 @@ def _wait_held_polls(d, db, since, count=3):
     d.wait_for_entries(count, lambda e: after(e) and held(e), timeout=30)
 
 
-def test_daemon_rowid_guard_holds_until_the_schema_changes(tmp_path, daemon):
+@pytest.mark.parametrize("mode", ["delete", "wal"])
+def test_daemon_rowid_guard_holds_until_the_schema_changes(tmp_path, daemon, mode):
+    """ROWID_GUARD, then no retry across later polls, again after a reload,
+    and a VACUUM keeping the rowids once the application adds an index.
+    In WAL mode the application stays connected and its changes (the
+    deletes, the index) stay in the -wal, where the daemon must see the
+    schema change."""
     dbs = tmp_path / "dbs"
     dbs.mkdir()
     db = dbs / "notes.db"
-    frag = make_notes_db(db)
-    digest = helpers.sha256(db)
+    if mode == "wal":
+        frag, app = make_notes_db(db, "wal")
+    else:
+        frag = make_notes_db(db)
+        app = helpers.AppProcess(db)  # the application, idle, for its schema change
+    try:
+        _daemon_hold_then_schema_change(tmp_path, daemon, db, frag, app, mode)
+    finally:
+        app.close()
+        app.kill()
+
+
+def _daemon_hold_then_schema_change(tmp_path, daemon, db, frag, app, mode):
+    digest = files_digest(db)
     d = daemon.start(config_text(tmp_path / "state", [db], poll_interval="1s"))
 
     guard = d.wait_for_entry(msgid="ROWID_GUARD", DB_PATH=db)
@@ -672,11 +711,12 @@ def test_daemon_rowid_guard_holds_until_the_schema_changes(tmp_path, daemon):
 
     # Three later polls saw the database and held the VACUUM back ...
     _wait_held_polls(d, db, guard)
-    # ... and nothing was tried meanwhile: the file is as it was.
+    # ... and nothing was tried meanwhile: the files are as they were.
     assert len(_of(d, db, "ROWID_GUARD")) == 1, format_entries(d.entries())
     assert _of(d, db, "VACUUM_DONE") == [] and _of(d, db, "JOB_FAILED") == [], format_entries(d.entries())
-    assert helpers.sha256(db) == digest
-    assert helpers.side_files(str(db)) == []
+    assert files_digest(db) == digest
+    if mode == "delete":
+        assert helpers.side_files(str(db)) == []
     assert_search_works(db)
 
     # A reload forgets the hold: refused once more, then held again.
@@ -685,15 +725,11 @@ def test_daemon_rowid_guard_holds_until_the_schema_changes(tmp_path, daemon):
     assert guard2["TABLES"] == "notes", guard2
     _wait_held_polls(d, db, guard2)
     assert len(_of(d, db, "ROWID_GUARD")) == 2 and _of(d, db, "VACUUM_DONE") == [], format_entries(d.entries())
-    assert helpers.sha256(db) == digest
+    assert files_digest(db) == digest
 
     # The application indexes notes (a schema change): the rowids are safe
     # now, and the daemon vacuums at its next poll, keeping them.
-    con = connect(db)
-    try:
-        con.execute("CREATE INDEX notes_title ON notes(title)")
-    finally:
-        con.close()
+    app.sql("CREATE INDEX notes_title ON notes(title)")
     assert db_stats(db)[2] >= 30, "no longer urgent after the index: the test needs it urgent"
     done = d.wait_for_entry(msgid="VACUUM_DONE", DB_PATH=db)
     assert "RENUMBERED_TABLES" not in done, done
@@ -701,6 +737,8 @@ def test_daemon_rowid_guard_holds_until_the_schema_changes(tmp_path, daemon):
     assert db_stats(db)[0] == 0
     assert notes_rowids(db) == (2000, 2001, 4000)
     assert_search_works(db)
+    # the application's own connection sees the same
+    assert app.query("SELECT rowid, title FROM notes_fts WHERE notes_fts MATCH 'uniq3000x'") == [(3000, "note 3000")]
     assert helpers.quick_check(str(db), "integrity_check") == ["ok"]
     assert d.stop() == 0, d.describe()
 
@@ -766,6 +804,8 @@ def build_random_db(path, rng):
     desc = [f"journal_mode={'wal' if wal else 'delete'}"]
     con = connect(path)
     try:
+        # the test's own writes need no fsync (a few per table add seconds on a busy disk)
+        con.execute("PRAGMA synchronous=OFF")
         if wal:
             assert con.execute("PRAGMA journal_mode=WAL").fetchone()[0] == "wal"
         for i in range(rng.randint(1, 5)):
