@@ -634,9 +634,6 @@ def make_many_tables_db(path, count):
     return names
 
 
-@pytest.mark.xfail(strict=True, reason="product bug: src/maint.c rowid_guard() builds the table list in a "
-                   "256-byte buffer and the message in 512 bytes: past a few tables the error text is cut "
-                   "mid-word and names only some of them")
 def test_ctl_error_names_every_table(tmp_path):
     db = tmp_path / "many.db"
     names = make_many_tables_db(db, 12)
@@ -670,9 +667,6 @@ def _waiting_to_write(pid, path):
     return False
 
 
-@pytest.mark.xfail(strict=True, reason="product bug: src/maint.c maint_vacuum() decides on rowids in the "
-                   "read-only look, then runs VACUUM on another connection under the busy timeout; what the "
-                   "application commits while VACUUM waits for its lock is VACUUMed unchecked")
 def test_ctl_guard_holds_for_what_commits_while_vacuum_waits(tmp_path):
     """A queue-like table without an index, rowids 1..400 (VACUUM keeps
     them): the application is deleting the oldest 200 in a transaction
@@ -827,9 +821,6 @@ def test_daemon_allowed_renumbering_is_logged(tmp_path, daemon):
     assert d.stop() == 0, d.describe()
 
 
-@pytest.mark.xfail(strict=True, reason="product bug: src/manager.c log_result() cuts the ROWID_GUARD "
-                   "entry's TABLES field to 1024 bytes (table_list), silently: past about 30 tables the admin "
-                   "cannot tell which tables hold the VACUUM back")
 def test_daemon_rowid_guard_names_every_table(tmp_path, daemon):
     dbs = tmp_path / "dbs"
     dbs.mkdir()
