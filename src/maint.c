@@ -434,7 +434,13 @@ static enum maint_status db_open_read(const char *path, const struct layout *l, 
         case READ_EXCLUSIVE:
                 /* Heap memory stands in for the -shm; the exclusive lock needs
                  * a read-write descriptor, but nothing is written. */
-                return db_connect(path, "", true, SQLITE_OPEN_READWRITE, o, cancel, ret, r);
+                if (db_connect(path, "", true, SQLITE_OPEN_READWRITE, o, cancel, ret, r) == MAINT_PERMISSION)
+                        set_status(r, MAINT_PERMISSION, r->sqlite_rc,
+                                   "a -wal without its -shm (a restored copy, which no application has open): "
+                                   "SQLite reads it only under an exclusive lock, which needs write access to "
+                                   "the database, and there is none here (%s); copy the files elsewhere to check "
+                                   "them", r->message);
+                return r->status;
         case READ_ROLLBACK:
                 break;
         }
@@ -961,18 +967,28 @@ static enum maint_status find_renumbered_tables(sqlite3 *db, struct maint_result
         return MAINT_OK;
 }
 
-/* Refuse (MAINT_ROWIDS) unless allowed; the tables stay in r->tables. */
+/* Refuse (MAINT_ROWIDS) unless allowed; the tables stay in r->tables, and
+ * the message names as many as it can hold, then how many more. */
 static enum maint_status rowid_guard(sqlite3 *db, const struct maint_opts *o, struct maint_result *r)
 {
-        char list[256] = "";
-        size_t len = 0;
+        char list[sizeof(r->message) - 400];
+        size_t len = 0, i;
 
         if (find_renumbered_tables(db, r) != MAINT_OK || r->n_tables == 0 || o->allow_rowid_change)
                 return r->status;
-        for (size_t i = 0; i < r->n_tables && len < sizeof(list); i++)
-                len += (size_t)snprintf(list + len, sizeof(list) - len, "%s%s (%llu rows, rowids %lld..%lld)",
-                                        i ? ", " : "", r->tables[i].name, (unsigned long long)r->tables[i].rows,
-                                        (long long)r->tables[i].rowid_min, (long long)r->tables[i].rowid_max);
+        for (i = 0; i < r->n_tables; i++) {
+                char one[400];
+                size_t n = (size_t)snprintf(one, sizeof(one), "%s%s (%llu rows, rowids %lld..%lld)", i ? ", " : "",
+                                            r->tables[i].name, (unsigned long long)r->tables[i].rows,
+                                            (long long)r->tables[i].rowid_min, (long long)r->tables[i].rowid_max);
+
+                if (len + n + 40 >= sizeof(list))
+                        break;
+                memcpy(list + len, one, n + 1);
+                len += n;
+        }
+        if (i < r->n_tables)
+                snprintf(list + len, sizeof(list) - len, " and %zu more", r->n_tables - i);
         return set_status(r, MAINT_ROWIDS, 0,
                           "VACUUM would renumber the rows of %zu table%s without an INTEGER PRIMARY KEY or any "
                           "index to rowids 1..N: %s; whatever refers to those rowids (an external-content "
@@ -1188,26 +1204,176 @@ static enum maint_status check_fts_before(sqlite3 *db, const struct maint_opts *
         return MAINT_OK;
 }
 
+/* ---- no commit between the checks and the VACUUM -------------------------- */
+
+/* The database's committed state, read from its files with pread() alone:
+ * the change counter (header offset 24, which every commit in rollback mode
+ * increments), the file's size and modification time (a checkpoint writes
+ * the file), and in WAL mode the wal-index header's last frame and salts
+ * (walformat.html: a commit moves the one, a restart of the log the
+ * others). Equal versions taken while no one can commit in between mean
+ * no commit. */
+struct db_version {
+        bool ok;
+        uint32_t counter;
+        off_t size, wal_size;       /* wal_size -1: no -wal */
+        struct timespec mtime, wal_mtime;
+        bool shm;            /* a -shm was there to read */
+        uint32_t mx_frame, salt1, salt2;
+};
+
+/* Descriptors the versions are read through. Kept open until every SQLite
+ * connection to the database is closed: closing a descriptor of a file
+ * drops every POSIX lock this process holds on it, SQLite's included
+ * (SQLITE-NOTES.md). */
+struct version_fds {
+        int db, shm;
+};
+
+static void version_read(const char *path, struct version_fds *f, struct db_version *v)
+{
+        unsigned char h[28], w[96];
+        char p[4096 + 16];
+        struct stat st;
+
+        *v = (struct db_version){ 0 };
+        if (f->db < 0)
+                f->db = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+        if (f->db < 0 || fstat(f->db, &st) < 0 || pread(f->db, h, sizeof(h), 0) != (ssize_t)sizeof(h))
+                return;
+        v->counter = (uint32_t)h[24] << 24 | (uint32_t)h[25] << 16 | (uint32_t)h[26] << 8 | h[27];
+        v->size = st.st_size;
+        v->mtime = st.st_mtim;
+        v->wal_size = -1;
+        if ((size_t)snprintf(p, sizeof(p), "%s-wal", path) < sizeof(p) && lstat(p, &st) == 0) {
+                v->wal_size = st.st_size;
+                v->wal_mtime = st.st_mtim;
+        }
+        if (f->shm < 0 && (size_t)snprintf(p, sizeof(p), "%s-shm", path) < sizeof(p))
+                f->shm = open(p, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+        if (f->shm >= 0 && pread(f->shm, w, sizeof(w), 0) == (ssize_t)sizeof(w)) {
+                /* the two copies of the header agree unless a writer is
+                 * midway: then this is no version to trust */
+                if (memcmp(w, w + 48, 48) != 0)
+                        return;
+                v->shm = true;
+                memcpy(&v->mx_frame, w + 16, 4); /* native byte order */
+                memcpy(&v->salt1, w + 32, 4);
+                memcpy(&v->salt2, w + 36, 4);
+        }
+        v->ok = true;
+}
+
+static bool same_time(const struct timespec *a, const struct timespec *b)
+{
+        return a->tv_sec == b->tv_sec && a->tv_nsec == b->tv_nsec;
+}
+
+/* b (taken later) shows no commit since a: the same files, the -wal no
+ * longer or newer (an empty one may appear: SQLite creates it), and when
+ * a -shm was there at a, the same last frame and salts. */
+static bool version_same(const struct db_version *a, const struct db_version *b)
+{
+        if (!a->ok || !b->ok || a->counter != b->counter || a->size != b->size || !same_time(&a->mtime, &b->mtime))
+                return false;
+        if (a->wal_size < 0 ? b->wal_size > 0 : b->wal_size != a->wal_size || !same_time(&a->wal_mtime, &b->wal_mtime))
+                return false;
+        return !a->shm || (b->shm && a->mx_frame == b->mx_frame && a->salt1 == b->salt1 && a->salt2 == b->salt2);
+}
+
+static void version_close(struct version_fds *f)
+{
+        if (f->db >= 0)
+                close(f->db);
+        if (f->shm >= 0)
+                close(f->shm);
+        f->db = f->shm = -1;
+}
+
+/* VACUUM copies what it finds once it holds the write lock; the checks saw
+ * the database before. Its first statement prepared after that lock (after
+ * ATTACH and BEGIN, vacuum.c sqlite3RunVacuum) reaches this authorizer,
+ * which lets it go on only if nothing was committed since the checks. */
+struct vacuum_guard {
+        const char *path;
+        struct version_fds *fds;
+        struct db_version checked;
+        bool looked, changed;
+};
+
+static int vacuum_authorizer(void *userdata, int action, const char *a, const char *b, const char *c,
+                             const char *d)
+{
+        struct vacuum_guard *g = userdata;
+        struct db_version now;
+
+        if (g->looked || action == SQLITE_ATTACH || action == SQLITE_TRANSACTION)
+                return SQLITE_OK;
+        g->looked = true;
+        version_read(g->path, g->fds, &now);
+        if (version_same(&g->checked, &now))
+                return SQLITE_OK;
+        g->changed = true;
+        return SQLITE_DENY;
+}
+
+/* The read-only look before a VACUUM, bracketed by two versions that must
+ * agree (else looked at again): what it checked is what was committed. */
+static enum maint_status look_unchanged(const char *path, const struct maint_opts *o, struct maint_cancel *cancel,
+                                        struct version_fds *fds, struct db_version *v, struct maint_result *r)
+{
+        struct db_version before;
+        bool rolled_back = false;
+
+        for (int attempt = 1;; attempt++) {
+                version_read(path, fds, &before);
+                if (read_look(path, o, cancel, true, look_before_vacuum, r) != MAINT_OK)
+                        return r->status;
+                /* its own rollback of a hot journal changed the file: once */
+                rolled_back = rolled_back || r->rolled_back_journal;
+                r->rolled_back_journal = rolled_back;
+                version_read(path, fds, v);
+                if (version_same(&before, v))
+                        return MAINT_OK;
+                if (attempt == READ_ATTEMPTS)
+                        return set_status(r, MAINT_BUSY, 0, "the database changed while it was checked, %d times",
+                                          attempt);
+                maint_result_clear(r);
+        }
+}
+
 enum maint_status maint_vacuum(const char *path, const struct maint_opts *o,
                                struct maint_cancel *cancel, struct maint_result *r)
 {
-        sqlite3 *db;
+        struct version_fds fds = { -1, -1 };
+        struct vacuum_guard g = { .path = path, .fds = &fds };
+        sqlite3 *db = NULL;
         uint64_t t0;
         int rc;
 
         begin(r, &t0);
-        if (read_look(path, o, cancel, true, look_before_vacuum, r) != MAINT_OK)
-                return finish(path, r, t0);
+        if (look_unchanged(path, o, cancel, &fds, &g.checked, r) != MAINT_OK)
+                goto out;
         if (cancelled(cancel)) {
                 set_status(r, MAINT_INTERRUPTED, SQLITE_INTERRUPT, "stopped before VACUUM");
-                return finish(path, r, t0);
+                goto out;
         }
         if (db_open_write(path, o, cancel, &db, r) != MAINT_OK ||
             check_fts_before(db, o, "before VACUUM", r) != MAINT_OK) {
                 db_close(path, db, cancel, false);
-                return finish(path, r, t0);
+                db = NULL;
+                goto out;
         }
+        sqlite3_set_authorizer(db, vacuum_authorizer, &g);
         rc = sqlite3_exec(db, "VACUUM", NULL, NULL, NULL);
+        sqlite3_set_authorizer(db, NULL, NULL);
+        if (rc != SQLITE_OK && g.changed) {
+                /* refused before it wrote a page: checked again next time */
+                set_status(r, MAINT_BUSY, SQLITE_BUSY, "a commit came between the checks and the VACUUM; "
+                           "checking again");
+                db_close(path, db, cancel, false);
+                goto out;
+        }
         if (rc != SQLITE_OK) {
                 /* SQLITE_FULL midway leaves the database intact, but in WAL
                  * mode the partial -wal keeps the disk full until the last
@@ -1224,12 +1390,14 @@ enum maint_status maint_vacuum(const char *path, const struct maint_opts *o,
                 /* It began writing: SQLite's tidy close (the last connection
                  * removes the -wal) gives the disk back. */
                 db_close(path, db, cancel, true);
-                return finish(path, r, t0);
+                goto out;
         }
         r->wrote = true;
         if (run_check(db, &r->before, o->integrity, FTS_DIRECT, "after VACUUM", r) == MAINT_OK)
                 conclude_shrink(db, path, r);
         db_close(path, db, cancel, true);
+out:
+        version_close(&fds);
         return finish(path, r, t0);
 }
 

@@ -99,7 +99,7 @@ struct maint_table {
 struct maint_result {
         enum maint_status status;
         int sqlite_rc;           /* extended result code of the failing call, or 0 */
-        char message[512];       /* what went wrong, with SQLite's own text */
+        char message[2048];      /* what went wrong, with SQLite's own text */
         struct dbstat before, after;
         bool have_before, have_after;
         uint64_t bytes_reclaimed;

@@ -462,15 +462,27 @@ static void poll_target(struct manager *m, struct target *t)
 
 /* --- jobs ------------------------------------------------------------- */
 
-/* "a, b, c" of the tables with verdict v (any when v < 0), cut to fit. */
+/* "a, b, c" of the tables with verdict v (any when v < 0); when they do
+ * not all fit, as many as do and "and N more". */
 static const char *table_list(const struct maint_result *r, int v, char *buf, size_t len)
 {
-        size_t n = 0;
+        size_t n = 0, shown = 0, all = 0;
 
         buf[0] = '\0';
-        for (size_t i = 0; i < r->n_tables && n < len; i++)
-                if (v < 0 || (int)r->tables[i].verdict == v)
-                        n += (size_t)snprintf(buf + n, len - n, "%s%s", n ? ", " : "", r->tables[i].name);
+        for (size_t i = 0; i < r->n_tables; i++) {
+                size_t k;
+
+                if (v >= 0 && (int)r->tables[i].verdict != v)
+                        continue;
+                all++;
+                k = strlen(r->tables[i].name) + (n ? 2 : 0);
+                if (shown + 1 < all || n + k + 32 >= len)
+                        continue; /* counted, not named */
+                n += (size_t)snprintf(buf + n, len - n, "%s%s", n ? ", " : "", r->tables[i].name);
+                shown++;
+        }
+        if (shown < all)
+                snprintf(buf + n, len - n, "%sand %zu more", n ? " " : "", all - shown);
         return buf;
 }
 
@@ -526,7 +538,7 @@ static void log_result(struct manager *m, struct target *t, struct job *j)
 {
         const struct maint_result *r = &j->res;
         const char *op = maint_op_name(j->op);
-        char bytes[32], list[1024];
+        char bytes[32], list[8192];
         struct log_entry e;
 
         if (r->rolled_back_journal) {
