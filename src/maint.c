@@ -437,12 +437,16 @@ static enum maint_status db_open_read(const char *path, const struct layout *l, 
         case READ_EXCLUSIVE:
                 /* Heap memory stands in for the -shm; the exclusive lock needs
                  * a read-write descriptor, but nothing is written. */
-                if (db_connect(path, "vfs=unix-excl", SQLITE_OPEN_READWRITE, o, cancel, ret, r) == MAINT_PERMISSION)
+                if (db_connect(path, "vfs=unix-excl", SQLITE_OPEN_READWRITE, o, cancel, ret, r) == MAINT_PERMISSION) {
+                        char why[sizeof(r->message)];
+
+                        util_strlcpy(why, r->message, sizeof(why));
                         set_status(r, MAINT_PERMISSION, r->sqlite_rc,
                                    "a -wal without its -shm (a restored copy, which no application has open): "
                                    "SQLite reads it only under an exclusive lock, which needs write access to "
                                    "the database, and there is none here (%s); copy the files elsewhere to check "
-                                   "them", r->message);
+                                   "them", why);
+                }
                 return r->status;
         case READ_ROLLBACK:
                 break;
