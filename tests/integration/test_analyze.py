@@ -498,8 +498,6 @@ con.execute("UPDATE s SET k = k WHERE id = 1")
 """
 
 
-@pytest.mark.xfail(strict=True, reason="manager.c/maint.c: the files' identity is taken when the job ends, "
-                   "not when its look read the tables, so a write during the job is never looked at")
 def test_write_during_the_look_is_not_forgotten(tmp_path, daemon):
     """The application grows s tenfold while an ANALYZE job is between
     its look (the counts) and its end. The daemon must look again at a
@@ -595,8 +593,6 @@ def _make_mixed(path):
             "COMMIT")
 
 
-@pytest.mark.xfail(strict=True, reason="maint.c look_before_analyze/stat1_of: statistics are judged per table, "
-                   "so an index created after the last ANALYZE (no sqlite_stat1 row) counts as current")
 def test_index_without_statistics_is_analyzed(tmp_path):
     """The application drops and recreates events_ab after its ANALYZE (a
     schema migration): the new index has no sqlite_stat1 row, the planner
