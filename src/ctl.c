@@ -163,7 +163,7 @@ static void print_json(struct ctl *c, const char *path, const char *op, const st
                 }
                 json_array_end(j);
         }
-        if (c->cmd == CMD_ANALYZE && r->n_tables) {
+        if (c->cmd == CMD_ANALYZE && (r->n_tables || r->status == MAINT_OK)) {
                 json_array_begin(j, "tables");
                 for (size_t i = 0; i < r->n_tables; i++) {
                         json_object_begin(j, NULL);

@@ -1009,16 +1009,21 @@ static void begin(struct maint_result *r, uint64_t *t0)
         *t0 = util_now_ms();
 }
 
-/* Where the files stand when an operation ends (for "unchanged since"). */
 static enum maint_status finish(const char *path, struct maint_result *r, uint64_t t0)
+{
+        r->duration_ms = util_now_ms() - t0;
+        return r->status;
+}
+
+/* The database file and its -wal as they are now (wal zeroed: none). */
+static void files_now(const char *path, struct file_id *db, struct file_id *wal)
 {
         char p[4096 + 16];
 
-        (void)file_id_get(path, &r->db_id);
+        *db = *wal = (struct file_id){ 0 };
+        (void)file_id_get(path, db);
         if ((size_t)snprintf(p, sizeof(p), "%s-wal", path) < sizeof(p))
-                (void)file_id_get(p, &r->wal_id);
-        r->duration_ms = util_now_ms() - t0;
-        return r->status;
+                (void)file_id_get(p, wal);
 }
 
 /* A read-only look: open as the files allow, run look(), verify the read
@@ -1490,6 +1495,23 @@ static enum maint_status look_before_analyze(sqlite3 *db, const char *path, cons
                         break;
                 }
                 rc = SQLITE_OK;
+                /* An index without statistics (created since the last
+                 * ANALYZE) leaves the planner guessing: the table's are
+                 * missing. A partial index may have no entries and never
+                 * get statistics: not counted. */
+                if (has_stats && count > 0) {
+                        int64_t bare = 0;
+
+                        rc = query_ints(db, "SELECT count(*) FROM pragma_index_list(?1) AS il WHERE il.partial = 0 "
+                                            "AND NOT EXISTS (SELECT 1 FROM main.sqlite_stat1 AS s "
+                                            "WHERE s.tbl = ?1 AND s.idx = il.name)", names[i], &bare, 1);
+                        if (rc != SQLITE_ROW) {
+                                free(text);
+                                break;
+                        }
+                        rc = SQLITE_OK;
+                        has_stats = bare == 0;
+                }
                 /* A sampled ANALYZE writes an estimated count; whoever knows
                  * the exact count behind statistics it wrote says so. */
                 if (has_stats && o->analyze_baseline && o->analyze_baseline(o->analyze_baseline_userdata, names[i],
@@ -1526,11 +1548,18 @@ enum maint_status maint_analyze(const char *path, const struct maint_opts *o,
 {
         size_t n = 0, done = 0;
         int rc = SQLITE_OK, rc2;
+        struct file_id db_id, wal_id;
         sqlite3 *db;
         uint64_t t0;
 
         begin(r, &t0);
-        if (read_look(path, o, cancel, true, look_before_analyze, r) != MAINT_OK)
+        /* Taken before the look: a write during the job makes the next
+         * timer look again (after a job that wrote, once for nothing). */
+        files_now(path, &db_id, &wal_id);
+        read_look(path, o, cancel, true, look_before_analyze, r);
+        r->db_id = db_id;
+        r->wal_id = wal_id;
+        if (r->status != MAINT_OK)
                 return finish(path, r, t0);
         for (size_t i = 0; i < r->n_tables; i++)
                 n += to_analyze(&r->tables[i]);

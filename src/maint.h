@@ -117,7 +117,7 @@ struct maint_result {
         uint64_t wal_bytes_before, wal_bytes_after; /* checkpoint: size of the -wal */
         bool wrote;               /* the operation changed the database (ANALYZE of some table, ...) */
         bool rolled_back_journal; /* it rolled back a hot journal first (an operation that writes) */
-        struct file_id db_id, wal_id; /* the files as the operation left them (wal_id zero: no -wal) */
+        struct file_id db_id, wal_id; /* analyze: the files as it found them before it looked (wal_id zero: no -wal) */
 };
 
 /* Process-wide SQLite setup (heap limit); call once before any operation. */

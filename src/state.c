@@ -149,7 +149,7 @@ int state_record(struct state *s, const char *path, enum maint_op op, int64_t wh
 
 int state_record_analyzed(struct state *s, const char *path, const struct maint_table *tables, size_t n)
 {
-        sqlite3_stmt *st;
+        sqlite3_stmt *st = NULL;
         int rc;
 
         pthread_mutex_lock(&s->lock);
@@ -169,10 +169,9 @@ int state_record_analyzed(struct state *s, const char *path, const struct maint_
                 rc = sqlite3_step(st) == SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
                 sqlite3_reset(st);
         }
-        if (rc == SQLITE_OK) {
-                sqlite3_finalize(st);
+        sqlite3_finalize(st);
+        if (rc == SQLITE_OK)
                 rc = sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL);
-        }
         if (rc != SQLITE_OK)
                 sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
         pthread_mutex_unlock(&s->lock);
