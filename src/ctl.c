@@ -135,6 +135,11 @@ static void print_json(struct ctl *c, const char *path, const char *op, const st
                 json_stats(j, st);
         if (c->cmd == CMD_VACUUM) {
                 json_u64(j, "bytes_reclaimed", r->bytes_reclaimed);
+                if (r->wrote) {
+                        json_u64(j, "disk_bytes_before", r->disk_bytes_before);
+                        json_u64(j, "disk_bytes_after", r->disk_bytes_after);
+                }
+                json_u64(j, "page_bytes_reclaimed", r->page_bytes_reclaimed);
                 if (r->have_before)
                         json_fixed2(j, "fragmentation_before_percent", r->before.fragmentation_percent);
                 if (r->have_after)
@@ -171,6 +176,20 @@ static void print_json(struct ctl *c, const char *path, const char *op, const st
                         json_str(j, "verdict", maint_table_verdict_name(r->tables[i].verdict));
                         json_u64(j, "rows", r->tables[i].rows);
                         json_u64(j, "statistics_rows", r->tables[i].baseline_rows);
+                        json_object_end(j);
+                }
+                json_array_end(j);
+        }
+        if (r->n_vtabs) {
+                json_array_begin(j, "virtual_tables");
+                for (size_t i = 0; i < r->n_vtabs; i++) {
+                        json_object_begin(j, NULL);
+                        json_str(j, "name", r->vtabs[i].name);
+                        json_str(j, "kind", vtab_kind_key(r->vtabs[i].kind));
+                        json_str(j, "verdict", vtab_verdict_name(r->vtabs[i].verdict));
+                        if (r->vtabs[i].why)
+                                json_str(j, r->vtabs[i].verdict == VTAB_VERDICT_CANNOT ? "reason" : "error",
+                                         r->vtabs[i].why);
                         json_object_end(j);
                 }
                 json_array_end(j);
@@ -238,6 +257,22 @@ static void print_analyzed(const char *path, const struct maint_result *r)
         out(stdout, "%s: %s", path, line);
 }
 
+/* " and 2 full-text or R*Tree indexes": what a full check covered */
+static const char *vtabs_checked(const struct maint_result *r, char *buf, size_t len)
+{
+        snprintf(buf, len, " and %zu full-text or R*Tree index%s", r->n_vtabs, r->n_vtabs == 1 ? "" : "es");
+        return buf;
+}
+
+/* The virtual tables a check could not look into, each with its reason. */
+static void print_not_checked(const char *path, const struct maint_result *r)
+{
+        for (size_t i = 0; i < r->n_vtabs; i++)
+                if (r->vtabs[i].verdict == VTAB_VERDICT_CANNOT)
+                        out(stderr, "sqlite-maintctl: %s: warning: %s %s not checked: %s", path,
+                            vtab_kind_name(r->vtabs[i].kind), r->vtabs[i].name, r->vtabs[i].why);
+}
+
 static void print_human(struct ctl *c, const char *path, const struct maint_result *r)
 {
         char bytes[32];
@@ -263,9 +298,12 @@ static void print_human(struct ctl *c, const char *path, const struct maint_resu
                 print_stats_row(path, &r->after);
                 break;
         case CMD_VACUUM:
-                out(stdout, "%s: vacuumed: fragmentation %.2f%% -> %.2f%%, reclaimed %s in %llu ms", path,
-                    r->before.fragmentation_percent, r->after.fragmentation_percent,
-                    util_format_bytes(r->bytes_reclaimed, bytes, sizeof(bytes)), (unsigned long long)r->duration_ms);
+                out(stdout, "%s: vacuumed: fragmentation %.2f%% -> %.2f%%, reclaimed %s (on disk %s -> %s) in %llu ms",
+                    path, r->before.fragmentation_percent, r->after.fragmentation_percent,
+                    util_format_bytes(r->bytes_reclaimed, bytes, sizeof(bytes)),
+                    util_format_bytes(r->disk_bytes_before, (char[32]){ 0 }, 32),
+                    util_format_bytes(r->disk_bytes_after, (char[32]){ 0 }, 32), (unsigned long long)r->duration_ms);
+                print_not_checked(path, r);
                 for (size_t i = 0; i < r->n_tables; i++)
                         out(stdout, "%s: rowids of table %s renumbered 1..%llu (they were %lld..%lld), as allowed", path,
                             r->tables[i].name, (unsigned long long)r->tables[i].rows,
@@ -278,8 +316,8 @@ static void print_human(struct ctl *c, const char *path, const struct maint_resu
                 print_analyzed(path, r);
                 break;
         case CMD_CHECK:
-                out(stdout, "%s: ok (%s, %llu ms)", path, c->full ? "integrity_check" : "quick_check",
-                    (unsigned long long)r->duration_ms);
+                out(stdout, "%s: ok (%s%s, %llu ms)", path, c->full ? "integrity_check" : "quick_check",
+                    r->n_vtabs ? vtabs_checked(r, (char[64]){ 0 }, 64) : "", (unsigned long long)r->duration_ms);
                 break;
         }
 }

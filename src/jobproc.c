@@ -189,6 +189,7 @@ static void encode_result(const struct maint_result *r, struct buf *b)
 
         flat.problems = NULL;
         flat.tables = NULL;
+        flat.vtabs = NULL;
         put_u32(b, RESULT_MAGIC);
         put_u32(b, sizeof(flat));
         put(b, &flat, sizeof(flat));
@@ -203,6 +204,13 @@ static void encode_result(const struct maint_result *r, struct buf *b)
                 put(b, &t, sizeof(t));
                 put_str(b, r->tables[i].name);
                 put_str(b, r->tables[i].stat);
+        }
+        put_u32(b, (uint32_t)r->n_vtabs);
+        for (size_t i = 0; i < r->n_vtabs; i++) {
+                put_u32(b, (uint32_t)r->vtabs[i].kind);
+                put_u32(b, (uint32_t)r->vtabs[i].verdict);
+                put_str(b, r->vtabs[i].name);
+                put_str(b, r->vtabs[i].why);
         }
 }
 
@@ -253,7 +261,7 @@ static void sanitize_stat(struct dbstat *st)
 static bool decode_result(const char *data, size_t n, struct maint_result *r)
 {
         struct reader rd = { data, n };
-        uint32_t magic, size, np, nt;
+        uint32_t magic, size, np, nt, nv;
         struct maint_result flat;
 
         if (!get(&rd, &magic, sizeof(magic)) || magic != RESULT_MAGIC || !get(&rd, &size, sizeof(size)) ||
@@ -267,7 +275,8 @@ static bool decode_result(const char *data, size_t n, struct maint_result *r)
         sanitize_stat(&flat.after);
         flat.problems = NULL;
         flat.tables = NULL;
-        flat.n_problems = flat.n_tables = 0;
+        flat.vtabs = NULL;
+        flat.n_problems = flat.n_tables = flat.n_vtabs = 0;
         *r = flat;
         if (!get(&rd, &np, sizeof(np)) || np > 1000)
                 return false;
@@ -292,6 +301,26 @@ static bool decode_result(const char *data, size_t n, struct maint_result *r)
                     !get_str(&rd, true, &t->stat)) {
                         free(t->name);
                         free(t->stat);
+                        return false;
+                }
+        }
+        if (!get(&rd, &nv, sizeof(nv)) || nv > MAX_TABLES)
+                return false;
+        r->vtabs = nv ? calloc(nv, sizeof(*r->vtabs)) : NULL;
+        if (nv && !r->vtabs)
+                return false;
+        for (; r->n_vtabs < nv; r->n_vtabs++) {
+                struct maint_vtab *v = &r->vtabs[r->n_vtabs];
+                uint32_t kind, verdict;
+
+                if (!get(&rd, &kind, sizeof(kind)) || kind > VTAB_RTREE || !get(&rd, &verdict, sizeof(verdict)) ||
+                    verdict > VTAB_VERDICT_CANNOT)
+                        return false;
+                v->kind = (enum vtab_kind)kind;
+                v->verdict = (enum vtab_verdict)verdict;
+                if (!get_str(&rd, false, &v->name) || !get_str(&rd, true, &v->why)) {
+                        free(v->name);
+                        free(v->why);
                         return false;
                 }
         }

@@ -16,6 +16,7 @@
 
 #include "maint.h"
 #include "util.h"
+#include "vtabs.h"
 
 /* A hostile database must not be able to take all memory: SQLite fails
  * allocations past this with SQLITE_NOMEM instead. Generous, since the
@@ -23,8 +24,11 @@
 #define MAINT_HEAP_LIMIT (512LL * 1024 * 1024)
 /* How often (in VM steps) a long statement checks for a stop request. */
 #define MAINT_PROGRESS_STEPS 1000
-/* The most problem rows kept from an integrity check. */
-#define MAINT_MAX_PROBLEMS 100
+/* PRAGMA integrity_check(N): the findings it stops after. */
+#define INTEGRITY_MAX_ERRORS 100
+/* The most findings kept from a check: the b-trees' and each R*Tree's
+ * (rtreecheck() stops at 100 too) and the full-text indexes'. */
+#define MAINT_MAX_PROBLEMS 1000
 /* A read of a file without its -wal is verified afterwards (see
  * read_unchanged); a read that raced a writer is tried this many times. */
 #define READ_ATTEMPTS 4
@@ -258,6 +262,25 @@ enum read_mode {
         READ_IMMUTABLE, /* immutable=1, verified afterwards: no -wal to read */
         READ_EXCLUSIVE, /* vfs=unix-excl, read-write but never written: a -wal without its -shm */
 };
+
+/* The disk space the database's files take: the file, its -wal and its
+ * -journal, in allocated blocks (st_blocks, as du(1) counts: a file grown
+ * in chunks holds more than its pages, a sparse one less). */
+static uint64_t disk_bytes(const char *path)
+{
+        static const char *const suffixes[] = { "", "-wal", "-journal" };
+        uint64_t sum = 0;
+
+        for (size_t i = 0; i < ELEMENTSOF(suffixes); i++) {
+                char p[4096 + 16];
+                struct stat st;
+
+                if ((size_t)snprintf(p, sizeof(p), "%s%s", path, suffixes[i]) < sizeof(p) && lstat(p, &st) == 0 &&
+                    S_ISREG(st.st_mode))
+                        sum += (uint64_t)st.st_blocks * 512;
+        }
+        return sum;
+}
 
 static off_t side_size(const char *path, const char *suffix, bool *exists)
 {
@@ -609,38 +632,6 @@ static int query_ints(sqlite3 *db, const char *sql, const char *arg, int64_t *ou
 
 /* ---- integrity ------------------------------------------------------------------- */
 
-/* The FTS3/4/5 tables, whose own index structures quick_check and
- * integrity_check do not look into. */
-static char **fts_tables(sqlite3 *db, int *rc)
-{
-        return query_names(db,
-                "SELECT name FROM sqlite_schema WHERE type = 'table' AND "
-                "(sql LIKE 'CREATE VIRTUAL TABLE%USING fts5%' OR sql LIKE 'CREATE VIRTUAL TABLE%USING fts4%' OR "
-                " sql LIKE 'CREATE VIRTUAL TABLE%USING fts3%')", rc);
-}
-
-/* Each table's 'integrity-check' command on db, which must be writable. */
-static enum maint_status check_fts_on(sqlite3 *db, char **names, struct maint_result *r)
-{
-        for (size_t i = 0; names[i]; i++) {
-                char *sql, line[512];
-                int rc;
-
-                sql = sqlite3_mprintf("INSERT INTO \"%w\"(\"%w\") VALUES('integrity-check')", names[i], names[i]);
-                if (!sql)
-                        return set_status(r, MAINT_ERROR, SQLITE_NOMEM, "out of memory");
-                rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
-                sqlite3_free(sql);
-                if (rc == SQLITE_OK)
-                        continue;
-                if (maint_classify(rc, sqlite3_errmsg(db)) != MAINT_CORRUPT)
-                        return fail_sqlite(r, db, rc, "full-text index check");
-                snprintf(line, sizeof(line), "full-text index %s: %s", names[i], sqlite3_errmsg(db));
-                add_problem(r, line);
-        }
-        return MAINT_OK;
-}
-
 const char *maint_temp_dir(void)
 {
         const char *dirs[] = { sqlite3_temp_directory, getenv("SQLITE_TMPDIR"), getenv("TMPDIR"),
@@ -669,11 +660,11 @@ static int free_bytes(const char *path, uint64_t *ret, uint64_t *block)
         return 0;
 }
 
-/* The 'integrity-check' command is an INSERT: on a read-only look it runs
- * on a snapshot, copied by SQLite's backup API (one read transaction) into
- * a private temp database that SQLite deletes on close. */
-static enum maint_status check_fts_snapshot(sqlite3 *src, const struct dbstat *st, char **names,
-                                            struct maint_result *r)
+/* The full-text 'integrity-check' command is an INSERT: it runs on a
+ * snapshot, copied by SQLite's backup API (one read transaction) into a
+ * private temp database that SQLite deletes on close. So no check ever
+ * holds the database's write lock, and a read-only look can run it. */
+static enum maint_status snapshot(sqlite3 *src, const struct dbstat *st, sqlite3 **ret, struct maint_result *r)
 {
         uint64_t need = st->page_count * st->page_size, have = 0;
         const char *tmp = maint_temp_dir();
@@ -682,6 +673,7 @@ static enum maint_status check_fts_snapshot(sqlite3 *src, const struct dbstat *s
         char need_s[32], have_s[32];
         int rc;
 
+        *ret = NULL;
         if (free_bytes(tmp, &have, NULL) == 0 && have < need)
                 return set_status(r, MAINT_NOSPACE, 0,
                                   "not enough free space for a snapshot to check the full-text indexes in: "
@@ -702,61 +694,189 @@ static enum maint_status check_fts_snapshot(sqlite3 *src, const struct dbstat *s
         }
         rc = sqlite3_backup_step(b, -1);
         sqlite3_backup_finish(b);
-        if (rc != SQLITE_DONE)
+        if (rc != SQLITE_DONE) {
                 fail_sqlite(r, src, rc, "cannot snapshot the database");
-        else
-                check_fts_on(copy, names, r);
-        sqlite3_close_v2(copy);
-        return r->status;
-}
-
-/* Where a full check runs the full-text indexes' own checks. */
-enum fts_check {
-        FTS_NONE,     /* not here (a VACUUM's read-only look: the write connection does it) */
-        FTS_DIRECT,   /* on the connection, a write connection */
-        FTS_SNAPSHOT, /* on a snapshot: the connection is a read-only look */
-};
-
-static enum maint_status check_fts(sqlite3 *db, const struct dbstat *st, enum fts_check how, struct maint_result *r)
-{
-        char **names;
-        int rc;
-
-        if (how == FTS_NONE)
+                sqlite3_close_v2(copy);
                 return r->status;
-        names = fts_tables(db, &rc);
-        if (!names)
-                return fail_sqlite(r, db, rc, "cannot list FTS tables");
-        if (names[0])
-                (how == FTS_SNAPSHOT ? check_fts_snapshot(db, st, names, r) : check_fts_on(db, names, r));
-        free_names(names);
+        }
+        *ret = copy;
+        return MAINT_OK;
+}
+
+static enum maint_status add_vtab(struct maint_result *r, const struct vtab *v, enum vtab_verdict verdict,
+                                  char *why)
+{
+        struct maint_vtab *n = realloc(r->vtabs, (r->n_vtabs + 1) * sizeof(*n));
+
+        if (!n || !(v->name)) {
+                free(why);
+                return set_status(r, MAINT_ERROR, SQLITE_NOMEM, "out of memory");
+        }
+        r->vtabs = n;
+        n[r->n_vtabs] = (struct maint_vtab){ .name = strdup(v->name), .kind = v->kind, .verdict = verdict,
+                                             .why = why };
+        if (!n[r->n_vtabs].name) {
+                free(why);
+                return set_status(r, MAINT_ERROR, SQLITE_NOMEM, "out of memory");
+        }
+        r->n_vtabs++;
+        return MAINT_OK;
+}
+
+/* Each full-text and R*Tree table checked on its own (vtabs.h); a damaged
+ * one adds its findings to r->problems, one line each. An FTS table is
+ * checked on a snapshot, an R*Tree on db itself (rtreecheck() only
+ * reads). The auxiliary modules and unknown ones have nothing to check. */
+static enum maint_status check_vtabs(sqlite3 *db, const struct dbstat *st, struct maint_result *r)
+{
+        struct vtab *v;
+        sqlite3 *copy = NULL;
+        size_t n;
+        int rc = vtabs_list(db, &v, &n);
+
+        if (rc != SQLITE_OK)
+                return fail_sqlite(r, db, rc, "cannot list the virtual tables");
+        for (size_t i = 0; i < n && r->status == MAINT_OK; i++) {
+                bool fts = v[i].kind == VTAB_FTS3 || v[i].kind == VTAB_FTS5;
+                sqlite3 *on = fts ? copy : db;
+                enum vtab_verdict verdict;
+                char *why;
+
+                if (v[i].kind == VTAB_AUX || v[i].kind == VTAB_OTHER)
+                        continue;
+                if (fts && !copy && !(v[i].kind == VTAB_FTS3 && v[i].contentless)) {
+                        if (snapshot(db, st, &copy, r) != MAINT_OK)
+                                break;
+                        on = copy;
+                }
+                rc = vtab_check(on ? on : db, &v[i], &verdict, &why);
+                if (rc != SQLITE_OK) {
+                        char what[300];
+
+                        snprintf(what, sizeof(what), "checking %s %s", vtab_kind_name(v[i].kind), v[i].name);
+                        fail_sqlite(r, on ? on : db, rc, what);
+                        break;
+                }
+                if (verdict == VTAB_VERDICT_CORRUPT) {
+                        /* rtreecheck() reports one finding per line */
+                        for (char *line = why, *next; line && *line; line = next) {
+                                char *p;
+
+                                next = strchr(line, '\n');
+                                if (next)
+                                        *next++ = '\0';
+                                p = sqlite3_mprintf("%s %s: %s", vtab_kind_name(v[i].kind), v[i].name, line);
+                                add_problem(r, p);
+                                sqlite3_free(p);
+                                if (next)
+                                        next[-1] = '\n';
+                        }
+                }
+                add_vtab(r, &v[i], verdict, why);
+        }
+        sqlite3_close_v2(copy);
+        vtabs_free(v, n);
         return r->status;
 }
 
-/* quick_check or integrity_check (+ FTS checks when full). MAINT_OK, or
- * MAINT_CORRUPT with r->problems, or the failure of the check itself. */
-static enum maint_status run_check(sqlite3 *db, const struct dbstat *st, enum integrity_level level,
-                                   enum fts_check fts, const char *when, struct maint_result *r)
+static void free_vtabs(struct maint_result *r)
 {
+        for (size_t i = 0; i < r->n_vtabs; i++) {
+                free(r->vtabs[i].name);
+                free(r->vtabs[i].why);
+        }
+        free(r->vtabs);
+        r->vtabs = NULL;
+        r->n_vtabs = 0;
+}
+
+size_t maint_count_vtabs(const struct maint_result *r, enum vtab_verdict verdict)
+{
+        size_t n = 0;
+
+        for (size_t i = 0; i < r->n_vtabs; i++)
+                n += r->vtabs[i].verdict == verdict;
+        return n;
+}
+
+const char *maint_vtab_list(const struct maint_result *r, enum vtab_verdict verdict, bool why, char *buf,
+                            size_t len)
+{
+        size_t k = 0, shown = 0, all = maint_count_vtabs(r, verdict);
+
+        buf[0] = '\0';
+        for (size_t i = 0; i < r->n_vtabs; i++) {
+                const struct maint_vtab *t = &r->vtabs[i];
+                char one[600];
+                int n;
+
+                if (t->verdict != verdict)
+                        continue;
+                why = why && t->why;
+                n = snprintf(one, sizeof(one), "%s%s %s%s%s%s", shown ? ", " : "", vtab_kind_name(t->kind), t->name,
+                             why ? " (" : "", why ? t->why : "", why ? ")" : "");
+                if (n < 0 || k + (size_t)n + 24 >= len)
+                        break;
+                memcpy(buf + k, one, (size_t)n + 1);
+                k += (size_t)n;
+                shown++;
+        }
+        if (shown < all)
+                snprintf(buf + k, len - k, "%sand %zu more", shown ? " " : "", all - shown);
+        return buf;
+}
+
+/* One row of PRAGMA integrity_check / quick_check holds one finding or
+ * several, one per line, under a "*** in database main ***" line
+ * (pragma.c): each finding becomes one problem. Returns the findings. */
+static size_t add_findings(struct maint_result *r, const char *row)
+{
+        size_t found = 0;
+
+        while (row && *row) {
+                const char *end = strchr(row, '\n');
+                size_t n = end ? (size_t)(end - row) : strlen(row);
+
+                if (n > 0 && !(n > 8 && strncmp(row, "*** in database ", 16) == 0 && strncmp(row + n - 4, " ***", 4) == 0)) {
+                        char *line = strndup(row, n);
+
+                        add_problem(r, line ? line : "(out of memory)");
+                        free(line);
+                        found++;
+                }
+                row = end ? end + 1 : NULL;
+        }
+        return found;
+}
+
+/* quick_check or integrity_check, and with full the checks of each
+ * full-text and R*Tree table (check_vtabs). MAINT_OK, also when some
+ * virtual table could not be checked (r->vtabs says which and why); or
+ * MAINT_CORRUPT with each finding once in r->problems; or the failure of
+ * the check itself. */
+static enum maint_status run_check(sqlite3 *db, const struct dbstat *st, enum integrity_level level,
+                                   const char *when, struct maint_result *r)
+{
+        const char *name = level == INTEGRITY_FULL ? "integrity_check" : "quick_check";
+        size_t btree = 0, vt;
         sqlite3_stmt *s;
-        bool ok = false;
+        char cannot[1024];
         int rc;
 
         if (level == INTEGRITY_NONE)
                 return MAINT_OK;
-        rc = sqlite3_prepare_v2(db, level == INTEGRITY_FULL ? "PRAGMA integrity_check(100)" : "PRAGMA quick_check(100)",
+        /* the verdicts of the latest check (a VACUUM's after its before) */
+        free_vtabs(r);
+        rc = sqlite3_prepare_v2(db, level == INTEGRITY_FULL ? "PRAGMA integrity_check(" STRINGIFY(INTEGRITY_MAX_ERRORS) ")"
+                                                            : "PRAGMA quick_check(" STRINGIFY(INTEGRITY_MAX_ERRORS) ")",
                                 -1, &s, NULL);
-        if (rc != SQLITE_OK) {
-                fail_sqlite(r, db, rc, "integrity check");
-                return r->status;
-        }
+        if (rc != SQLITE_OK)
+                return fail_sqlite(r, db, rc, "integrity check");
         while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
                 const char *row = (const char *)sqlite3_column_text(s, 0);
 
-                if (row && strcmp(row, "ok") == 0)
-                        ok = true;
-                else
-                        add_problem(r, row);
+                if (!row || strcmp(row, "ok") != 0)
+                        btree += add_findings(r, row ? row : "(no text)");
         }
         sqlite3_finalize(s);
         if (rc != SQLITE_DONE) {
@@ -765,14 +885,20 @@ static enum maint_status run_check(sqlite3 *db, const struct dbstat *st, enum in
                         add_problem(r, sqlite3_errmsg(db));
                 return r->status;
         }
-        if (level == INTEGRITY_FULL && r->n_problems == 0 && check_fts(db, st, fts, r) != MAINT_OK)
+        if (level == INTEGRITY_FULL && check_vtabs(db, st, r) != MAINT_OK)
                 return r->status;
-        if (!ok || r->n_problems > 0)
-                return set_status(r, MAINT_CORRUPT, SQLITE_CORRUPT, "%s%s%s reported %zu line%s of problems, first: %s",
-                                  level == INTEGRITY_FULL ? "integrity_check" : "quick_check", *when ? " " : "", when,
-                                  r->n_problems, r->n_problems == 1 ? "" : "s",
-                                  r->n_problems ? r->problems[0] : "(no rows)");
-        return MAINT_OK;
+        if (r->n_problems == 0)
+                return MAINT_OK;
+        vt = r->n_problems - btree;
+        cannot[0] = '\0';
+        if (maint_count_vtabs(r, VTAB_VERDICT_CANNOT))
+                snprintf(cannot, sizeof(cannot), "; not checked: %s",
+                         maint_vtab_list(r, VTAB_VERDICT_CANNOT, true, (char[768]){ 0 }, 768));
+        return set_status(r, MAINT_CORRUPT, SQLITE_CORRUPT, "%s%s%s found %zu problem%s%s%s%s%s", name,
+                          *when ? " " : "", when, r->n_problems, r->n_problems == 1 ? "" : "s",
+                          btree >= INTEGRITY_MAX_ERRORS ? " (it stops at " STRINGIFY(INTEGRITY_MAX_ERRORS) ")" : "",
+                          vt && btree ? ": in the b-trees and in " : vt ? ": in " : "",
+                          vt ? maint_vtab_list(r, VTAB_VERDICT_CORRUPT, false, (char[768]){ 0 }, 768) : "", cannot);
 }
 
 /* ---- free space --------------------------------------------------------------- */
@@ -1133,7 +1259,7 @@ static enum maint_status look_check(sqlite3 *db, const char *path, const struct 
         enum integrity_level level = o->integrity == INTEGRITY_NONE ? INTEGRITY_QUICK : o->integrity;
 
         if (read_stats(db, path, &r->after, &r->have_after, r) == MAINT_OK)
-                run_check(db, &r->after, level, FTS_SNAPSHOT, "", r);
+                run_check(db, &r->after, level, "", r);
         return r->status;
 }
 
@@ -1143,7 +1269,11 @@ enum maint_status maint_check(const char *path, const struct maint_opts *o,
         uint64_t t0;
 
         begin(r, &t0);
-        read_look(path, o, cancel, false, look_check, r);
+        /* Worst first: corrupt (above), then a table that cannot be checked. */
+        if (read_look(path, o, cancel, false, look_check, r) == MAINT_OK && maint_count_vtabs(r, VTAB_VERDICT_CANNOT))
+                set_status(r, MAINT_CANNOT, 0, "the b-trees are intact%s; not checked: %s",
+                           maint_count_vtabs(r, VTAB_VERDICT_OK) ? " and so are the other indexes checked" : "",
+                           maint_vtab_list(r, VTAB_VERDICT_CANNOT, true, (char[1536]){ 0 }, 1536));
         return finish(path, r, t0);
 }
 
@@ -1155,7 +1285,7 @@ static enum maint_status look_before_vacuum(sqlite3 *db, const char *path, const
 {
         /* Corruption first: a refusal for rowids or space must not hide it. */
         if (read_stats(db, path, &r->before, &r->have_before, r) != MAINT_OK || empty_database(&r->before, r) ||
-            run_check(db, &r->before, o->integrity, FTS_NONE, "before VACUUM", r) != MAINT_OK ||
+            run_check(db, &r->before, o->integrity, "before VACUUM", r) != MAINT_OK ||
             rowid_guard(db, o, r) != MAINT_OK ||
             (!o->skip_space_check && check_space(path, &r->before, o, r) != MAINT_OK))
                 return r->status;
@@ -1186,7 +1316,7 @@ static void checkpoint_truncate(sqlite3 *db, struct maint_result *r)
 }
 
 /* After pages were freed: truncate the WAL (it holds the rewritten pages),
- * then the figures after and what was reclaimed. */
+ * then the figures after and the pages freed. */
 static void conclude_shrink(sqlite3 *db, const char *path, struct maint_result *r)
 {
         uint64_t was, now;
@@ -1197,20 +1327,7 @@ static void conclude_shrink(sqlite3 *db, const char *path, struct maint_result *
                 return;
         was = r->before.page_count * r->before.page_size;
         now = r->after.page_count * r->after.page_size;
-        r->bytes_reclaimed = was > now ? was - now : 0;
-}
-
-/* The full-text part of a full check, on the write connection. */
-static enum maint_status check_fts_before(sqlite3 *db, const struct maint_opts *o, const char *when,
-                                          struct maint_result *r)
-{
-        if (o->integrity != INTEGRITY_FULL || check_fts(db, &r->before, FTS_DIRECT, r) != MAINT_OK)
-                return r->status;
-        if (r->n_problems > 0)
-                return set_status(r, MAINT_CORRUPT, SQLITE_CORRUPT, "the full-text index check %s reported %zu "
-                                  "line%s of problems, first: %s", when, r->n_problems,
-                                  r->n_problems == 1 ? "" : "s", r->problems[0]);
-        return MAINT_OK;
+        r->page_bytes_reclaimed = was > now ? was - now : 0;
 }
 
 /* ---- no commit between the checks and the VACUUM -------------------------- */
@@ -1351,13 +1468,23 @@ static enum maint_status look_unchanged(const char *path, const struct maint_opt
         }
 }
 
+/* What the file system got back: the files' disk space when the operation
+ * began (before) and now, every connection closed (SQLite's last close
+ * removes an empty -wal). */
+static void account_disk(const char *path, uint64_t before, struct maint_result *r)
+{
+        r->disk_bytes_before = before;
+        r->disk_bytes_after = disk_bytes(path);
+        r->bytes_reclaimed = before > r->disk_bytes_after ? before - r->disk_bytes_after : 0;
+}
+
 enum maint_status maint_vacuum(const char *path, const struct maint_opts *o,
                                struct maint_cancel *cancel, struct maint_result *r)
 {
         struct version_fds fds = { -1, -1 };
         struct vacuum_guard g = { .path = path, .fds = &fds };
+        uint64_t t0, disk_before = disk_bytes(path);
         sqlite3 *db = NULL;
-        uint64_t t0;
         int rc;
 
         begin(r, &t0);
@@ -1367,12 +1494,8 @@ enum maint_status maint_vacuum(const char *path, const struct maint_opts *o,
                 set_status(r, MAINT_INTERRUPTED, SQLITE_INTERRUPT, "stopped before VACUUM");
                 goto out;
         }
-        if (db_open_write(path, o, cancel, &db, r) != MAINT_OK ||
-            check_fts_before(db, o, "before VACUUM", r) != MAINT_OK) {
-                db_close(path, db, cancel, false);
-                db = NULL;
+        if (db_open_write(path, o, cancel, &db, r) != MAINT_OK)
                 goto out;
-        }
         sqlite3_set_authorizer(db, vacuum_authorizer, &g);
         rc = sqlite3_exec(db, "VACUUM", NULL, NULL, NULL);
         sqlite3_set_authorizer(db, NULL, NULL);
@@ -1402,11 +1525,13 @@ enum maint_status maint_vacuum(const char *path, const struct maint_opts *o,
                 goto out;
         }
         r->wrote = true;
-        if (run_check(db, &r->before, o->integrity, FTS_DIRECT, "after VACUUM", r) == MAINT_OK)
+        if (run_check(db, &r->before, o->integrity, "after VACUUM", r) == MAINT_OK)
                 conclude_shrink(db, path, r);
         db_close(path, db, cancel, true);
 out:
         version_close(&fds);
+        if (r->wrote)
+                account_disk(path, disk_before, r);
         return finish(path, r, t0);
 }
 
@@ -1629,24 +1754,23 @@ static enum maint_status look_before_incremental(sqlite3 *db, const char *path, 
                 return set_status(r, MAINT_CANNOT, 0,
                                   "auto_vacuum is %s, not incremental: incremental vacuum frees nothing here",
                                   dbstat_auto_vacuum_name(r->before.auto_vacuum));
-        return run_check(db, &r->before, o->integrity, FTS_NONE, "before incremental vacuum", r);
+        return run_check(db, &r->before, o->integrity, "before incremental vacuum", r);
 }
 
 enum maint_status maint_incremental_vacuum(const char *path, const struct maint_opts *o,
                                            struct maint_cancel *cancel, struct maint_result *r)
 {
         uint32_t batch = o->incremental_batch_pages ? o->incremental_batch_pages : 256;
+        uint64_t t0, disk_before = disk_bytes(path);
         struct dbstat now;
         bool have;
         sqlite3 *db;
-        uint64_t t0;
         int rc;
 
         begin(r, &t0);
         if (read_look(path, o, cancel, true, look_before_incremental, r) != MAINT_OK)
                 return finish(path, r, t0);
-        if (db_open_write(path, o, cancel, &db, r) != MAINT_OK ||
-            check_fts_before(db, o, "before incremental vacuum", r) != MAINT_OK) {
+        if (db_open_write(path, o, cancel, &db, r) != MAINT_OK) {
                 db_close(path, db, cancel, false);
                 return finish(path, r, t0);
         }
@@ -1672,6 +1796,8 @@ enum maint_status maint_incremental_vacuum(const char *path, const struct maint_
         if (r->status == MAINT_OK || r->status == MAINT_INTERRUPTED || r->status == MAINT_BUSY)
                 conclude_shrink(db, path, r);
         db_close(path, db, cancel, r->wrote);
+        if (r->wrote)
+                account_disk(path, disk_before, r);
         return finish(path, r, t0);
 }
 
@@ -1729,5 +1855,6 @@ void maint_result_clear(struct maint_result *r)
                 free(r->tables[i].stat);
         }
         free(r->tables);
+        free_vtabs(r);
         *r = (struct maint_result){ .status = MAINT_OK };
 }

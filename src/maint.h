@@ -14,6 +14,7 @@
 #include "conf.h"
 #include "dbstat.h"
 #include "util.h"
+#include "vtabs.h"
 
 enum maint_status {
         MAINT_OK,
@@ -96,21 +97,39 @@ struct maint_table {
         char *stat;              /* analyze: the table's sqlite_stat1 text after (may be NULL) */
 };
 
+/* A full-text or R*Tree table a full check looked at, and what it found. */
+struct maint_vtab {
+        char *name;
+        enum vtab_kind kind;
+        enum vtab_verdict verdict;
+        char *why;               /* unless ok: SQLite's words (corrupt) or the reason it cannot be checked */
+};
+
 struct maint_result {
         enum maint_status status;
         int sqlite_rc;           /* extended result code of the failing call, or 0 */
         char message[2048];      /* what went wrong, with SQLite's own text */
         struct dbstat before, after;
         bool have_before, have_after;
+        /* vacuum, incremental vacuum: the disk space (allocated blocks, as
+         * du counts) of the database file, its -wal and its -journal when
+         * the operation began and when it ended, and what the file system
+         * got back (before - after, never below 0); and the page-based
+         * figure: (page_count before - after) x page_size */
+        uint64_t disk_bytes_before, disk_bytes_after;
         uint64_t bytes_reclaimed;
+        uint64_t page_bytes_reclaimed;
         uint64_t duration_ms;
         bool checkpoint_busy;    /* wal_checkpoint(TRUNCATE) reported busy=1 */
         uint64_t space_needed;   /* the space check's figures (bytes): beside the database (both, when one filesystem) */
         uint64_t space_needed_tmp; /* in the temp directory */
         uint64_t space_free_db, space_free_tmp;
         char tmp_dir[256];
-        char **problems;         /* check: the rows that are not "ok" */
+        char **problems;         /* check: each finding once (a line of integrity_check's report, of
+                                    rtreecheck()'s, a full-text index's error) */
         size_t n_problems;
+        struct maint_vtab *vtabs; /* a full check: each full-text and R*Tree table's verdict */
+        size_t n_vtabs;
         struct maint_table *tables; /* vacuum: rowids that change; analyze: each table's verdict */
         size_t n_tables;
         uint64_t wal_frames_left; /* checkpoint: frames readers kept from being checkpointed */
@@ -186,6 +205,13 @@ enum maint_status maint_checkpoint(const char *path, const struct maint_opts *o,
                                    struct maint_cancel *cancel, struct maint_result *r);
 
 void maint_result_clear(struct maint_result *r);
+
+/* The virtual tables of r with verdict: how many, and "full-text index a
+ * (why), R*Tree index b (why)" (the why when asked) as many as fit in buf,
+ * then "and N more". Returns buf. */
+size_t maint_count_vtabs(const struct maint_result *r, enum vtab_verdict verdict);
+const char *maint_vtab_list(const struct maint_result *r, enum vtab_verdict verdict, bool why, char *buf,
+                            size_t len);
 
 /* The directory SQLite puts temp files in (SQLITE_TMPDIR, TMPDIR, /var/tmp,
  * /usr/tmp, /tmp, .), as SQLite's unix VFS chooses it. */

@@ -538,7 +538,7 @@ static void log_result(struct manager *m, struct target *t, struct job *j)
 {
         const struct maint_result *r = &j->res;
         const char *op = maint_op_name(j->op);
-        char bytes[32], list[8192];
+        char bytes[32], list[8192], unchecked[2048];
         struct log_entry e;
 
         if (r->rolled_back_journal) {
@@ -573,17 +573,28 @@ static void log_result(struct manager *m, struct target *t, struct job *j)
                 log_field(&e, "FRAGMENTATION_BEFORE", "%.2f", r->before.fragmentation_percent);
                 log_field(&e, "FRAGMENTATION_AFTER", "%.2f", r->after.fragmentation_percent);
                 log_field(&e, "BYTES_RECLAIMED", "%llu", (unsigned long long)r->bytes_reclaimed);
+                log_field(&e, "DISK_BYTES_BEFORE", "%llu", (unsigned long long)r->disk_bytes_before);
+                log_field(&e, "DISK_BYTES_AFTER", "%llu", (unsigned long long)r->disk_bytes_after);
+                log_field(&e, "PAGE_BYTES_RECLAIMED", "%llu", (unsigned long long)r->page_bytes_reclaimed);
                 log_field(&e, "DURATION_MS", "%llu", (unsigned long long)r->duration_ms);
                 log_field(&e, "REASON", "%s", sched_reason_name(t->reason));
                 if (r->n_tables)
                         log_field(&e, "RENUMBERED_TABLES", "%s", table_list(r, -1, list, sizeof(list)));
-                log_entry_send(&e, "%s: %s done: fragmentation %.2f%% -> %.2f%%, reclaimed %s in %llu ms%s%s", t->path,
+                unchecked[0] = '\0';
+                if (maint_count_vtabs(r, VTAB_VERDICT_CANNOT))
+                        log_field(&e, "NOT_CHECKED", "%s",
+                                  maint_vtab_list(r, VTAB_VERDICT_CANNOT, true, unchecked, sizeof(unchecked)));
+                log_entry_send(&e, "%s: %s done: fragmentation %.2f%% -> %.2f%%, reclaimed %s on disk (%s -> %s) "
+                               "in %llu ms%s%s%s%s", t->path,
                                j->op == MAINT_OP_VACUUM ? "VACUUM" : "incremental vacuum",
                                r->before.fragmentation_percent, r->after.fragmentation_percent,
                                util_format_bytes(r->bytes_reclaimed, bytes, sizeof(bytes)),
+                               util_format_bytes(r->disk_bytes_before, (char[32]){ 0 }, 32),
+                               util_format_bytes(r->disk_bytes_after, (char[32]){ 0 }, 32),
                                (unsigned long long)r->duration_ms,
                                r->n_tables ? "; rowids renumbered 1..N (allowed) in " : "",
-                               r->n_tables ? table_list(r, -1, list, sizeof(list)) : "");
+                               r->n_tables ? table_list(r, -1, list, sizeof(list)) : "",
+                               unchecked[0] ? "; not checked: " : "", unchecked);
                 snprintf(m->last_action, sizeof(m->last_action), "vacuumed %s (%.2f%% -> %.2f%%)", t->path,
                          r->before.fragmentation_percent, r->after.fragmentation_percent);
                 if (r->checkpoint_busy) {

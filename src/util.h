@@ -9,6 +9,8 @@
 #include <time.h>
 
 #define ELEMENTSOF(a) (sizeof(a) / sizeof((a)[0]))
+#define STRINGIFY_(x) #x
+#define STRINGIFY(x) STRINGIFY_(x) /* a macro's value as a string literal */
 
 /* Milliseconds on the monotonic clock. */
 uint64_t util_now_ms(void);

@@ -1,0 +1,62 @@
+/* SPDX-License-Identifier: MIT */
+/* vtabs: the virtual tables a database declares, read from its schema as
+ * SQLite's own tokenizer reads a CREATE VIRTUAL TABLE statement (tokenize.c,
+ * vtab.c: any case, quoting, comments, whitespace and line breaks), and
+ * which of them carry an index SQLite can check: FTS3/4/5 tables
+ * ('integrity-check', fts3.html, fts5.html) and R*Tree tables (rtreecheck(),
+ * rtree.html). The auxiliary modules (fts5vocab, fts4aux, fts3tokenize) are
+ * views of another table, not indexes. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <sqlite3.h>
+
+enum vtab_kind {
+        VTAB_OTHER,  /* a module this code does not check */
+        VTAB_AUX,    /* fts5vocab, fts4aux, fts3tokenize: nothing of its own to check */
+        VTAB_FTS3,   /* fts3 and fts4: INSERT INTO t(t) VALUES('integrity-check') */
+        VTAB_FTS5,   /* INSERT INTO t(t, rank) VALUES('integrity-check', 1) */
+        VTAB_RTREE,  /* rtree, rtree_i32, geopoly: rtreecheck() */
+};
+
+struct vtab {
+        char *name;
+        char module[64];       /* as declared, lower case */
+        enum vtab_kind kind;
+        bool contentless;      /* content='' (FTS4/FTS5): no content to compare the index with */
+        bool external_content; /* content=TABLE */
+};
+
+/* Parse the sql of a sqlite_schema row of a virtual table ("CREATE VIRTUAL
+ * TABLE name USING module(args)"): the module and the content option.
+ * Returns 0, or -EINVAL when it is not such a statement. */
+int vtab_parse(const char *sql, struct vtab *v);
+
+/* Every virtual table of main, from sqlite_schema (the modules are not
+ * loaded: a table whose module is missing is still listed). Returns an
+ * SQLite result code; *ret is a malloc'd array of *n (vtabs_free). */
+int vtabs_list(sqlite3 *db, struct vtab **ret, size_t *n);
+void vtabs_free(struct vtab *v, size_t n);
+
+const char *vtab_kind_name(enum vtab_kind k); /* "full-text index", "R*Tree index", ... */
+const char *vtab_kind_key(enum vtab_kind k);  /* "full_text", "rtree", "auxiliary", "other": for JSON */
+
+enum vtab_verdict {
+        VTAB_VERDICT_OK,
+        VTAB_VERDICT_CORRUPT, /* SQLite's check found the index damaged or not matching its content */
+        VTAB_VERDICT_CANNOT,  /* no check can run here (a contentless FTS4 table, a module or tokenizer this SQLite lacks) */
+};
+
+/* The check SQLite supports for v, on db: FTS3/4 'integrity-check'
+ * (fts3.html; not for a contentless table), FTS5 'integrity-check' with
+ * rank 1 (fts5.html), rtreecheck() (rtree.html); nothing (VTAB_VERDICT_OK)
+ * for the other kinds. The FTS checks are INSERT statements: db must be
+ * writable (a snapshot; they change nothing). Returns SQLITE_OK with
+ * *verdict, and *why (malloc'd, SQLite's own words; rtreecheck()'s
+ * findings one per line) unless ok; or the SQLite error that stopped the
+ * check before it said anything of the table (busy, interrupted, I/O, out
+ * of memory, read-only). */
+int vtab_check(sqlite3 *db, const struct vtab *v, enum vtab_verdict *verdict, char **why);
+const char *vtab_verdict_name(enum vtab_verdict v); /* "ok", "corrupt", "cannot_check" */
