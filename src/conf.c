@@ -373,7 +373,7 @@ const char *conf_vacuum_mode_name(enum vacuum_mode m)
 /* ---- defaults ---------------------------------------------------------- */
 
 static void builtin_sections(struct vacuum_conf *v, struct analyze_conf *a, struct retry_conf *r,
-                             struct checkpoint_conf *k, struct limits_conf *lim)
+                             struct checkpoint_conf *k, struct limits_conf *lim, struct deep_scan_conf *ds)
 {
         *v = (struct vacuum_conf){
                 .threshold = 20.0,
@@ -385,6 +385,11 @@ static void builtin_sections(struct vacuum_conf *v, struct analyze_conf *a, stru
                 .integrity = INTEGRITY_QUICK,
                 .mode = VACUUM_MODE_FULL,
                 .allow_rowid_change = false,
+                .unused_threshold = 30.0,
+        };
+        *ds = (struct deep_scan_conf){
+                .interval_ms = 7 * MS_PER_D,
+                .in_window = true,
         };
         *a = (struct analyze_conf){
                 .interval_ms = MS_PER_D,
@@ -417,7 +422,7 @@ int conf_init_defaults(struct conf *c)
                 .poll_interval_ms = 5 * MS_PER_M,
                 .max_concurrent_jobs = 1,
         };
-        builtin_sections(&c->vacuum, &c->analyze, &c->retry, &c->checkpoint, &c->limits);
+        builtin_sections(&c->vacuum, &c->analyze, &c->retry, &c->checkpoint, &c->limits, &c->deep_scan);
         c->file = strdup("(built-in defaults)");
         c->state_dir = strdup(DEFAULT_STATE_DIR);
         if (!c->file || !c->state_dir) {
@@ -482,6 +487,7 @@ enum key_id {
         K_RETRY,
         K_CHECKPOINT,
         K_LIMITS,
+        K_DEEP_SCAN,
         K_THRESHOLD,
         K_URGENT_THRESHOLD,
         K_WINDOW,
@@ -491,6 +497,9 @@ enum key_id {
         K_INTEGRITY,
         K_MODE,
         K_ALLOW_ROWID_CHANGE,
+        K_UNUSED_THRESHOLD,
+        K_DEEP_SCAN_INTERVAL,
+        K_IN_WINDOW,
         K_INTERVAL,
         K_ANALYSIS_LIMIT,
         K_ANALYZE_THRESHOLD,
@@ -554,6 +563,7 @@ static const struct key_def defaults_keys[] = {
         { K_RETRY, "retry", V_MAP, 0, 0, NULL, false },
         { K_CHECKPOINT, "checkpoint", V_MAP, 0, 0, NULL, false },
         { K_LIMITS, "limits", V_MAP, 0, 0, NULL, false },
+        { K_DEEP_SCAN, "deep_scan", V_MAP, 0, 0, NULL, false },
 };
 static const struct key_def db_keys[] = {
         { K_PATH, "path", V_PATH, 0, 0, NULL, false },
@@ -562,6 +572,7 @@ static const struct key_def db_keys[] = {
         { K_RETRY, "retry", V_MAP, 0, 0, NULL, false },
         { K_CHECKPOINT, "checkpoint", V_MAP, 0, 0, NULL, false },
         { K_LIMITS, "limits", V_MAP, 0, 0, NULL, false },
+        { K_DEEP_SCAN, "deep_scan", V_MAP, 0, 0, NULL, false },
 };
 static const struct key_def vacuum_keys[] = {
         { K_THRESHOLD, "threshold", V_PERCENT, 0, 0, NULL, false },
@@ -573,6 +584,11 @@ static const struct key_def vacuum_keys[] = {
         { K_INTEGRITY, "integrity", V_INTEGRITY, 0, 0, NULL, false },
         { K_MODE, "mode", V_MODE, 0, 0, NULL, false },
         { K_ALLOW_ROWID_CHANGE, "allow_rowid_change", V_BOOL, 0, 0, NULL, false },
+        { K_UNUSED_THRESHOLD, "unused_threshold", V_PERCENT, 0, 0, NULL, false },
+};
+static const struct key_def deep_scan_keys[] = {
+        { K_DEEP_SCAN_INTERVAL, "interval", V_DURATION, 0, (int64_t)MAX_DURATION_MS, NULL, true },
+        { K_IN_WINDOW, "in_window", V_BOOL, 0, 0, NULL, false },
 };
 static const struct key_def analyze_keys[] = {
         { K_INTERVAL, "interval", V_DURATION, 0, (int64_t)MAX_DURATION_MS, NULL, true },
@@ -606,6 +622,7 @@ static const struct level analyze_level = LEVEL("in analyze", analyze_keys);
 static const struct level retry_level = LEVEL("in retry", retry_keys);
 static const struct level checkpoint_level = LEVEL("in checkpoint", checkpoint_keys);
 static const struct level limits_level = LEVEL("in limits", limits_keys);
+static const struct level deep_scan_level = LEVEL("in deep_scan", deep_scan_keys);
 
 /* The sections that defaults: and a databases entry share, plus where
  * each effective value was set (NULL: inherited). */
@@ -615,6 +632,7 @@ struct settings {
         struct retry_conf retry;
         struct checkpoint_conf checkpoint;
         struct limits_conf limits;
+        struct deep_scan_conf deep_scan;
         yaml_node_t *src[K__COUNT];
 };
 
@@ -972,6 +990,7 @@ static const char *home_section(const struct level *lv, const char *name)
                 { &retry_level, "retry" },
                 { &checkpoint_level, "checkpoint" },
                 { &limits_level, "limits" },
+                { &deep_scan_level, "deep_scan" },
         };
 
         for (size_t i = 0; i < sizeof(sections) / sizeof(sections[0]); i++)
@@ -1353,6 +1372,15 @@ static void settings_set(struct settings *st, enum key_id id, const union value 
         case K_ALLOW_ROWID_CHANGE:
                 st->vacuum.allow_rowid_change = v->b;
                 break;
+        case K_UNUSED_THRESHOLD:
+                st->vacuum.unused_threshold = v->d;
+                break;
+        case K_DEEP_SCAN_INTERVAL:
+                st->deep_scan.interval_ms = v->u;
+                break;
+        case K_IN_WINDOW:
+                st->deep_scan.in_window = v->b;
+                break;
         case K_ANALYZE_THRESHOLD:
                 st->analyze.threshold_rows = (uint64_t)v->i;
                 break;
@@ -1429,6 +1457,7 @@ static void apply_section(struct loader *l, const struct key_def *k, yaml_node_t
                                  : k->id == K_ANALYZE  ? &analyze_level
                                  : k->id == K_RETRY    ? &retry_level
                                  : k->id == K_LIMITS   ? &limits_level
+                                 : k->id == K_DEEP_SCAN ? &deep_scan_level
                                                        : &checkpoint_level;
         struct pairs p;
         union value v;
@@ -1490,7 +1519,8 @@ static void apply_sections(struct loader *l, const struct pairs *p, struct setti
         for (size_t i = 0; i < p->n; i++) {
                 enum key_id id = p->order[i];
 
-                if (id == K_VACUUM || id == K_ANALYZE || id == K_RETRY || id == K_CHECKPOINT || id == K_LIMITS)
+                if (id == K_VACUUM || id == K_ANALYZE || id == K_RETRY || id == K_CHECKPOINT || id == K_LIMITS ||
+                    id == K_DEEP_SCAN)
                         apply_section(l, p->def[id], p->value[id], st);
         }
 }
@@ -1532,6 +1562,7 @@ static int add_db(struct loader *l, yaml_node_t *entry, yaml_node_t *path_node, 
                 .retry = st->retry,
                 .checkpoint = st->checkpoint,
                 .limits = st->limits,
+                .deep_scan = st->deep_scan,
         };
         if (!d->path)
                 return -ENOMEM;
@@ -1655,7 +1686,7 @@ static void load_root(struct loader *l, yaml_node_t *root)
 
         /* defaults: first, wherever it is in the file, since every
          * databases entry starts from it */
-        builtin_sections(&def.vacuum, &def.analyze, &def.retry, &def.checkpoint, &def.limits);
+        builtin_sections(&def.vacuum, &def.analyze, &def.retry, &def.checkpoint, &def.limits, &def.deep_scan);
         if (p.value[K_DEFAULTS] &&
             section_pairs(l, p.def[K_DEFAULTS], p.value[K_DEFAULTS], &defaults_level, &dp)) {
                 apply_sections(l, &dp, &def);
@@ -1665,6 +1696,7 @@ static void load_root(struct loader *l, yaml_node_t *root)
         c->analyze = def.analyze;
         c->retry = def.retry;
         c->checkpoint = def.checkpoint;
+        c->deep_scan = def.deep_scan;
         c->limits = def.limits;
 
         dbs = p.value[K_DATABASES];

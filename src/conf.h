@@ -37,6 +37,16 @@ struct vacuum_conf {
         enum integrity_level integrity;
         enum vacuum_mode mode;
         bool allow_rowid_change; /* VACUUM even when it would renumber rowids (maint.h) */
+        /* percent of the bytes of b-tree pages unused (a deep scan's
+         * unused_percent) at or above which VACUUM runs in the window;
+         * 0 = off */
+        double unused_threshold;
+};
+
+/* The deep scan (deepscan.h): the whole file read through dbstat. */
+struct deep_scan_conf {
+        uint64_t interval_ms; /* 0 = never */
+        bool in_window;       /* only inside vacuum.window */
 };
 
 struct analyze_conf {
@@ -83,6 +93,7 @@ struct db_conf {
         struct retry_conf retry;
         struct checkpoint_conf checkpoint;
         struct limits_conf limits;
+        struct deep_scan_conf deep_scan;
 };
 
 struct conf {
@@ -95,6 +106,7 @@ struct conf {
         struct retry_conf retry;
         struct checkpoint_conf checkpoint;
         struct limits_conf limits;
+        struct deep_scan_conf deep_scan;
         struct db_conf *dbs;
         size_t n_dbs;
 };

@@ -40,7 +40,7 @@ enum command {
 
 struct ctl {
         enum command cmd;
-        bool json, force, full, no_space_check, allow_rowid_change;
+        bool json, force, full, deep, no_space_check, allow_rowid_change;
         int attempts;
         struct conf *conf;
         struct json j;
@@ -56,7 +56,10 @@ static void usage(FILE *f)
               "safety checks as sqlite-maintd.\n"
               "\n"
               "Commands:\n"
-              "  stats               page counts, free pages, fragmentation, sizes, modes\n"
+              "  stats [--deep]      page counts, free pages, fragmentation, sizes, modes;\n"
+              "                      --deep reads every page (SQLite's dbstat): the bytes unused\n"
+              "                      inside the pages of each table and index, and the share of\n"
+              "                      pages out of sequence, as sqlite3_analyzer counts them\n"
               "  vacuum [--force] [--no-space-check] [--allow-rowid-change]\n"
               "                      VACUUM when fragmentation reaches the threshold; --force\n"
               "                      skips the threshold, never the space and integrity checks;\n"
@@ -121,6 +124,43 @@ static void json_stats(struct json *j, const struct dbstat *st)
         json_str(j, "auto_vacuum", dbstat_auto_vacuum_name(st->auto_vacuum));
 }
 
+static void json_deep(struct json *j, const struct deep_stats *d)
+{
+        json_object_begin(j, "deep");
+        json_u64(j, "btree_pages", d->btree_pages);
+        json_u64(j, "unused_bytes", d->unused_bytes);
+        json_fixed2(j, "unused_percent", deep_unused_percent(d->unused_bytes, d->btree_pages, d->page_size));
+        if (d->nonsequential_known) {
+                json_u64(j, "nonsequential_pages", d->nonsequential_pages);
+                json_fixed2(j, "nonsequential_percent", deep_total_nonsequential_percent(d));
+        }
+        json_u64(j, "reclaimable_bytes", d->reclaimable_bytes);
+        json_array_begin(j, "btrees");
+        for (size_t i = 0; i < d->n_btrees; i++) {
+                const struct btree_space *b = &d->btrees[i];
+                uint64_t pages = b->interior_pages + b->leaf_pages + b->overflow_pages;
+
+                json_object_begin(j, NULL);
+                json_str(j, "name", b->name);
+                json_str(j, "type", b->is_index ? "index" : "table");
+                json_str(j, "table", b->table);
+                json_u64(j, "pages", pages);
+                json_u64(j, "interior_pages", b->interior_pages);
+                json_u64(j, "leaf_pages", b->leaf_pages);
+                json_u64(j, "overflow_pages", b->overflow_pages);
+                json_u64(j, "unused_bytes", b->unused_bytes);
+                json_fixed2(j, "unused_percent", deep_unused_percent(b->unused_bytes, pages, d->page_size));
+                if (d->nonsequential_known) {
+                        json_u64(j, "nonsequential_pages", b->nonsequential_pages);
+                        json_fixed2(j, "nonsequential_percent",
+                                    deep_nonsequential_percent(b->nonsequential_pages, pages));
+                }
+                json_object_end(j);
+        }
+        json_array_end(j);
+        json_object_end(j);
+}
+
 static void print_json(struct ctl *c, const char *path, const char *op, const struct maint_result *r)
 {
         struct json *j = &c->j;
@@ -180,6 +220,8 @@ static void print_json(struct ctl *c, const char *path, const char *op, const st
                 }
                 json_array_end(j);
         }
+        if (r->have_deep)
+                json_deep(j, &r->deep);
         if (r->n_vtabs) {
                 json_array_begin(j, "virtual_tables");
                 for (size_t i = 0; i < r->n_vtabs; i++) {
@@ -240,6 +282,36 @@ static void print_stats_row(const char *path, const struct dbstat *st)
             dbstat_auto_vacuum_name(st->auto_vacuum), path);
 }
 
+/* The deep scan: the database's figures, then one line per b-tree. */
+static void print_deep(const char *path, const struct maint_result *r)
+{
+        const struct deep_stats *d = &r->deep;
+        char unused[32], all[32], back[32], nonseq[32] = "unknown";
+
+        if (d->nonsequential_known)
+                snprintf(nonseq, sizeof(nonseq), "%.2f%%", deep_total_nonsequential_percent(d));
+        out(stdout, "%s: %llu pages of %u bytes, %llu on the freelist (%.2f%%); inside the pages of its b-trees "
+            "%s of %s unused (%.2f%%), non-sequential pages %s; a VACUUM could give back up to %s",
+            path, (unsigned long long)d->page_count, d->page_size, (unsigned long long)d->freelist_count,
+            dbstat_fragmentation(d->freelist_count, d->page_count),
+            util_format_bytes(d->unused_bytes, unused, sizeof(unused)),
+            util_format_bytes(d->btree_pages * d->page_size, all, sizeof(all)),
+            deep_unused_percent(d->unused_bytes, d->btree_pages, d->page_size), nonseq,
+            util_format_bytes(d->reclaimable_bytes, back, sizeof(back)));
+        printf("  %-5s %10s %12s %8s %8s  %s\n", "TYPE", "PAGES", "UNUSED", "UNUSED%", "NONSEQ%", "NAME");
+        for (size_t i = 0; i < d->n_btrees; i++) {
+                const struct btree_space *b = &d->btrees[i];
+                uint64_t pages = b->interior_pages + b->leaf_pages + b->overflow_pages;
+
+                snprintf(nonseq, sizeof(nonseq), "%.2f", deep_nonsequential_percent(b->nonsequential_pages, pages));
+                out(stdout, "  %-5s %10llu %12llu %8.2f %8s  %s%s%s%s", b->is_index ? "index" : "table",
+                    (unsigned long long)pages, (unsigned long long)b->unused_bytes,
+                    deep_unused_percent(b->unused_bytes, pages, d->page_size),
+                    d->nonsequential_known ? nonseq : "-", b->name, b->is_index ? " (on " : "",
+                    b->is_index ? b->table : "", b->is_index ? ")" : "");
+        }
+}
+
 /* "analyzed 2 of 5 tables in 12 ms: a (analyzed, 10 rows), b (unchanged, 3 rows)" */
 static void print_analyzed(const char *path, const struct maint_result *r)
 {
@@ -295,7 +367,10 @@ static void print_human(struct ctl *c, const char *path, const struct maint_resu
         }
         switch (c->cmd) {
         case CMD_STATS:
-                print_stats_row(path, &r->after);
+                if (c->deep)
+                        print_deep(path, r);
+                else
+                        print_stats_row(path, &r->after);
                 break;
         case CMD_VACUUM:
                 out(stdout, "%s: vacuumed: fragmentation %.2f%% -> %.2f%%, reclaimed %s (on disk %s -> %s) in %llu ms",
@@ -379,7 +454,7 @@ static enum maint_status run_once(struct ctl *c, const struct target_db *t, cons
 
         switch (c->cmd) {
         case CMD_STATS:
-                return run_op(t, MAINT_OP_STATS, o, r);
+                return run_op(t, c->deep ? MAINT_OP_DEEP_SCAN : MAINT_OP_STATS, o, r);
         case CMD_ANALYZE:
                 return run_op(t, MAINT_OP_ANALYZE, o, r);
         case CMD_CHECK:
@@ -508,13 +583,14 @@ static int load_conf(const char *file, struct conf **ret)
 
 int main(int argc, char **argv)
 {
-        enum { OPT_JSON = 0x100, OPT_ATTEMPTS, OPT_FORCE, OPT_FULL, OPT_NO_SPACE_CHECK, OPT_ALLOW_ROWID_CHANGE };
+        enum { OPT_JSON = 0x100, OPT_ATTEMPTS, OPT_FORCE, OPT_FULL, OPT_DEEP, OPT_NO_SPACE_CHECK, OPT_ALLOW_ROWID_CHANGE };
         static const struct option options[] = {
                 { "config", required_argument, NULL, 'c' },
                 { "json", no_argument, NULL, OPT_JSON },
                 { "attempts", required_argument, NULL, OPT_ATTEMPTS },
                 { "force", no_argument, NULL, OPT_FORCE },
                 { "full", no_argument, NULL, OPT_FULL },
+                { "deep", no_argument, NULL, OPT_DEEP },
                 { "no-space-check", no_argument, NULL, OPT_NO_SPACE_CHECK },
                 { "allow-rowid-change", no_argument, NULL, OPT_ALLOW_ROWID_CHANGE },
                 { "help", no_argument, NULL, 'h' },
@@ -537,6 +613,7 @@ int main(int argc, char **argv)
                 case OPT_JSON: c.json = true; break;
                 case OPT_FORCE: c.force = true; break;
                 case OPT_FULL: c.full = true; break;
+                case OPT_DEEP: c.deep = true; break;
                 case OPT_NO_SPACE_CHECK: c.no_space_check = true; break;
                 case OPT_ALLOW_ROWID_CHANGE: c.allow_rowid_change = true; break;
                 case OPT_ATTEMPTS:
@@ -579,6 +656,10 @@ int main(int argc, char **argv)
                 fputs("sqlite-maintctl: --full goes with check\n", stderr);
                 return EXIT_USAGE;
         }
+        if (c.deep && c.cmd != CMD_STATS) {
+                fputs("sqlite-maintctl: --deep goes with stats\n", stderr);
+                return EXIT_USAGE;
+        }
         if (optind + 1 >= argc) {
                 out(stderr, "sqlite-maintctl: %s: no database given", argv[optind]);
                 return EXIT_USAGE;
@@ -597,7 +678,8 @@ int main(int argc, char **argv)
                 }
         }
         defaults = (struct db_conf){ .vacuum = builtin->vacuum, .analyze = builtin->analyze, .retry = builtin->retry,
-                                     .checkpoint = builtin->checkpoint, .limits = builtin->limits };
+                                     .checkpoint = builtin->checkpoint, .limits = builtin->limits,
+                                     .deep_scan = builtin->deep_scan };
 
         if (jobproc_init() < 0) {
                 fputs("sqlite-maintctl: cannot find its own executable (/proc/self/exe)\n", stderr);
@@ -608,7 +690,7 @@ int main(int argc, char **argv)
         signal(SIGPIPE, SIG_IGN);
         srandom((unsigned)time(NULL) ^ (unsigned)getpid()); /* backoff jitter */
         json_init(&c.j, stdout);
-        if (c.cmd == CMD_STATS && !c.json)
+        if (c.cmd == CMD_STATS && !c.json && !c.deep)
                 print_table_header();
         for (int i = optind + 1; i < argc; i++) {
                 code = worse(code, process(&c, argv[i], &defaults));

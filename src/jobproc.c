@@ -190,6 +190,7 @@ static void encode_result(const struct maint_result *r, struct buf *b)
         flat.problems = NULL;
         flat.tables = NULL;
         flat.vtabs = NULL;
+        flat.deep.btrees = NULL;
         put_u32(b, RESULT_MAGIC);
         put_u32(b, sizeof(flat));
         put(b, &flat, sizeof(flat));
@@ -211,6 +212,15 @@ static void encode_result(const struct maint_result *r, struct buf *b)
                 put_u32(b, (uint32_t)r->vtabs[i].verdict);
                 put_str(b, r->vtabs[i].name);
                 put_str(b, r->vtabs[i].why);
+        }
+        put_u32(b, (uint32_t)r->deep.n_btrees);
+        for (size_t i = 0; i < r->deep.n_btrees; i++) {
+                struct btree_space t = r->deep.btrees[i];
+
+                t.name = t.table = NULL;
+                put(b, &t, sizeof(t));
+                put_str(b, r->deep.btrees[i].name);
+                put_str(b, r->deep.btrees[i].table);
         }
 }
 
@@ -261,7 +271,7 @@ static void sanitize_stat(struct dbstat *st)
 static bool decode_result(const char *data, size_t n, struct maint_result *r)
 {
         struct reader rd = { data, n };
-        uint32_t magic, size, np, nt, nv;
+        uint32_t magic, size, np, nt, nv, nb;
         struct maint_result flat;
 
         if (!get(&rd, &magic, sizeof(magic)) || magic != RESULT_MAGIC || !get(&rd, &size, sizeof(size)) ||
@@ -277,6 +287,8 @@ static bool decode_result(const char *data, size_t n, struct maint_result *r)
         flat.tables = NULL;
         flat.vtabs = NULL;
         flat.n_problems = flat.n_tables = flat.n_vtabs = 0;
+        flat.deep.btrees = NULL;
+        flat.deep.n_btrees = 0;
         *r = flat;
         if (!get(&rd, &np, sizeof(np)) || np > 1000)
                 return false;
@@ -321,6 +333,23 @@ static bool decode_result(const char *data, size_t n, struct maint_result *r)
                 if (!get_str(&rd, false, &v->name) || !get_str(&rd, true, &v->why)) {
                         free(v->name);
                         free(v->why);
+                        return false;
+                }
+        }
+        if (!get(&rd, &nb, sizeof(nb)) || nb > MAX_TABLES)
+                return false;
+        r->deep.btrees = nb ? calloc(nb, sizeof(*r->deep.btrees)) : NULL;
+        if (nb && !r->deep.btrees)
+                return false;
+        for (; r->deep.n_btrees < nb; r->deep.n_btrees++) {
+                struct btree_space *t = &r->deep.btrees[r->deep.n_btrees];
+
+                if (!get(&rd, t, sizeof(*t)))
+                        return false;
+                t->name = t->table = NULL;
+                if (!get_str(&rd, false, &t->name) || !get_str(&rd, false, &t->table)) {
+                        free(t->name);
+                        free(t->table);
                         return false;
                 }
         }
@@ -470,7 +499,7 @@ static bool leased(const char *name, bool write)
 static void check_files(const struct spec *sp, struct maint_result *r)
 {
         static const char *const sides[] = { "-journal", "-wal", "-shm" };
-        bool write = sp->op != MAINT_OP_STATS && sp->op != MAINT_OP_CHECK;
+        bool write = sp->op != MAINT_OP_STATS && sp->op != MAINT_OP_CHECK && sp->op != MAINT_OP_DEEP_SCAN;
         struct stat db, side, dir;
         char p[sizeof(sp->name) + 16];
 
@@ -562,6 +591,7 @@ int jobproc_child_main(void)
         case MAINT_OP_CHECK: maint_check(sp.name, &o, &child_cancel, &r); break;
         case MAINT_OP_INCREMENTAL_VACUUM: maint_incremental_vacuum(sp.name, &o, &child_cancel, &r); break;
         case MAINT_OP_CHECKPOINT: maint_checkpoint(sp.name, &o, &child_cancel, &r); break;
+        case MAINT_OP_DEEP_SCAN: maint_deep_scan(sp.name, &o, &child_cancel, &r); break;
         default: refuse(&r, MAINT_ERROR, "unknown operation %d", (int)sp.op);
         }
         answer(&r);

@@ -147,6 +147,7 @@ const char *maint_op_name(enum maint_op op)
         case MAINT_OP_CHECK: return "check";
         case MAINT_OP_INCREMENTAL_VACUUM: return "incremental_vacuum";
         case MAINT_OP_CHECKPOINT: return "checkpoint";
+        case MAINT_OP_DEEP_SCAN: return "deep_scan";
         }
         return "unknown";
 }
@@ -252,6 +253,7 @@ struct layout {
         off_t wal_size;       /* -1: no -wal */
         bool shm;             /* a -shm exists */
         off_t journal_size;   /* -1: no -journal */
+        bool lockless;        /* a long read (the deep scan): rather no lock than a SHARED lock throughout */
 };
 
 /* How a read-only look opens the database (see maint.h, "Reads never
@@ -316,6 +318,7 @@ static enum maint_status probe(const char *path, struct layout *l, struct maint_
                 return set_status(r, MAINT_NOTADB, 0, "not a regular file (%s)",
                                   S_ISDIR(l->st.st_mode) ? "a directory" : "a special file");
         l->wal_format = false;
+        l->lockless = false;
         fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
         if (fd >= 0) {
                 l->wal_format = pread(fd, h, sizeof(h), 0) == (ssize_t)sizeof(h) && h[19] == 2;
@@ -343,6 +346,11 @@ static enum read_mode choose_read_mode(const struct layout *l)
         /* No frame to read: the database is the file alone, but any other
          * open would create a -wal and a -shm. */
         if (l->wal_format || l->wal_size >= 0)
+                return READ_IMMUTABLE;
+        /* A rollback-mode reader holds a SHARED lock for as long as it
+         * reads, and no application can commit meanwhile: a read of the
+         * whole file goes without, and is verified afterwards. */
+        if (l->lockless)
                 return READ_IMMUTABLE;
         return READ_ROLLBACK;
 }
@@ -1179,9 +1187,14 @@ static enum maint_status roll_back_hot_journal(const char *path, const struct ma
         return r->status;
 }
 
+/* read_look's flags */
+#define LOOK_WRITES 1u   /* the operation writes afterwards: it may roll back a hot journal */
+#define LOOK_LOCKLESS 2u /* a long read: see struct layout */
+
 static enum maint_status read_look(const char *path, const struct maint_opts *o, struct maint_cancel *cancel,
-                                   bool writes, look_fn look, struct maint_result *r)
+                                   unsigned flags, look_fn look, struct maint_result *r)
 {
+        bool writes = flags & LOOK_WRITES;
         bool rolled_back = false;
 
         for (int attempt = 1;; attempt++) {
@@ -1192,6 +1205,7 @@ static enum maint_status read_look(const char *path, const struct maint_opts *o,
 
                 if (probe(path, &l, r) != MAINT_OK)
                         return r->status;
+                l.lockless = flags & LOOK_LOCKLESS;
                 clock_gettime(CLOCK_REALTIME_COARSE, &started);
                 wal_format_read = l.wal_format && choose_read_mode(&l) == READ_IMMUTABLE;
                 if (db_open_read(path, &l, o, cancel, &mode, &db, r) == MAINT_OK)
@@ -1249,7 +1263,7 @@ enum maint_status maint_stats(const char *path, const struct maint_opts *o, stru
                         return finish(path, r, t0);
                 }
         }
-        read_look(path, o, NULL, false, look_stats, r);
+        read_look(path, o, NULL, 0, look_stats, r);
         return finish(path, r, t0);
 }
 
@@ -1270,10 +1284,34 @@ enum maint_status maint_check(const char *path, const struct maint_opts *o,
 
         begin(r, &t0);
         /* Worst first: corrupt (above), then a table that cannot be checked. */
-        if (read_look(path, o, cancel, false, look_check, r) == MAINT_OK && maint_count_vtabs(r, VTAB_VERDICT_CANNOT))
+        if (read_look(path, o, cancel, 0, look_check, r) == MAINT_OK && maint_count_vtabs(r, VTAB_VERDICT_CANNOT))
                 set_status(r, MAINT_CANNOT, 0, "the b-trees are intact%s; not checked: %s",
                            maint_count_vtabs(r, VTAB_VERDICT_OK) ? " and so are the other indexes checked" : "",
                            maint_vtab_list(r, VTAB_VERDICT_CANNOT, true, (char[1536]){ 0 }, 1536));
+        return finish(path, r, t0);
+}
+
+static enum maint_status look_deep(sqlite3 *db, const char *path, const struct maint_opts *o,
+                                   struct maint_result *r)
+{
+        int rc;
+
+        if (read_stats(db, path, &r->after, &r->have_after, r) != MAINT_OK)
+                return r->status;
+        rc = deepscan_run(db, &r->deep);
+        if (rc != SQLITE_OK)
+                return fail_sqlite(r, db, rc, "deep scan (dbstat)");
+        r->have_deep = true;
+        return MAINT_OK;
+}
+
+enum maint_status maint_deep_scan(const char *path, const struct maint_opts *o, struct maint_cancel *cancel,
+                                  struct maint_result *r)
+{
+        uint64_t t0;
+
+        begin(r, &t0);
+        read_look(path, o, cancel, LOOK_LOCKLESS, look_deep, r);
         return finish(path, r, t0);
 }
 
@@ -1453,7 +1491,7 @@ static enum maint_status look_unchanged(const char *path, const struct maint_opt
 
         for (int attempt = 1;; attempt++) {
                 version_read(path, fds, &before);
-                if (read_look(path, o, cancel, true, look_before_vacuum, r) != MAINT_OK)
+                if (read_look(path, o, cancel, LOOK_WRITES, look_before_vacuum, r) != MAINT_OK)
                         return r->status;
                 /* its own rollback of a hot journal changed the file: once */
                 rolled_back = rolled_back || r->rolled_back_journal;
@@ -1681,7 +1719,7 @@ enum maint_status maint_analyze(const char *path, const struct maint_opts *o,
         /* Taken before the look: a write during the job makes the next
          * timer look again (after a job that wrote, once for nothing). */
         files_now(path, &db_id, &wal_id);
-        read_look(path, o, cancel, true, look_before_analyze, r);
+        read_look(path, o, cancel, LOOK_WRITES, look_before_analyze, r);
         r->db_id = db_id;
         r->wal_id = wal_id;
         if (r->status != MAINT_OK)
@@ -1768,7 +1806,7 @@ enum maint_status maint_incremental_vacuum(const char *path, const struct maint_
         int rc;
 
         begin(r, &t0);
-        if (read_look(path, o, cancel, true, look_before_incremental, r) != MAINT_OK)
+        if (read_look(path, o, cancel, LOOK_WRITES, look_before_incremental, r) != MAINT_OK)
                 return finish(path, r, t0);
         if (db_open_write(path, o, cancel, &db, r) != MAINT_OK) {
                 db_close(path, db, cancel, false);
@@ -1856,5 +1894,6 @@ void maint_result_clear(struct maint_result *r)
         }
         free(r->tables);
         free_vtabs(r);
+        deep_stats_clear(&r->deep);
         *r = (struct maint_result){ .status = MAINT_OK };
 }

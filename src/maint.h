@@ -13,6 +13,7 @@
 
 #include "conf.h"
 #include "dbstat.h"
+#include "deepscan.h"
 #include "util.h"
 #include "vtabs.h"
 
@@ -41,6 +42,7 @@ enum maint_op {
         MAINT_OP_CHECK,
         MAINT_OP_INCREMENTAL_VACUUM,
         MAINT_OP_CHECKPOINT,
+        MAINT_OP_DEEP_SCAN,
 };
 
 /* Settings of one operation; maint_opts_from_conf() fills them. */
@@ -130,6 +132,8 @@ struct maint_result {
         size_t n_problems;
         struct maint_vtab *vtabs; /* a full check: each full-text and R*Tree table's verdict */
         size_t n_vtabs;
+        struct deep_stats deep;   /* deep scan: the figures of every b-tree */
+        bool have_deep;
         struct maint_table *tables; /* vacuum: rowids that change; analyze: each table's verdict */
         size_t n_tables;
         uint64_t wal_frames_left; /* checkpoint: frames readers kept from being checkpointed */
@@ -195,6 +199,12 @@ enum maint_status maint_analyze(const char *path, const struct maint_opts *o,
  * database, in the temp directory) rather than on the database. */
 enum maint_status maint_check(const char *path, const struct maint_opts *o,
                               struct maint_cancel *cancel, struct maint_result *r);
+/* The deep scan (deepscan.h): every page read through dbstat, without a
+ * lock on a rollback-mode database (an application could not commit for
+ * as long as a SHARED lock is held), the read verified afterwards and
+ * tried again if the file changed meanwhile. r->deep on MAINT_OK. */
+enum maint_status maint_deep_scan(const char *path, const struct maint_opts *o, struct maint_cancel *cancel,
+                                  struct maint_result *r);
 enum maint_status maint_incremental_vacuum(const char *path, const struct maint_opts *o,
                                            struct maint_cancel *cancel, struct maint_result *r);
 /* PRAGMA wal_checkpoint(PASSIVE), which never waits on the application,
