@@ -336,15 +336,6 @@ static const char *vtabs_checked(const struct maint_result *r, char *buf, size_t
         return buf;
 }
 
-/* The virtual tables a check could not look into, each with its reason. */
-static void print_not_checked(const char *path, const struct maint_result *r)
-{
-        for (size_t i = 0; i < r->n_vtabs; i++)
-                if (r->vtabs[i].verdict == VTAB_VERDICT_CANNOT)
-                        out(stderr, "sqlite-maintctl: %s: warning: %s %s not checked: %s", path,
-                            vtab_kind_name(r->vtabs[i].kind), r->vtabs[i].name, r->vtabs[i].why);
-}
-
 static void print_human(struct ctl *c, const char *path, const struct maint_result *r)
 {
         char bytes[32];
@@ -378,7 +369,6 @@ static void print_human(struct ctl *c, const char *path, const struct maint_resu
                     util_format_bytes(r->bytes_reclaimed, bytes, sizeof(bytes)),
                     util_format_bytes(r->disk_bytes_before, (char[32]){ 0 }, 32),
                     util_format_bytes(r->disk_bytes_after, (char[32]){ 0 }, 32), (unsigned long long)r->duration_ms);
-                print_not_checked(path, r);
                 for (size_t i = 0; i < r->n_tables; i++)
                         out(stdout, "%s: rowids of table %s renumbered 1..%llu (they were %lld..%lld), as allowed", path,
                             r->tables[i].name, (unsigned long long)r->tables[i].rows,

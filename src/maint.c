@@ -798,7 +798,7 @@ static void free_vtabs(struct maint_result *r)
         r->n_vtabs = 0;
 }
 
-size_t maint_count_vtabs(const struct maint_result *r, enum vtab_verdict verdict)
+static size_t count_vtabs(const struct maint_result *r, enum vtab_verdict verdict)
 {
         size_t n = 0;
 
@@ -807,10 +807,12 @@ size_t maint_count_vtabs(const struct maint_result *r, enum vtab_verdict verdict
         return n;
 }
 
-const char *maint_vtab_list(const struct maint_result *r, enum vtab_verdict verdict, bool why, char *buf,
-                            size_t len)
+/* "full-text index a (why), R*Tree index b (why)" of the tables with
+ * verdict (the why when asked), as many as fit, then "and N more". */
+static const char *vtab_list(const struct maint_result *r, enum vtab_verdict verdict, bool why, char *buf,
+                             size_t len)
 {
-        size_t k = 0, shown = 0, all = maint_count_vtabs(r, verdict);
+        size_t k = 0, shown = 0, all = count_vtabs(r, verdict);
 
         buf[0] = '\0';
         for (size_t i = 0; i < r->n_vtabs; i++) {
@@ -858,10 +860,10 @@ static size_t add_findings(struct maint_result *r, const char *row)
 }
 
 /* quick_check or integrity_check, and with full the checks of each
- * full-text and R*Tree table (check_vtabs). MAINT_OK, also when some
- * virtual table could not be checked (r->vtabs says which and why); or
- * MAINT_CORRUPT with each finding once in r->problems; or the failure of
- * the check itself. */
+ * full-text and R*Tree table (check_vtabs), r->vtabs saying what each
+ * found. The worst of them: MAINT_CORRUPT with each finding once in
+ * r->problems; else MAINT_CANNOT when some virtual table could not be
+ * checked; else MAINT_OK. Or the failure of the check itself. */
 static enum maint_status run_check(sqlite3 *db, const struct dbstat *st, enum integrity_level level,
                                    const char *when, struct maint_result *r)
 {
@@ -895,18 +897,26 @@ static enum maint_status run_check(sqlite3 *db, const struct dbstat *st, enum in
         }
         if (level == INTEGRITY_FULL && check_vtabs(db, st, r) != MAINT_OK)
                 return r->status;
+        /* Worst first: corrupt, then what could not be checked. Full means
+         * full: a VACUUM does not run on what it could not check. */
+        if (r->n_problems == 0 && count_vtabs(r, VTAB_VERDICT_CANNOT))
+                return set_status(r, MAINT_CANNOT, 0, "%s%s%s: the b-trees are intact%s; not checked: %s%s", name,
+                                  *when ? " " : "", when,
+                                  count_vtabs(r, VTAB_VERDICT_OK) ? ", and so are the other indexes checked" : "",
+                                  vtab_list(r, VTAB_VERDICT_CANNOT, true, (char[1024]){ 0 }, 1024),
+                                  *when ? " (integrity: quick leaves the full-text and R*Tree checks out)" : "");
         if (r->n_problems == 0)
                 return MAINT_OK;
         vt = r->n_problems - btree;
         cannot[0] = '\0';
-        if (maint_count_vtabs(r, VTAB_VERDICT_CANNOT))
+        if (count_vtabs(r, VTAB_VERDICT_CANNOT))
                 snprintf(cannot, sizeof(cannot), "; not checked: %s",
-                         maint_vtab_list(r, VTAB_VERDICT_CANNOT, true, (char[768]){ 0 }, 768));
+                         vtab_list(r, VTAB_VERDICT_CANNOT, true, (char[768]){ 0 }, 768));
         return set_status(r, MAINT_CORRUPT, SQLITE_CORRUPT, "%s%s%s found %zu problem%s%s%s%s%s", name,
                           *when ? " " : "", when, r->n_problems, r->n_problems == 1 ? "" : "s",
                           btree >= INTEGRITY_MAX_ERRORS ? " (it stops at " STRINGIFY(INTEGRITY_MAX_ERRORS) ")" : "",
                           vt && btree ? ": in the b-trees and in " : vt ? ": in " : "",
-                          vt ? maint_vtab_list(r, VTAB_VERDICT_CORRUPT, false, (char[768]){ 0 }, 768) : "", cannot);
+                          vt ? vtab_list(r, VTAB_VERDICT_CORRUPT, false, (char[768]){ 0 }, 768) : "", cannot);
 }
 
 /* ---- free space --------------------------------------------------------------- */
@@ -1283,11 +1293,7 @@ enum maint_status maint_check(const char *path, const struct maint_opts *o,
         uint64_t t0;
 
         begin(r, &t0);
-        /* Worst first: corrupt (above), then a table that cannot be checked. */
-        if (read_look(path, o, cancel, 0, look_check, r) == MAINT_OK && maint_count_vtabs(r, VTAB_VERDICT_CANNOT))
-                set_status(r, MAINT_CANNOT, 0, "the b-trees are intact%s; not checked: %s",
-                           maint_count_vtabs(r, VTAB_VERDICT_OK) ? " and so are the other indexes checked" : "",
-                           maint_vtab_list(r, VTAB_VERDICT_CANNOT, true, (char[1536]){ 0 }, 1536));
+        read_look(path, o, cancel, 0, look_check, r);
         return finish(path, r, t0);
 }
 
@@ -1308,10 +1314,15 @@ static enum maint_status look_deep(sqlite3 *db, const char *path, const struct m
 enum maint_status maint_deep_scan(const char *path, const struct maint_opts *o, struct maint_cancel *cancel,
                                   struct maint_result *r)
 {
+        struct file_id db_id, wal_id;
         uint64_t t0;
 
         begin(r, &t0);
+        /* taken before the look, as for ANALYZE */
+        files_now(path, &db_id, &wal_id);
         read_look(path, o, cancel, LOOK_LOCKLESS, look_deep, r);
+        r->db_id = db_id;
+        r->wal_id = wal_id;
         return finish(path, r, t0);
 }
 

@@ -140,7 +140,7 @@ struct maint_result {
         uint64_t wal_bytes_before, wal_bytes_after; /* checkpoint: size of the -wal */
         bool wrote;               /* the operation changed the database (ANALYZE of some table, ...) */
         bool rolled_back_journal; /* it rolled back a hot journal first (an operation that writes) */
-        struct file_id db_id, wal_id; /* analyze: the files as it found them before it looked (wal_id zero: no -wal) */
+        struct file_id db_id, wal_id; /* analyze, deep scan: the files as it found them before it looked (wal_id zero: no -wal) */
 };
 
 /* Process-wide SQLite setup (heap limit); call once before any operation. */
@@ -216,12 +216,6 @@ enum maint_status maint_checkpoint(const char *path, const struct maint_opts *o,
 
 void maint_result_clear(struct maint_result *r);
 
-/* The virtual tables of r with verdict: how many, and "full-text index a
- * (why), R*Tree index b (why)" (the why when asked) as many as fit in buf,
- * then "and N more". Returns buf. */
-size_t maint_count_vtabs(const struct maint_result *r, enum vtab_verdict verdict);
-const char *maint_vtab_list(const struct maint_result *r, enum vtab_verdict verdict, bool why, char *buf,
-                            size_t len);
 
 /* The directory SQLite puts temp files in (SQLITE_TMPDIR, TMPDIR, /var/tmp,
  * /usr/tmp, /tmp, .), as SQLite's unix VFS chooses it. */

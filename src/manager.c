@@ -34,6 +34,8 @@
 /* The state file forgets vanished databases this long after start, then daily. */
 #define PRUNE_FIRST_MS (10 * 60 * 1000)
 #define PRUNE_INTERVAL_MS (24 * 60 * 60 * 1000)
+/* The b-trees a deep scan's journal entry names, those with the most unused bytes. */
+#define DEEP_TOP_BTREES 3
 /* Problem rows of a failed check copied into the journal entry. */
 #define LOG_PROBLEMS_MAX 20
 
@@ -141,11 +143,9 @@ static void target_added(void *userdata, struct target *t)
         struct manager *m = userdata;
         struct target *h = targets_find(&m->history, t->path);
 
+        if (h)
+                t->hist = h->hist;
         t->hist.first_seen_ms = state_now_ms();
-        if (h) {
-                t->hist.last_vacuum_ms = h->hist.last_vacuum_ms;
-                t->hist.last_analyze_ms = h->hist.last_analyze_ms;
-        }
         /* One line per newcomer, but not ten thousand at startup. */
         if (m->expanded) {
                 struct log_entry e;
@@ -228,7 +228,7 @@ static void enqueue(struct manager *m, struct target *t, enum maint_op op, enum 
         struct log_entry e;
         char a[32], b[32];
         bool again = op == MAINT_OP_CHECKPOINT ? t->ckpt_attempt > 0
-                   : op != MAINT_OP_ANALYZE && t->logged_reason == reason;
+                   : op != MAINT_OP_ANALYZE && op != MAINT_OP_DEEP_SCAN && t->logged_reason == reason;
 
         entry_db(&e, again ? LOG_DEBUG : LOG_INFO, MSGID_SCHEDULED, t->path, maint_op_name(op));
         log_field(&e, "REASON", "%s", sched_reason_name(reason));
@@ -243,6 +243,16 @@ static void enqueue(struct manager *m, struct target *t, enum maint_op op, enum 
                         log_entry_send(&e, "%s%s: ANALYZE is due (the first since this database was seen; "
                                        "then every %s)", m->dry_run ? "dry run: " : "", t->path,
                                        conf_format_duration(t->dc->analyze.interval_ms, a, sizeof(a)));
+        } else if (op == MAINT_OP_DEEP_SCAN) {
+                log_entry_send(&e, "%s%s: deep scan is due (%s; every %s)", m->dry_run ? "dry run: " : "", t->path,
+                               t->hist.last_deep_scan_ms ? "reads every page" : "the first since this database was seen",
+                               conf_format_duration(t->dc->deep_scan.interval_ms, a, sizeof(a)));
+        } else if (reason == SCHED_REASON_UNUSED) {
+                log_field(&e, "UNUSED_PERCENT", "%.2f", t->hist.deep_unused_percent);
+                log_entry_send(&e, "%s%s: VACUUM, the last deep scan found %.2f%% of the bytes of its b-tree pages "
+                               "unused, >= unused_threshold %.2f%% (about %s to give back)",
+                               m->dry_run ? "dry run: " : "", t->path, t->hist.deep_unused_percent,
+                               vc->unused_threshold, util_format_bytes(t->hist.deep_reclaimable_bytes, b, sizeof(b)));
         } else if (op == MAINT_OP_CHECKPOINT) {
                 log_field(&e, "WAL_SIZE_BYTES", "%llu", (unsigned long long)t->stat.wal_size_bytes);
                 log_entry_send(&e, "%s%s: checkpoint of the -wal (%s, the database %s): %s",
@@ -262,6 +272,8 @@ static void enqueue(struct manager *m, struct target *t, enum maint_op op, enum 
                 /* In memory only: the timer is not due again next poll. */
                 if (op == MAINT_OP_ANALYZE)
                         t->hist.last_analyze_ms = state_now_ms();
+                if (op == MAINT_OP_DEEP_SCAN)
+                        t->hist.last_deep_scan_ms = state_now_ms();
                 return;
         }
         if (push(&m->queue, &m->queue_n, &m->queue_cap, t) < 0) {
@@ -276,17 +288,24 @@ static void enqueue(struct manager *m, struct target *t, enum maint_op op, enum 
         t->retry_at = 0;
 }
 
-/* The files as the last ANALYZE left them, unchanged: nothing can be stale. */
-static bool unchanged_since_analyze(const struct target *t)
+/* The database and its -wal as a job found them (known), unchanged now. */
+static bool files_unchanged(const struct target *t, bool known, const struct file_id *was_db,
+                            const struct file_id *was_wal)
 {
         struct file_id db, wal = { 0 };
         char p[4096 + 16];
 
-        if (!t->analyzed_known || file_id_at(target_dirfd(t), t->name, &db) < 0)
+        if (!known || file_id_at(target_dirfd(t), t->name, &db) < 0)
                 return false;
         if ((size_t)snprintf(p, sizeof(p), "%s-wal", t->name) < sizeof(p))
                 (void)file_id_at(target_dirfd(t), p, &wal);
-        return file_id_equal(&db, &t->analyzed_db) && file_id_equal(&wal, &t->analyzed_wal);
+        return file_id_equal(&db, was_db) && file_id_equal(&wal, was_wal);
+}
+
+/* The files as the last ANALYZE left them, unchanged: nothing can be stale. */
+static bool unchanged_since_analyze(const struct target *t)
+{
+        return files_unchanged(t, t->analyzed_known, &t->analyzed_db, &t->analyzed_wal);
 }
 
 static void decide(struct manager *m, struct target *t)
@@ -302,7 +321,7 @@ static void decide(struct manager *m, struct target *t)
                 if (t->stat.schema_cookie == t->rowid_hold_cookie) {
                         log_msg(LOG_DEBUG, "%s: fragmentation %.2f%%, VACUUM held: it would renumber rowids "
                                 "(schema unchanged)", t->path, t->stat.fragmentation_percent);
-                        d = (struct sched_decision){ SCHED_NONE, SCHED_REASON_ROWIDS };
+                        d = (struct sched_decision){ SCHED_NONE, SCHED_REASON_ROWIDS, false };
                 } else {
                         t->rowid_hold = false;
                 }
@@ -320,13 +339,19 @@ static void decide(struct manager *m, struct target *t)
                 entry_db(&e, LOG_INFO, MSGID_SCHEDULED, t->path, "vacuum");
                 log_field(&e, "REASON", "%s", sched_reason_name(d.reason));
                 log_field(&e, "FRAGMENTATION_BEFORE", "%.2f", t->stat.fragmentation_percent);
+                char why[128];
+
+                if (d.unused)
+                        snprintf(why, sizeof(why), "unused space inside pages %.2f%% >= %.2f%% (deep scan)",
+                                 t->hist.deep_unused_percent, dc->vacuum.unused_threshold);
+                else
+                        snprintf(why, sizeof(why), "fragmentation %.2f%% >= %.2f%%", t->stat.fragmentation_percent,
+                                 dc->vacuum.threshold);
                 if (d.reason == SCHED_REASON_WAIT_WINDOW)
-                        log_entry_send(&e, "%s: fragmentation %.2f%% >= %.2f%%: VACUUM waits for the window "
-                                       "(in %d min)", t->path, t->stat.fragmentation_percent, dc->vacuum.threshold,
+                        log_entry_send(&e, "%s: %s: VACUUM waits for the window (in %d min)", t->path, why,
                                        sched_minutes_until_window(&dc->vacuum.window, minute_of_day()));
                 else
-                        log_entry_send(&e, "%s: fragmentation %.2f%% >= %.2f%%: vacuumed less than %s ago, waiting",
-                                       t->path, t->stat.fragmentation_percent, dc->vacuum.threshold,
+                        log_entry_send(&e, "%s: %s: vacuumed less than %s ago, waiting", t->path, why,
                                        conf_format_duration(dc->vacuum.min_interval_ms, (char[32]){ 0 }, 32));
         } else if (d.reason != SCHED_REASON_ROWIDS) {
                 log_msg(LOG_DEBUG, "%s: fragmentation %.2f%%, nothing to do (%s)", t->path,
@@ -356,6 +381,21 @@ static void decide(struct manager *m, struct target *t)
                         return;
                 }
                 enqueue(m, t, MAINT_OP_ANALYZE, SCHED_REASON_TIMER, false);
+                return;
+        }
+
+        /* The deep scan reads the whole file: in the window (unless told
+         * otherwise), and not again while the files stay as it saw them. */
+        if (t->stat.page_count > 0 &&
+            now >= sched_deep_scan_due(&dc->deep_scan, &t->hist, m->once ? 0 : m->conf->poll_interval_ms, t->hash) &&
+            (!dc->deep_scan.in_window || m->ignore_window || sched_in_window(&dc->vacuum.window, minute_of_day()))) {
+                if (files_unchanged(t, t->deep_known, &t->deep_db, &t->deep_wal)) {
+                        log_msg(LOG_DEBUG, "%s: deep scan due, but the database is unchanged since the last one",
+                                t->path);
+                        t->hist.last_deep_scan_ms = now;
+                        return;
+                }
+                enqueue(m, t, MAINT_OP_DEEP_SCAN, SCHED_REASON_TIMER, false);
         }
 }
 
@@ -527,6 +567,66 @@ static void log_analyzed(struct manager *m, struct target *t, const struct maint
         snprintf(m->last_action, sizeof(m->last_action), "analyzed %s", t->path);
 }
 
+/* A deep scan given the rest of the window as its time limit (shorter than
+ * limits.job_timeout) that ran out of it. */
+static bool deep_scan_window_end(const struct target *t, const struct job *j)
+{
+        return j->op == MAINT_OP_DEEP_SCAN && j->res.status == MAINT_TIMEOUT &&
+               j->timeout_ms < t->dc->limits.job_timeout_ms;
+}
+
+/* The deep scan's figures, and the b-trees with the most unused bytes. */
+static void log_deep_scan(struct manager *m, struct target *t, const struct maint_result *r)
+{
+        const struct deep_stats *d = &r->deep;
+        const struct btree_space *top[DEEP_TOP_BTREES] = { NULL };
+        double unused = deep_unused_percent(d->unused_bytes, d->btree_pages, d->page_size);
+        char a[32], b[32], c[32], worst[1024] = "", nonseq[32] = "unknown";
+        struct log_entry e;
+        size_t k = 0;
+
+        /* the few b-trees with the most unused bytes, largest first */
+        for (size_t i = 0; i < d->n_btrees; i++) {
+                const struct btree_space *x = &d->btrees[i];
+
+                for (size_t p = 0; p < DEEP_TOP_BTREES; p++)
+                        if (!top[p] || x->unused_bytes > top[p]->unused_bytes) {
+                                memmove(top + p + 1, top + p, (DEEP_TOP_BTREES - p - 1) * sizeof(*top));
+                                top[p] = x;
+                                break;
+                        }
+        }
+        for (size_t p = 0; p < DEEP_TOP_BTREES && top[p] && top[p]->unused_bytes > 0 && k < sizeof(worst); p++) {
+                uint64_t pages = top[p]->interior_pages + top[p]->leaf_pages + top[p]->overflow_pages;
+
+                k += (size_t)snprintf(worst + k, sizeof(worst) - k, "%s%s %s %s (%.2f%%)", p ? ", " : "",
+                                      top[p]->is_index ? "index" : "table", top[p]->name,
+                                      util_format_bytes(top[p]->unused_bytes, a, sizeof(a)),
+                                      deep_unused_percent(top[p]->unused_bytes, pages, d->page_size));
+        }
+        if (d->nonsequential_known)
+                snprintf(nonseq, sizeof(nonseq), "%.2f%%", deep_total_nonsequential_percent(d));
+        entry_db(&e, LOG_INFO, MSGID_DEEP_SCAN, t->path, "deep_scan");
+        log_field(&e, "UNUSED_BYTES", "%llu", (unsigned long long)d->unused_bytes);
+        log_field(&e, "UNUSED_PERCENT", "%.2f", unused);
+        log_field(&e, "BTREE_PAGES", "%llu", (unsigned long long)d->btree_pages);
+        log_field(&e, "RECLAIMABLE_BYTES", "%llu", (unsigned long long)d->reclaimable_bytes);
+        if (d->nonsequential_known) {
+                log_field(&e, "NONSEQUENTIAL_PAGES", "%llu", (unsigned long long)d->nonsequential_pages);
+                log_field(&e, "NONSEQUENTIAL_PERCENT", "%.2f", deep_total_nonsequential_percent(d));
+        }
+        log_field(&e, "FRAGMENTATION", "%.2f", dbstat_fragmentation(d->freelist_count, d->page_count));
+        log_field(&e, "DURATION_MS", "%llu", (unsigned long long)r->duration_ms);
+        log_entry_send(&e, "%s: deep scan: %s of the %s in b-tree pages unused (%.2f%%), non-sequential pages %s, "
+                       "freelist %.2f%%; a VACUUM could give back up to %s%s%s (%llu ms)", t->path,
+                       util_format_bytes(d->unused_bytes, a, sizeof(a)),
+                       util_format_bytes(d->btree_pages * d->page_size, b, sizeof(b)), unused, nonseq,
+                       dbstat_fragmentation(d->freelist_count, d->page_count),
+                       util_format_bytes(d->reclaimable_bytes, c, sizeof(c)), worst[0] ? "; most unused: " : "", worst,
+                       (unsigned long long)r->duration_ms);
+        snprintf(m->last_action, sizeof(m->last_action), "deep scan of %s (%.2f%% unused)", t->path, unused);
+}
+
 /* The -wal's bytes a checkpoint gave back (the application may have
  * written again since: never less than nothing). */
 static uint64_t wal_given_back(const struct maint_result *r)
@@ -538,7 +638,7 @@ static void log_result(struct manager *m, struct target *t, struct job *j)
 {
         const struct maint_result *r = &j->res;
         const char *op = maint_op_name(j->op);
-        char bytes[32], list[8192], unchecked[2048];
+        char bytes[32], list[8192];
         struct log_entry e;
 
         if (r->rolled_back_journal) {
@@ -554,6 +654,10 @@ static void log_result(struct manager *m, struct target *t, struct job *j)
         case MAINT_OK:
                 if (j->op == MAINT_OP_ANALYZE) {
                         log_analyzed(m, t, r);
+                        break;
+                }
+                if (j->op == MAINT_OP_DEEP_SCAN) {
+                        log_deep_scan(m, t, r);
                         break;
                 }
                 if (j->op == MAINT_OP_CHECKPOINT) {
@@ -580,12 +684,8 @@ static void log_result(struct manager *m, struct target *t, struct job *j)
                 log_field(&e, "REASON", "%s", sched_reason_name(t->reason));
                 if (r->n_tables)
                         log_field(&e, "RENUMBERED_TABLES", "%s", table_list(r, -1, list, sizeof(list)));
-                unchecked[0] = '\0';
-                if (maint_count_vtabs(r, VTAB_VERDICT_CANNOT))
-                        log_field(&e, "NOT_CHECKED", "%s",
-                                  maint_vtab_list(r, VTAB_VERDICT_CANNOT, true, unchecked, sizeof(unchecked)));
                 log_entry_send(&e, "%s: %s done: fragmentation %.2f%% -> %.2f%%, reclaimed %s on disk (%s -> %s) "
-                               "in %llu ms%s%s%s%s", t->path,
+                               "in %llu ms%s%s", t->path,
                                j->op == MAINT_OP_VACUUM ? "VACUUM" : "incremental vacuum",
                                r->before.fragmentation_percent, r->after.fragmentation_percent,
                                util_format_bytes(r->bytes_reclaimed, bytes, sizeof(bytes)),
@@ -593,8 +693,7 @@ static void log_result(struct manager *m, struct target *t, struct job *j)
                                util_format_bytes(r->disk_bytes_after, (char[32]){ 0 }, 32),
                                (unsigned long long)r->duration_ms,
                                r->n_tables ? "; rowids renumbered 1..N (allowed) in " : "",
-                               r->n_tables ? table_list(r, -1, list, sizeof(list)) : "",
-                               unchecked[0] ? "; not checked: " : "", unchecked);
+                               r->n_tables ? table_list(r, -1, list, sizeof(list)) : "");
                 snprintf(m->last_action, sizeof(m->last_action), "vacuumed %s (%.2f%% -> %.2f%%)", t->path,
                          r->before.fragmentation_percent, r->after.fragmentation_percent);
                 if (r->checkpoint_busy) {
@@ -627,6 +726,14 @@ static void log_result(struct manager *m, struct target *t, struct job *j)
                 log_field(&e, "SQLITE_ERROR", "%s", r->message);
                 log_entry_send(&e, "%s: cannot maintain: %s", t->path, r->message);
                 break;
+        case MAINT_TIMEOUT:
+                if (!deep_scan_window_end(t, j))
+                        goto failed;
+                entry_db(&e, LOG_NOTICE, MSGID_JOB_FAILED, t->path, op);
+                log_field(&e, "REASON", "%s", "window-end");
+                log_entry_send(&e, "%s: deep scan stopped at the end of the maintenance window, unfinished; it "
+                               "starts again in the next window", t->path);
+                break;
         case MAINT_BUSY: /* only when stopping: otherwise retried */
         case MAINT_INTERRUPTED:
                 entry_db(&e, LOG_NOTICE, MSGID_JOB_FAILED, t->path, op);
@@ -636,6 +743,7 @@ static void log_result(struct manager *m, struct target *t, struct job *j)
                                r->status == MAINT_BUSY ? "not run: locked when the daemon stopped" : "interrupted");
                 break;
         default:
+        failed:
                 entry_db(&e, LOG_ERR, MSGID_JOB_FAILED, t->path, op);
                 log_field(&e, "REASON", "%s", maint_status_name(r->status));
                 log_field(&e, "SQLITE_ERROR", "%s", r->message);
@@ -770,12 +878,20 @@ static void stat_done(struct manager *m, struct target *t, struct job *j)
 static void job_finished(struct job *j, void *userdata);
 
 /* A job's time limit: limits.job_timeout, and for a VACUUM also
- * vacuum_timeout_per_gib for each GiB of the database and its -wal. */
-static uint64_t job_timeout(const struct target *t, enum maint_op op)
+ * vacuum_timeout_per_gib for each GiB of the database and its -wal; a deep
+ * scan kept to the window ends at its end. */
+static uint64_t job_timeout(const struct manager *m, const struct target *t, enum maint_op op)
 {
         const struct limits_conf *l = &t->dc->limits;
         double gib = (double)(t->stat.file_size_bytes + t->stat.wal_size_bytes) / (double)(1ull << 30);
 
+        if (op == MAINT_OP_DEEP_SCAN && t->dc->deep_scan.in_window && !m->ignore_window) {
+                int left = sched_minutes_until_window_end(&t->dc->vacuum.window, minute_of_day());
+                uint64_t until_end = (uint64_t)left * 60 * 1000;
+
+                if (left > 0 && until_end < l->job_timeout_ms)
+                        return until_end;
+        }
         if (op != MAINT_OP_VACUUM)
                 return l->job_timeout_ms;
         return l->job_timeout_ms + (uint64_t)(gib * (double)l->vacuum_timeout_per_gib_ms);
@@ -790,7 +906,7 @@ static int start_job(struct manager *m, struct target *t, enum maint_op op)
         if (!t->dir)
                 return -ENOENT;
         maint_opts_from_conf(&o, &t->dc->vacuum, &t->dc->analyze, &t->dc->retry);
-        r = job_new(&j, t->dir->fd, t->name, t->path, op, &o, job_timeout(t, op),
+        r = job_new(&j, t->dir->fd, t->name, t->path, op, &o, job_timeout(m, t, op),
                     op == MAINT_OP_STATS ? NULL : m->state);
         if (r < 0)
                 return r;
@@ -840,8 +956,22 @@ static void job_applied(struct manager *m, struct target *t, struct job *j)
                         t->analyzed_known = true;
                 } else if (j->op == MAINT_OP_CHECKPOINT) {
                         checkpoint_done(t);
+                } else if (j->op == MAINT_OP_DEEP_SCAN) {
+                        const struct deep_stats *d = &r->deep;
+
+                        t->hist.last_deep_scan_ms = j->finished_ms;
+                        t->hist.deep_known = r->have_deep;
+                        t->hist.deep_unused_percent = deep_unused_percent(d->unused_bytes, d->btree_pages,
+                                                                          d->page_size);
+                        t->hist.deep_reclaimable_bytes = d->reclaimable_bytes;
+                        t->deep_db = r->db_id;
+                        t->deep_wal = r->wal_id;
+                        t->deep_known = r->have_deep;
                 } else {
                         t->hist.last_vacuum_ms = j->finished_ms;
+                        /* the pages are packed: the deep scan's figures are history */
+                        if (j->op == MAINT_OP_VACUUM)
+                                t->hist.deep_known = false;
                         if (r->checkpoint_busy) {
                                 /* a reader kept the new database's -wal: owed */
                                 checkpoint_done(t);
@@ -861,6 +991,13 @@ static void job_applied(struct manager *m, struct target *t, struct job *j)
         case MAINT_SKIPPED:
                 if (j->op == MAINT_OP_CHECKPOINT)
                         checkpoint_done(t); /* not in WAL mode any more */
+                break;
+        case MAINT_TIMEOUT:
+                /* a deep scan stopped at the window's end: due again in the next */
+                if (deep_scan_window_end(t, j))
+                        break;
+                m->failures++;
+                hold(t, 0);
                 break;
         case MAINT_NOSPACE:
                 m->failures++;
@@ -904,13 +1041,17 @@ static void job_finished(struct job *j, void *userdata)
         maybe_done(m);
 }
 
-/* Which queued target goes first: vacuum before analyze, then sched_compare. */
+/* Vacuums and checkpoints, then ANALYZE, then deep scans. */
+static int op_rank(enum maint_op op)
+{
+        return op == MAINT_OP_DEEP_SCAN ? 2 : op == MAINT_OP_ANALYZE ? 1 : 0;
+}
+
+/* Which queued target goes first: by op_rank, then sched_compare. */
 static bool better(const struct target *a, const struct target *b)
 {
-        bool av = a->op != MAINT_OP_ANALYZE, bv = b->op != MAINT_OP_ANALYZE;
-
-        if (av != bv)
-                return av;
+        if (op_rank(a->op) != op_rank(b->op))
+                return op_rank(a->op) < op_rank(b->op);
         return sched_compare(a->urgent, a->stat.fragmentation_percent, b->urgent, b->stat.fragmentation_percent) < 0;
 }
 
@@ -1258,16 +1399,14 @@ static void prune_cb(uv_timer_t *timer)
 
 /* --- life cycle ----------------------------------------------------------- */
 
-static void history_loaded(void *userdata, const char *path, int64_t last_vacuum_ms, int64_t last_analyze_ms)
+static void history_loaded(void *userdata, const char *path, const struct sched_history *hist)
 {
         struct manager *m = userdata;
         bool created;
         struct target *h = targets_get(&m->history, path, &created);
 
-        if (h) {
-                h->hist.last_vacuum_ms = last_vacuum_ms;
-                h->hist.last_analyze_ms = last_analyze_ms;
-        }
+        if (h)
+                h->hist = *hist;
 }
 
 int manager_new(struct manager **ret, const struct manager_options *o, struct conf *conf)

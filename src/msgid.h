@@ -44,3 +44,5 @@
 /* a path was not followed: a symbolic link below the admin's part of a configured path,
  * or an entry matched more databases than limits.max_matches */
 #define MSGID_PATH_REFUSED "808904605c0b40caa73f78bc1008109a"
+/* a deep scan's figures: unused bytes inside b-tree pages, non-sequential pages */
+#define MSGID_DEEP_SCAN "4b58c314705647808ee71be92bce730f"

@@ -21,18 +21,34 @@ int sched_minutes_until_window(const struct window *w, int m)
         return (w->start_min - m + 1440) % 1440;
 }
 
+/* The space a deep scan found unused inside pages (vacuum.unused_threshold):
+ * a VACUUM packs the pages again. Only in the window, never urgent, and
+ * only for a full VACUUM (an incremental one frees whole free pages). */
+static bool unused_due(const struct vacuum_conf *vc, const struct sched_history *h)
+{
+        return vc->unused_threshold > 0 && vc->mode == VACUUM_MODE_FULL && h->deep_known &&
+               h->deep_unused_percent >= vc->unused_threshold && h->deep_reclaimable_bytes >= vc->min_reclaim;
+}
+
 struct sched_decision sched_vacuum(const struct dbstat *st, const struct vacuum_conf *vc,
                                    const struct sched_history *h, int64_t now_ms, int minute_of_day,
                                    bool ignore_window)
 {
-        struct sched_decision d = { SCHED_NONE, SCHED_REASON_BELOW };
+        struct sched_decision d = { SCHED_NONE, SCHED_REASON_BELOW, false };
         bool urgent = st->fragmentation_percent >= vc->urgent_threshold;
+        bool unused = false;
 
-        if (st->page_count == 0 || st->fragmentation_percent < vc->threshold)
+        if (st->page_count == 0)
                 return d;
-        if (st->estimated_wasted_space_bytes < vc->min_reclaim) {
-                d.reason = SCHED_REASON_MIN_RECLAIM;
-                return d;
+        if (st->fragmentation_percent < vc->threshold || st->estimated_wasted_space_bytes < vc->min_reclaim) {
+                unused = unused_due(vc, h);
+                if (!unused) {
+                        if (st->fragmentation_percent >= vc->threshold)
+                                d.reason = SCHED_REASON_MIN_RECLAIM;
+                        return d;
+                }
+                urgent = false;
+                d.unused = true;
         }
         if (h->last_vacuum_ms > 0 && now_ms - h->last_vacuum_ms < (int64_t)vc->min_interval_ms) {
                 d.reason = SCHED_REASON_MIN_INTERVAL;
@@ -42,12 +58,31 @@ struct sched_decision sched_vacuum(const struct dbstat *st, const struct vacuum_
                 d.reason = SCHED_REASON_WAIT_WINDOW;
                 return d;
         }
-        d.reason = urgent ? SCHED_REASON_URGENT : SCHED_REASON_THRESHOLD;
+        d.reason = urgent ? SCHED_REASON_URGENT : unused ? SCHED_REASON_UNUSED : SCHED_REASON_THRESHOLD;
         /* Incremental vacuum only frees pages of an auto_vacuum=INCREMENTAL
          * database; any other database gets the full VACUUM. */
-        d.action = vc->mode == VACUUM_MODE_INCREMENTAL && st->auto_vacuum == AUTO_VACUUM_INCREMENTAL
+        d.action = !unused && vc->mode == VACUUM_MODE_INCREMENTAL && st->auto_vacuum == AUTO_VACUUM_INCREMENTAL
                  ? SCHED_INCREMENTAL_VACUUM : SCHED_VACUUM;
         return d;
+}
+
+int sched_minutes_until_window_end(const struct window *w, int m)
+{
+        if (w->always)
+                return INT32_MAX;
+        if (!sched_in_window(w, m))
+                return 0;
+        return (w->end_min - m + 1440) % 1440;
+}
+
+int64_t sched_deep_scan_due(const struct deep_scan_conf *dc, const struct sched_history *h, uint64_t stagger_ms,
+                            uint32_t path_hash)
+{
+        if (dc->interval_ms == 0)
+                return INT64_MAX;
+        if (h->last_deep_scan_ms > 0)
+                return h->last_deep_scan_ms + (int64_t)dc->interval_ms;
+        return h->first_seen_ms + (stagger_ms ? (int64_t)(path_hash % stagger_ms) : 0);
 }
 
 /* SQLite's default wal_autocheckpoint, in pages. */
@@ -131,6 +166,7 @@ const char *sched_reason_name(enum sched_reason r)
         case SCHED_REASON_WAL_SIZE: return "wal-size";
         case SCHED_REASON_AFTER_VACUUM: return "after-vacuum";
         case SCHED_REASON_ROWIDS: return "rowids";
+        case SCHED_REASON_UNUSED: return "unused-space";
         default: return "none";
         }
 }

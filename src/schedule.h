@@ -27,6 +27,7 @@ enum sched_reason {
         SCHED_REASON_WAL_SIZE,    /* checkpoint: the -wal is past wal_size_limit or wal_size_ratio */
         SCHED_REASON_AFTER_VACUUM,/* checkpoint: owed since a VACUUM whose checkpoint was busy */
         SCHED_REASON_ROWIDS,      /* due, but refused: it would renumber rowids (until the schema changes) */
+        SCHED_REASON_UNUSED,      /* a deep scan found unused space inside pages at or above unused_threshold */
 };
 
 /* What is remembered of one database (state module persists the times). */
@@ -34,11 +35,17 @@ struct sched_history {
         int64_t last_vacuum_ms;  /* wall clock, 0 = never */
         int64_t last_analyze_ms; /* wall clock, 0 = never */
         int64_t first_seen_ms;   /* wall clock: when the daemon first saw it */
+        int64_t last_deep_scan_ms; /* wall clock, 0 = never */
+        /* the last deep scan's figures; not known again after a VACUUM */
+        bool deep_known;
+        double deep_unused_percent;       /* deep_unused_percent() of all b-trees */
+        uint64_t deep_reclaimable_bytes;  /* deep_stats.reclaimable_bytes */
 };
 
 struct sched_decision {
         enum sched_action action;
         enum sched_reason reason;
+        bool unused; /* decided by the deep scan's unused space, not the freelist */
 };
 
 /* minute_of_day: local time, 0..1439. */
@@ -48,10 +55,26 @@ bool sched_in_window(const struct window *w, int minute_of_day);
  * manager re-evaluates at every poll anyway. */
 int sched_minutes_until_window(const struct window *w, int minute_of_day);
 
-/* The VACUUM decision for one database. */
+/* The VACUUM decision for one database: fragmentation at or above
+ * threshold (urgent_threshold: window or not) with min_reclaim bytes on
+ * the freelist; or, in the window and for a full VACUUM, the last deep
+ * scan's unused_percent at or above unused_threshold with min_reclaim
+ * bytes it could give back (SCHED_REASON_UNUSED); both under
+ * min_interval. */
 struct sched_decision sched_vacuum(const struct dbstat *st, const struct vacuum_conf *vc,
                                    const struct sched_history *h, int64_t now_ms, int minute_of_day,
                                    bool ignore_window);
+
+/* Minutes from minute_of_day until the window closes: 0 outside it,
+ * INT32_MAX for a window that is always open. */
+int sched_minutes_until_window_end(const struct window *w, int minute_of_day);
+
+/* When the next deep scan is due (wall clock ms): the last plus
+ * deep_scan.interval; never scanned: first_seen plus a per-database offset
+ * below stagger_ms. INT64_MAX when deep scans are off. (Whether it may run
+ * now, in the window, is the caller's to add.) */
+int64_t sched_deep_scan_due(const struct deep_scan_conf *dc, const struct sched_history *h, uint64_t stagger_ms,
+                            uint32_t path_hash);
 
 /* Whether a WAL database's -wal should be checkpointed now: when one is
  * owed (a VACUUM's checkpoint was busy) and the -wal is not empty, or it

@@ -78,6 +78,13 @@ int state_open(const char *dir, struct state **ret, const char **errmsg)
                                   "  rows INTEGER NOT NULL,"
                                   "  stat TEXT NOT NULL,"
                                   "  PRIMARY KEY(path, tbl)"
+                                  ") WITHOUT ROWID;"
+                                  "CREATE TABLE IF NOT EXISTS deep_scan("
+                                  "  path TEXT PRIMARY KEY,"
+                                  "  scanned_ms INTEGER NOT NULL,"
+                                  "  known INTEGER NOT NULL,"
+                                  "  unused_percent REAL NOT NULL,"
+                                  "  reclaimable_bytes INTEGER NOT NULL"
                                   ") WITHOUT ROWID;",
                                   NULL, NULL, NULL);
         }
@@ -106,13 +113,50 @@ int state_load(struct state *s, state_load_cb cb, void *userdata)
         sqlite3_stmt *st;
         int rc;
 
-        rc = sqlite3_prepare_v2(s->db, "SELECT path, last_vacuum_ms, last_analyze_ms FROM history", -1, &st, NULL);
+        rc = sqlite3_prepare_v2(s->db,
+                                "SELECT path, max(v), max(a), max(d), max(k), max(u), max(r) FROM ("
+                                "  SELECT path, last_vacuum_ms AS v, last_analyze_ms AS a, 0 AS d, 0 AS k, 0.0 AS u,"
+                                "         0 AS r FROM history"
+                                "  UNION ALL"
+                                "  SELECT path, 0, 0, scanned_ms, known, unused_percent, reclaimable_bytes FROM deep_scan"
+                                ") GROUP BY path", -1, &st, NULL);
         if (rc != SQLITE_OK)
                 return -EIO;
-        while ((rc = sqlite3_step(st)) == SQLITE_ROW)
-                cb(userdata, (const char *)sqlite3_column_text(st, 0), sqlite3_column_int64(st, 1),
-                   sqlite3_column_int64(st, 2));
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+                int64_t r = sqlite3_column_int64(st, 6);
+                struct sched_history h = {
+                        .last_vacuum_ms = sqlite3_column_int64(st, 1),
+                        .last_analyze_ms = sqlite3_column_int64(st, 2),
+                        .last_deep_scan_ms = sqlite3_column_int64(st, 3),
+                        .deep_known = sqlite3_column_int(st, 4) != 0,
+                        .deep_unused_percent = sqlite3_column_double(st, 5),
+                        .deep_reclaimable_bytes = r > 0 ? (uint64_t)r : 0,
+                };
+
+                if (sqlite3_column_text(st, 0))
+                        cb(userdata, (const char *)sqlite3_column_text(st, 0), &h);
+        }
         sqlite3_finalize(st);
+        return rc == SQLITE_DONE ? 0 : -EIO;
+}
+
+int state_record_deep_scan(struct state *s, const char *path, int64_t when_ms, const struct deep_stats *ds)
+{
+        sqlite3_stmt *st;
+        int rc;
+
+        pthread_mutex_lock(&s->lock);
+        rc = sqlite3_prepare_v2(s->db, "INSERT OR REPLACE INTO deep_scan(path, scanned_ms, known, unused_percent, "
+                                "reclaimable_bytes) VALUES(?1, ?2, 1, ?3, ?4)", -1, &st, NULL);
+        if (rc == SQLITE_OK) {
+                sqlite3_bind_text(st, 1, path, -1, SQLITE_STATIC);
+                sqlite3_bind_int64(st, 2, when_ms);
+                sqlite3_bind_double(st, 3, deep_unused_percent(ds->unused_bytes, ds->btree_pages, ds->page_size));
+                sqlite3_bind_int64(st, 4, (sqlite3_int64)ds->reclaimable_bytes);
+                rc = sqlite3_step(st);
+                sqlite3_finalize(st);
+        }
+        pthread_mutex_unlock(&s->lock);
         return rc == SQLITE_DONE ? 0 : -EIO;
 }
 
@@ -140,6 +184,13 @@ int state_record(struct state *s, const char *path, enum maint_op op, int64_t wh
         if (rc == SQLITE_OK) {
                 sqlite3_bind_text(st, 1, path, -1, SQLITE_STATIC);
                 sqlite3_bind_int64(st, 2, when_ms);
+                rc = sqlite3_step(st);
+                sqlite3_finalize(st);
+        }
+        /* a full VACUUM packed the pages: what the deep scan found is gone */
+        if (rc == SQLITE_DONE && op == MAINT_OP_VACUUM &&
+            sqlite3_prepare_v2(s->db, "UPDATE deep_scan SET known = 0 WHERE path = ?1", -1, &st, NULL) == SQLITE_OK) {
+                sqlite3_bind_text(st, 1, path, -1, SQLITE_STATIC);
                 rc = sqlite3_step(st);
                 sqlite3_finalize(st);
         }
@@ -228,7 +279,7 @@ int state_analyze_baselines(struct state *s, const char *path, struct jobproc_ba
 
 int state_prune(struct state *s)
 {
-        sqlite3_stmt *sel = NULL, *del = NULL, *del2 = NULL;
+        sqlite3_stmt *sel = NULL, *del = NULL, *del2 = NULL, *del3 = NULL;
         struct stat st;
         char **gone = NULL;
         size_t n = 0, cap = 0;
@@ -236,7 +287,7 @@ int state_prune(struct state *s)
 
         /* the list first, the files looked at outside the lock */
         pthread_mutex_lock(&s->lock);
-        rc = sqlite3_prepare_v2(s->db, "SELECT path FROM history UNION SELECT path FROM analyzed", -1, &sel, NULL);
+        rc = sqlite3_prepare_v2(s->db, "SELECT path FROM history UNION SELECT path FROM analyzed UNION SELECT path FROM deep_scan", -1, &sel, NULL);
         while (rc == SQLITE_OK && sqlite3_step(sel) == SQLITE_ROW) {
                 const char *p = (const char *)sqlite3_column_text(sel, 0);
 
@@ -272,22 +323,27 @@ int state_prune(struct state *s)
         pthread_mutex_lock(&s->lock);
         if (r == 0 && sqlite3_exec(s->db, "BEGIN", NULL, NULL, NULL) == SQLITE_OK &&
             sqlite3_prepare_v2(s->db, "DELETE FROM history WHERE path = ?1", -1, &del, NULL) == SQLITE_OK &&
-            sqlite3_prepare_v2(s->db, "DELETE FROM analyzed WHERE path = ?1", -1, &del2, NULL) == SQLITE_OK) {
+            sqlite3_prepare_v2(s->db, "DELETE FROM analyzed WHERE path = ?1", -1, &del2, NULL) == SQLITE_OK &&
+            sqlite3_prepare_v2(s->db, "DELETE FROM deep_scan WHERE path = ?1", -1, &del3, NULL) == SQLITE_OK) {
                 for (size_t i = 0; i < n; i++) {
                         if (!gone[i])
                                 continue;
                         sqlite3_bind_text(del, 1, gone[i], -1, SQLITE_STATIC);
                         sqlite3_bind_text(del2, 1, gone[i], -1, SQLITE_STATIC);
-                        if (sqlite3_step(del) != SQLITE_DONE || sqlite3_step(del2) != SQLITE_DONE)
+                        sqlite3_bind_text(del3, 1, gone[i], -1, SQLITE_STATIC);
+                        if (sqlite3_step(del) != SQLITE_DONE || sqlite3_step(del2) != SQLITE_DONE ||
+                            sqlite3_step(del3) != SQLITE_DONE)
                                 r = -EIO;
                         sqlite3_reset(del);
                         sqlite3_reset(del2);
+                        sqlite3_reset(del3);
                         r = r < 0 ? r : r + 1;
                 }
                 sqlite3_exec(s->db, r < 0 ? "ROLLBACK" : "COMMIT", NULL, NULL, NULL);
         }
         sqlite3_finalize(del);
         sqlite3_finalize(del2);
+        sqlite3_finalize(del3);
         pthread_mutex_unlock(&s->lock);
         for (size_t i = 0; i < n; i++)
                 free(gone[i]);

@@ -5,7 +5,9 @@
 
 #include <stdint.h>
 
+#include "deepscan.h"
 #include "maint.h"
+#include "schedule.h"
 
 struct state;
 
@@ -14,14 +16,20 @@ struct state;
 int state_open(const char *dir, struct state **ret, const char **errmsg);
 struct state *state_free(struct state *s);
 
-typedef void (*state_load_cb)(void *userdata, const char *path, int64_t last_vacuum_ms,
-                              int64_t last_analyze_ms);
+/* The history of one database: its last vacuum, analyze and deep scan (wall
+ * clock ms, 0 = never) and the deep scan's figures (h->first_seen_ms 0). */
+typedef void (*state_load_cb)(void *userdata, const char *path, const struct sched_history *h);
 /* Call cb for every database remembered. Loop thread, at startup. */
 int state_load(struct state *s, state_load_cb cb, void *userdata);
 
 /* Record that op (vacuum, incremental vacuum or analyze) finished on path at
- * when_ms (wall clock). Safe from any thread. 0 or negative errno. */
+ * when_ms (wall clock); a full VACUUM makes the last deep scan's figures
+ * unknown (it packed the pages). Safe from any thread. 0 or negative errno. */
 int state_record(struct state *s, const char *path, enum maint_op op, int64_t when_ms);
+
+/* A deep scan of path at when_ms found ds. Safe from any thread. 0 or
+ * negative errno. */
+int state_record_deep_scan(struct state *s, const char *path, int64_t when_ms, const struct deep_stats *ds);
 
 /* After an ANALYZE: for each table analyzed, the exact row count and the
  * sqlite_stat1 text it left (a sampled ANALYZE writes an estimated count).

@@ -68,6 +68,9 @@ struct target {
         /* The files as the last ANALYZE left them: unchanged, nothing is stale. */
         struct file_id analyzed_db, analyzed_wal;
         bool analyzed_known;
+        /* The files as the last deep scan found them: unchanged, it is not repeated. */
+        struct file_id deep_db, deep_wal;
+        bool deep_known;
 
         enum sched_reason logged_reason; /* the last decision logged at INFO */
         bool reported_missing;
