@@ -1889,15 +1889,6 @@ int conf_load(const char *path, struct conf **ret, struct conf_diag *diag)
 
         if (!path)
                 return -EINVAL;
-        /* Whoever can write the configuration chooses what is opened, read
-         * and written as root (StrictModes, as sshd). */
-        r = util_trusted_path(path, why, sizeof(why));
-        if (r == -EPERM) {
-                err_file(&l, "refusing the configuration: %s; it says what sqlite-maintd opens as root, so only "
-                         "root may be able to change it", why);
-                flush_msgs(&l, diag);
-                return r;
-        }
         /* O_NONBLOCK: opening a FIFO must not hang until it has a writer */
         fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
         if (fd < 0) {
@@ -1915,6 +1906,14 @@ int conf_load(const char *path, struct conf **ret, struct conf_diag *diag)
                 r = S_ISDIR(st.st_mode) ? -EISDIR : -EINVAL;
                 err_file(&l, "not a regular file%s: expected a YAML configuration file",
                          S_ISDIR(st.st_mode) ? " (a directory)" : "");
+                goto out;
+        }
+        /* Whoever can write the configuration chooses what is opened, read
+         * and written as root (StrictModes, as sshd). */
+        r = util_trusted_path(path, why, sizeof(why));
+        if (r == -EPERM) {
+                err_file(&l, "refusing the configuration: %s; it says what sqlite-maintd opens as root, so only "
+                         "root may be able to change it", why);
                 goto out;
         }
         if (st.st_size > CONF_MAX_FILE_SIZE) {
