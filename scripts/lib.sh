@@ -7,6 +7,7 @@ MAINTD_PACKAGES=(
   gcc pkg-config meson ninja-build
   libsqlite3-dev libuv1-dev libyaml-dev libsystemd-dev
   python3 python3-pytest sqlite3
+  sqlite3-tools     # sqlite3_analyzer: the deep scan's figures are checked against it
   systemd           # systemd-journald, journalctl and systemd-analyze for the tests
   util-linux        # mount (tmpfs for the disk-full tests), setpriv
   procps            # /bin/kill, for the unit's ExecReload

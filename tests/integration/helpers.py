@@ -295,6 +295,19 @@ def file_size(path):
         return 0
 
 
+def disk_bytes(path):
+    """The disk space of a database as sqlite-maintd reports it: the
+    allocated blocks (st_blocks, as du counts) of the file, its -wal and its
+    -journal."""
+    total = 0
+    for suffix in ("", "-wal", "-journal"):
+        try:
+            total += os.lstat(str(path) + suffix).st_blocks * 512
+        except FileNotFoundError:
+            pass
+    return total
+
+
 def side_files(path):
     return [path + s for s in ("-journal", "-wal", "-shm") if os.path.exists(path + s)]
 

@@ -10,13 +10,14 @@ import sqlite3
 
 import pytest
 
-from helpers import (assert_stats_match, assert_two_decimals, expected_fragmentation,
+from helpers import (assert_stats_match, assert_two_decimals, disk_bytes, expected_fragmentation,
                      file_size, header_field, pragmas, quick_check, sha256, table_checksum,
                      write_config)
 
 
-def _assert_vacuumed(r, db, before, checksum_before, mode):
-    """What a user checks after a VACUUM that should have run."""
+def _assert_vacuumed(r, db, before, checksum_before, mode, disk_before=None):
+    """What a user checks after a VACUUM that should have run. disk_before:
+    the files' disk space just before sqlite-maintctl ran."""
     assert r.rc == 0, r.describe()
     o = r.one()
     assert o["status"] == "ok", r.describe()
@@ -35,10 +36,14 @@ def _assert_vacuumed(r, db, before, checksum_before, mode):
     assert_two_decimals(o["fragmentation_before_percent"],
                         expected_fragmentation(before["freelist_count"], before["page_count"]),
                         "fragmentation_before_percent")
+    # the pages freed, and what the file system got back: the files' disk
+    # space before and after, as du counts it
     freed = (before["page_count"] - after["page_count"]) * before["page_size"]
-    assert o["bytes_reclaimed"] > 0
-    assert abs(o["bytes_reclaimed"] - freed) <= max(2 * before["page_size"], 0.02 * freed), \
-        (o["bytes_reclaimed"], freed)
+    assert o["page_bytes_reclaimed"] == freed, (o["page_bytes_reclaimed"], freed)
+    assert o["disk_bytes_after"] == disk_bytes(db), (o["disk_bytes_after"], disk_bytes(db))
+    if disk_before is not None:
+        assert o["disk_bytes_before"] == disk_before, (o["disk_bytes_before"], disk_before)
+    assert o["bytes_reclaimed"] == o["disk_bytes_before"] - o["disk_bytes_after"] > 0, o
     assert isinstance(o["duration_ms"], int) and o["duration_ms"] >= 0
     assert o["checkpoint_busy"] is False
     assert "error" not in o
@@ -52,9 +57,10 @@ def test_vacuum_rollback_mode(tmp_path, run_ctl, make_fragmented_db):
     assert 0.3 < before["freelist_count"] / before["page_count"] < 0.4
     cs = table_checksum(db)
     size_before = os.path.getsize(db)
+    disk_before = disk_bytes(db)
 
     r = run_ctl("--json", "vacuum", db)
-    _assert_vacuumed(r, db, before, cs, "delete")
+    _assert_vacuumed(r, db, before, cs, "delete", disk_before)
     assert os.path.getsize(db) < size_before
     assert not os.path.exists(str(db) + "-journal")
 
@@ -71,9 +77,10 @@ def test_vacuum_wal_mode_truncates_wal(tmp_path, run_ctl, make_fragmented_db):
     assert file_size(wal) > 0
     assert header_field(db, 36) != before["freelist_count"]
     cs = table_checksum(db)
+    disk_before = disk_bytes(db)  # the -wal with the deletes counts: it is given back too
 
     r = run_ctl("--json", "vacuum", db)
-    o = _assert_vacuumed(r, db, before, cs, "wal")
+    o = _assert_vacuumed(r, db, before, cs, "wal", disk_before)
     assert file_size(wal) == 0, f"-wal is {file_size(wal)} bytes after vacuum"
     assert o["wal_size_bytes"] == 0
     # still a WAL database on disk (header bytes 18/19 == 2)

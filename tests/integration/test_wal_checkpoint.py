@@ -182,7 +182,7 @@ def test_checkpoint_owed_after_vacuum_with_a_reader(tmp_path, daemon, lock_holde
     assert done["REASON"] == "urgent", done
 
     # The -wal stays large: it holds every page of the new database.
-    pages_after = pc - int(done["BYTES_RECLAIMED"]) // PAGE
+    pages_after = pc - int(done["PAGE_BYTES_RECLAIMED"]) // PAGE
     held = int(busy["WAL_SIZE_BYTES"])
     assert held >= pages_after * PAGE, (held, pages_after)
     assert wal_size(db) == held
