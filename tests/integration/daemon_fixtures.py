@@ -191,6 +191,37 @@ def M(msgid=None, message=None, **fields):
     return pred
 
 
+def polled(path):
+    """A predicate: the entry one poll of path leaves once it has looked at
+    the file (src/manager.c, poll_target and decide): a VACUUM decision (a
+    SCHEDULED entry with OPERATION vacuum or incremental_vacuum), or, when
+    there is nothing to do or the decision did not change, the debug line
+    "<path>: fragmentation X%, nothing to do (<reason>)"; for a database
+    whose statistics are locked, the debug line "<path>: locked while
+    reading statistics, next poll" or the GAVE_UP entry (OPERATION poll).
+    A poll of a database held after a failure (corrupt, not a database)
+    or missing leaves nothing: count poll rounds for those."""
+    path = str(path)
+    nothing, locked = f"{path}: fragmentation ", f"{path}: locked while reading statistics"
+
+    def pred(e):
+        if e.get("DB_PATH") == path:
+            return (e.get("MESSAGE_ID") == MSGID["SCHEDULED"] and e.get("OPERATION") != "analyze"
+                    or e.get("MESSAGE_ID") == MSGID["GAVE_UP"] and e.get("OPERATION") == "poll")
+        if "DB_PATH" in e or e.get("PRIORITY") != "7":
+            return False
+        m = str(e.get("MESSAGE", ""))
+        return m.startswith(nothing) and ", nothing to do (" in m or m.startswith(locked)
+    pred.__name__ = f"polled({path!r})"
+    pred.__qualname__ = pred.__name__
+    return pred
+
+
+def poll_round(e):
+    """The debug line that starts each poll round: "poll: N databases, ..."."""
+    return "DB_PATH" not in e and e.get("PRIORITY") == "7" and str(e.get("MESSAGE", "")).startswith("poll: ")
+
+
 class JournaldKeeper:
     """Makes sure a journald listens, starting one when none does, and
     stops (by pid) only the ones it started. Other test sessions may share
@@ -523,6 +554,28 @@ class Daemon:
         pred = pred or M(**match)
         return self.journal.wait_for_entries(self.pid, pred, count, timeout, self.since_us, self.alive,
                                              what=getattr(pred, "__name__", None))
+
+    def wait_for_polls(self, paths, n, timeout=WAIT):
+        """Wait until each of paths (one path or several) has been polled n
+        more times from now (see polled()): the positive sign to wait for
+        before asserting that something did not happen to a database."""
+        if isinstance(paths, (str, os.PathLike)):
+            paths = [paths]
+        preds = [polled(p) for p in paths]
+        es = self.entries()
+        seen = [sum(1 for e in es if p(e)) for p in preds]
+        for p, k in zip(preds, seen):
+            self.wait_for_entries(k + n, p, timeout)
+
+    def wait_for_poll_rounds(self, n, timeout=WAIT):
+        """Wait until n more poll rounds have run from now: n + 1 more round
+        starts. A round's header reads are spread over 80% of the interval,
+        before the next round starts; with one database its read is the
+        first thing in the round (with more, a round the loop falls far
+        behind on may be cut short). For databases whose polls leave no
+        entry (see polled())."""
+        seen = len(self.entries(poll_round))
+        self.wait_for_entries(seen + n + 1, poll_round, timeout)
 
     # --- sd_notify ---
     def wait_notify(self, assignment, timeout=WAIT, after=0):

@@ -367,7 +367,7 @@ def test_restart_after_completed_work_does_not_repeat_it(tmp_path, daemon):
         assert float(held["FRAGMENTATION_BEFORE"]) >= 30, held
     second.wait_for_entry(msgid="VACUUM_DONE", DB_PATH=fresh)
     second.wait_for_entry(msgid="ANALYZE_DONE", DB_PATH=fresh)
-    time.sleep(5 * 0.2 * SLOW)  # five more polls
+    second.wait_for_polls([a, w], 5)
     es = second.entries()
     for p in (a, w):
         again = [e for e in es if e.get("DB_PATH") == str(p) and e.get("MESSAGE_ID") in (

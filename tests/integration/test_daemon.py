@@ -111,9 +111,10 @@ def test_urgent_vacuumed_at_once_others_left_alone(tmp_path, daemon):
     assert sched[0] < _index(es, done), "SCHEDULED came after VACUUM_DONE\n" + format_entries(es)
     assert es[sched[0]]["OPERATION"] == "vacuum"
 
-    # the 25% one is seen, and waits for its window
+    # the 25% one is seen, and waits for its window: three more polls of
+    # each leave them as they were
     d.wait_for_entry(msgid="SCHEDULED", DB_PATH=warm, REASON="outside-window")
-    time.sleep(3 * POLL + 0.3)
+    d.wait_for_polls([warm, cool], 3)
     assert d.alive(), d.describe()
     assert freelist_count(warm) == warm_fl
     assert files_sha256([warm, cool]) == untouched
@@ -358,7 +359,9 @@ def test_corrupt_database_reported_and_never_vacuumed(tmp_path, daemon, damage):
     d.wait_for_entry(msgid="VACUUM_DONE", DB_PATH=good)
     _assert_vacuumed_on_disk(good, good_cs)
 
-    time.sleep(3 * POLL + 0.3)
+    # the polls of the corrupt one leave no entry (it is held until the file
+    # changes): three more polls of its neighbour are three more rounds
+    d.wait_for_polls(good, 3)
     assert d.alive(), d.describe()
     assert files_sha256([bad]) == bad_files, "the corrupt database was modified"
     es = d.entries()
@@ -390,7 +393,7 @@ def test_deleted_database_reported_once(tmp_path, daemon):
     cs = checksum(c)
     d.wait_for_entry(msgid="VACUUM_DONE", DB_PATH=c)
     _assert_vacuumed_on_disk(c, cs)
-    time.sleep(6 * 0.5)
+    d.wait_for_polls([a, c], 3)
     assert d.alive(), d.describe()
     removed = d.entries(msgid="DB_REMOVED")
     assert len(removed) == 1, format_entries(removed)
@@ -408,7 +411,7 @@ def test_configured_path_deleted_and_recreated(tmp_path, daemon):
     os.unlink(x)
     gone = d.wait_for_entry(msgid="DB_REMOVED", DB_PATH=x)
     assert gone["PRIORITY"] == "4", gone  # a configured database missing is worth a warning
-    time.sleep(6 * 0.5)
+    d.wait_for_poll_rounds(3)  # a missing file's polls leave no entry
     assert len(d.entries(msgid="DB_REMOVED", DB_PATH=x)) == 1, format_entries(d.entries())
 
     # it comes back (fragmented): watched again, and maintained
@@ -435,8 +438,8 @@ def test_reload_adds_database(tmp_path, daemon):
     cfg = daemon.config(config_text(state, [dbs / "*.db"]), name="maintd.yaml")
     d = daemon.start(cfg)
 
-    # not configured yet: left alone
-    time.sleep(2 * POLL + 0.3)
+    # not configured yet: left alone while the configured one is polled
+    d.wait_for_polls(a, 2)
     assert db_stats(new) == new_before
     assert not [e for e in d.entries() if e.get("DB_PATH") == str(new)]
 
@@ -684,7 +687,7 @@ def test_restart_keeps_min_interval(tmp_path, daemon):
     d2 = daemon.start(cfg)
     wait = d2.wait_for_entry(msgid="SCHEDULED", DB_PATH=db, REASON="min-interval")
     assert float(wait["FRAGMENTATION_BEFORE"]) >= 30, wait
-    time.sleep(3 * POLL + 0.3)
+    d2.wait_for_polls(db, 3)
     assert freelist_count(db) == fl
     assert not d2.entries(msgid="VACUUM_DONE"), format_entries(d2.entries())
     assert d2.stop() == 0, d2.describe()
