@@ -310,9 +310,14 @@ class NotifyListener:
     """A real AF_UNIX datagram socket, as systemd's, collecting every
     datagram (with the sender's pid) on a background thread."""
 
+    # A datagram the listener sends itself to know the queue before it is
+    # taken in; it is not kept among the messages.
+    _MARK = "X_MAINTD_TESTS_MARK="
+
     def __init__(self, path):
         self.path = str(path)
         self.messages = []
+        self._marks_sent = self._marks_seen = 0
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._stop = False
@@ -336,9 +341,12 @@ class NotifyListener:
             for level, typ, cdata in anc:
                 if level == socket.SOL_SOCKET and typ == socket.SCM_CREDENTIALS:
                     pid = array.array("i", cdata[:12])[0]
+            text = data.decode("utf-8", "replace")
             with self._cond:
-                self.messages.append(Notification(time.monotonic(), pid,
-                                                  data.decode("utf-8", "replace")))
+                if pid == os.getpid() and text.startswith(self._MARK):
+                    self._marks_seen = int(text[len(self._MARK):])
+                else:
+                    self.messages.append(Notification(time.monotonic(), pid, text))
                 self._cond.notify_all()
 
     def snapshot(self):
@@ -349,16 +357,24 @@ class NotifyListener:
         """The first message at index >= after matching predicate; returns
         (index, message)."""
         deadline = time.monotonic() + timeout
-        grace = False
+        mark = None
         with self._cond:
             while True:
                 for i in range(after, len(self.messages)):
                     if predicate(self.messages[i]):
                         return i, self.messages[i]
-                if not grace and alive is not None and not alive():
-                    # the sender is gone: what it sent may still be in flight
-                    grace = True
-                    deadline = min(deadline, time.monotonic() + 0.5)
+                if mark is not None and self._marks_seen >= mark:
+                    break  # everything the sender sent has been looked at
+                if mark is None and alive is not None and not alive():
+                    # The sender is gone: what it sent is queued on the
+                    # socket, before a datagram sent now (without waiting:
+                    # the listener needs the lock we hold to make room).
+                    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+                        s.setblocking(False)
+                        with contextlib.suppress(BlockingIOError):
+                            s.sendto(f"{self._MARK}{self._marks_sent + 1}".encode(), self.path)
+                            self._marks_sent += 1
+                            mark = self._marks_sent
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break

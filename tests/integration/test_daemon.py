@@ -532,7 +532,7 @@ def test_sigterm_during_vacuum(tmp_path, daemon, big_db_template, sigterms, when
     rc = d.wait(30)
     took = time.monotonic() - t
     assert rc == 0, d.describe()
-    d.wait_notify("STOPPING=1", timeout=1)
+    d.wait_notify("STOPPING=1")
     stopping = d.wait_for_entry(msgid="STOPPING")
     assert stopping.get("JOBS_RUNNING") == "1", \
         "the SIGTERM did not arrive during the VACUUM; the test proves nothing\n" + format_entries(d.entries())
@@ -570,7 +570,7 @@ def test_notify_ready_status_watchdog_stopping(tmp_path, daemon, notify_socket):
 
     mark = len(d.notify.snapshot())
     assert d.stop() == 0, d.describe()
-    d.wait_notify("STOPPING=1", after=mark, timeout=1)
+    d.wait_notify("STOPPING=1", after=mark)
 
 
 def test_watchdog_not_sent_for_another_pid(tmp_path, daemon):
