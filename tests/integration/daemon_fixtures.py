@@ -866,14 +866,13 @@ def make_freelist_corrupt_db(path, frag=35):
 
 APP_SCRIPT = r"""
 import sqlite3, sys, time
-path, begin, hold, after = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
-write_first = sys.argv[5] == "1"
+path, begin, after, write_first = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1"
 con = sqlite3.connect(path, isolation_level=None, timeout=30)
 con.execute(begin)
 if write_first:
     con.execute("INSERT INTO app(note) VALUES('held')")
 print("locked", flush=True)
-time.sleep(hold)
+sys.stdin.readline()  # the test says when to let go
 if not write_first:
     con.execute("INSERT INTO app(note) VALUES('held')")
 con.execute("COMMIT")
@@ -891,26 +890,34 @@ print(f"ok {n}", flush=True)
 
 class App:
     """A separate process using the database the way an application does:
-    it opens a transaction with `begin`, holds it for `hold` seconds with
-    an INSERT into app made at the start (write_first) or just before the
-    COMMIT, then does `after` more small transactions with a 30 s busy
-    timeout. Any SQLite error ends it with a traceback and exit status 1."""
+    it opens a transaction with `begin`, holds it, with an INSERT into app
+    made at the start (write_first) or just before the COMMIT, until the
+    test calls release(); then it does `after` more small transactions with
+    a 30 s busy timeout. Any SQLite error ends it with a traceback and exit
+    status 1."""
 
-    def __init__(self, path, begin="BEGIN EXCLUSIVE", hold=3.0, after=20, write_first=True):
-        self.proc = subprocess.Popen([PYTHON, "-c", APP_SCRIPT, str(path), begin, str(hold), str(after),
+    def __init__(self, path, begin="BEGIN EXCLUSIVE", after=20, write_first=True):
+        self.proc = subprocess.Popen([PYTHON, "-c", APP_SCRIPT, str(path), begin, str(after),
                                       "1" if write_first else "0"],
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True)
         line = self._readline(15)
         if line != "locked":
             self.kill()
             raise AssertionError(f"the app did not take its lock: {line!r} {self.proc.stderr.read()}")
-        self.locked_at = time.monotonic()
 
     def _readline(self, timeout):
         import select
         r, _, _ = select.select([self.proc.stdout], [], [], timeout)
         return self.proc.stdout.readline().strip() if r else None
+
+    def release(self, timeout=WAIT):
+        """Commit the held transaction; returns once it is committed."""
+        self.proc.stdin.write("release\n")
+        self.proc.stdin.flush()
+        line = self._readline(timeout)
+        if line != "released":
+            raise AssertionError(f"the app did not commit its held transaction: {line!r}")
 
     def finish(self, timeout=60):
         """(exit status, stdout, stderr)."""
@@ -929,7 +936,7 @@ class App:
 
 @pytest.fixture
 def app():
-    """app(path, begin=, hold=, after=) -> App; killed at teardown."""
+    """app(path, begin=, after=, write_first=) -> App; killed at teardown."""
     apps = []
 
     def start(*a, **kw):
@@ -940,6 +947,6 @@ def app():
     yield start
     for x in apps:
         x.kill()
-        for s in (x.proc.stdout, x.proc.stderr):
+        for s in (x.proc.stdin, x.proc.stdout, x.proc.stderr):
             with contextlib.suppress(OSError):
                 s.close()

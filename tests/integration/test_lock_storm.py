@@ -141,13 +141,13 @@ def test_long_exclusive_lock_backs_off_and_others_are_maintained(tmp_path, daemo
     for p, mode in ((held_w, "delete"), (held, "delete"), (h1, "delete"), (h2, "wal"), (h3, "delete")):
         rh.make_page_db(p, mode, 600, 35)
     cs = {str(p): checksum(p) for p in (held_w, held, h1, h2, h3)}
-    max_attempts, hold = 4, 6.0
+    max_attempts = 4
     # held-write: BEGIN EXCLUSIVE and a write (a live journal: even the
     # statistics read is locked out); held: BEGIN EXCLUSIVE, the write at
-    # the end (the header is readable, the VACUUM job is locked out)
-    apps = [app(held_w, begin="BEGIN EXCLUSIVE", hold=hold, after=10, write_first=True),
-            app(held, begin="BEGIN EXCLUSIVE", hold=hold, after=10, write_first=False)]
-    locked_at = time.time()
+    # the end (the header is readable, the VACUUM job is locked out). Both
+    # hold their locks until the test lets go, below.
+    apps = [app(held_w, begin="BEGIN EXCLUSIVE", after=10, write_first=True),
+            app(held, begin="BEGIN EXCLUSIVE", after=10, write_first=False)]
     # one job at a time: a job stuck on the lock would keep the others waiting
     d = daemon.start(config_text(tmp_path / "state", [dbs / "*.db"], poll_interval="300ms",
                                  max_concurrent_jobs=1,
@@ -155,28 +155,28 @@ def test_long_exclusive_lock_backs_off_and_others_are_maintained(tmp_path, daemo
                                  retry={"busy_timeout": "50ms", "max_attempts": max_attempts,
                                         "initial_backoff": "200ms", "max_backoff": "800ms"}),
                      log_level="info")
+    # while the locks are held, the others are vacuumed and the daemon gives
+    # up on the held ones
     for p in (h1, h2, h3):
-        e = d.wait_for_entry(msgid="VACUUM_DONE", DB_PATH=p, timeout=hold)
-        assert _ts(e) < locked_at + hold, f"{p} was vacuumed only after the lock was released"
-    gave_up_job = d.wait_for_entry(msgid="GAVE_UP", DB_PATH=held, timeout=hold)
-    gave_up_poll = d.wait_for_entry(msgid="GAVE_UP", DB_PATH=held_w, timeout=hold)
+        d.wait_for_entry(msgid="VACUUM_DONE", DB_PATH=p)
+    gave_up_job = d.wait_for_entry(msgid="GAVE_UP", DB_PATH=held)
+    gave_up_poll = d.wait_for_entry(msgid="GAVE_UP", DB_PATH=held_w)
     es = d.entries()
     assert gave_up_job["OPERATION"] == "vacuum" and gave_up_job["ATTEMPT"] == str(max_attempts), gave_up_job
     assert gave_up_poll["OPERATION"] == "poll" and gave_up_poll["ATTEMPT"] == str(max_attempts), gave_up_poll
     retries = [e for e in _of(es, "RETRY", held) if _ts(e) < _ts(gave_up_job)]
     assert [e["ATTEMPT"] for e in retries][:max_attempts - 1] == [str(i) for i in range(1, max_attempts)], \
         format_entries(es)
-    for e in (gave_up_job, gave_up_poll):
-        assert _ts(e) < locked_at + hold, "the daemon gave up only after the lock was released"
-    assert time.time() < locked_at + hold, "too slow: the lock is gone, the test proves nothing"
+    assert not _of(es, "VACUUM_DONE", held) and not _of(es, "VACUUM_DONE", held_w), format_entries(es)
 
     # the lock goes; the application carries on without an error, and the
     # daemon maintains both databases at a later poll
     for a in apps:
+        a.release()
         rc, out, err = a.finish()
         assert rc == 0 and err == "", f"the application saw an error (exit {rc}):\n{err}"
     for p in (held, held_w):
-        d.wait_for_entry(msgid="VACUUM_DONE", DB_PATH=p, timeout=20 * SLOW)
+        d.wait_for_entry(msgid="VACUUM_DONE", DB_PATH=p)
     es = d.entries()
     _assert_attempts_bounded(es, max_attempts)
     for p in (held_w, held, h1, h2, h3):
