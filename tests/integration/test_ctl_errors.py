@@ -15,6 +15,7 @@ import pytest
 
 from helpers import (PYTHON, make_corrupt_db, mentions_figure, pragmas, quick_check,
                      run_as_nobody, sha256, side_files, table_checksum, file_size)
+from reliability_helpers import open_files
 
 FAILURES = {"busy", "corrupt", "not_a_database", "cannot_maintain", "no_space",
             "io_error", "permission_denied", "missing", "interrupted", "error"}
@@ -185,16 +186,9 @@ def _in_backoff(pid, db):
         with open(f"/proc/{pid}/wchan") as f:
             if "nanosleep" not in f.read():
                 return False
-        fds = os.listdir(f"/proc/{pid}/fd")
-    except (FileNotFoundError, ProcessLookupError):
+    except FileNotFoundError:
         return False
-    for fd in fds:
-        try:
-            if os.readlink(f"/proc/{pid}/fd/{fd}") == str(db):
-                return False
-        except OSError:
-            continue
-    return True
+    return all(f != str(db) for f, _ in open_files(pid))
 
 
 def test_locked_rollback_database_is_busy(tmp_path, run_ctl, make_fragmented_db, lock_holder):
