@@ -229,36 +229,78 @@ def wait_stopped(pid, timeout=2.0):
         time.sleep(0.0005)
 
 
-def open_files(pid):
-    """[(path, size)] of the regular files pid has open; a deleted file's
-    path ends with " (deleted)"."""
-    out = []
-    try:
-        fds = os.listdir(f"/proc/{pid}/fd")
-    except FileNotFoundError:
-        return out
-    for fd in fds:
+def process_tree(pid):
+    """pid and every process below it (the daemon's and sqlite-maintctl's
+    job processes, which do the work on the files: jobproc.h), from each
+    thread's /proc/PID/task/TID/children."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
         try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-            size = os.stat(f"/proc/{pid}/fd/{fd}").st_size
-        except OSError:
+            tids = os.listdir(f"/proc/{p}/task")
+        except FileNotFoundError:
             continue
-        if target.startswith("/"):
-            out.append((target, size))
+        for tid in tids:
+            try:
+                with open(f"/proc/{p}/task/{tid}/children") as f:
+                    todo.extend(int(c) for c in f.read().split())
+            except FileNotFoundError:
+                pass
     return out
 
 
+def open_files(pid):
+    """[(path, size)] of the regular files pid and the processes below it
+    have open; a deleted file's path ends with " (deleted)"."""
+    out = []
+    for p in process_tree(pid):
+        try:
+            fds = os.listdir(f"/proc/{p}/fd")
+        except FileNotFoundError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(f"/proc/{p}/fd/{fd}")
+                size = os.stat(f"/proc/{p}/fd/{fd}").st_size
+            except OSError:
+                continue
+            if target.startswith("/"):
+                out.append((target, size))
+    return out
+
+
+def freeze_tree(pid):
+    """SIGSTOP pid and everything below it, again until no new process
+    appears (one may fork while the others stop); returns the pids."""
+    frozen = []
+    while True:
+        new = [p for p in process_tree(pid) if p not in frozen]
+        if not new:
+            return frozen
+        for p in new:
+            try:
+                os.kill(p, signal.SIGSTOP)
+            except ProcessLookupError:
+                continue
+            wait_stopped(p)
+            frozen.append(p)
+
+
 def freeze_and_kill(proc, look=None):
-    """SIGSTOP proc, call look() while every thread stands still (what it
-    has open, which side files exist), then SIGKILL it. Returns
-    (killed, what look returned): killed is False when the process had
-    already exited on its own."""
+    """SIGSTOP proc and its job processes, call look() while every thread
+    stands still (what they have open, which side files exist), then
+    SIGKILL them all. Returns (killed, what look returned): killed is False
+    when the process had already exited on its own."""
     if proc.poll() is not None:
         return False, None
-    os.kill(proc.pid, signal.SIGSTOP)
-    wait_stopped(proc.pid)
+    frozen = freeze_tree(proc.pid)
     seen = look() if look else None
-    os.kill(proc.pid, signal.SIGKILL)
+    for p in frozen:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     rc = proc.wait(timeout=30)
     return rc == -signal.SIGKILL, seen
 
