@@ -191,6 +191,37 @@ def M(msgid=None, message=None, **fields):
     return pred
 
 
+def polled(path):
+    """A predicate: the entry one poll of path leaves once it has looked at
+    the file (src/manager.c, poll_target and decide): a VACUUM decision (a
+    SCHEDULED entry with OPERATION vacuum or incremental_vacuum), or, when
+    there is nothing to do or the decision did not change, the debug line
+    "<path>: fragmentation X%, nothing to do (<reason>)"; for a database
+    whose statistics are locked, the debug line "<path>: locked while
+    reading statistics, next poll" or the GAVE_UP entry (OPERATION poll).
+    A poll of a database held after a failure (corrupt, not a database)
+    or missing leaves nothing: count poll rounds for those."""
+    path = str(path)
+    nothing, locked = f"{path}: fragmentation ", f"{path}: locked while reading statistics"
+
+    def pred(e):
+        if e.get("DB_PATH") == path:
+            return (e.get("MESSAGE_ID") == MSGID["SCHEDULED"] and e.get("OPERATION") != "analyze"
+                    or e.get("MESSAGE_ID") == MSGID["GAVE_UP"] and e.get("OPERATION") == "poll")
+        if "DB_PATH" in e or e.get("PRIORITY") != "7":
+            return False
+        m = str(e.get("MESSAGE", ""))
+        return m.startswith(nothing) and ", nothing to do (" in m or m.startswith(locked)
+    pred.__name__ = f"polled({path!r})"
+    pred.__qualname__ = pred.__name__
+    return pred
+
+
+def poll_round(e):
+    """The debug line that starts each poll round: "poll: N databases, ..."."""
+    return "DB_PATH" not in e and e.get("PRIORITY") == "7" and str(e.get("MESSAGE", "")).startswith("poll: ")
+
+
 class JournaldKeeper:
     """Makes sure a journald listens, starting one when none does, and
     stops (by pid) only the ones it started. Other test sessions may share
@@ -279,9 +310,14 @@ class NotifyListener:
     """A real AF_UNIX datagram socket, as systemd's, collecting every
     datagram (with the sender's pid) on a background thread."""
 
+    # A datagram the listener sends itself to know the queue before it is
+    # taken in; it is not kept among the messages.
+    _MARK = "X_MAINTD_TESTS_MARK="
+
     def __init__(self, path):
         self.path = str(path)
         self.messages = []
+        self._marks_sent = self._marks_seen = 0
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._stop = False
@@ -305,9 +341,12 @@ class NotifyListener:
             for level, typ, cdata in anc:
                 if level == socket.SOL_SOCKET and typ == socket.SCM_CREDENTIALS:
                     pid = array.array("i", cdata[:12])[0]
+            text = data.decode("utf-8", "replace")
             with self._cond:
-                self.messages.append(Notification(time.monotonic(), pid,
-                                                  data.decode("utf-8", "replace")))
+                if pid == os.getpid() and text.startswith(self._MARK):
+                    self._marks_seen = int(text[len(self._MARK):])
+                else:
+                    self.messages.append(Notification(time.monotonic(), pid, text))
                 self._cond.notify_all()
 
     def snapshot(self):
@@ -318,16 +357,24 @@ class NotifyListener:
         """The first message at index >= after matching predicate; returns
         (index, message)."""
         deadline = time.monotonic() + timeout
-        grace = False
+        mark = None
         with self._cond:
             while True:
                 for i in range(after, len(self.messages)):
                     if predicate(self.messages[i]):
                         return i, self.messages[i]
-                if not grace and alive is not None and not alive():
-                    # the sender is gone: what it sent may still be in flight
-                    grace = True
-                    deadline = min(deadline, time.monotonic() + 0.5)
+                if mark is not None and self._marks_seen >= mark:
+                    break  # everything the sender sent has been looked at
+                if mark is None and alive is not None and not alive():
+                    # The sender is gone: what it sent is queued on the
+                    # socket, before a datagram sent now (without waiting:
+                    # the listener needs the lock we hold to make room).
+                    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+                        s.setblocking(False)
+                        with contextlib.suppress(BlockingIOError):
+                            s.sendto(f"{self._MARK}{self._marks_sent + 1}".encode(), self.path)
+                            self._marks_sent += 1
+                            mark = self._marks_sent
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
@@ -523,6 +570,28 @@ class Daemon:
         pred = pred or M(**match)
         return self.journal.wait_for_entries(self.pid, pred, count, timeout, self.since_us, self.alive,
                                              what=getattr(pred, "__name__", None))
+
+    def wait_for_polls(self, paths, n, timeout=WAIT):
+        """Wait until each of paths (one path or several) has been polled n
+        more times from now (see polled()): the positive sign to wait for
+        before asserting that something did not happen to a database."""
+        if isinstance(paths, (str, os.PathLike)):
+            paths = [paths]
+        preds = [polled(p) for p in paths]
+        es = self.entries()
+        seen = [sum(1 for e in es if p(e)) for p in preds]
+        for p, k in zip(preds, seen):
+            self.wait_for_entries(k + n, p, timeout)
+
+    def wait_for_poll_rounds(self, n, timeout=WAIT):
+        """Wait until n more poll rounds have run from now: n + 1 more round
+        starts. A round's header reads are spread over 80% of the interval,
+        before the next round starts; with one database its read is the
+        first thing in the round (with more, a round the loop falls far
+        behind on may be cut short). For databases whose polls leave no
+        entry (see polled())."""
+        seen = len(self.entries(poll_round))
+        self.wait_for_entries(seen + n + 1, poll_round, timeout)
 
     # --- sd_notify ---
     def wait_notify(self, assignment, timeout=WAIT, after=0):
@@ -797,14 +866,13 @@ def make_freelist_corrupt_db(path, frag=35):
 
 APP_SCRIPT = r"""
 import sqlite3, sys, time
-path, begin, hold, after = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
-write_first = sys.argv[5] == "1"
+path, begin, after, write_first = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1"
 con = sqlite3.connect(path, isolation_level=None, timeout=30)
 con.execute(begin)
 if write_first:
     con.execute("INSERT INTO app(note) VALUES('held')")
 print("locked", flush=True)
-time.sleep(hold)
+sys.stdin.readline()  # the test says when to let go
 if not write_first:
     con.execute("INSERT INTO app(note) VALUES('held')")
 con.execute("COMMIT")
@@ -822,26 +890,34 @@ print(f"ok {n}", flush=True)
 
 class App:
     """A separate process using the database the way an application does:
-    it opens a transaction with `begin`, holds it for `hold` seconds with
-    an INSERT into app made at the start (write_first) or just before the
-    COMMIT, then does `after` more small transactions with a 30 s busy
-    timeout. Any SQLite error ends it with a traceback and exit status 1."""
+    it opens a transaction with `begin`, holds it, with an INSERT into app
+    made at the start (write_first) or just before the COMMIT, until the
+    test calls release(); then it does `after` more small transactions with
+    a 30 s busy timeout. Any SQLite error ends it with a traceback and exit
+    status 1."""
 
-    def __init__(self, path, begin="BEGIN EXCLUSIVE", hold=3.0, after=20, write_first=True):
-        self.proc = subprocess.Popen([PYTHON, "-c", APP_SCRIPT, str(path), begin, str(hold), str(after),
+    def __init__(self, path, begin="BEGIN EXCLUSIVE", after=20, write_first=True):
+        self.proc = subprocess.Popen([PYTHON, "-c", APP_SCRIPT, str(path), begin, str(after),
                                       "1" if write_first else "0"],
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True)
         line = self._readline(15)
         if line != "locked":
             self.kill()
             raise AssertionError(f"the app did not take its lock: {line!r} {self.proc.stderr.read()}")
-        self.locked_at = time.monotonic()
 
     def _readline(self, timeout):
         import select
         r, _, _ = select.select([self.proc.stdout], [], [], timeout)
         return self.proc.stdout.readline().strip() if r else None
+
+    def release(self, timeout=WAIT):
+        """Commit the held transaction; returns once it is committed."""
+        self.proc.stdin.write("release\n")
+        self.proc.stdin.flush()
+        line = self._readline(timeout)
+        if line != "released":
+            raise AssertionError(f"the app did not commit its held transaction: {line!r}")
 
     def finish(self, timeout=60):
         """(exit status, stdout, stderr)."""
@@ -860,7 +936,7 @@ class App:
 
 @pytest.fixture
 def app():
-    """app(path, begin=, hold=, after=) -> App; killed at teardown."""
+    """app(path, begin=, after=, write_first=) -> App; killed at teardown."""
     apps = []
 
     def start(*a, **kw):
@@ -871,6 +947,6 @@ def app():
     yield start
     for x in apps:
         x.kill()
-        for s in (x.proc.stdout, x.proc.stderr):
+        for s in (x.proc.stdin, x.proc.stdout, x.proc.stderr):
             with contextlib.suppress(OSError):
                 s.close()

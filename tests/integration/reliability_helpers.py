@@ -229,36 +229,78 @@ def wait_stopped(pid, timeout=2.0):
         time.sleep(0.0005)
 
 
-def open_files(pid):
-    """[(path, size)] of the regular files pid has open; a deleted file's
-    path ends with " (deleted)"."""
-    out = []
-    try:
-        fds = os.listdir(f"/proc/{pid}/fd")
-    except FileNotFoundError:
-        return out
-    for fd in fds:
+def process_tree(pid):
+    """pid and every process below it (the daemon's and sqlite-maintctl's
+    job processes, which do the work on the files: jobproc.h), from each
+    thread's /proc/PID/task/TID/children."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
         try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-            size = os.stat(f"/proc/{pid}/fd/{fd}").st_size
-        except OSError:
+            tids = os.listdir(f"/proc/{p}/task")
+        except FileNotFoundError:
             continue
-        if target.startswith("/"):
-            out.append((target, size))
+        for tid in tids:
+            try:
+                with open(f"/proc/{p}/task/{tid}/children") as f:
+                    todo.extend(int(c) for c in f.read().split())
+            except FileNotFoundError:
+                pass
     return out
 
 
+def open_files(pid):
+    """[(path, size)] of the regular files pid and the processes below it
+    have open; a deleted file's path ends with " (deleted)"."""
+    out = []
+    for p in process_tree(pid):
+        try:
+            fds = os.listdir(f"/proc/{p}/fd")
+        except FileNotFoundError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(f"/proc/{p}/fd/{fd}")
+                size = os.stat(f"/proc/{p}/fd/{fd}").st_size
+            except OSError:
+                continue
+            if target.startswith("/"):
+                out.append((target, size))
+    return out
+
+
+def freeze_tree(pid):
+    """SIGSTOP pid and everything below it, again until no new process
+    appears (one may fork while the others stop); returns the pids."""
+    frozen = []
+    while True:
+        new = [p for p in process_tree(pid) if p not in frozen]
+        if not new:
+            return frozen
+        for p in new:
+            try:
+                os.kill(p, signal.SIGSTOP)
+            except ProcessLookupError:
+                continue
+            wait_stopped(p)
+            frozen.append(p)
+
+
 def freeze_and_kill(proc, look=None):
-    """SIGSTOP proc, call look() while every thread stands still (what it
-    has open, which side files exist), then SIGKILL it. Returns
-    (killed, what look returned): killed is False when the process had
-    already exited on its own."""
+    """SIGSTOP proc and its job processes, call look() while every thread
+    stands still (what they have open, which side files exist), then
+    SIGKILL them all. Returns (killed, what look returned): killed is False
+    when the process had already exited on its own."""
     if proc.poll() is not None:
         return False, None
-    os.kill(proc.pid, signal.SIGSTOP)
-    wait_stopped(proc.pid)
+    frozen = freeze_tree(proc.pid)
     seen = look() if look else None
-    os.kill(proc.pid, signal.SIGKILL)
+    for p in frozen:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     rc = proc.wait(timeout=30)
     return rc == -signal.SIGKILL, seen
 
@@ -271,9 +313,11 @@ def freeze_and_kill(proc, look=None):
 # deleting every third row of t (so the daemon has something to VACUUM
 # again); every `batch` seconds a write transaction kept open `hold_ms`
 # (a batch job: the daemon meets its lock now and then); until the stop
-# file appears. Its busy timeout is 10 s. It counts
-# every statement that fails and prints a JSON report; the blob of row id
-# is a function of id, so the test can check every row afterwards.
+# file appears (max_seconds only bounds a test that never says stop). Its
+# busy timeout is 10 s. It counts every statement that fails and prints a
+# JSON report with the time (time.time()) of every write transaction it
+# committed and of its start and end; the blob of row id is a function of
+# id, so the test can check every row afterwards.
 WRITER_SCRIPT = r"""
 import json, os, sqlite3, sys, time
 path, stop_file = sys.argv[1], sys.argv[2]
@@ -284,7 +328,7 @@ con = sqlite3.connect(path, isolation_level=None, timeout=10.0)
 ids = set(r[0] for r in con.execute("SELECT id FROM t"))
 nxt = (max(ids) if ids else 0) + 1
 rep = {"write_tx": 0, "reads": 0, "punches": 0, "batches": 0, "errors": 0, "error_texts": [],
-       "max_statement_ms": 0.0, "slow_statements": 0}
+       "max_statement_ms": 0.0, "slow_statements": 0, "commits": []}
 def run(fn):
     t = time.monotonic()
     ok = True
@@ -304,6 +348,11 @@ def run(fn):
     rep["max_statement_ms"] = max(rep["max_statement_ms"], ms)
     if ms > 20:
         rep["slow_statements"] += 1
+    return ok
+def write(fn):
+    ok = run(fn)
+    if ok:
+        rep["commits"].append(time.time())
     return ok
 def insert():
     con.execute("BEGIN IMMEDIATE")
@@ -325,9 +374,10 @@ def batch_job():
     time.sleep(hold_ms / 1000.0)
     con.execute("COMMIT")
 print("started", flush=True)
+rep["start"] = time.time()
 t0 = last = last_batch = time.monotonic()
 while not os.path.exists(stop_file) and time.monotonic() - t0 < max_seconds:
-    if run(insert):
+    if write(insert):
         ids.update((nxt, nxt + 1))
         nxt += 2
         rep["write_tx"] += 1
@@ -336,15 +386,16 @@ while not os.path.exists(stop_file) and time.monotonic() - t0 < max_seconds:
     if time.monotonic() - last >= punch:
         last = time.monotonic()
         victims = sorted(ids)[::3]
-        if run(delete):
+        if write(delete):
             ids.difference_update(victims)
             rep["punches"] += 1
     if time.monotonic() - last_batch >= batch:
         last_batch = time.monotonic()
-        if run(batch_job):
+        if write(batch_job):
             rep["batches"] += 1
     time.sleep(0.003)
 rep["seconds"] = time.monotonic() - t0
+rep["end"] = time.time()
 rep["ids"] = sorted(ids)
 con.close()
 print(json.dumps(rep), flush=True)
@@ -356,18 +407,19 @@ def writer_blob(i):
 
 
 # New read transactions, one after another as densely as Python goes: open
-# a connection (busy timeout `timeout_ms`), BEGIN, SELECT, COMMIT, close.
-# Prints a JSON report: how many, how many failed (and when), how many
-# waited more than 5 ms (they met a lock and the busy handler got them
-# through), the slowest.
+# a connection (busy timeout `timeout_ms`), BEGIN, SELECT, COMMIT, close;
+# until the stop file appears (max_seconds only bounds a test that never
+# says stop). Prints a JSON report: how many, how many failed (and when),
+# how many waited more than 5 ms (they met a lock and the busy handler got
+# them through), the slowest, and its start and end (time.time()).
 READER_SCRIPT = r"""
-import json, sqlite3, sys, time
-path, seconds, timeout_ms = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+import json, os, sqlite3, sys, time
+path, stop_file, timeout_ms, max_seconds = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
 rep = {"reads": 0, "failures": 0, "failure_times": [], "errors": [], "waited": 0, "max_ms": 0.0}
 print("started", flush=True)
-end = time.monotonic() + seconds
+end = time.monotonic() + max_seconds
 rep["start"] = time.time()
-while time.monotonic() < end:
+while not os.path.exists(stop_file) and time.monotonic() < end:
     t = time.monotonic()
     con = None
     try:

@@ -501,8 +501,9 @@ con.execute("UPDATE s SET k = k WHERE id = 1")
 def test_write_during_the_look_is_not_forgotten(tmp_path, daemon):
     """The application grows s tenfold while an ANALYZE job is between
     its look (the counts) and its end. The daemon must look again at a
-    later timer. gdb holds the job's thread at the end of the look, so the
-    order of events is certain."""
+    later timer. gdb follows the daemon into the job's process (fork, then
+    exec of the same program: jobproc.h) and holds it at the end of the
+    look, so the order of events is certain."""
     if GDB is None:
         pytest.skip("gdb is not installed")
     dbs, state = _dirs(tmp_path)
@@ -523,6 +524,11 @@ def test_write_during_the_look_is_not_forgotten(tmp_path, daemon):
     script.write_text("\n".join([
         "set pagination off",
         "set confirm off",
+        # the work is done in a job process: follow the next fork there
+        # (the daemon itself goes on, detached) and through its exec
+        "set follow-fork-mode child",
+        "set detach-on-fork on",
+        "set follow-exec-mode same",
         "break look_before_analyze",
         # with the daemon stopped: a write that makes the next timer look
         f"shell {PYTHON} {touch} {db}",

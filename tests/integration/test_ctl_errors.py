@@ -16,6 +16,7 @@ import pytest
 import helpers
 from helpers import (PYTHON, make_corrupt_db, mentions_figure, pragmas, quick_check,
                      run_as_nobody, sha256, side_files, table_checksum, file_size)
+from reliability_helpers import open_files
 
 FAILURES = {"busy", "corrupt", "not_a_database", "cannot_maintain", "no_space",
             "io_error", "permission_denied", "missing", "interrupted", "error"}
@@ -170,17 +171,40 @@ def test_read_only_database_vacuum_as_nobody(nobody_dir, run_ctl, make_fragmente
 
 # ---------------------------------------------------------------- locks
 
+def _long_backoff_config(tmp_path):
+    """A config whose retry backoff is 10 minutes: a run told to make one
+    attempt that backed off anyway would run into run_ctl's timeout."""
+    p = tmp_path / "long-backoff.yaml"
+    p.write_text("defaults:\n  retry:\n    initial_backoff: 10m\n    max_backoff: 10m\n"
+                 f"databases:\n  - path: {tmp_path}/unmatched/*.db\n")
+    return p
+
+
+def _in_backoff(pid, db):
+    """True while process pid sleeps between two attempts: in nanosleep,
+    with db closed (SQLite's busy handler sleeps with the database open)."""
+    try:
+        with open(f"/proc/{pid}/wchan") as f:
+            if "nanosleep" not in f.read():
+                return False
+    except FileNotFoundError:
+        return False
+    return all(f != str(db) for f, _ in open_files(pid))
+
+
 def test_locked_rollback_database_is_busy(tmp_path, run_ctl, make_fragmented_db, lock_holder):
     db = tmp_path / "locked.db"
     make_fragmented_db(db, mode="delete", delete_fraction=0.4)
     digest = sha256(db)
     holder = lock_holder(db, "BEGIN EXCLUSIVE")
 
-    r = run_ctl("--json", "--attempts", "1", "vacuum", "--force", db)
+    # one attempt, no backoff: with a 10 min backoff configured, a wait
+    # would end in run_ctl's timeout
+    r = run_ctl("-c", _long_backoff_config(tmp_path), "--json", "--attempts", "1", "vacuum", "--force", db)
     o = r.one()
     assert o["status"] == "busy", r.describe()
     assert r.rc == 5, r.describe()
-    assert r.elapsed < 2.0, f"took {r.elapsed:.2f}s with --attempts 1\n" + r.describe()
+    assert o["error"].startswith("still locked after 1 attempt: "), r.describe()
     assert sha256(db) == digest
 
     holder.release("ROLLBACK")
@@ -203,11 +227,11 @@ def test_locked_wal_database_is_busy(tmp_path, run_ctl, make_fragmented_db, lock
     holder = lock_holder(db, "BEGIN IMMEDIATE",
                          ["INSERT INTO t(name, data) VALUES ('held', x'01')"])
 
-    r = run_ctl("--json", "--attempts", "1", "vacuum", "--force", db)
+    r = run_ctl("-c", _long_backoff_config(tmp_path), "--json", "--attempts", "1", "vacuum", "--force", db)
     o = r.one()
     assert o["status"] == "busy", r.describe()
     assert r.rc == 5, r.describe()
-    assert r.elapsed < 2.0, f"took {r.elapsed:.2f}s with --attempts 1\n" + r.describe()
+    assert o["error"].startswith("still locked after 1 attempt: "), r.describe()
 
     holder.release("COMMIT")
     before = pragmas(db)
@@ -229,20 +253,27 @@ def test_locked_wal_database_is_busy(tmp_path, run_ctl, make_fragmented_db, lock
     assert con_rows.stdout.strip() == "[('held',), ('after',)]", con_rows
 
 
-@pytest.mark.parametrize("attempts,min_s,max_s", [
-    ("2", 0.45, 4.0),       # one backoff of 0.5 s
-    (None, 1.45, 6.0),      # default 3 attempts: 0.5 s + 1 s of backoff
+@pytest.mark.parametrize("attempts,n", [
+    ("2", 2),
+    (None, 3),              # the default
 ])
-def test_busy_retries_with_backoff(tmp_path, run_ctl, make_fragmented_db, lock_holder,
-                                   attempts, min_s, max_s):
+def test_busy_retries_with_backoff(tmp_path, run_ctl, make_fragmented_db, lock_holder, attempts, n):
     db = tmp_path / "retry.db"
     make_fragmented_db(db, rows=300)
     lock_holder(db, "BEGIN EXCLUSIVE")
     args = ["--json"] + (["--attempts", attempts] if attempts else []) + ["vacuum", "--force", db]
     r = run_ctl(*args)
-    assert r.one()["status"] == "busy", r.describe()
+    o = r.one()
+    assert o["status"] == "busy", r.describe()
     assert r.rc == 5, r.describe()
-    assert min_s <= r.elapsed <= max_s, f"took {r.elapsed:.2f}s\n" + r.describe()
+    assert o["error"].startswith(f"still locked after {n} attempts: "), r.describe()
+    # Between the attempts it slept the built-in backoff, 1 s doubling,
+    # jitter taking up to a quarter off: at least 0.75 s, then 1.5 s. A
+    # sleep is no shorter on a faster machine; how much longer the run
+    # takes is bounded only by run_ctl's timeout.
+    slept = sum(0.75 * 2 ** k for k in range(n - 1))
+    assert r.elapsed >= slept, f"{n} attempts in {r.elapsed:.2f}s: less than {slept} s of backoff\n" \
+        + r.describe()
 
 
 def test_busy_then_released_during_backoff(tmp_path, ctl_bin, make_fragmented_db, lock_holder):
@@ -252,12 +283,19 @@ def test_busy_then_released_during_backoff(tmp_path, ctl_bin, make_fragmented_db
     holder = lock_holder(db, "BEGIN EXCLUSIVE")
     env = dict(os.environ)
     env.pop("SQLITE_TMPDIR", None)
-    p = subprocess.Popen([ctl_bin, "--json", "--attempts", "4", "vacuum", "--force", str(db)],
+    # attempts enough (backoffs of 1, 2, 4 and 8 s) that the lock is gone
+    # before the last one even if the test is slow to see the first backoff
+    p = subprocess.Popen([ctl_bin, "--json", "--attempts", "5", "vacuum", "--force", str(db)],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
-        time.sleep(0.25)
+        # the first attempt met the lock: the tool sleeps before the next
+        deadline = time.monotonic() + 30
+        while not _in_backoff(p.pid, db):
+            assert p.poll() is None and time.monotonic() < deadline, \
+                f"sqlite-maintctl never backed off (exit {p.poll()})"
+            time.sleep(0.005)
         holder.release("ROLLBACK")
-        out, err = p.communicate(timeout=30)
+        out, err = p.communicate(timeout=60)
     finally:
         if p.poll() is None:
             p.kill()

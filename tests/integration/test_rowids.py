@@ -32,6 +32,7 @@ import time
 import pytest
 
 import helpers
+import reliability_helpers as rh
 from daemon_fixtures import (  # noqa: F401  (fixtures are used by name)
     M, config_text, daemon, db_stats, entry_matches, format_entries, journald)
 
@@ -647,23 +648,25 @@ def test_ctl_error_names_every_table(tmp_path):
 
 
 def _waiting_to_write(pid, path):
-    """True when process pid has path open read-write (its write
-    connection: the read-only look opens it read-only) and sleeps in a
-    nanosleep (SQLite's busy handler): it waits for the application's lock."""
-    try:
-        with open(f"/proc/{pid}/syscall") as f:
-            syscall = f.read().split()[0]
-        with open(f"/proc/{pid}/wchan") as f:
-            sleeping = syscall in ("35", "230") or "nanosleep" in f.read()  # x86-64 numbers, or any arch
-        for fd in os.listdir(f"/proc/{pid}/fd"):
-            if os.readlink(f"/proc/{pid}/fd/{fd}") != str(path):
-                continue
-            with open(f"/proc/{pid}/fdinfo/{fd}") as f:
-                flags = int(next(x for x in f if x.startswith("flags:")).split()[1], 8)
-            if flags & os.O_ACCMODE == os.O_RDWR:
-                return sleeping
-    except (FileNotFoundError, ProcessLookupError, StopIteration):
-        pass
+    """True when process pid, or its job process (jobproc.h), has path open
+    read-write (its write connection: the read-only look opens it
+    read-only) and sleeps in a nanosleep (SQLite's busy handler): it waits
+    for the application's lock."""
+    for p in rh.process_tree(pid):
+        try:
+            with open(f"/proc/{p}/syscall") as f:
+                syscall = f.read().split()[0]
+            with open(f"/proc/{p}/wchan") as f:
+                sleeping = syscall in ("35", "230") or "nanosleep" in f.read()  # x86-64 numbers, or any arch
+            for fd in os.listdir(f"/proc/{p}/fd"):
+                if os.readlink(f"/proc/{p}/fd/{fd}") != str(path):
+                    continue
+                with open(f"/proc/{p}/fdinfo/{fd}") as f:
+                    flags = int(next(x for x in f if x.startswith("flags:")).split()[1], 8)
+                if flags & os.O_ACCMODE == os.O_RDWR and sleeping:
+                    return True
+        except (FileNotFoundError, ProcessLookupError, StopIteration):
+            pass
     return False
 
 
