@@ -459,10 +459,11 @@ def window_with_now(inside):
 
 
 def config_text(state_dir, databases, poll_interval="1s", max_concurrent_jobs=1,
-                vacuum=None, analyze=None, retry=None):
+                vacuum=None, analyze=None, retry=None, deep_scan=None):
     """A config: defaults fit for tests (window outside now, min_reclaim 0,
-    no ANALYZE, quick retries), updated by vacuum/analyze/retry; databases
-    is a list of paths or of dicts (path plus overrides)."""
+    no ANALYZE, no deep scan, quick retries), updated by
+    vacuum/analyze/retry/deep_scan; databases is a list of paths or of
+    dicts (path plus overrides)."""
     v = {"threshold": "20%", "urgent_threshold": "30%", "window": window_with_now(False),
          "min_interval": "6h", "min_reclaim": 0, "integrity": "quick"}
     v.update(vacuum or {})
@@ -470,11 +471,13 @@ def config_text(state_dir, databases, poll_interval="1s", max_concurrent_jobs=1,
     a.update(analyze or {})
     r = {"busy_timeout": "50ms", "max_attempts": 8, "initial_backoff": "200ms", "max_backoff": "2s"}
     r.update(retry or {})
+    ds = {"interval": "never"}
+    ds.update(deep_scan or {})
     dbs = [d if isinstance(d, dict) else {"path": str(d)} for d in databases]
     dbs = [{**d, "path": str(d["path"])} for d in dbs]
     doc = {"poll_interval": poll_interval, "max_concurrent_jobs": max_concurrent_jobs,
            "state_dir": str(state_dir),
-           "defaults": {"vacuum": v, "analyze": a, "retry": r},
+           "defaults": {"vacuum": v, "analyze": a, "retry": r, "deep_scan": ds},
            "databases": dbs}
     return "# written by tests/integration/daemon_fixtures.py\n" + "\n".join(_emit(doc)) + "\n"
 
