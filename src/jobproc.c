@@ -10,6 +10,7 @@
 #include <pwd.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -362,6 +363,7 @@ static struct maint_cancel child_cancel;
 static struct jobproc_baseline *child_baselines;
 static uint32_t child_n_baselines;
 static uint64_t child_timeout_ms;
+static atomic_bool child_timed_out; /* the time limit, not a stop request, interrupted the operation */
 
 static bool child_baseline(void *userdata, const char *table, const char *stat, uint64_t *rows)
 {
@@ -414,6 +416,7 @@ static void *watch(void *arg)
                 if (now >= until) {
                         if (hard)
                                 _exit(code);
+                        atomic_store(&child_timed_out, true);
                         maint_cancel_request(&child_cancel);
                         hard = now + JOBPROC_GRACE_MS;
                         continue;
@@ -593,6 +596,13 @@ int jobproc_child_main(void)
         case MAINT_OP_CHECKPOINT: maint_checkpoint(sp.name, &o, &child_cancel, &r); break;
         case MAINT_OP_DEEP_SCAN: maint_deep_scan(sp.name, &o, &child_cancel, &r); break;
         default: refuse(&r, MAINT_ERROR, "unknown operation %d", (int)sp.op);
+        }
+        /* interrupted by the time limit: said as such (the operation
+         * itself only saw SQLITE_INTERRUPT) */
+        if (r.status == MAINT_INTERRUPTED && atomic_load(&child_timed_out)) {
+                r.status = MAINT_TIMEOUT;
+                snprintf(r.message, sizeof(r.message), "stopped at its time limit of %s; the database is intact "
+                         "(SQLite's crash safety)", conf_format_duration(sp.timeout_ms, (char[32]){ 0 }, 32));
         }
         answer(&r);
 }
