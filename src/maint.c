@@ -682,12 +682,16 @@ static enum maint_status snapshot(sqlite3 *src, const struct dbstat *st, sqlite3
         int rc;
 
         *ret = NULL;
-        if (free_bytes(tmp, &have, NULL) == 0 && have < need)
+        if (free_bytes(tmp, &have, NULL) == 0 && have < need) {
+                r->space_needed_tmp = need;
+                r->space_free_tmp = have;
+                util_strlcpy(r->tmp_dir, tmp, sizeof(r->tmp_dir));
                 return set_status(r, MAINT_NOSPACE, 0,
                                   "not enough free space for a snapshot to check the full-text indexes in: "
                                   "it needs %s in the temp directory %s (has %s)",
                                   util_format_bytes(need, need_s, sizeof(need_s)), tmp,
                                   util_format_bytes(have, have_s, sizeof(have_s)));
+        }
         rc = sqlite3_open_v2("", &copy, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_EXRESCODE, NULL);
         if (rc != SQLITE_OK) {
                 fail_sqlite(r, copy, rc, "cannot open a snapshot for the full-text index check");
@@ -1326,9 +1330,9 @@ enum maint_status maint_deep_scan(const char *path, const struct maint_opts *o, 
         return finish(path, r, t0);
 }
 
-/* Before a VACUUM, read-only: statistics, the check (without the
- * full-text part, which needs the write connection), the rowid guard, the
- * free space. MAINT_OK to go on. */
+/* Before a VACUUM, read-only: statistics, the check (with full, each
+ * full-text index's on a snapshot), the rowid guard, the free space.
+ * MAINT_OK to go on. */
 static enum maint_status look_before_vacuum(sqlite3 *db, const char *path, const struct maint_opts *o,
                                             struct maint_result *r)
 {

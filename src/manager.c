@@ -886,10 +886,16 @@ static uint64_t job_timeout(const struct manager *m, const struct target *t, enu
         double gib = (double)(t->stat.file_size_bytes + t->stat.wal_size_bytes) / (double)(1ull << 30);
 
         if (op == MAINT_OP_DEEP_SCAN && t->dc->deep_scan.in_window && !m->ignore_window) {
-                int left = sched_minutes_until_window_end(&t->dc->vacuum.window, minute_of_day());
-                uint64_t until_end = (uint64_t)left * 60 * 1000;
+                time_t now = time(NULL);
+                struct tm tm;
+                int left;
+                uint64_t until_end;
 
-                if (left > 0 && until_end < l->job_timeout_ms)
+                localtime_r(&now, &tm);
+                left = sched_minutes_until_window_end(&t->dc->vacuum.window, tm.tm_hour * 60 + tm.tm_min);
+                /* to the window's last second, not its last whole minute */
+                until_end = ((uint64_t)left * 60 - (uint64_t)tm.tm_sec) * 1000;
+                if (left > 0 && until_end > 0 && until_end < l->job_timeout_ms)
                         return until_end;
         }
         if (op != MAINT_OP_VACUUM)
@@ -964,6 +970,7 @@ static void job_applied(struct manager *m, struct target *t, struct job *j)
                         t->hist.deep_unused_percent = deep_unused_percent(d->unused_bytes, d->btree_pages,
                                                                           d->page_size);
                         t->hist.deep_reclaimable_bytes = d->reclaimable_bytes;
+                        t->hist.deep_page_count = d->page_count;
                         t->deep_db = r->db_id;
                         t->deep_wal = r->wal_id;
                         t->deep_known = r->have_deep;

@@ -24,10 +24,17 @@ int sched_minutes_until_window(const struct window *w, int m)
 /* The space a deep scan found unused inside pages (vacuum.unused_threshold):
  * a VACUUM packs the pages again. Only in the window, never urgent, and
  * only for a full VACUUM (an incremental one frees whole free pages). */
-static bool unused_due(const struct vacuum_conf *vc, const struct sched_history *h)
+static bool unused_due(const struct dbstat *st, const struct vacuum_conf *vc, const struct sched_history *h)
 {
-        return vc->unused_threshold > 0 && vc->mode == VACUUM_MODE_FULL && h->deep_known &&
-               h->deep_unused_percent >= vc->unused_threshold && h->deep_reclaimable_bytes >= vc->min_reclaim;
+        uint64_t reclaimable_pages = st->page_size ? h->deep_reclaimable_bytes / st->page_size : 0;
+
+        if (vc->unused_threshold <= 0 || vc->mode != VACUUM_MODE_FULL || !h->deep_known ||
+            h->deep_unused_percent < vc->unused_threshold || h->deep_reclaimable_bytes < vc->min_reclaim)
+                return false;
+        /* Shrunk since the scan by more than half of what a VACUUM could
+         * give back: someone else packed it (sqlite-maintctl, the
+         * application's own VACUUM); the figures are history. */
+        return st->page_count + reclaimable_pages / 2 >= h->deep_page_count;
 }
 
 struct sched_decision sched_vacuum(const struct dbstat *st, const struct vacuum_conf *vc,
@@ -41,7 +48,7 @@ struct sched_decision sched_vacuum(const struct dbstat *st, const struct vacuum_
         if (st->page_count == 0)
                 return d;
         if (st->fragmentation_percent < vc->threshold || st->estimated_wasted_space_bytes < vc->min_reclaim) {
-                unused = unused_due(vc, h);
+                unused = unused_due(st, vc, h);
                 if (!unused) {
                         if (st->fragmentation_percent >= vc->threshold)
                                 d.reason = SCHED_REASON_MIN_RECLAIM;

@@ -40,6 +40,7 @@ struct sched_history {
         bool deep_known;
         double deep_unused_percent;       /* deep_unused_percent() of all b-trees */
         uint64_t deep_reclaimable_bytes;  /* deep_stats.reclaimable_bytes */
+        uint64_t deep_page_count;         /* the database's pages when it was scanned */
 };
 
 struct sched_decision {
@@ -59,8 +60,9 @@ int sched_minutes_until_window(const struct window *w, int minute_of_day);
  * threshold (urgent_threshold: window or not) with min_reclaim bytes on
  * the freelist; or, in the window and for a full VACUUM, the last deep
  * scan's unused_percent at or above unused_threshold with min_reclaim
- * bytes it could give back (SCHED_REASON_UNUSED); both under
- * min_interval. */
+ * bytes it could give back (SCHED_REASON_UNUSED) unless the database
+ * shrank since by more than half of those (packed by someone else); both
+ * under min_interval. */
 struct sched_decision sched_vacuum(const struct dbstat *st, const struct vacuum_conf *vc,
                                    const struct sched_history *h, int64_t now_ms, int minute_of_day,
                                    bool ignore_window);

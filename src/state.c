@@ -84,7 +84,8 @@ int state_open(const char *dir, struct state **ret, const char **errmsg)
                                   "  scanned_ms INTEGER NOT NULL,"
                                   "  known INTEGER NOT NULL,"
                                   "  unused_percent REAL NOT NULL,"
-                                  "  reclaimable_bytes INTEGER NOT NULL"
+                                  "  reclaimable_bytes INTEGER NOT NULL,"
+                                  "  page_count INTEGER NOT NULL"
                                   ") WITHOUT ROWID;",
                                   NULL, NULL, NULL);
         }
@@ -114,16 +115,17 @@ int state_load(struct state *s, state_load_cb cb, void *userdata)
         int rc;
 
         rc = sqlite3_prepare_v2(s->db,
-                                "SELECT path, max(v), max(a), max(d), max(k), max(u), max(r) FROM ("
+                                "SELECT path, max(v), max(a), max(d), max(k), max(u), max(r), max(n) FROM ("
                                 "  SELECT path, last_vacuum_ms AS v, last_analyze_ms AS a, 0 AS d, 0 AS k, 0.0 AS u,"
-                                "         0 AS r FROM history"
+                                "         0 AS r, 0 AS n FROM history"
                                 "  UNION ALL"
-                                "  SELECT path, 0, 0, scanned_ms, known, unused_percent, reclaimable_bytes FROM deep_scan"
+                                "  SELECT path, 0, 0, scanned_ms, known, unused_percent, reclaimable_bytes, page_count"
+                                "  FROM deep_scan"
                                 ") GROUP BY path", -1, &st, NULL);
         if (rc != SQLITE_OK)
                 return -EIO;
         while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-                int64_t r = sqlite3_column_int64(st, 6);
+                int64_t r = sqlite3_column_int64(st, 6), n = sqlite3_column_int64(st, 7);
                 struct sched_history h = {
                         .last_vacuum_ms = sqlite3_column_int64(st, 1),
                         .last_analyze_ms = sqlite3_column_int64(st, 2),
@@ -131,6 +133,7 @@ int state_load(struct state *s, state_load_cb cb, void *userdata)
                         .deep_known = sqlite3_column_int(st, 4) != 0,
                         .deep_unused_percent = sqlite3_column_double(st, 5),
                         .deep_reclaimable_bytes = r > 0 ? (uint64_t)r : 0,
+                        .deep_page_count = n > 0 ? (uint64_t)n : 0,
                 };
 
                 if (sqlite3_column_text(st, 0))
@@ -147,12 +150,13 @@ int state_record_deep_scan(struct state *s, const char *path, int64_t when_ms, c
 
         pthread_mutex_lock(&s->lock);
         rc = sqlite3_prepare_v2(s->db, "INSERT OR REPLACE INTO deep_scan(path, scanned_ms, known, unused_percent, "
-                                "reclaimable_bytes) VALUES(?1, ?2, 1, ?3, ?4)", -1, &st, NULL);
+                                "reclaimable_bytes, page_count) VALUES(?1, ?2, 1, ?3, ?4, ?5)", -1, &st, NULL);
         if (rc == SQLITE_OK) {
                 sqlite3_bind_text(st, 1, path, -1, SQLITE_STATIC);
                 sqlite3_bind_int64(st, 2, when_ms);
                 sqlite3_bind_double(st, 3, deep_unused_percent(ds->unused_bytes, ds->btree_pages, ds->page_size));
                 sqlite3_bind_int64(st, 4, (sqlite3_int64)ds->reclaimable_bytes);
+                sqlite3_bind_int64(st, 5, (sqlite3_int64)ds->page_count);
                 rc = sqlite3_step(st);
                 sqlite3_finalize(st);
         }
