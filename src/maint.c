@@ -533,19 +533,29 @@ static void db_close(const char *path, sqlite3 *db, struct maint_cancel *cancel,
 
 /* ---- small helpers ------------------------------------------------------------ */
 
-static void add_problem(struct maint_result *r, const char *text)
+/* Each finding once: a check may say the same thing twice (rtreecheck()
+ * names a missing mapping once per cell that has it). Returns whether text
+ * was added. */
+static bool add_problem(struct maint_result *r, const char *text)
 {
         char **p;
 
+        if (!text)
+                text = "(null)";
         if (r->n_problems >= MAINT_MAX_PROBLEMS)
-                return;
+                return false;
+        for (size_t i = 0; i < r->n_problems; i++)
+                if (strcmp(r->problems[i], text) == 0)
+                        return false;
         p = realloc(r->problems, (r->n_problems + 1) * sizeof(*p));
         if (!p)
-                return;
+                return false;
         r->problems = p;
-        r->problems[r->n_problems] = strdup(text ? text : "(null)");
-        if (r->problems[r->n_problems])
-                r->n_problems++;
+        r->problems[r->n_problems] = strdup(text);
+        if (!r->problems[r->n_problems])
+                return false;
+        r->n_problems++;
+        return true;
 }
 
 static struct maint_table *add_table(struct maint_result *r, const char *name, enum maint_table_verdict v)
@@ -838,7 +848,8 @@ static const char *vtab_list(const struct maint_result *r, enum vtab_verdict ver
 
 /* One row of PRAGMA integrity_check / quick_check holds one finding or
  * several, one per line, under a "*** in database main ***" line
- * (pragma.c): each finding becomes one problem. Returns the findings. */
+ * (pragma.c): each finding becomes one problem. Returns the findings
+ * added (not those already listed). */
 static size_t add_findings(struct maint_result *r, const char *row)
 {
         size_t found = 0;
@@ -850,9 +861,8 @@ static size_t add_findings(struct maint_result *r, const char *row)
                 if (n > 0 && !(n > 8 && strncmp(row, "*** in database ", 16) == 0 && strncmp(row + n - 4, " ***", 4) == 0)) {
                         char *line = strndup(row, n);
 
-                        add_problem(r, line ? line : "(out of memory)");
+                        found += add_problem(r, line ? line : "(out of memory)");
                         free(line);
-                        found++;
                 }
                 row = end ? end + 1 : NULL;
         }
