@@ -1369,6 +1369,10 @@ static enum maint_status look_deep(sqlite3 *db, const char *path, const struct m
         if (read_stats(db, path, &r->after, &r->have_after, r) != MAINT_OK)
                 return r->status;
         rc = deepscan_run(db, &r->deep);
+        if (rc == SQLITE_CORRUPT && r->deep.corrupt_page)
+                return set_status(r, MAINT_CORRUPT, SQLITE_CORRUPT,
+                                  "deep scan: page %llu (of %s) is no b-tree page SQLite can read: dbstat calls "
+                                  "it corrupted", (unsigned long long)r->deep.corrupt_page, r->deep.corrupt_btree);
         if (rc != SQLITE_OK)
                 return fail_sqlite(r, db, rc, "deep scan (dbstat)");
         r->have_deep = true;
