@@ -144,6 +144,41 @@ def test_unused_space_the_freelist_does_not_see(tmp_path, run_ctl):
     assert d["reclaimable_bytes"] < 0.1 * predicted, d
 
 
+def make_packed_db(path, row_bytes, rows=1500):
+    """Rows of row_bytes inserted in order and the file VACUUMed: its pages
+    are as full as SQLite can make them. A cell is never split between
+    two pages, so with rows of 2100 bytes a 4 KiB page holds one, and
+    about half of every page stays unused whatever VACUUM does."""
+    con = sqlite3.connect(str(path), isolation_level=None)
+    con.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, data BLOB)")
+    con.execute("BEGIN")
+    con.executemany("INSERT INTO t(data) VALUES (randomblob(?))", [(row_bytes,)] * rows)
+    con.execute("COMMIT")
+    con.execute("VACUUM")
+    con.close()
+
+
+@pytest.mark.parametrize("row_bytes", [200, 1400, 2100])
+def test_reclaimable_is_what_a_vacuum_gives_back(tmp_path, run_ctl, row_bytes):
+    """reclaimable_bytes is what a VACUUM could give back: right after one,
+    another gives back (almost) nothing, and the scan must predict (almost)
+    nothing, whatever the row size. Else the daemon's unused-space rule
+    (unused_threshold) would VACUUM such a database again and again for
+    nothing."""
+    db = tmp_path / f"packed-{row_bytes}.db"
+    make_packed_db(db, row_bytes)
+    before = pragmas(db)
+    ps = before["page_size"]
+    d = deep(run_ctl, db)["deep"]
+    r = run_ctl("--json", "vacuum", "--force", db)
+    assert r.rc == 0 and r.one()["status"] == "ok", r.describe()
+    freed = (before["page_count"] - pragmas(db)["page_count"]) * ps
+    assert freed <= 2 * ps, (freed, before)
+    assert d["reclaimable_bytes"] <= freed + 4 * ps, (
+        f"rows of {row_bytes} bytes, packed by VACUUM ({d['unused_percent']}% of the bytes unused): "
+        f"the scan predicts {d['reclaimable_bytes']} bytes back, a VACUUM gives {freed}")
+
+
 # --------------------------------------------------------------------------
 # (b) agreement with sqlite3_analyzer
 
@@ -449,6 +484,33 @@ def test_daemon_unused_threshold_zero_is_off(tmp_path, daemon, run_ctl):
         M("SCHEDULED", OPERATION="vacuum")(e) or M("VACUUM_DONE")(e) or M("JOB_FAILED")(e))]
     assert not bad, "off.db was to be left alone:\n" + format_entries(es)
     assert files_sha256([off]) == off_files
+    assert d.stop() == 0, d.describe()
+
+
+def test_daemon_leaves_pages_vacuum_cannot_pack(tmp_path, daemon):
+    """Half of every page unused, but a VACUUM gives none of it back (rows
+    of 2100 bytes, one to a 4 KiB page, already packed): above
+    unused_threshold, yet nothing to reclaim beyond min_reclaim (1 MiB),
+    so no VACUUM, even with min_interval 1s. That the daemon decided after
+    its scan shows in the debug line of its next, skipped, scan."""
+    dbs, state = tmp_path / "dbs", tmp_path / "state"
+    dbs.mkdir()
+    db = dbs / "packed.db"
+    make_packed_db(db, 2100, rows=1500)
+    files = files_sha256([db])
+    cfg = config_text(state, [_db_entry(db)], poll_interval=f"{POLL:g}s",
+                      vacuum={"threshold": "90%", "urgent_threshold": "95%", "window": "always",
+                              "min_interval": "1s", "min_reclaim": "1MiB", "unused_threshold": "25%"})
+    d = daemon.start(cfg)
+    scan = d.wait_for_entry(msgid="DEEP_SCAN", DB_PATH=db)
+    assert float(scan["UNUSED_PERCENT"]) >= 25, scan
+    d.wait_for_entry(lambda e: _ts(e) > _ts(scan) and
+                     f"{db}: deep scan due, but the database is unchanged" in e.get("MESSAGE", ""))
+    es = d.entries()
+    bad = [e for e in es if e.get("DB_PATH") == str(db) and (
+        M("SCHEDULED", OPERATION="vacuum")(e) or M("VACUUM_DONE")(e))]
+    assert not bad, "a VACUUM that can give nothing back:\n" + format_entries(es)
+    assert files_sha256([db]) == files
     assert d.stop() == 0, d.describe()
 
 
