@@ -22,6 +22,7 @@ import struct
 
 import pytest
 
+from daemon_fixtures import MSGID, config_text, daemon, format_entries, journald  # noqa: F401  (fixtures)
 from helpers import pragmas, quick_check, sha256, write_config
 
 WORDS = ["alpha", "beta", "gamma", "delta", "omega", "sigma", "kappa", "lambda", "theta", "zeta"]
@@ -730,3 +731,46 @@ def test_integrity_check_findings_one_per_line(tmp_path, run_ctl, full_conf):
     o = _assert_refused(_vacuum(run_ctl, full_conf, db), db, digest, "corrupt", 3)
     assert o["problems"] == findings, o
     assert f"found {len(findings)} problems" in o["error"], o
+
+
+# --------------------------------------------------------------------------
+# the daemon, with vacuum.integrity: full
+
+def test_daemon_full_integrity(tmp_path, daemon):
+    """Three databases past the urgent threshold: a damaged FTS4 index is
+    reported CORRUPT (the table among the PROBLEMS), a contentless FTS4
+    table CANNOT_MAINTAIN (named, with the reason), and neither file is
+    written; the healthy one beside them is vacuumed."""
+    dbs, state = tmp_path / "dbs", tmp_path / "state"
+    dbs.mkdir()
+    damaged, contentless, healthy = dbs / "damaged.db", dbs / "contentless.db", dbs / "healthy.db"
+    for p in (damaged, contentless, healthy):
+        con = _connect(str(p) + ".making")
+        con.execute("CREATE VIRTUAL TABLE docs USING fts5(body)")
+        con.execute("CREATE VIRTUAL TABLE docs_vocab USING fts5vocab(docs, 'row')")
+        con.execute("CREATE VIRTUAL TABLE notes USING fts4(body%s)" % (", content=''" if p == contentless else ""))
+        _fill_fts(con, "docs")
+        _fill_fts(con, "notes", rowid="docid")
+        if p == damaged:
+            _damage_fts4(con, "notes")
+        _add_pad(con)
+        con.close()
+        (dbs / (p.name + ".making")).rename(p)
+    digests = {p: sha256(p) for p in (damaged, contentless)}
+    rows = _real_tables_digest(healthy)
+
+    d = daemon.start(config_text(state, [dbs / "*.db"], vacuum={
+        "window": "always", "integrity": "full", "min_reclaim": 0}))
+    bad = d.wait_for_entry(msgid="CORRUPT", DB_PATH=damaged)
+    assert bad["PRIORITY"] == "2", bad
+    assert "notes" in bad["PROBLEMS"] and "notes" in bad["SQLITE_ERROR"], bad
+    cannot = d.wait_for_entry(msgid="CANNOT_MAINTAIN", DB_PATH=contentless)
+    assert "notes" in cannot["SQLITE_ERROR"] and "contentless" in cannot["SQLITE_ERROR"], cannot
+    d.wait_for_entry(msgid="VACUUM_DONE", DB_PATH=healthy, timeout=30)
+    assert _real_tables_digest(healthy) == rows and pragmas(healthy)["freelist_count"] == 0
+    es = d.entries()
+    for p, digest in digests.items():
+        assert sha256(p) == digest, f"{p} was written"
+        assert not [e for e in es if e.get("DB_PATH") == str(p) and e.get("MESSAGE_ID") == MSGID["VACUUM_DONE"]], \
+            format_entries(es)
+    assert d.stop() == 0, d.describe()
