@@ -16,7 +16,6 @@ rules, where the freelist ratio sees nothing.
   lock: a writer that commits all through it never gets SQLITE_BUSY.
 - Corrupt, missing, and --deep with another command."""
 
-import json
 import os
 import random
 import re
@@ -30,7 +29,7 @@ import pytest
 
 import helpers
 from daemon_fixtures import (  # noqa: F401  (fixtures are used by name)
-    MSGID, M, checksum, config_text, daemon, files_sha256, format_entries, journald)
+    M, checksum, config_text, daemon, files_sha256, format_entries, journald)
 from helpers import PYTHON, pragmas, quick_check, sha256
 
 ANALYZER = shutil.which("sqlite3_analyzer") or "/usr/bin/sqlite3_analyzer"
