@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,6 +15,8 @@
 
 struct scan {
         struct deep_stats *ds;
+        uint64_t corrupt_page;  /* the first page dbstat could not decode */
+        char corrupt_btree[128];
         uint32_t *map;          /* page number -> entry; NULL: not kept */
         uint32_t *first_page;   /* per b-tree: its lowest page number */
         size_t cap;
@@ -84,6 +87,15 @@ static int scan_pages(sqlite3 *db, struct scan *sc)
 
                 if (!name || !type)
                         continue;
+                /* dbstat.c statDecodePage(): a page it cannot decode (a
+                 * cell pointer out of the page, a bad header) is no error
+                 * but a row of pagetype "corrupted" */
+                if (strcmp(type, "corrupted") == 0) {
+                        sc->corrupt_page = pageno > 0 ? (uint64_t)pageno : 0;
+                        snprintf(sc->corrupt_btree, sizeof(sc->corrupt_btree), "%s", name);
+                        rc = SQLITE_CORRUPT;
+                        break;
+                }
                 if (ds->n_btrees == 0 || strcmp(ds->btrees[ds->n_btrees - 1].name, name) != 0) {
                         rc = new_btree(sc, name);
                         if (rc != SQLITE_OK)
@@ -244,8 +256,11 @@ int deepscan_run(sqlite3 *db, struct deep_stats *ds)
         }
         free(sc.map);
         free(sc.first_page);
-        if (rc != SQLITE_OK)
+        if (rc != SQLITE_OK) {
                 deep_stats_clear(ds);
+                ds->corrupt_page = sc.corrupt_page;
+                memcpy(ds->corrupt_btree, sc.corrupt_btree, sizeof(ds->corrupt_btree));
+        }
         return rc;
 }
 

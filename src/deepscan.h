@@ -44,10 +44,15 @@ struct deep_stats {
         uint64_t reclaimable_bytes;
         struct btree_space *btrees;
         size_t n_btrees;
+        /* deepscan_run's SQLITE_CORRUPT: the page dbstat could not decode
+         * (its pagetype "corrupted") and the b-tree it belongs to */
+        uint64_t corrupt_page;
+        char corrupt_btree[128];
 };
 
 /* Scan main of db in one read transaction (db must have none open): every
- * page of every b-tree through dbstat. Memory: the b-tree list, and 4
+ * page of every b-tree through dbstat; a page dbstat cannot decode is
+ * SQLITE_CORRUPT (ds->corrupt_page says which). Memory: the b-tree list, and 4
  * bytes per page of the file for the page map (a 1 GiB file of 4 KiB
  * pages: 1 MiB). Interruptible with sqlite3_interrupt() (SQLITE_INTERRUPT).
  * Returns an SQLite result code; on SQLITE_OK *ds is filled (free with

@@ -253,6 +253,7 @@ struct layout {
         off_t wal_size;       /* -1: no -wal */
         bool shm;             /* a -shm exists */
         off_t journal_size;   /* -1: no -journal */
+        bool journal_quiet;   /* the -journal cannot be hot now (journal_quiet()) */
         bool lockless;        /* a long read (the deep scan): rather no lock than a SHARED lock throughout */
 };
 
@@ -296,6 +297,36 @@ static off_t side_size(const char *path, const char *suffix, bool *exists)
         return st.st_size;
 }
 
+/* SQLite's RESERVED lock byte (os_unix.c: PENDING_BYTE 0x40000000, then
+ * RESERVED_BYTE one past it), held by the process with a write transaction
+ * open. F_GETLK asks without taking a lock. */
+#define SQLITE_RESERVED_BYTE (0x40000000 + 1)
+
+/* A -journal that cannot be hot now, by pager.c hasHotJournal(): another
+ * process holds the RESERVED lock (the journal is its live transaction's),
+ * or the journal's first byte is 0 (a committed journal that
+ * journal_mode=PERSIST keeps); or there is none any more. fd: the
+ * database, open. Found without a lock of our own. */
+static bool journal_quiet(const char *path, int fd)
+{
+        struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = SQLITE_RESERVED_BYTE, .l_len = 1 };
+        unsigned char first = 1;
+        char p[4096 + 16];
+        int jfd;
+
+        if (fd >= 0 && fcntl(fd, F_GETLK, &fl) == 0 && fl.l_type != F_UNLCK)
+                return true;
+        if ((size_t)snprintf(p, sizeof(p), "%s-journal", path) >= sizeof(p))
+                return false;
+        jfd = open(p, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+        if (jfd < 0)
+                return errno == ENOENT;
+        if (pread(jfd, &first, 1, 0) == 0)
+                first = 0; /* empty */
+        close(jfd);
+        return first == 0;
+}
+
 /* lstat and the header's mode; refuses what is not a regular file. */
 static enum maint_status probe(const char *path, struct layout *l, struct maint_result *r)
 {
@@ -319,21 +350,28 @@ static enum maint_status probe(const char *path, struct layout *l, struct maint_
                                   S_ISDIR(l->st.st_mode) ? "a directory" : "a special file");
         l->wal_format = false;
         l->lockless = false;
+        l->journal_quiet = false;
+        l->journal_size = side_size(path, "-journal", &exists);
         fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
         if (fd >= 0) {
                 l->wal_format = pread(fd, h, sizeof(h), 0) == (ssize_t)sizeof(h) && h[19] == 2;
+                if (l->journal_size > 0)
+                        l->journal_quiet = journal_quiet(path, fd);
                 close(fd);
         }
         l->wal_size = side_size(path, "-wal", &exists);
         side_size(path, "-shm", &l->shm);
-        l->journal_size = side_size(path, "-journal", &exists);
         return MAINT_OK;
 }
 
 static enum read_mode choose_read_mode(const struct layout *l)
 {
-        /* A live -journal may be hot: only mode=ro tells (READONLY_ROLLBACK). */
-        if (l->journal_size > 0)
+        /* A -journal may be hot: only mode=ro tells (READONLY_ROLLBACK).
+         * A long read need not ask of one that cannot be hot (an
+         * application's live transaction's, whose commit a SHARED lock
+         * held throughout would hold up): it goes without, verified
+         * afterwards, the journal too (journal_settled). */
+        if (l->journal_size > 0 && !(l->lockless && l->journal_quiet))
                 return READ_ROLLBACK;
         /* An empty file is an empty database; a -wal beside it SQLite would
          * delete, even read-only. */
@@ -513,6 +551,21 @@ static bool read_unchanged(const char *path, const struct layout *l, const struc
                (now.st_ctim.tv_sec == started->tv_sec && now.st_ctim.tv_nsec < started->tv_nsec);
 }
 
+/* After a read without locks made beside a -journal that could not be
+ * hot: it still cannot. One left by a crash during the read is hot: look
+ * again, and the next look says so. */
+static bool journal_settled(const char *path)
+{
+        bool quiet;
+        int fd;
+
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+        quiet = journal_quiet(path, fd);
+        if (fd >= 0)
+                close(fd);
+        return quiet;
+}
+
 static void db_close(const char *path, sqlite3 *db, struct maint_cancel *cancel, bool wrote)
 {
         if (!db)
@@ -533,19 +586,29 @@ static void db_close(const char *path, sqlite3 *db, struct maint_cancel *cancel,
 
 /* ---- small helpers ------------------------------------------------------------ */
 
-static void add_problem(struct maint_result *r, const char *text)
+/* Each finding once: a check may say the same thing twice (rtreecheck()
+ * names a missing mapping once per cell that has it). Returns whether text
+ * was added. */
+static bool add_problem(struct maint_result *r, const char *text)
 {
         char **p;
 
+        if (!text)
+                text = "(null)";
         if (r->n_problems >= MAINT_MAX_PROBLEMS)
-                return;
+                return false;
+        for (size_t i = 0; i < r->n_problems; i++)
+                if (strcmp(r->problems[i], text) == 0)
+                        return false;
         p = realloc(r->problems, (r->n_problems + 1) * sizeof(*p));
         if (!p)
-                return;
+                return false;
         r->problems = p;
-        r->problems[r->n_problems] = strdup(text ? text : "(null)");
-        if (r->problems[r->n_problems])
-                r->n_problems++;
+        r->problems[r->n_problems] = strdup(text);
+        if (!r->problems[r->n_problems])
+                return false;
+        r->n_problems++;
+        return true;
 }
 
 static struct maint_table *add_table(struct maint_result *r, const char *name, enum maint_table_verdict v)
@@ -842,7 +905,8 @@ static const char *vtab_list(const struct maint_result *r, enum vtab_verdict ver
 
 /* One row of PRAGMA integrity_check / quick_check holds one finding or
  * several, one per line, under a "*** in database main ***" line
- * (pragma.c): each finding becomes one problem. Returns the findings. */
+ * (pragma.c): each finding becomes one problem. Returns the findings
+ * added (not those already listed). */
 static size_t add_findings(struct maint_result *r, const char *row)
 {
         size_t found = 0;
@@ -854,9 +918,8 @@ static size_t add_findings(struct maint_result *r, const char *row)
                 if (n > 0 && !(n > 8 && strncmp(row, "*** in database ", 16) == 0 && strncmp(row + n - 4, " ***", 4) == 0)) {
                         char *line = strndup(row, n);
 
-                        add_problem(r, line ? line : "(out of memory)");
+                        found += add_problem(r, line ? line : "(out of memory)");
                         free(line);
-                        found++;
                 }
                 row = end ? end + 1 : NULL;
         }
@@ -1232,7 +1295,8 @@ static enum maint_status read_look(const char *path, const struct maint_opts *o,
                         rolled_back = true;
                         continue;
                 }
-                if (mode != READ_IMMUTABLE || read_unchanged(path, &l, &started)) {
+                if (mode != READ_IMMUTABLE ||
+                    (read_unchanged(path, &l, &started) && (l.journal_size <= 0 || journal_settled(path)))) {
                         r->rolled_back_journal = rolled_back;
                         return r->status;
                 }
@@ -1309,6 +1373,10 @@ static enum maint_status look_deep(sqlite3 *db, const char *path, const struct m
         if (read_stats(db, path, &r->after, &r->have_after, r) != MAINT_OK)
                 return r->status;
         rc = deepscan_run(db, &r->deep);
+        if (rc == SQLITE_CORRUPT && r->deep.corrupt_page)
+                return set_status(r, MAINT_CORRUPT, SQLITE_CORRUPT,
+                                  "deep scan: page %llu (of %s) is no b-tree page SQLite can read: dbstat calls "
+                                  "it corrupted", (unsigned long long)r->deep.corrupt_page, r->deep.corrupt_btree);
         if (rc != SQLITE_OK)
                 return fail_sqlite(r, db, rc, "deep scan (dbstat)");
         r->have_deep = true;

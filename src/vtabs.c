@@ -126,6 +126,11 @@ static void content_option(struct lexer *lx, struct vtab *v)
 
                                 (void)read_name(lx, tmp, sizeof(tmp));
                                 lx->p--;
+                        } else if ((c == '-' && lx->p[1] == '-') || (c == '/' && lx->p[1] == '*')) {
+                                /* a comment inside an argument: its quotes
+                                 * and parentheses are not SQL */
+                                skip_blank(lx);
+                                lx->p--;
                         } else if (c == '(') {
                                 depth++;
                         } else if (c == ')' && depth-- == 0) {

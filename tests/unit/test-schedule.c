@@ -317,6 +317,189 @@ static void test_checkpoint(void)
         CHECK(ckpt(&st, &cc, false) == SCHED_REASON_WAL_SIZE);
 }
 
+/* A deep scan's history: unused percent of the b-tree pages and what a
+ * VACUUM could give back. */
+static struct sched_history deep_history(double unused, uint64_t reclaimable)
+{
+        return (struct sched_history){ .deep_known = true, .deep_unused_percent = unused,
+                                       .deep_reclaimable_bytes = reclaimable };
+}
+
+static void test_unused_trigger(void)
+{
+        int64_t now = 100 * DAY;
+        int inside = 3 * 60, outside = 12 * 60;
+        struct vacuum_conf vc = vconf();
+        struct dbstat st = stat_at(0.0); /* no free page at all */
+        struct sched_history h;
+        struct sched_decision d;
+
+        vc.unused_threshold = 30.0;
+
+        /* known, above the threshold, enough to give back, in the window */
+        h = deep_history(52.0, 8 << 20);
+        d = sched_vacuum(&st, &vc, &h, now, inside, false);
+        CHECK(d.action == SCHED_VACUUM && d.reason == SCHED_REASON_UNUSED && d.unused);
+        /* exactly at the threshold: due; just below: not */
+        h = deep_history(30.0, 8 << 20);
+        d = sched_vacuum(&st, &vc, &h, now, inside, false);
+        CHECK(d.action == SCHED_VACUUM && d.reason == SCHED_REASON_UNUSED && d.unused);
+        h = deep_history(29.99, 8 << 20);
+        d = sched_vacuum(&st, &vc, &h, now, inside, false);
+        CHECK(d.action == SCHED_NONE && d.reason == SCHED_REASON_BELOW && !d.unused);
+        /* unknown (never scanned, or scanned before the last VACUUM) */
+        h = deep_history(90.0, 8 << 20);
+        h.deep_known = false;
+        d = sched_vacuum(&st, &vc, &h, now, inside, false);
+        CHECK(d.action == SCHED_NONE && d.reason == SCHED_REASON_BELOW && !d.unused);
+
+        /* min_reclaim (1 MiB) applies to what the scan says could be given back */
+        h = deep_history(60.0, (1 << 20) - 1);
+        d = sched_vacuum(&st, &vc, &h, now, inside, false);
+        CHECK(d.action == SCHED_NONE && !d.unused);
+        h = deep_history(60.0, 1 << 20);
+        d = sched_vacuum(&st, &vc, &h, now, inside, false);
+        CHECK(d.action == SCHED_VACUUM && d.reason == SCHED_REASON_UNUSED && d.unused);
+
+        /* min_interval holds it back, and says it was the unused space */
+        h = deep_history(60.0, 8 << 20);
+        h.last_vacuum_ms = now - 6 * HOUR + 1;
+        d = sched_vacuum(&st, &vc, &h, now, inside, false);
+        CHECK(d.action == SCHED_NONE && d.reason == SCHED_REASON_MIN_INTERVAL && d.unused);
+        h.last_vacuum_ms = now - 6 * HOUR;
+        d = sched_vacuum(&st, &vc, &h, now, inside, false);
+        CHECK(d.action == SCHED_VACUUM && d.reason == SCHED_REASON_UNUSED);
+
+        /* only in the window, never urgent; --ignore-window runs it */
+        h = deep_history(99.0, 800 << 20);
+        d = sched_vacuum(&st, &vc, &h, now, outside, false);
+        CHECK(d.action == SCHED_NONE && d.reason == SCHED_REASON_WAIT_WINDOW && d.unused);
+        d = sched_vacuum(&st, &vc, &h, now, outside, true);
+        CHECK(d.action == SCHED_VACUUM && d.reason == SCHED_REASON_UNUSED && d.unused);
+        vc.window = (struct window){ .always = true };
+        d = sched_vacuum(&st, &vc, &h, now, outside, false);
+        CHECK(d.action == SCHED_VACUUM && d.reason == SCHED_REASON_UNUSED);
+        vc.window = vconf().window;
+
+        /* incremental mode frees whole free pages only: no unused trigger,
+         * whatever the database's auto_vacuum */
+        vc.mode = VACUUM_MODE_INCREMENTAL;
+        st.auto_vacuum = AUTO_VACUUM_INCREMENTAL;
+        d = sched_vacuum(&st, &vc, &h, now, inside, false);
+        CHECK(d.action == SCHED_NONE && !d.unused);
+        st.auto_vacuum = AUTO_VACUUM_NONE;
+        d = sched_vacuum(&st, &vc, &h, now, inside, false);
+        CHECK(d.action == SCHED_NONE && !d.unused);
+        vc.mode = VACUUM_MODE_FULL;
+
+        /* threshold 0 is off, not "always" */
+        vc.unused_threshold = 0.0;
+        h = deep_history(100.0, 800 << 20);
+        d = sched_vacuum(&st, &vc, &h, now, inside, false);
+        CHECK(d.action == SCHED_NONE && d.reason == SCHED_REASON_BELOW && !d.unused);
+        h = deep_history(0.0, 0);
+        d = sched_vacuum(&st, &vc, &h, now, inside, false);
+        CHECK(d.action == SCHED_NONE && !d.unused);
+        vc.unused_threshold = 30.0;
+
+        /* the freelist rule comes first: its reason, not the deep scan's */
+        h = deep_history(60.0, 8 << 20);
+        st = stat_at(25.0);
+        d = sched_vacuum(&st, &vc, &h, now, inside, false);
+        CHECK(d.action == SCHED_VACUUM && d.reason == SCHED_REASON_THRESHOLD && !d.unused);
+        st = stat_at(35.0);
+        d = sched_vacuum(&st, &vc, &h, now, outside, false);
+        CHECK(d.action == SCHED_VACUUM && d.reason == SCHED_REASON_URGENT && !d.unused);
+        /* an incremental database past its threshold still gets its incremental vacuum */
+        vc.mode = VACUUM_MODE_INCREMENTAL;
+        st.auto_vacuum = AUTO_VACUUM_INCREMENTAL;
+        d = sched_vacuum(&st, &vc, &h, now, inside, false);
+        CHECK(d.action == SCHED_INCREMENTAL_VACUUM && !d.unused);
+        vc.mode = VACUUM_MODE_FULL;
+        st.auto_vacuum = AUTO_VACUUM_NONE;
+
+        /* urgent by the freelist but below min_reclaim: the unused space
+         * decides, and then only in the window (it is not urgent) */
+        st = (struct dbstat){ .page_size = 4096, .page_count = 100, .freelist_count = 40,
+                              .fragmentation_percent = 40.0, .estimated_wasted_space_bytes = 40 * 4096 };
+        d = sched_vacuum(&st, &vc, &h, now, outside, false);
+        CHECK(d.action == SCHED_NONE && d.reason == SCHED_REASON_WAIT_WINDOW && d.unused);
+        d = sched_vacuum(&st, &vc, &h, now, inside, false);
+        CHECK(d.action == SCHED_VACUUM && d.reason == SCHED_REASON_UNUSED && d.unused);
+
+        /* an empty database has nothing to pack */
+        st = (struct dbstat){ 0 };
+        d = sched_vacuum(&st, &vc, &h, now, inside, false);
+        CHECK(d.action == SCHED_NONE && !d.unused);
+}
+
+static void test_deep_scan_due(void)
+{
+        struct deep_scan_conf dc = { .interval_ms = 7 * DAY, .in_window = true };
+        struct sched_history h = { .first_seen_ms = 1000 * DAY };
+        uint32_t hashes[] = { 0, 1, 12345, 4000000000u };
+        int64_t due;
+
+        /* never scanned: within the stagger after first seen, spread by path */
+        for (size_t i = 0; i < sizeof(hashes) / sizeof(hashes[0]); i++) {
+                due = sched_deep_scan_due(&dc, &h, 5 * MIN, hashes[i]);
+                CHECK(due >= h.first_seen_ms && due < h.first_seen_ms + 5 * MIN);
+        }
+        CHECK(sched_deep_scan_due(&dc, &h, 5 * MIN, sched_hash("/a.db")) !=
+              sched_deep_scan_due(&dc, &h, 5 * MIN, sched_hash("/b.db")));
+        CHECK(sched_deep_scan_due(&dc, &h, 0, 12345) == h.first_seen_ms); /* --once: no stagger */
+        /* scanned: exactly one interval later, whatever the stagger */
+        h.last_deep_scan_ms = 1001 * DAY;
+        CHECK(sched_deep_scan_due(&dc, &h, 5 * MIN, 7) == 1008 * DAY);
+        CHECK(sched_deep_scan_due(&dc, &h, 0, 7) == 1008 * DAY);
+        dc.interval_ms = 1000;
+        CHECK(sched_deep_scan_due(&dc, &h, 5 * MIN, 7) == 1001 * DAY + 1000);
+        /* the figures of the last scan play no part in when the next is due */
+        h.deep_known = true;
+        h.deep_unused_percent = 99.0;
+        CHECK(sched_deep_scan_due(&dc, &h, 5 * MIN, 7) == 1001 * DAY + 1000);
+        /* off */
+        dc.interval_ms = 0;
+        CHECK(sched_deep_scan_due(&dc, &h, 5 * MIN, 7) == INT64_MAX);
+        h.last_deep_scan_ms = 0;
+        CHECK(sched_deep_scan_due(&dc, &h, 5 * MIN, 7) == INT64_MAX);
+}
+
+static void test_window_end(void)
+{
+        struct window w = { false, 2 * 60, 5 * 60 };
+        struct window wrap = { false, 22 * 60, 3 * 60 };
+        struct window always = { true, 0, 0 };
+
+        /* inside: the minutes left until the end */
+        CHECK(sched_minutes_until_window_end(&w, 2 * 60) == 180);
+        CHECK(sched_minutes_until_window_end(&w, 4 * 60) == 60);
+        CHECK(sched_minutes_until_window_end(&w, 4 * 60 + 59) == 1);
+        /* outside (the end itself is outside): 0 */
+        CHECK(sched_minutes_until_window_end(&w, 5 * 60) == 0);
+        CHECK(sched_minutes_until_window_end(&w, 60) == 0);
+        CHECK(sched_minutes_until_window_end(&w, 119) == 0);
+        CHECK(sched_minutes_until_window_end(&w, 23 * 60) == 0);
+        /* wrapping midnight: before and after it */
+        CHECK(sched_minutes_until_window_end(&wrap, 22 * 60) == 300);
+        CHECK(sched_minutes_until_window_end(&wrap, 23 * 60 + 59) == 181);
+        CHECK(sched_minutes_until_window_end(&wrap, 0) == 180);
+        CHECK(sched_minutes_until_window_end(&wrap, 60) == 120);
+        CHECK(sched_minutes_until_window_end(&wrap, 2 * 60 + 59) == 1);
+        CHECK(sched_minutes_until_window_end(&wrap, 3 * 60) == 0);
+        CHECK(sched_minutes_until_window_end(&wrap, 12 * 60) == 0);
+        CHECK(sched_minutes_until_window_end(&wrap, 22 * 60 - 1) == 0);
+        /* every minute inside a window has at least one left, and never more than its length */
+        for (int m = 0; m < 1440; m++) {
+                int left = sched_minutes_until_window_end(&wrap, m);
+
+                CHECK(sched_in_window(&wrap, m) ? left >= 1 && left <= 300 : left == 0);
+        }
+        /* always open: no end */
+        for (int m = 0; m < 1440; m += 7)
+                CHECK(sched_minutes_until_window_end(&always, m) == INT32_MAX);
+}
+
 static void test_reason_names(void)
 {
         static const struct {
@@ -334,6 +517,7 @@ static void test_reason_names(void)
                 { SCHED_REASON_WAL_SIZE, "wal-size" },
                 { SCHED_REASON_AFTER_VACUUM, "after-vacuum" },
                 { SCHED_REASON_ROWIDS, "rowids" },
+                { SCHED_REASON_UNUSED, "unused-space" },
         };
 
         for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
@@ -350,6 +534,9 @@ int main(void)
         test_backoff();
         test_priority();
         test_checkpoint();
+        test_unused_trigger();
+        test_deep_scan_due();
+        test_window_end();
         test_reason_names();
         return test_summary();
 }
