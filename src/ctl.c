@@ -531,7 +531,7 @@ static int process(struct ctl *c, const char *arg, const struct db_conf *default
         if (r.status == MAINT_BUSY) {
                 char msg[sizeof(r.message) + 64];
 
-                snprintf(msg, sizeof(msg), "still locked after %d attempt%s: %s", c->attempts,
+                snprintf(msg, sizeof(msg), "still busy after %d attempt%s: %s", c->attempts,
                          c->attempts == 1 ? "" : "s", r.message);
                 util_strlcpy(r.message, msg, sizeof(r.message));
         }

@@ -9,6 +9,11 @@
  * GiB file of 4 KiB pages): the non-sequential figures are then unknown. */
 #define MAP_MAX_PAGES (1u << 27)
 
+/* fileformat2.html, "B-tree Pages": a leaf page's header; page 1 has the
+ * database header before it. */
+#define LEAF_HEADER_BYTES 8
+#define DB_HEADER_BYTES 100
+
 /* A page map entry: the b-tree's index + 1, shifted, and whether a leaf. */
 #define MAP_LEAF 1u
 #define MAP_OWNER(e) ((e) >> 1)
@@ -74,7 +79,7 @@ static int scan_pages(sqlite3 *db, struct scan *sc)
 {
         struct deep_stats *ds = sc->ds;
         sqlite3_stmt *s;
-        int rc = sqlite3_prepare_v2(db, "SELECT name, pagetype, pageno, unused FROM dbstat", -1, &s, NULL);
+        int rc = sqlite3_prepare_v2(db, "SELECT name, pagetype, pageno, unused, ncell, pgsize FROM dbstat", -1, &s, NULL);
 
         if (rc != SQLITE_OK)
                 return rc;
@@ -103,12 +108,19 @@ static int scan_pages(sqlite3 *db, struct scan *sc)
                 }
                 b = &ds->btrees[ds->n_btrees - 1];
                 leaf = strcmp(type, "leaf") == 0;
-                if (leaf)
+                if (leaf) {
+                        int64_t cells = sqlite3_column_int64(s, 4), size = sqlite3_column_int64(s, 5);
+                        /* the leaf header: 8 bytes, after the database header on page 1 */
+                        int64_t bytes = size - unused - LEAF_HEADER_BYTES - (pageno == 1 ? DB_HEADER_BYTES : 0);
+
                         b->leaf_pages++;
-                else if (strcmp(type, "internal") == 0)
+                        b->leaf_cells += cells > 0 ? (uint64_t)cells : 0;
+                        b->leaf_cell_bytes += bytes > 0 ? (uint64_t)bytes : 0;
+                } else if (strcmp(type, "internal") == 0) {
                         b->interior_pages++;
-                else
+                } else {
                         b->overflow_pages++;
+                }
                 b->unused_bytes += unused > 0 ? (uint64_t)unused : 0;
                 if (pageno > 0 && (uint64_t)pageno <= ds->page_count) {
                         if (sc->map)
@@ -204,6 +216,22 @@ static int name_tables(sqlite3 *db, struct deep_stats *ds)
         return rc;
 }
 
+/* The leaf pages a b-tree's cells fill when packed: whole cells to a page,
+ * as many of the average size as fit in a page past its header. */
+static uint64_t packed_leaves(const struct btree_space *b, uint64_t page_size)
+{
+        uint64_t room = page_size > LEAF_HEADER_BYTES ? page_size - LEAF_HEADER_BYTES : 1;
+        uint64_t per_page;
+
+        if (b->leaf_cells == 0 || b->leaf_cell_bytes == 0)
+                return b->leaf_pages ? 1 : 0;
+        /* cells per page: room over the average cell, rounded down */
+        per_page = room * b->leaf_cells / b->leaf_cell_bytes;
+        if (per_page == 0)
+                per_page = 1;
+        return (b->leaf_cells + per_page - 1) / per_page;
+}
+
 static void totals(struct deep_stats *ds)
 {
         uint64_t ps = ds->page_size;
@@ -212,9 +240,16 @@ static void totals(struct deep_stats *ds)
         for (size_t i = 0; i < ds->n_btrees; i++) {
                 const struct btree_space *b = &ds->btrees[i];
                 uint64_t pages = b->interior_pages + b->leaf_pages + b->overflow_pages;
-                uint64_t used = pages * ps > b->unused_bytes ? pages * ps - b->unused_bytes : 0;
-                uint64_t packed = ps ? (used + ps - 1) / ps : pages;
+                uint64_t leaves = packed_leaves(b, ps), interior = 0, packed;
 
+                if (leaves > b->leaf_pages)
+                        leaves = b->leaf_pages;
+                /* the interior pages shrink with the leaves they point to */
+                if (b->interior_pages && b->leaf_pages)
+                        interior = (b->interior_pages * leaves + b->leaf_pages - 1) / b->leaf_pages;
+                if (b->interior_pages && leaves > 1 && interior == 0)
+                        interior = 1;
+                packed = leaves + interior + b->overflow_pages;
                 if (packed == 0)
                         packed = 1;
                 ds->btree_pages += pages;

@@ -29,6 +29,8 @@ struct btree_space {
         uint64_t interior_pages, leaf_pages, overflow_pages;
         uint64_t unused_bytes;     /* interior + leaf + overflow */
         uint64_t nonsequential_pages;
+        uint64_t leaf_cells;       /* the cells of its leaf pages (rows of a table, entries of an index) */
+        uint64_t leaf_cell_bytes;  /* what they take there, each with its 2-byte cell pointer */
 };
 
 struct deep_stats {
@@ -39,8 +41,11 @@ struct deep_stats {
         uint64_t unused_bytes;     /* all b-trees' unused bytes */
         uint64_t nonsequential_pages;
         bool nonsequential_known;  /* false when the page map did not fit in memory */
-        /* what a VACUUM could give back at most: the freelist, and each
-         * b-tree's pages beyond those its used bytes fill (at least one) */
+        /* what a VACUUM could give back: the freelist, and each b-tree's
+         * leaf pages beyond those its cells fill when packed (whole cells
+         * to a page: SQLite never splits a cell between two; a VACUUM
+         * appends them in order, so each leaf takes as many as fit), with
+         * its interior pages in proportion; overflow pages stay */
         uint64_t reclaimable_bytes;
         struct btree_space *btrees;
         size_t n_btrees;

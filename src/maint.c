@@ -971,7 +971,8 @@ static enum maint_status run_check(sqlite3 *db, const struct dbstat *st, enum in
                                   *when ? " " : "", when,
                                   count_vtabs(r, VTAB_VERDICT_OK) ? ", and so are the other indexes checked" : "",
                                   vtab_list(r, VTAB_VERDICT_CANNOT, true, (char[1024]){ 0 }, 1024),
-                                  *when ? " (integrity: quick leaves the full-text and R*Tree checks out)" : "");
+                                  *when ? " (with vacuum.integrity: quick a VACUUM runs without the full-text and "
+                                          "R*Tree checks)" : "");
         if (r->n_problems == 0)
                 return MAINT_OK;
         vt = r->n_problems - btree;

@@ -89,6 +89,8 @@ int64_t sched_deep_scan_due(const struct deep_scan_conf *dc, const struct sched_
                 return INT64_MAX;
         if (h->last_deep_scan_ms > 0)
                 return h->last_deep_scan_ms + (int64_t)dc->interval_ms;
+        if (stagger_ms > dc->interval_ms)
+                stagger_ms = dc->interval_ms;
         return h->first_seen_ms + (stagger_ms ? (int64_t)(path_hash % stagger_ms) : 0);
 }
 
