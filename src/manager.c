@@ -50,6 +50,8 @@ struct manager {
         size_t per_tick;
         bool round_active;
 
+        struct target **running; /* with a job running: the files they have open */
+        size_t running_n, running_cap;
         struct target **queue; /* waiting maintenance */
         size_t queue_n, queue_cap;
         struct target **statq; /* waiting precise statistics reads, FIFO from statq_head */
@@ -392,6 +394,15 @@ static void poll_failed(struct manager *m, struct target *t, enum maint_status s
         hold(t, 0);
 }
 
+/* Whether a running job has the file id names open, under any path. */
+static bool file_in_use(const struct manager *m, const struct file_id *id)
+{
+        for (size_t i = 0; i < m->running_n; i++)
+                if (m->running[i]->job_dev == id->dev && m->running[i]->job_ino == id->ino)
+                        return true;
+        return false;
+}
+
 /* The cheap look at one database. */
 static void poll_target(struct manager *m, struct target *t)
 {
@@ -408,6 +419,10 @@ static void poll_target(struct manager *m, struct target *t)
                 target_gone(m, t, "does not exist (any more)");
                 return;
         }
+        /* ... and so has the job of another path to the same file (two
+         * entries, a hard link, a bind mount, "//" in a path) */
+        if (file_in_use(m, &id))
+                return;
         if (t->reported_missing) {
                 struct log_entry e;
 
@@ -675,8 +690,8 @@ static void retry_later(struct manager *m, struct target *t, struct job *j)
                 entry_db(&e, LOG_WARNING, MSGID_GAVE_UP, t->path, maint_op_name(j->op));
                 log_field(&e, "ATTEMPT", "%d", t->attempt);
                 log_field(&e, "SQLITE_ERROR", "%s", j->res.message);
-                log_entry_send(&e, "%s: %s gave up after %d attempts, the database stayed locked; "
-                               "will decide again at a later poll", t->path, maint_op_name(j->op), t->attempt);
+                log_entry_send(&e, "%s: %s gave up after %d attempts (the last: %s); will decide again at a "
+                               "later poll", t->path, maint_op_name(j->op), t->attempt, j->res.message);
                 t->attempt = 0;
                 m->failures++;
                 return;
@@ -686,8 +701,8 @@ static void retry_later(struct manager *m, struct target *t, struct job *j)
         log_field(&e, "ATTEMPT", "%d", t->attempt);
         log_field(&e, "BACKOFF_MS", "%llu", (unsigned long long)backoff);
         log_field(&e, "SQLITE_ERROR", "%s", j->res.message);
-        log_entry_send(&e, "%s: locked by another process, %s retry %d/%d in %llu ms", t->path,
-                       maint_op_name(j->op), t->attempt + 1, rc->max_attempts, (unsigned long long)backoff);
+        log_entry_send(&e, "%s: %s (%s), retry %d/%d in %llu ms", t->path, maint_op_name(j->op), j->res.message,
+                       t->attempt + 1, rc->max_attempts, (unsigned long long)backoff);
         if (push(&m->queue, &m->queue_n, &m->queue_cap, t) < 0)
                 return;
         t->queued = true;
@@ -749,6 +764,7 @@ static void job_finished(struct job *j, void *userdata);
 static int start_job(struct manager *m, struct target *t, enum maint_op op)
 {
         struct maint_opts o;
+        struct file_id id;
         struct job *j;
         int r;
 
@@ -763,6 +779,14 @@ static int start_job(struct manager *m, struct target *t, enum maint_op op)
                 return -EIO;
         }
         t->job = j;
+        if (file_id_get(t->path, &id) == 0) {
+                t->job_dev = id.dev;
+                t->job_ino = id.ino;
+        } else {
+                t->job_dev = 0;
+                t->job_ino = 0;
+        }
+        (void)push(&m->running, &m->running_n, &m->running_cap, t);
         if (op == MAINT_OP_STATS)
                 m->running_stats++;
         else
@@ -844,6 +868,7 @@ static void job_finished(struct job *j, void *userdata)
         struct target *t = j->owner;
 
         t->job = NULL;
+        drop_from(m->running, &m->running_n, t);
         if (j->op == MAINT_OP_STATS)
                 m->running_stats--;
         else
@@ -1277,6 +1302,7 @@ struct manager *manager_free(struct manager *m)
         targets_clear(&m->history);
         free(m->round);
         free(m->queue);
+        free(m->running);
         free(m->statq);
         state_free(m->state);
         conf_free(m->conf);

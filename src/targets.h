@@ -27,6 +27,8 @@ struct target {
         bool have_stat;
 
         struct job *job;          /* running, or NULL */
+        dev_t job_dev;            /* the file its job has open (st_dev, st_ino) */
+        ino_t job_ino;
         bool queued;              /* in the manager's queue, waiting to run */
         bool want_precise;        /* waiting for a precise statistics read */
         enum maint_op op;         /* queued operation */
