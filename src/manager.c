@@ -57,6 +57,8 @@ struct manager {
         size_t per_tick;
         bool round_active;
 
+        struct target **running; /* with a job running: the files they have open */
+        size_t running_n, running_cap;
         struct target **queue; /* waiting maintenance */
         size_t queue_n, queue_cap;
         struct target **statq; /* waiting precise statistics reads, FIFO from statq_head */
@@ -404,6 +406,17 @@ static void poll_failed(struct manager *m, struct target *t, enum maint_status s
         hold(t, 0);
 }
 
+/* Whether another target's running job has t's file: one job per
+ * database at a time, whatever path names it (two entries, a hard link, a
+ * bind mount, "//" in a path), as the last polls found the files. */
+static bool file_in_use(const struct manager *m, const struct target *t)
+{
+        for (size_t i = 0; i < m->running_n; i++)
+                if (m->running[i] != t && m->running[i]->dev == t->dev && m->running[i]->ino == t->ino)
+                        return true;
+        return false;
+}
+
 /* The cheap look at one database. */
 static void poll_target(struct manager *m, struct target *t)
 {
@@ -411,8 +424,7 @@ static void poll_target(struct manager *m, struct target *t)
         struct dbstat st;
         int r;
 
-        /* A running job has the file open: close() after a header read
-         * would drop its locks (SQLITE-NOTES.md). */
+        /* Decided already, or being worked on (under this path or another). */
         if (t->job || t->queued || t->want_precise)
                 return;
         r = file_id_at(target_dirfd(t), t->name, &id);
@@ -420,6 +432,10 @@ static void poll_target(struct manager *m, struct target *t)
                 target_gone(m, t, "does not exist (any more)");
                 return;
         }
+        t->dev = id.dev;
+        t->ino = id.ino;
+        if (file_in_use(m, t))
+                return;
         if (t->reported_missing) {
                 struct log_entry e;
 
@@ -687,8 +703,8 @@ static void retry_later(struct manager *m, struct target *t, struct job *j)
                 entry_db(&e, LOG_WARNING, MSGID_GAVE_UP, t->path, maint_op_name(j->op));
                 log_field(&e, "ATTEMPT", "%d", t->attempt);
                 log_field(&e, "SQLITE_ERROR", "%s", j->res.message);
-                log_entry_send(&e, "%s: %s gave up after %d attempts, the database stayed locked; "
-                               "will decide again at a later poll", t->path, maint_op_name(j->op), t->attempt);
+                log_entry_send(&e, "%s: %s gave up after %d attempts (the last: %s); will decide again at a "
+                               "later poll", t->path, maint_op_name(j->op), t->attempt, j->res.message);
                 t->attempt = 0;
                 m->failures++;
                 return;
@@ -698,8 +714,8 @@ static void retry_later(struct manager *m, struct target *t, struct job *j)
         log_field(&e, "ATTEMPT", "%d", t->attempt);
         log_field(&e, "BACKOFF_MS", "%llu", (unsigned long long)backoff);
         log_field(&e, "SQLITE_ERROR", "%s", j->res.message);
-        log_entry_send(&e, "%s: locked by another process, %s retry %d/%d in %llu ms", t->path,
-                       maint_op_name(j->op), t->attempt + 1, rc->max_attempts, (unsigned long long)backoff);
+        log_entry_send(&e, "%s: %s (%s), retry %d/%d in %llu ms", t->path, maint_op_name(j->op), j->res.message,
+                       t->attempt + 1, rc->max_attempts, (unsigned long long)backoff);
         if (push(&m->queue, &m->queue_n, &m->queue_cap, t) < 0)
                 return;
         t->queued = true;
@@ -790,6 +806,7 @@ static int start_job(struct manager *m, struct target *t, enum maint_op op)
                 return -EIO;
         }
         t->job = j;
+        (void)push(&m->running, &m->running_n, &m->running_cap, t);
         if (op == MAINT_OP_STATS)
                 m->running_stats++;
         else
@@ -871,6 +888,7 @@ static void job_finished(struct job *j, void *userdata)
         struct target *t = j->owner;
 
         t->job = NULL;
+        drop_from(m->running, &m->running_n, t);
         if (j->op == MAINT_OP_STATS)
                 m->running_stats--;
         else
@@ -932,7 +950,7 @@ static void dispatch(struct manager *m)
                 for (size_t i = 0; i < m->queue_n; i++) {
                         struct target *t = m->queue[i];
 
-                        if (t->job) /* one job per database */
+                        if (t->job || file_in_use(m, t)) /* one job per database */
                                 continue;
                         if (t->retry_at > now) {
                                 next = t->retry_at < next ? t->retry_at : next;
@@ -1387,6 +1405,7 @@ struct manager *manager_free(struct manager *m)
         targets_clear(&m->refused);
         free(m->round);
         free(m->queue);
+        free(m->running);
         free(m->statq);
         state_free(m->state);
         conf_free(m->conf);

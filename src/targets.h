@@ -41,6 +41,8 @@ struct target {
         bool have_stat;
 
         struct job *job;          /* running, or NULL */
+        dev_t dev;                /* the file as the last poll found it (st_dev, st_ino) */
+        ino_t ino;
         bool queued;              /* in the manager's queue, waiting to run */
         bool want_precise;        /* waiting for a precise statistics read */
         enum maint_op op;         /* queued operation */
