@@ -485,8 +485,8 @@ static void check_files(const struct spec *sp, struct maint_result *r)
          * user can write: one who could would choose what root opens. */
         if (db.st_uid == 0 && stat(".", &dir) == 0 &&
             (dir.st_uid != 0 || (dir.st_mode & S_IWOTH) || ((dir.st_mode & S_IWGRP) && dir.st_gid != 0)))
-                refuse(r, MAINT_PERMISSION, "a root-owned database in a directory that user %u or group %u may "
-                       "write (mode %04o): sqlite-maintd does not act as root there",
+                refuse(r, MAINT_PERMISSION, "a root-owned database in a directory that others than root may write "
+                       "(owner %u, group %u, mode %04o): sqlite-maintd does not act as root there",
                        (unsigned)dir.st_uid, (unsigned)dir.st_gid, (unsigned)(dir.st_mode & 07777));
 }
 
@@ -717,10 +717,15 @@ enum maint_status jobproc_run(const struct jobproc_request *req, struct maint_ca
         /* End of file on the control pipe: the child ends itself at once. */
         close(ctl_p[1]);
         ctl_p[1] = -1;
-        for (int i = 0; i < 20 && !exited; i++) {
+        for (int i = 0; i < 40 && !exited; i++) {
                 pid_t w = waitpid(pid, &status, WNOHANG);
 
                 exited = w == pid;
+                /* past its limit and the grace, still there (stopped by
+                 * its owner, stuck in the kernel): killed (the daemon's
+                 * CAP_KILL), reaped later if it lingers in the kernel */
+                if (!exited && i == 20)
+                        (void)kill(pid, SIGKILL);
                 if (!exited)
                         util_sleep_ms(50);
         }

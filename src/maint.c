@@ -1249,8 +1249,11 @@ static int wal_checkpoint(sqlite3 *db, const char *mode, int64_t res[3])
 static void checkpoint_truncate(sqlite3 *db, struct maint_result *r)
 {
         int64_t res[3];
+        int rc = wal_checkpoint(db, "TRUNCATE", res);
 
-        r->checkpoint_busy = wal_checkpoint(db, "TRUNCATE", res) != SQLITE_OK || res[0] != 0;
+        /* busy: readers keep frames; an error of another kind (nothing was
+         * written, the directory is read-only) is not */
+        r->checkpoint_busy = rc == SQLITE_OK ? res[0] != 0 : (rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED;
         if (r->checkpoint_busy && res[1] > res[2])
                 r->wal_frames_left = (uint64_t)(res[1] - res[2]);
 }

@@ -34,6 +34,11 @@
 /* The state file forgets vanished databases this long after start, then daily. */
 #define PRUNE_FIRST_MS (10 * 60 * 1000)
 #define PRUNE_INTERVAL_MS (24 * 60 * 60 * 1000)
+/* After a job ran out of its time limit: held this long, doubling. */
+#define TIMEOUT_HOLD_MS (60ull * 60 * 1000)
+#define TIMEOUT_HOLD_MAX_MS (24ull * 60 * 60 * 1000)
+/* Refused paths remembered (each reported once while it lasts); more are counted. */
+#define REFUSED_MAX 10000
 /* Problem rows of a failed check copied into the journal entry. */
 #define LOG_PROBLEMS_MAX 20
 
@@ -45,6 +50,8 @@ struct manager {
         struct targets targets;
         struct targets history; /* loaded from the state file: path and hist only */
         struct targets refused; /* paths not followed, reported once: path only */
+        size_t refused_over;    /* refused paths past REFUSED_MAX in this expansion */
+        bool refused_over_said;
 
         uv_timer_t poll_timer, tick_timer, dispatch_timer, watchdog_timer, prune_timer;
         uv_work_t prune_req;  /* state_prune() of databases whose files are gone */
@@ -443,7 +450,7 @@ static void poll_target(struct manager *m, struct target *t)
                 log_entry_send(&e, "%s: appeared, watching it", t->path);
                 t->reported_missing = false;
         }
-        if (still_held(t, &id))
+        if (still_held(t, &id) || util_now_ms() < t->not_before)
                 return;
 
         r = dbstat_read_header_at(target_dirfd(t), t->name, &st);
@@ -839,6 +846,7 @@ static void job_applied(struct manager *m, struct target *t, struct job *j)
         }
         switch (r->status) {
         case MAINT_OK:
+                t->timeouts = 0;
                 if (j->op == MAINT_OP_ANALYZE) {
                         t->hist.last_analyze_ms = j->finished_ms;
                         t->analyzed_db = r->db_id;
@@ -871,6 +879,14 @@ static void job_applied(struct manager *m, struct target *t, struct job *j)
         case MAINT_NOSPACE:
                 m->failures++;
                 hold(t, NOSPACE_HOLD_MS);
+                break;
+        case MAINT_TIMEOUT:
+                /* run out of time: not again soon, whatever the file does
+                 * (1 h, doubling with each time limit in a row, up to a day) */
+                m->failures++;
+                t->timeouts++;
+                t->not_before = util_now_ms() + (t->timeouts > 5 ? TIMEOUT_HOLD_MAX_MS
+                                                                 : TIMEOUT_HOLD_MS << (t->timeouts - 1));
                 break;
         case MAINT_BUSY: /* stopping */
                 break;
@@ -997,6 +1013,11 @@ static void target_refused(void *userdata, const struct db_conf *dc, const char 
                                (unsigned long long)dc->limits.max_matches);
                 return;
         }
+        /* remembered one by one, up to a bound: past it, counted */
+        if (m->refused.n >= REFUSED_MAX && !targets_find(&m->refused, path)) {
+                m->refused_over++;
+                return;
+        }
         r = targets_get(&m->refused, path, &created);
         if (!r)
                 return;
@@ -1016,7 +1037,16 @@ static int expand(struct manager *m)
 
         for (size_t i = 0; i < m->refused.n; i++)
                 m->refused.v[i]->seen = false;
+        m->refused_over = 0;
         r = targets_expand(&m->targets, &ev);
+        if (m->refused_over && !m->refused_over_said) {
+                struct log_entry e;
+
+                log_entry_init(&e, LOG_WARNING, MSGID_PATH_REFUSED);
+                log_entry_send(&e, "%zu more paths not followed, past the first %d, are not named one by one",
+                               m->refused_over, REFUSED_MAX);
+        }
+        m->refused_over_said = m->refused_over > 0;
         /* refused paths no longer met are forgotten: met again, reported again */
         for (size_t i = m->refused.n; i-- > 0;)
                 if (!m->refused.v[i]->seen) {

@@ -41,9 +41,9 @@ int state_open(const char *dir, struct state **ret, const char **errmsg)
         }
         /* Whoever could write here could plant a symbolic link as state.db
          * and make root create or write the file it names. */
-        if (util_trusted_path(dir, why, sizeof(why)) < 0 || lstat(dir, &st) < 0 || !S_ISDIR(st.st_mode)) {
+        if (lstat(dir, &st) < 0 || !S_ISDIR(st.st_mode) || util_trusted_path(dir, why, sizeof(why)) < 0) {
                 snprintf(why_full, sizeof(why_full), "refusing the state directory: %s",
-                         S_ISDIR(st.st_mode) ? why : "not a directory");
+                         S_ISDIR(st.st_mode) ? why : "not a directory (a symbolic link is not followed)");
                 *errmsg = why_full;
                 return -EPERM;
         }

@@ -419,7 +419,11 @@ static void walk_from(struct walk *w, int fd, const char *at, const char *rest)
                 }
                 sub = openat(fd, comp, DIR_FLAGS);
                 if (sub < 0) {
-                        if (errno == ELOOP)
+                        struct stat st;
+
+                        /* O_NOFOLLOW | O_DIRECTORY on a symbolic link: ELOOP, or ENOTDIR */
+                        if (errno == ELOOP || (errno == ENOTDIR && fstatat(fd, comp, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+                                               S_ISLNK(st.st_mode)))
                                 refused(w, path, "is a symbolic link where the path needs a directory: not followed");
                         return;
                 }

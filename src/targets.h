@@ -52,6 +52,8 @@ struct target {
         int stat_busy;            /* polls in a row whose statistics read met a lock */
         uint64_t retry_at;        /* monotonic ms; not before */
 
+        int timeouts;             /* jobs in a row stopped at their time limit */
+        uint64_t not_before;      /* monotonic ms: no look before (after a time limit) */
         bool held;                /* failed: left alone until the file changes */
         struct file_id held_id;
         uint64_t held_until;      /* monotonic ms; 0 = until the file changes */

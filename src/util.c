@@ -215,12 +215,52 @@ static int trusted_one(const char *p, const struct stat *st, bool child_owned_ok
         return 0;
 }
 
+/* Each directory of path as written (a symbolic link in it is the
+ * directory's to replace), stat()ed as the kernel walks it. */
+static int trusted_as_written(const char *path, char *why, size_t len)
+{
+        char p[PATH_MAX];
+        struct stat st;
+        size_t n;
+        int r;
+
+        if (path[0] == '/') {
+                n = (size_t)snprintf(p, sizeof(p), "%s", path);
+        } else {
+                if (!getcwd(p, sizeof(p)))
+                        return -errno;
+                n = strlen(p);
+                n += (size_t)snprintf(p + n, sizeof(p) - n, "/%s", path);
+        }
+        if (n >= sizeof(p))
+                return -ENAMETOOLONG;
+        for (char *slash = strchr(p + 1, '/');; slash = strchr(slash + 1, '/')) {
+                char c = slash ? *slash : '\0';
+
+                if (!slash)
+                        return 0;
+                *slash = '\0';
+                r = stat(p, &st) < 0 ? -errno : trusted_one(p, &st, true, why, len);
+                *slash = c;
+                if (r == -ENOENT)
+                        return 0; /* realpath() says it */
+                if (r < 0) {
+                        if (r != -EPERM)
+                                snprintf(why, len, "%s: %s", p, strerror(-r));
+                        return r;
+                }
+        }
+}
+
 int util_trusted_path(const char *path, char *why, size_t len)
 {
         char real[PATH_MAX], *slash;
         struct stat st;
         int r;
 
+        r = trusted_as_written(path, why, len);
+        if (r < 0)
+                return r;
         if (!realpath(path, real)) {
                 r = -errno;
                 snprintf(why, len, "%s: %s", path, strerror(errno));
