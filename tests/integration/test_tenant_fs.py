@@ -943,7 +943,7 @@ def test_symlinked_directory_is_not_followed(tmp_path, base, tenants, maintd, op
               "reported: src/targets.c walk_from() refuses only errno ELOOP, but openat(O_DIRECTORY|O_NOFOLLOW) "
               "of a symbolic link fails with ENOTDIR")
     assert refusals, "no PATH_REFUSED naming the link\n" + format_entries(entries)
-    assert named(refusals[0]) == "PATH_REFUSED" and refusals[0].get("PRIORITY") == "4"
+    assert refusals[0].get("PRIORITY") == "4", format_entries(refusals)  # a warning
 
 
 # --------------------------------------------------------------------------
