@@ -659,7 +659,7 @@ enum maint_status jobproc_run(const struct jobproc_request *req, struct maint_ca
         int spec_p[2] = { -1, -1 }, res_p[2] = { -1, -1 }, ctl_p[2] = { -1, -1 }, dir = -1, status = 0;
         struct buf b = { 0 };
         struct spec sp;
-        bool eof = false, exited = false;
+        bool eof = false, exited = false, killed = false, stopped;
         pid_t pid;
 
         maint_result_clear(r);
@@ -714,6 +714,7 @@ enum maint_status jobproc_run(const struct jobproc_request *req, struct maint_ca
         spec_p[1] = -1;
 
         supervise(res_p[0], ctl_p[1], req->timeout_ms, cancel, &b, &eof);
+        stopped = cancel && atomic_load(&cancel->requested);
         /* End of file on the control pipe: the child ends itself at once. */
         close(ctl_p[1]);
         ctl_p[1] = -1;
@@ -725,7 +726,7 @@ enum maint_status jobproc_run(const struct jobproc_request *req, struct maint_ca
                  * its owner, stuck in the kernel): killed (the daemon's
                  * CAP_KILL), reaped later if it lingers in the kernel */
                 if (!exited && i == 20)
-                        (void)kill(pid, SIGKILL);
+                        killed = kill(pid, SIGKILL) == 0;
                 if (!exited)
                         util_sleep_ms(50);
         }
@@ -734,9 +735,11 @@ enum maint_status jobproc_run(const struct jobproc_request *req, struct maint_ca
         if (eof && !b.oom && decode_result(b.p, b.n, r))
                 goto out;
         maint_result_clear(r);
-        if (!exited)
-                set(r, MAINT_TIMEOUT, "the job did not end %llu ms after its time limit; left behind (pid %d)",
-                    (unsigned long long)(JOBPROC_GRACE_MS + PARENT_SLACK_MS), (int)pid);
+        if (!exited || killed)
+                set(r, stopped ? MAINT_INTERRUPTED : MAINT_TIMEOUT, "the job did not end %llu ms after %s (its "
+                    "owner may have stopped it): killed%s; the database is intact (SQLite's crash safety)",
+                    (unsigned long long)(JOBPROC_GRACE_MS + PARENT_SLACK_MS),
+                    stopped ? "a stop request" : "its time limit", exited ? "" : ", not gone yet");
         else if (WIFEXITED(status) && WEXITSTATUS(status) == CHILD_EXIT_TIMEOUT)
                 set(r, MAINT_TIMEOUT, "stopped after its time limit of %s; the database is intact (SQLite's "
                     "crash safety)", conf_format_duration(req->timeout_ms, (char[32]){ 0 }, 32));
