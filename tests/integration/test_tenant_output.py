@@ -1,0 +1,359 @@
+# SPDX-License-Identifier: MIT
+"""What a tenant can make the daemon say, and where it may not reach.
+
+The daemon runs as root and watches directories that other users (tenants)
+own. Here a real unprivileged user, made with useradd for the test and
+removed after it, names its files to attack what the daemon writes: the
+sd_notify datagrams systemd acts on (a STATUS= that would end its line and
+add MAINPID= or WATCHDOG=trigger), the console and sqlite-maintctl's human
+output (a forged "critical:" line, terminal escape sequences). A tenant who
+can write the configuration or the state directory must not be trusted at
+all, and one tenant's flood of failing files must not push another tenant's
+corruption report out of the journal. Everything is real: users, files,
+processes, journald and a NOTIFY_SOCKET listener."""
+
+import contextlib
+import dataclasses
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import sqlite3
+import stat
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+import helpers
+from daemon_fixtures import (  # noqa: F401  (fixtures are used by name)
+    MAINTCTL_BIN, MAINTD_BIN, MSGID, PYTHON, SOURCE_ROOT, WAIT, M, config_text, daemon, format_entries,
+    journald, make_corrupt_db)
+
+# Generous bounds on waits that end with a positive sign; none is a speed claim.
+LONG_WAIT = 120
+
+
+# --------------------------------------------------------------------------
+# Tenants: real users
+
+@dataclasses.dataclass
+class Tenant:
+    name: str
+    uid: int
+    gid: int
+
+    def argv(self, argv):
+        # setpriv drops every supplementary group: the tenant's rights only
+        return ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--clear-groups"] + list(argv)
+
+    def run(self, argv, check=True, timeout=120, **kw):
+        p = subprocess.run(self.argv(argv), capture_output=True, timeout=timeout, cwd="/",
+                           stdin=subprocess.DEVNULL, **kw)
+        if check:
+            assert p.returncode == 0, (f"as {self.name}: {argv!r} exited {p.returncode}\n"
+                                       f"{p.stdout!r}\n{p.stderr!r}")
+        return p
+
+    def python(self, script, *args, **kw):
+        return self.run([PYTHON, "-c", script] + [a if isinstance(a, bytes) else str(a) for a in args], **kw)
+
+    def mkdir(self, path, mode=0o755):
+        """A directory the tenant owns (made by root, then given away)."""
+        os.mkdir(path)
+        os.chown(path, self.uid, self.gid)
+        os.chmod(path, mode)
+        return path
+
+
+def _useradd(name):
+    # other test sessions may hold /etc/passwd's lock for a moment
+    for _ in range(40):
+        p = subprocess.run(["useradd", "--no-create-home", "--user-group", "--shell", "/usr/sbin/nologin", name],
+                           capture_output=True, text=True, timeout=60)
+        if p.returncode == 0:
+            return
+        if "lock" not in p.stderr:
+            break
+        time.sleep(0.5)
+    pytest.fail(f"useradd {name} failed ({p.returncode}): {p.stderr.strip()}", pytrace=False)
+
+
+def _userdel(name):
+    for _ in range(40):
+        p = subprocess.run(["userdel", name], capture_output=True, text=True, timeout=60)
+        if p.returncode == 0 or subprocess.run(["id", name], capture_output=True).returncode != 0:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"userdel {name} failed: {p.stderr.strip()}")
+
+
+@pytest.fixture
+def tenants():
+    """tenants() -> a new Tenant (a real user, no home, no shell), removed
+    after the test whatever happens."""
+    if os.geteuid() != 0:
+        pytest.skip("creating users needs root")
+    for tool in ("useradd", "userdel", "setpriv"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is not installed")
+    made = []
+
+    def new():
+        name = "mtt" + secrets.token_hex(5)
+        _useradd(name)
+        made.append(name)
+        p = subprocess.run(["id", "-u", name], capture_output=True, text=True, timeout=30)
+        g = subprocess.run(["id", "-g", name], capture_output=True, text=True, timeout=30)
+        return Tenant(name, int(p.stdout), int(g.stdout))
+
+    try:
+        yield new
+    finally:
+        errors = []
+        for name in made:
+            try:
+                _userdel(name)
+            except AssertionError as e:
+                errors.append(str(e))
+        assert not errors, errors
+
+
+@pytest.fixture
+def base():
+    """A root-owned 0755 directory under /tmp (pytest's tmp_path is 0700:
+    the tenants could not reach their own directories in it)."""
+    d = tempfile.mkdtemp(prefix="maintd-tenant-", dir="/tmp")
+    os.chmod(d, 0o755)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def processes():
+    """processes(argv) -> Popen, killed (by pid) at teardown."""
+    started = []
+
+    def start(argv, **kw):
+        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, **kw)
+        started.append(p)
+        return p
+
+    yield start
+    for p in started:
+        if p.poll() is None:
+            p.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            p.wait(timeout=15)
+
+
+# A fragmented rollback database, made under a name no glob matches and
+# renamed into place, so the daemon never sees it half made. argv: the
+# final path (bytes are fine), the number of rows (one 3000-byte blob a
+# page), the share of rows deleted in percent.
+MAKE_DB = r"""
+import os, sqlite3, sys
+final = os.fsencode(sys.argv[1])
+rows, pct = int(sys.argv[2]), int(sys.argv[3])
+tmp = os.path.join(os.path.dirname(final), b".making-%d" % os.getpid())
+con = sqlite3.connect(tmp, isolation_level=None)
+assert con.execute("PRAGMA journal_mode=DELETE").fetchone()[0] == "delete"
+con.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, b BLOB)")
+con.execute("BEGIN")
+con.executemany("INSERT INTO t VALUES(?, randomblob(3000))", [(i,) for i in range(1, rows + 1)])
+con.execute("COMMIT")
+if pct:
+    con.execute(f"DELETE FROM t WHERE id % 100 < {pct}")
+con.close()
+os.rename(tmp, final)
+"""
+
+# Text files that end in .db: argv: directory, how many, name prefix.
+MAKE_JUNK = r"""
+import os, sys
+d, n, prefix = os.fsencode(sys.argv[1]), int(sys.argv[2]), os.fsencode(sys.argv[3])
+for i in range(n):
+    with open(os.path.join(d, prefix + b"%05d.db" % i), "wb") as f:
+        f.write(b"not a database, just text that ends in .db\n" * 5)
+"""
+
+
+def tenant_db(tenant, path, rows=300, pct=50):
+    tenant.python(MAKE_DB, os.fsencode(path), rows, pct)
+    st = os.lstat(path)
+    assert st.st_uid == tenant.uid and stat.S_ISREG(st.st_mode), (path, st)
+    return path
+
+
+def fragmentation(path):
+    con = sqlite3.connect(b"file:" + os.fsencode(path).replace(b"?", b"%3f").replace(b"#", b"%23")
+                          + b"?mode=ro", uri=True)
+    try:
+        fl = con.execute("PRAGMA freelist_count").fetchone()[0]
+        pc = con.execute("PRAGMA page_count").fetchone()[0]
+    finally:
+        con.close()
+    return 100.0 * fl / pc
+
+
+def escape(name):
+    """util_escape() in Python: what the daemon and sqlite-maintctl print
+    for a file name (bytes) in STATUS=, console lines and human output."""
+    out = []
+    s = name.decode("utf-8", "surrogateescape")
+    for ch in s:
+        c = ord(ch)
+        if 0xdc80 <= c <= 0xdcff:  # a byte that is not UTF-8
+            out.append(f"\\x{c - 0xdc00:02x}")
+        elif ch in "\n\t\r\\":
+            out.append({"\n": "\\n", "\t": "\\t", "\r": "\\r", "\\": "\\\\"}[ch])
+        elif c < 0x20 or c == 0x7f or 0x80 <= c <= 0x9f or 0x202a <= c <= 0x202e or 0x2066 <= c <= 0x2069:
+            out.append("".join(f"\\x{b:02x}" for b in ch.encode()))
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+# Code points a terminal acts on: C0 but for the line's own \n, DEL, C1,
+# and the bidi overrides and isolates that reorder what is shown.
+def unsafe_characters(data):
+    """The characters of data (bytes) a terminal would act on, and whether
+    it is valid UTF-8 at all."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return [f"invalid UTF-8 at byte {e.start}: {data[max(0, e.start - 40):e.start + 10]!r}"]
+    bad = []
+    for i, ch in enumerate(text):
+        c = ord(ch)
+        if (c < 0x20 and ch != "\n") or c == 0x7f or 0x80 <= c <= 0x9f or 0x202a <= c <= 0x202e \
+                or 0x2066 <= c <= 0x2069:
+            bad.append(f"U+{c:04X} in {text[max(0, i - 40):i + 10]!r}")
+    return bad
+
+
+def raw_entries(pid, since_us):
+    """The journal entries of pid as journalctl -o json gives them, the
+    values as bytes (journald gives a byte array for a value with a
+    newline or one that is not UTF-8)."""
+    subprocess.run(["journalctl", "--sync"], capture_output=True, timeout=30)
+    p = subprocess.run(["journalctl", "-o", "json", "--no-pager", f"--since=@{since_us // 1000000 - 1}",
+                        f"_PID={pid}"], capture_output=True, timeout=60)
+    out = []
+    for line in p.stdout.splitlines():
+        if not line.startswith(b"{"):
+            continue
+        e = json.loads(line)
+        raw = {"_ARRAYS": set()}
+        for k, v in e.items():
+            if isinstance(v, list) and v and all(isinstance(x, int) for x in v):
+                raw[k] = bytes(v)
+                raw["_ARRAYS"].add(k)
+            elif isinstance(v, str):
+                raw[k] = v.encode()
+            else:
+                raw[k] = v
+        out.append(raw)
+    return out
+
+
+def read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def wait_until(what, predicate, timeout=LONG_WAIT, interval=0.2, describe=None):
+    deadline = time.monotonic() + timeout
+    while True:
+        v = predicate()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout}s" + (f"\n{describe()}" if describe else ""))
+        time.sleep(interval)
+
+
+# --------------------------------------------------------------------------
+# 1. sd_notify: a file name cannot add assignments
+
+# Datagrams as the daemon means them, one assignment a line.
+NOTIFY_SHAPES = [
+    [r"READY=1"],
+    [r"STATUS=[^\n]*"],
+    [r"WATCHDOG=1"],
+    [r"RELOADING=1", r"MONOTONIC_USEC=\d+"],
+    [r"STOPPING=1"],
+]
+
+
+def shape_ok(text):
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines = lines[:-1]
+    return any(len(lines) == len(s) and all(re.fullmatch(p, l) for p, l in zip(s, lines)) for s in NOTIFY_SHAPES)
+
+
+def test_sd_notify_injection(base, tenants, daemon, processes):
+    tenant = tenants()
+    tdir = tenant.mkdir(os.path.join(base, tenant.name))
+    sleeper = processes(["sleep", "1000"])
+    names = [f"x\nMAINPID={sleeper.pid}\nWATCHDOG=trigger\n.db",
+             "x\nSTOPPING=1\n.db",
+             "x\nWATCHDOG_USEC=1\n.db",
+             "x\nEXTEND_TIMEOUT_USEC=1\n.db",
+             "x\nREADY=1\n.db",
+             "x\rSTATUS=forged\n.db"]
+    paths = [os.path.join(tdir, n) for n in names]
+    for p in paths:
+        tenant_db(tenant, p)
+        assert fragmentation(p) >= 30  # urgent: vacuumed whatever the window
+    cfg = config_text(os.path.join(base, "state"), [os.path.join(tdir, "*.db")])
+    # the watchdog on: WATCHDOG=1 datagrams are among those checked
+    d = daemon.start(cfg, env={"WATCHDOG_USEC": 2_000_000})
+    for p in paths:
+        e = d.wait_for_entry(msgid="VACUUM_DONE", DB_PATH=p, timeout=LONG_WAIT)
+        assert e["PRIORITY"] == "6"
+        assert fragmentation(p) == 0.0
+        # STATUS= names it (escaped or not: the shapes are checked below)
+        esc, rawname = escape(os.fsencode(p)), p
+        _, m = d.notify.wait_for(lambda m: m.pid == d.pid and (esc in m.text or rawname in m.text),
+                                 timeout=LONG_WAIT, what=f"a datagram naming {p!r}")
+        check_datagrams(d.notify.snapshot(), d.pid)
+        assert m.value("STATUS") and f"last: vacuumed {esc} (" in m.value("STATUS"), m.text
+    d.wait_notify("WATCHDOG=1")
+    d.signal(signal.SIGHUP)  # a reload: RELOADING=1 and MONOTONIC_USEC= are checked too
+    d.wait_for_entry(msgid="RELOADED")
+    assert d.stop() == 0, d.describe()
+
+    got = d.notify.snapshot()
+    check_datagrams(got, d.pid)
+    for a in ("READY=1", "WATCHDOG=1", "RELOADING=1", "STOPPING=1"):
+        assert any(m.has(a) for m in got), f"no {a} datagram: {[m.text for m in got]}"
+    assert sleeper.poll() is None, "the sleep process named in a forged MAINPID= is gone"
+
+    # The journal keeps the exact bytes of each name.
+    raw = raw_entries(d.pid, d.since_us)
+    done = [e for e in raw if e.get("MESSAGE_ID") == MSGID["VACUUM_DONE"].encode()]
+    assert sorted(e["DB_PATH"] for e in done) == sorted(os.fsencode(p) for p in paths), \
+        [e.get("DB_PATH") for e in done]
+    # (journalctl gives a value with \r as a byte array, one with \n as a string)
+    assert any("DB_PATH" in e["_ARRAYS"] for e in done), [e["DB_PATH"] for e in done]
+
+
+def check_datagrams(got, pid):
+    """Every datagram on the socket: from the daemon itself, each exactly
+    an assignment it means to send, one a line; STATUS= printable."""
+    assert got, "no datagram at all"
+    for m in got:
+        assert m.pid == pid, f"a datagram from pid {m.pid}, not the daemon ({pid}): {m.text!r}"
+        assert shape_ok(m.text), f"a datagram the daemon does not mean to send: {m.text!r}"
+        for line in m.assignments():
+            assert not re.match(r"(MAINPID|WATCHDOG_USEC|EXTEND_TIMEOUT_USEC|FDSTORE|ERRNO|BUSERROR)=", line), m.text
+        v = m.value("STATUS")
+        if v is not None:
+            assert not unsafe_characters(v.encode()), (v, unsafe_characters(v.encode()))
