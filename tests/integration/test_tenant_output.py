@@ -512,3 +512,298 @@ def test_ctl_hot_journal_line_escaped(base, tenants):
     assert not os.path.exists(p + b"-journal")
     assert_terminal_safe(out, "sqlite-maintctl vacuum of a database with a hot journal: stdout")
     assert_terminal_safe(err, "sqlite-maintctl vacuum of a database with a hot journal: stderr")
+
+
+# --------------------------------------------------------------------------
+# 3. Whoever can write the configuration or the state directory
+
+@dataclasses.dataclass
+class Setup:
+    base: str
+    tenant: Tenant
+    cfg: str          # the configuration's path
+    dbdir: str        # the tenant's directory of databases
+    state: str
+
+
+def trusted_setup(base, tenant, cfg_dir="etc"):
+    """A root-owned 0644 configuration in a root-owned directory, watching
+    the tenant's directory of databases."""
+    s = Setup(base, tenant, os.path.join(base, cfg_dir, "maintd.yaml"), os.path.join(base, tenant.name),
+              os.path.join(base, "state"))
+    os.makedirs(os.path.dirname(s.cfg), exist_ok=True)
+    tenant.mkdir(s.dbdir)
+    with open(s.cfg, "w") as f:
+        f.write(config_text(s.state, [os.path.join(s.dbdir, "*.db")]))
+    os.chmod(s.cfg, 0o644)
+    return s
+
+
+# How each case makes the configuration writable by the tenant, in place,
+# and the path the refusal must name.
+def untrust(case, s):
+    t = s.tenant
+    if case == "world-writable":
+        os.chmod(s.cfg, 0o666)
+        return s.cfg, "is writable by every user"
+    if case == "tenant-directory":
+        os.chown(os.path.dirname(s.cfg), t.uid, t.gid)
+        return os.path.dirname(s.cfg), f"belongs to user {t.uid}"
+    if case == "group-writable":
+        os.chown(s.cfg, 0, t.gid)
+        os.chmod(s.cfg, 0o664)
+        return s.cfg, f"is writable by group {t.gid}"
+    if case == "tenant-owned":
+        os.chown(s.cfg, t.uid, t.gid)
+        return s.cfg, f"belongs to user {t.uid}"
+    raise AssertionError(case)
+
+
+UNTRUSTED = ["world-writable", "tenant-directory", "group-writable", "tenant-owned"]
+
+
+def refusal(named, why):
+    return f"refusing the configuration: {named} {why}"
+
+
+def run_maintd(*args, timeout=60):
+    p = subprocess.run([MAINTD_BIN] + [str(a) for a in args], capture_output=True, text=True, timeout=timeout,
+                       stdin=subprocess.DEVNULL, env={k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"})
+    return p
+
+
+def no_ready(d):
+    """The daemon d has exited: every datagram it sent is on the socket
+    before one sent now (a datagram socket keeps their order). True when
+    none of them was READY=1."""
+    assert not d.alive()
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        s.sendto(b"X-TEST-SENTINEL=1", d.notify.path)
+    finally:
+        s.close()
+    d.notify.wait_for(lambda m: m.has("X-TEST-SENTINEL=1"), what="the test's own sentinel datagram")
+    return not [m for m in d.notify.snapshot() if m.pid == d.pid and m.has("READY=1")]
+
+
+@pytest.mark.parametrize("case", UNTRUSTED)
+def test_untrusted_configuration_refused(base, tenants, daemon, case):
+    tenant = tenants()
+    s = trusted_setup(base, tenant)
+    db = tenant_db(tenant, os.path.join(s.dbdir, "a.db"))
+    named, why = untrust(case, s)
+    want = refusal(named, why)
+
+    # at start: exit 78 before READY=1, the reason on the console
+    d = daemon.start(s.cfg, "--log-target=console", wait_ready=False)
+    assert d.wait(60) == 78, d.describe()
+    assert want in read(d.err_path).decode(), d.describe()
+    assert no_ready(d), d.describe()
+    assert not os.path.exists(s.state), "a refused configuration's state_dir was made"
+
+    # --check-config
+    p = run_maintd("--check-config", "-c", s.cfg)
+    assert p.returncode == 78 and want in p.stderr and "configuration OK" not in p.stdout, (p.stdout, p.stderr)
+
+    # sqlite-maintctl -c: a usage error
+    r = helpers.run_ctl("-c", s.cfg, "stats", db)
+    assert r.rc == 2 and want in r.err, r.describe()
+    assert r.out.strip() == "", r.describe()
+    assert fragmentation(db) > 30, "a database was touched under a refused configuration"
+
+
+@pytest.mark.parametrize("case", UNTRUSTED)
+def test_untrusted_configuration_refused_at_reload(base, tenants, daemon, case):
+    """SIGHUP with a configuration the tenant can now write (and did): a
+    RELOAD_FAILED entry naming why, and the old configuration goes on."""
+    tenant = tenants()
+    s = trusted_setup(base, tenant)
+    first = tenant_db(tenant, os.path.join(s.dbdir, "first.db"))
+    d = daemon.start(s.cfg)
+    d.wait_for_entry(msgid="VACUUM_DONE", DB_PATH=first, timeout=LONG_WAIT)
+
+    named, why = untrust(case, s)
+    # the tenant writes the configuration it was given: other databases
+    # (for the directory case: a file of its own renamed over it)
+    other = os.path.join(s.dbdir, "other")
+    tenant.mkdir(other)
+    text = config_text(s.state, [os.path.join(other, "*.sqlite")], vacuum={"threshold": "1%"})
+    if case == "tenant-directory":
+        tenant.python("import os, sys\nopen(sys.argv[1] + '.new', 'w').write(sys.argv[2])\n"
+                      "os.rename(sys.argv[1] + '.new', sys.argv[1])", s.cfg, text)
+    else:
+        tenant.python("import sys\nopen(sys.argv[1], 'w').write(sys.argv[2])", s.cfg, text)
+    assert read(s.cfg).decode() == text
+    d.signal(signal.SIGHUP)
+    e = d.wait_for_entry(M("RELOAD_FAILED", message="refusing the configuration: "))
+    assert e["PRIORITY"] == "3", e
+    # the directory case: the file is the tenant's now, named first
+    assert re.search(rf"refusing the configuration: ({re.escape(named)}|{re.escape(s.cfg)}) "
+                     rf"(belongs to user {tenant.uid}|is writable by (every user|group {tenant.gid}))",
+                     e["MESSAGE"]), e["MESSAGE"]
+    summary = d.wait_for_entry(M("RELOAD_FAILED", CONFIG_FILE=s.cfg))
+    assert "keeping the old configuration" in summary["MESSAGE"], summary
+    assert d.alive()
+
+    # the old configuration goes on: a new database under its glob is vacuumed
+    later = tenant_db(tenant, os.path.join(s.dbdir, "later.db"))
+    d.wait_for_entry(msgid="VACUUM_DONE", DB_PATH=later, timeout=LONG_WAIT)
+    assert not d.entries(msgid="RELOADED"), format_entries(d.entries())
+    assert d.stop() == 0, d.describe()
+
+
+def test_configuration_in_sticky_directory_accepted(base, tenants, daemon):
+    """A root-owned 0644 file in a sticky world-writable directory (as
+    /tmp) is the admin's: others cannot replace or change it."""
+    tenant = tenants()
+    s = trusted_setup(base, tenant, cfg_dir="sticky")
+    os.chmod(os.path.dirname(s.cfg), 0o1777)
+    # the tenant has a file there too: nothing to do with ours
+    tenant.python("open('%s', 'w').write('mine')" % os.path.join(os.path.dirname(s.cfg), "tenant-file"))
+    p = run_maintd("--check-config", "-c", s.cfg)
+    assert p.returncode == 0 and p.stdout.strip() == "configuration OK", (p.stdout, p.stderr)
+    db = tenant_db(tenant, os.path.join(s.dbdir, "a.db"))
+    r = helpers.run_ctl("-c", s.cfg, "--json", "stats", db)
+    assert r.rc == 0 and r.one()["status"] == "ok", r.describe()
+    d = daemon.start(s.cfg)
+    d.wait_for_entry(msgid="VACUUM_DONE", DB_PATH=db, timeout=LONG_WAIT)
+    assert d.stop() == 0, d.describe()
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "product bug: src/util.c util_trusted_path() checks realpath(path), so a symbolic link in a "
+    "directory the tenant owns, pointing at a root-owned file, is accepted: the tenant chooses "
+    "which file is read (and can re-point the link between the check and conf_load's open())"))
+def test_configuration_through_tenant_symlink_refused(base, tenants):
+    tenant = tenants()
+    s = trusted_setup(base, tenant)
+    tconf = tenant.mkdir(os.path.join(base, "tenant-conf"))
+    link = os.path.join(tconf, "maintd.yaml")
+    tenant.run(["ln", "-s", s.cfg, link])
+    assert os.path.islink(link) and os.lstat(link).st_uid == tenant.uid
+    p = run_maintd("--check-config", "-c", link)
+    assert p.returncode == 78, (p.returncode, p.stdout, p.stderr)
+    assert refusal(tconf, f"belongs to user {tenant.uid}") in p.stderr, p.stderr
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "product bug: src/main.c load_conf() prints the diagnostics of --check-config with fprintf() "
+    "unescaped; a refusal names the resolved path, whose names a tenant can choose"))
+def test_check_config_output_escaped(base, tenants):
+    tenant = tenants()
+    tconf = tenant.mkdir(os.path.join(base, "tenant-conf"))
+    evil = os.path.join(tconf, "c\x1b]52;c;cHduZWQ=\x07\x1b[2J.yaml")
+    tenant.python("import sys\nopen(sys.argv[1], 'w').write('poll_interval: 1s\\n')", evil)
+    link = os.path.join(tconf, "maintd.yaml")
+    tenant.run(["ln", "-s", evil, link])
+    p = subprocess.run([MAINTD_BIN, "--check-config", "-c", link], capture_output=True, timeout=60)
+    assert p.returncode == 78, p
+    assert b"refusing the configuration" in p.stderr, p.stderr
+    assert_terminal_safe(p.stderr, "sqlite-maintd --check-config: stderr")
+
+
+# How each case makes the state directory the tenant's to write, and what
+# the refusal says: (state_dir, the path named, why).
+def untrusted_state(case, base, tenant):
+    state = os.path.join(base, "state")
+    if case == "tenant-owned":
+        tenant.mkdir(state, 0o700)
+        return state, state, f"belongs to user {tenant.uid}"
+    if case == "world-writable":
+        os.mkdir(state)
+        os.chmod(state, 0o777)
+        return state, state, "is writable by every user"
+    if case == "sticky-world-writable":
+        # sticky protects what is in it, not the name state.db before it exists
+        os.mkdir(state)
+        os.chmod(state, 0o1777)
+        return state, state, "is writable by every user"
+    if case == "group-writable":
+        os.mkdir(state)
+        os.chown(state, 0, tenant.gid)
+        os.chmod(state, 0o770)
+        return state, state, f"is writable by group {tenant.gid}"
+    if case == "in-tenant-directory":
+        parent = tenant.mkdir(os.path.join(base, "tenant-var"))
+        state = os.path.join(parent, "state")  # root's, made by the daemon: the tenant can rename it
+        return state, parent, f"belongs to user {tenant.uid}"
+    if case == "symlink":
+        real = os.path.join(base, "real-state")
+        os.mkdir(real, 0o700)
+        os.symlink(real, state)
+        return state, state, "not a directory"
+    raise AssertionError(case)
+
+
+STATE_CASES = ["tenant-owned", "world-writable", "sticky-world-writable", "group-writable", "in-tenant-directory",
+               "symlink"]
+
+
+def start_with_state(base, tenant, daemon, case):
+    """The daemon started with an untrusted state_dir: (Daemon, exit status,
+    stderr, state_dir, the path the refusal must name, why, a database)."""
+    state, named, why = untrusted_state(case, base, tenant)
+    dbdir = tenant.mkdir(os.path.join(base, tenant.name))
+    db = tenant_db(tenant, os.path.join(dbdir, "a.db"))
+    cfg = os.path.join(base, "maintd.yaml")
+    with open(cfg, "w") as f:
+        f.write(config_text(state, [os.path.join(dbdir, "*.db")]))
+    d = daemon.start(cfg, "--log-target=console", wait_ready=False)
+    rc = d.wait(60)
+    return d, rc, read(d.err_path).decode(), state, named, why, db
+
+
+@pytest.mark.parametrize("case", STATE_CASES)
+def test_untrusted_state_directory_refused(base, tenants, daemon, case):
+    d, rc, err, state, named, why, db = start_with_state(base, tenants(), daemon, case)
+    assert rc not in (0, 78) and rc > 0, d.describe()  # the configuration is fine; the state directory is not
+    assert f"cannot open the state file in {state}: refusing the state directory: " in err, d.describe()
+    assert no_ready(d), d.describe()
+    assert not os.path.exists(os.path.join(state, "state.db")), "state.db made in a refused directory"
+    assert fragmentation(db) > 30, "a database was vacuumed by a daemon that refused to start"
+
+
+STATE_WHY_BUG = pytest.mark.xfail(strict=True, reason=(
+    "product bug: src/state.c state_open() reads st (zeroed) only when util_trusted_path() succeeded, "
+    "so every refusal says 'not a directory' instead of who can write the directory"))
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, marks=STATE_WHY_BUG) if c != "symlink" else c
+                                  for c in STATE_CASES])
+def test_untrusted_state_directory_refusal_says_why(base, tenants, daemon, case):
+    d, rc, err, state, named, why, db = start_with_state(base, tenants(), daemon, case)
+    assert rc not in (0, 78) and rc > 0, d.describe()
+    assert f"refusing the state directory: {named} {why}" in err or \
+        (why == "not a directory" and "refusing the state directory: not a directory" in err), d.describe()
+
+
+def test_state_db_symlink_refused(base, daemon):
+    """A symbolic link planted as state_dir/state.db, to a root-only file:
+    the daemon does not start, and the file is left exactly as it was."""
+    secret_dir = os.path.join(base, "root-only")
+    os.mkdir(secret_dir, 0o700)
+    secret = os.path.join(secret_dir, "shadow")
+    with open(secret, "wb") as f:
+        f.write(b"root:$6$not-a-real-hash:19000:0:99999:7:::\n")
+    os.chmod(secret, 0o600)
+    before = os.stat(secret)
+    content = read(secret)
+    state = os.path.join(base, "state")
+    os.mkdir(state, 0o700)
+    os.symlink(secret, os.path.join(state, "state.db"))
+    cfg = os.path.join(base, "maintd.yaml")
+    with open(cfg, "w") as f:
+        f.write(config_text(state, [os.path.join(base, "dbs", "*.db")]))
+
+    d = daemon.start(cfg, "--log-target=console", wait_ready=False)
+    rc = d.wait(60)
+    assert rc not in (0, 78) and rc > 0, d.describe()
+    assert f"cannot open the state file in {state}: " in read(d.err_path).decode(), d.describe()
+    assert no_ready(d), d.describe()
+    after = os.stat(secret)
+    assert read(secret) == content, "the symlink's target was written"
+    assert (after.st_uid, after.st_gid, stat.S_IMODE(after.st_mode), after.st_size, after.st_mtime_ns) == \
+        (before.st_uid, before.st_gid, stat.S_IMODE(before.st_mode), before.st_size, before.st_mtime_ns)
+    assert sorted(os.listdir(secret_dir)) == ["shadow"], os.listdir(secret_dir)  # no -wal, -shm, -journal
+    assert os.path.islink(os.path.join(state, "state.db"))
+    assert sorted(os.listdir(state)) == ["state.db"], os.listdir(state)
