@@ -980,3 +980,121 @@ def test_journal_flood_summary_without_later_entries(base, tenants, daemon):
     d.wait_for_entries(per_dir, lambda e: os.path.dirname(e.get("DB_PATH", "")) == fdir, timeout=LONG_WAIT)
     wait_until("a 'were dropped' warning after the window", lambda: fdir in dropped_summaries(d),
                timeout=2.5 * window_s, interval=1, describe=lambda: format_entries(d.entries()[-10:]))
+
+
+CONF_MAX = 1024 * 1024   # src/conf.h CONF_MAX_FILE_SIZE
+PARSE_BOUND = 60         # seconds: bounds a hang, says nothing of speed
+
+
+def entries_config(state, size):
+    """A configuration of many database entries, at most size bytes."""
+    parts = [f"# many entries\npoll_interval: 10s\nstate_dir: {state}\ndatabases:\n"]
+    n, i = len(parts[0]), 0
+    while True:
+        line = f"  - path: /srv/tenant{i:07d}/*.db\n"
+        if n + len(line) > size:
+            break
+        parts.append(line)
+        n += len(line)
+        i += 1
+    text = "".join(parts)
+    text += "#" * (size - len(text) - 1) + "\n" if size - len(text) >= 2 else ""
+    return text, i
+
+
+def alias_config(state, k):
+    """Aliases fanning out: x-f expands to 1 + k * 101111 nodes, the whole
+    document to about 112350 more."""
+    return (f"state_dir: {state}\n"
+            "x-a: &a [0, 0, 0, 0, 0, 0, 0, 0, 0]\n"
+            "x-b: &b [" + ", ".join(["*a"] * 10) + "]\n"
+            "x-c: &c [" + ", ".join(["*b"] * 10) + "]\n"
+            "x-d: &d [" + ", ".join(["*c"] * 10) + "]\n"
+            "x-e: &e [" + ", ".join(["*d"] * 10) + "]\n"
+            "x-f: [" + ", ".join(["*e"] * k) + "]\n"
+            "databases:\n  - path: /srv/app/db.sqlite\n")
+
+
+def merge_config(state, n):
+    """n database entries, each merging an anchored map of every section:
+    63 nodes an entry once expanded (the map, "<<", the 59 nodes of the
+    anchored map, path and its value), and 65 for the rest."""
+    common = ("x-common: &common\n"
+              "  vacuum: {threshold: 20%, urgent_threshold: 40%, window: \"01:00-05:00\", min_interval: 6h,\n"
+              "           min_reclaim: 1MiB, disk_space_factor: 2.0, integrity: quick, mode: full,\n"
+              "           allow_rowid_change: false}\n"
+              "  analyze: {interval: 1d, analysis_limit: 1000, threshold: 500, scale_factor: 10%,\n"
+              "            large_table_rows: 1000000}\n"
+              "  retry: {busy_timeout: 1s, max_attempts: 5, initial_backoff: 1s, max_backoff: 30s}\n"
+              "  checkpoint: {wal_size_limit: 64MiB, wal_size_ratio: 50%, warn_after: 1h}\n"
+              "  limits: {job_timeout: 1h, vacuum_timeout_per_gib: 10m, max_matches: 1000}\n")
+    return (f"state_dir: {state}\n" + common + "databases:\n"
+            + "".join(f"  - {{<<: *common, path: /srv/t{i:06d}/*.db}}\n" for i in range(n)))
+
+
+def check_config_bounded(path):
+    try:
+        return subprocess.run([MAINTD_BIN, "--check-config", "-c", path], capture_output=True, text=True,
+                              timeout=PARSE_BOUND, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"--check-config of {path} ({os.path.getsize(path)} bytes) still running after "
+                             f"{PARSE_BOUND}s") from None
+
+
+def test_configuration_parser_bounded(tmp_path, daemon):
+    state = str(tmp_path / "state")
+    # 1 MiB of entries: loads (sqlite-maintd --check-config, the daemon,
+    # sqlite-maintctl -c)
+    text, n = entries_config(state, CONF_MAX)
+    assert len(text.encode()) == CONF_MAX and n > 20000
+    big = tmp_path / "entries.yaml"
+    big.write_text(text)
+    p = check_config_bounded(str(big))
+    assert p.returncode == 0 and p.stdout.strip() == "configuration OK", (p.stdout, p.stderr[-2000:])
+    db = tmp_path / "a.db"
+    helpers.make_fragmented_db(db, rows=20, delete_fraction=0)
+    r = helpers.run_ctl("-c", big, "--json", "stats", db, timeout=PARSE_BOUND)
+    assert r.rc == 0 and r.one()["status"] == "ok", r.describe()
+    d = daemon.start(str(big), wait_ready=False, log_level="info")
+    d.wait_ready(timeout=PARSE_BOUND)
+    assert d.wait_for_entry(msgid="STARTED")["DATABASES"] == "0"  # globs whose directories do not exist
+    assert d.stop() == 0, d.describe()
+
+    # one byte more: refused, saying why
+    text, _ = entries_config(state, CONF_MAX + 1)
+    over = tmp_path / "over.yaml"
+    over.write_text(text)
+    assert os.path.getsize(over) == CONF_MAX + 1
+    p = check_config_bounded(str(over))
+    assert p.returncode == 78 and "configuration too large" in p.stderr and "1 MiB" in p.stderr, p.stderr
+
+    # aliases fanning out to about 921000 nodes: loads
+    ok = tmp_path / "aliases.yaml"
+    ok.write_text(alias_config(state, 8))
+    p = check_config_bounded(str(ok))
+    assert p.returncode == 0 and p.stdout.strip() == "configuration OK", (p.stdout, p.stderr[-2000:])
+    # about 1022000: refused, saying why
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(alias_config(state, 9))
+    p = check_config_bounded(str(bomb))
+    assert p.returncode == 78 and "aliases expand to more than 1000000 nodes" in p.stderr, p.stderr[-2000:]
+    # every entry merging one anchored map of every section, walked and
+    # applied entry by entry: 15871 entries are 999938 nodes, one more is
+    # past 1000000
+    merged = tmp_path / "merged.yaml"
+    merged.write_text(merge_config(state, 15871))
+    p = check_config_bounded(str(merged))
+    assert p.returncode == 0 and p.stdout.strip() == "configuration OK", (p.stdout, p.stderr[-2000:])
+    r = helpers.run_ctl("-c", merged, "--json", "stats", db, timeout=PARSE_BOUND)
+    assert r.rc == 0 and r.one()["status"] == "ok", r.describe()
+    merged.write_text(merge_config(state, 15872))
+    p = check_config_bounded(str(merged))
+    assert p.returncode == 78 and "aliases expand to more than 1000000 nodes" in p.stderr, p.stderr[-2000:]
+
+    # a reload refuses the bomb too, and goes on
+    d = daemon.start(str(ok))
+    ok.write_text(alias_config(state, 9))
+    d.signal(signal.SIGHUP)
+    e = d.wait_for_entry(M("RELOAD_FAILED", message="aliases expand to more than"), timeout=PARSE_BOUND)
+    assert e["PRIORITY"] == "3"
+    assert d.stop() == 0, d.describe()
