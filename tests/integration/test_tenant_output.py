@@ -31,7 +31,7 @@ import pytest
 
 import helpers
 from daemon_fixtures import (  # noqa: F401  (fixtures are used by name)
-    MAINTCTL_BIN, MAINTD_BIN, MSGID, PYTHON, SOURCE_ROOT, WAIT, M, config_text, daemon, format_entries,
+    MAINTCTL_BIN, MAINTD_BIN, MSGID, PYTHON, SOURCE_ROOT, M, config_text, daemon, format_entries,
     journald, make_corrupt_db)
 
 # Generous bounds on waits that end with a positive sign; none is a speed claim.
@@ -155,7 +155,8 @@ def processes():
 # A fragmented rollback database, made under a name no glob matches and
 # renamed into place, so the daemon never sees it half made. argv: the
 # final path (bytes are fine), the number of rows (one 3000-byte blob a
-# page), the share of rows deleted in percent.
+# page), the share of rows deleted in percent, and optionally "index": a
+# table kv with an index, for ANALYZE.
 MAKE_DB = r"""
 import os, sqlite3, sys
 final = os.fsencode(sys.argv[1])
@@ -169,6 +170,10 @@ con.executemany("INSERT INTO t VALUES(?, randomblob(3000))", [(i,) for i in rang
 con.execute("COMMIT")
 if pct:
     con.execute(f"DELETE FROM t WHERE id % 100 < {pct}")
+if sys.argv[4:] == ["index"]:
+    con.execute("CREATE TABLE kv(k INTEGER, v TEXT)")
+    con.execute("CREATE INDEX kv_k ON kv(k)")
+    con.executemany("INSERT INTO kv VALUES(?, ?)", [(i % 50, f"v{i}") for i in range(2000)])
 con.close()
 os.rename(tmp, final)
 """
@@ -196,8 +201,8 @@ for i in range(a, b + 1):
 """
 
 
-def tenant_db(tenant, path, rows=300, pct=50):
-    tenant.python(MAKE_DB, os.fsencode(path), rows, pct)
+def tenant_db(tenant, path, rows=300, pct=50, index=False):
+    tenant.python(MAKE_DB, os.fsencode(path), rows, pct, *(["index"] if index else []))
     st = os.lstat(path)
     assert st.st_uid == tenant.uid and stat.S_ISREG(st.st_mode), (path, st)
     return path
@@ -1098,3 +1103,45 @@ def test_configuration_parser_bounded(tmp_path, daemon):
     e = d.wait_for_entry(M("RELOAD_FAILED", message="aliases expand to more than"), timeout=PARSE_BOUND)
     assert e["PRIORITY"] == "3"
     assert d.stop() == 0, d.describe()
+
+
+SLOW = os.environ.get("MAINTD_SLOW_TESTS") == "1"
+
+
+def state_rows(state):
+    """{table: sorted paths} of state_dir/state.db, read after the daemon ended."""
+    con = sqlite3.connect(f"file:{os.path.join(state, 'state.db')}?mode=ro", uri=True)
+    try:
+        return {t: sorted(r[0] for r in con.execute(f"SELECT DISTINCT path FROM {t}"))
+                for t in ("history", "analyzed")}
+    finally:
+        con.close()
+
+
+@pytest.mark.skipif(not SLOW, reason=(
+    "testability gap: the state file is pruned only by a timer, PRUNE_FIRST_MS (10 min) after start "
+    "(src/manager.c), with no way to make it sooner; set MAINTD_SLOW_TESTS=1 to wait for it"))
+def test_state_pruned_of_vanished_databases(base, tenants, daemon):
+    """The rows of databases whose files are gone leave state.db when the
+    daemon prunes it; the rows of those still there stay."""
+    first_s = source_define("src/manager.c", "PRUNE_FIRST_MS") / 1000
+    tenant = tenants()
+    tdir = tenant.mkdir(os.path.join(base, tenant.name))
+    keep, gone1, gone2 = (tenant_db(tenant, os.path.join(tdir, n), index=True)
+                          for n in ("keep.db", "gone1.db", "gone2.db"))
+    state = os.path.join(base, "state")
+    cfg = config_text(state, [os.path.join(tdir, "*.db")], analyze={"interval": "1s"})
+    d = daemon.start(cfg)
+    for p in (keep, gone1, gone2):
+        d.wait_for_entry(msgid="VACUUM_DONE", DB_PATH=p, timeout=LONG_WAIT)
+        d.wait_for_entry(msgid="ANALYZE_DONE", DB_PATH=p, timeout=LONG_WAIT)
+    assert d.stop() == 0, d.describe()
+    rows = state_rows(state)
+    assert rows == {"history": sorted([keep, gone1, gone2]), "analyzed": sorted([keep, gone1, gone2])}, rows
+
+    tenant.run(["rm", gone1, gone2])
+    d = daemon.start(cfg)
+    e = d.wait_for_entry(message="state file: forgot ", timeout=first_s + LONG_WAIT)
+    assert e["MESSAGE"].startswith("state file: forgot 2 databases whose files are gone"), e
+    assert d.stop() == 0, d.describe()
+    assert state_rows(state) == {"history": [keep], "analyzed": [keep]}
