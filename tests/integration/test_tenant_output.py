@@ -274,8 +274,8 @@ def unsafe_characters(data):
 
 def raw_entries(pid, since_us):
     """The journal entries of pid as journalctl -o json gives them, the
-    values as bytes (journald gives a byte array for a value with a
-    newline or one that is not UTF-8)."""
+    values as bytes (journalctl gives a byte array for a value with a
+    control character other than a newline, or one that is not UTF-8)."""
     subprocess.run(["journalctl", "--sync"], capture_output=True, timeout=30)
     p = subprocess.run(["journalctl", "-o", "json", "--no-pager", f"--since=@{since_us // 1000000 - 1}",
                         f"_PID={pid}"], capture_output=True, timeout=60)
