@@ -470,12 +470,18 @@ def test_large_table_sampled_then_left_alone(tmp_path, daemon):
     assert d.stop() == 0, d.describe()
 
     # Without the state file (sqlite-maintctl), the estimate alone makes
-    # big look stale: what the remembered count saved the daemon from.
+    # big look stale: what the remembered count saved the daemon from. Nor
+    # can the tool tell those statistics are a sample: it gathers them in
+    # full (sampled statistics never replace others), once: then they hold
+    # the exact count, and the next run leaves them alone.
     copy = tmp_path / "copy.db"
     shutil.copyfile(db, copy)
     r = run_ctl("-c", conf, "--json", "analyze", copy)
     big = [x for x in r.one()["tables"] if x["name"] == "big"][0]
-    assert big == {"name": "big", "verdict": "analyzed_limited", "rows": 20000, "statistics_rows": est}, r.describe()
+    assert big == {"name": "big", "verdict": "analyzed", "rows": 20000, "statistics_rows": est}, r.describe()
+    assert stat1(copy, "big")[0][2].split()[0] == "20000", stat1(copy, "big")
+    r = run_ctl("-c", conf, "--json", "analyze", copy)
+    assert _tables(r)["big"] == ("unchanged", 20000, 20000), r.describe()
 
 
 # --------------------------------------------------------------------------
@@ -683,7 +689,9 @@ def test_ctl_analyze_stale_only_then_force(tmp_path):
     assert r.rc == 0 and re.match(rf"^{re.escape(str(db))}: analyzed 6 of 7 tables", r.out), r.describe()
 
 
-def test_ctl_analyze_force_samples_large_tables(tmp_path):
+def test_ctl_analyze_force_samples_only_what_has_no_full_statistics(tmp_path):
+    """--force analyzes every table; a large one under analysis_limit only
+    when no full statistics would be replaced by the sample."""
     db = tmp_path / "large.db"
     _make_big_small(db)
     conf = tmp_path / "c.yaml"
@@ -696,10 +704,14 @@ def test_ctl_analyze_force_samples_large_tables(tmp_path):
     assert stat1(db) == full
     r = run_ctl("-c", conf, "--json", "analyze", "--force", db)
     assert r.rc == 0, r.describe()
-    assert _tables(r) == {"big": ("analyzed_limited", 20000, 20000), "small": ("analyzed", 500, 500)}, r.describe()
-    assert stat1(db, "small") == [x for x in full if x[0] == "small"]
-    assert stat1(db, "big") != [x for x in full if x[0] == "big"]   # a sample now
-    # without the config: large_table_rows is 1000000, big is analyzed in full again
+    assert _tables(r) == {"big": ("analyzed", 20000, 20000), "small": ("analyzed", 500, 500)}, r.describe()
+    assert stat1(db) == full   # gathered in full again: the same
+    # without statistics, big is sampled
+    app_run(db, "DROP TABLE sqlite_stat1")
+    r = run_ctl("-c", conf, "--json", "analyze", "--force", db)
+    assert _tables(r)["big"][0] == "analyzed_limited", r.describe()
+    assert stat1(db, "big") != [x for x in full if x[0] == "big"]   # a sample
+    # without the config: large_table_rows is 1000000, big is analyzed in full
     r = run_ctl("--json", "analyze", "--force", db)
     assert _tables(r)["big"][0] == "analyzed", r.describe()
     assert stat1(db) == full
