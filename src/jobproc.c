@@ -79,10 +79,41 @@ static int high_fd(int fd)
         return h;
 }
 
+/* The job's environment: the daemon's, without what systemd gave the
+ * daemon alone (a job runs as a tenant: it must not reach the notification
+ * socket, nor take the watchdog or passed sockets as its own). Built once,
+ * before any thread forks. */
+static char **child_env;
+
+static int make_child_env(void)
+{
+        static const char *const drop[] = { "NOTIFY_SOCKET=", "WATCHDOG_USEC=", "WATCHDOG_PID=", "LISTEN_FDS=",
+                                             "LISTEN_PID=", "LISTEN_FDNAMES=" };
+        size_t n = 0, k = 0;
+
+        while (environ[n])
+                n++;
+        child_env = calloc(n + 1, sizeof(*child_env));
+        if (!child_env)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++) {
+                bool keep = true;
+
+                for (size_t d = 0; d < ELEMENTSOF(drop); d++)
+                        keep = keep && strncmp(environ[i], drop[d], strlen(drop[d])) != 0;
+                if (keep)
+                        child_env[k++] = environ[i];
+        }
+        return 0;
+}
+
 int jobproc_init(void)
 {
         char path[4096];
         ssize_t n;
+
+        if (!child_env && make_child_env() < 0)
+                return -ENOMEM;
 
         /* readlink, not an open of /proc/self/exe itself: under valgrind the
          * latter is valgrind, the former the program it runs. */
@@ -700,7 +731,7 @@ enum maint_status jobproc_run(const struct jobproc_request *req, struct maint_ca
                     dup3(exe_fd, CHILD_EXE_FD, O_CLOEXEC) < 0)
                         _exit(127);
                 syscall(SYS_close_range, CHILD_EXE_FD + 1, ~0U, 0);
-                syscall(SYS_execveat, CHILD_EXE_FD, "", argv, environ, AT_EMPTY_PATH);
+                syscall(SYS_execveat, CHILD_EXE_FD, "", argv, child_env, AT_EMPTY_PATH);
                 _exit(127);
         }
         close(spec_p[0]);

@@ -34,6 +34,8 @@
 /* The state file forgets vanished databases this long after start, then daily. */
 #define PRUNE_FIRST_MS (10 * 60 * 1000)
 #define PRUNE_INTERVAL_MS (24 * 60 * 60 * 1000)
+/* How often what the journal budget dropped is looked at (log_flood_tick). */
+#define FLOOD_TICK_MS 5000
 /* After a job ran out of its time limit: held this long, doubling. */
 #define TIMEOUT_HOLD_MS (60ull * 60 * 1000)
 #define TIMEOUT_HOLD_MAX_MS (24ull * 60 * 60 * 1000)
@@ -53,7 +55,7 @@ struct manager {
         size_t refused_over;    /* refused paths past REFUSED_MAX in this expansion */
         bool refused_over_said;
 
-        uv_timer_t poll_timer, tick_timer, dispatch_timer, watchdog_timer, prune_timer;
+        uv_timer_t poll_timer, tick_timer, dispatch_timer, watchdog_timer, prune_timer, flood_timer;
         uv_work_t prune_req;  /* state_prune() of databases whose files are gone */
         bool pruning;
         int prune_result;
@@ -1204,6 +1206,7 @@ static void walk_close(uv_handle_t *h, void *arg)
 
 static void close_all(struct manager *m)
 {
+        log_flood_tick(true); /* what the last window dropped, said before the end */
         if (m->closed)
                 return;
         m->closed = true;
@@ -1253,6 +1256,11 @@ static void signal_cb(uv_signal_t *h, int signum)
                 reload(m);
         else if (signum == SIGTERM || signum == SIGINT)
                 begin_stop(m);
+}
+
+static void flood_cb(uv_timer_t *timer)
+{
+        log_flood_tick(false);
 }
 
 static void watchdog_cb(uv_timer_t *timer)
@@ -1363,11 +1371,12 @@ int manager_new(struct manager **ret, const struct manager_options *o, struct co
         uv_timer_init(&m->loop, &m->dispatch_timer);
         uv_timer_init(&m->loop, &m->watchdog_timer);
         uv_timer_init(&m->loop, &m->prune_timer);
+        uv_timer_init(&m->loop, &m->flood_timer);
         uv_signal_init(&m->loop, &m->sig_hup);
         uv_signal_init(&m->loop, &m->sig_term);
         uv_signal_init(&m->loop, &m->sig_int);
         m->poll_timer.data = m->tick_timer.data = m->dispatch_timer.data = m->watchdog_timer.data = m;
-        m->prune_timer.data = m->prune_req.data = m;
+        m->prune_timer.data = m->prune_req.data = m->flood_timer.data = m;
         m->sig_hup.data = m->sig_term.data = m->sig_int.data = m;
         *ret = m;
         return 0;
@@ -1404,6 +1413,7 @@ int manager_run(struct manager *m)
         notify_ready();
         update_status(m);
 
+        uv_timer_start(&m->flood_timer, flood_cb, FLOOD_TICK_MS, FLOOD_TICK_MS);
         if (m->once) {
                 start_round(m);
         } else {

@@ -35,6 +35,21 @@ int state_open(const char *dir, struct state **ret, const char **errmsg)
         int rc;
 
         *errmsg = NULL;
+        /* Made only where it would be trusted: not inside a tenant's directory. */
+        if (lstat(dir, &st) < 0 && errno == ENOENT) {
+                char *parent = strdup(dir), *slash = parent ? strrchr(parent, '/') : NULL;
+
+                if (slash)
+                        *(slash == parent ? slash + 1 : slash) = '\0';
+                rc = parent && util_trusted_path(slash ? parent : ".", why, sizeof(why)) == -EPERM;
+                free(parent);
+                if (rc) {
+                        snprintf(why_full, sizeof(why_full), "refusing the state directory: %s; it is not made there",
+                                 why);
+                        *errmsg = why_full;
+                        return -EPERM;
+                }
+        }
         if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
                 *errmsg = strerror(errno);
                 return -errno;
@@ -82,8 +97,15 @@ int state_open(const char *dir, struct state **ret, const char **errmsg)
                                   NULL, NULL, NULL);
         }
         if (rc != SQLITE_OK) {
+                char db[sizeof(why)];
+
                 /* sqlite3_errmsg() dies with the connection: the static text */
                 *errmsg = sqlite3_errstr(rc);
+                snprintf(db, sizeof(db), "%s/state.db", dir);
+                if (lstat(db, &st) == 0 && S_ISLNK(st.st_mode)) {
+                        snprintf(why_full, sizeof(why_full), "%s is a symbolic link: not followed", db);
+                        *errmsg = why_full;
+                }
                 state_free(s);
                 return -EIO;
         }

@@ -205,7 +205,9 @@ struct walk {
         struct targets *ts;
         struct entry_root *root;
         const struct targets_events *ev;
-        uint64_t matches;
+        uint64_t budget;   /* new databases this entry may still take (limits.max_matches) */
+        uint64_t marked;   /* databases this entry watches after this expansion */
+        bool over;         /* it matched more than it may watch */
         int err;
 };
 
@@ -334,19 +336,31 @@ static void mark(struct walk *w, struct tdir *d, const char *path, bool explicit
 
         if (w->err)
                 return;
-        if (!explicit_path && ++w->matches > dc->limits.max_matches) {
-                if (!w->root->capped && w->ev->refused)
-                        w->ev->refused(w->ev->userdata, dc, NULL, "matched more databases than limits.max_matches");
-                w->root->capped = true;
+        t = targets_find(w->ts, path);
+        if (t && t->seen) /* an earlier entry claimed it */
                 return;
+        /* Past limits.max_matches, what the entry watches stays watched
+         * and a newcomer waits for room: no file decides which others are
+         * watched by the order of a directory listing. */
+        if (!explicit_path) {
+                if (!(t && t->dc == dc)) {
+                        if (w->budget == 0) {
+                                if (!w->root->capped && w->ev->refused)
+                                        w->ev->refused(w->ev->userdata, dc, NULL,
+                                                       "matched more databases than limits.max_matches");
+                                w->root->capped = true;
+                                w->over = true;
+                                return;
+                        }
+                        w->budget--;
+                }
+                w->marked++;
         }
         t = targets_get(w->ts, path, &created);
         if (!t) {
                 w->err = -ENOMEM;
                 return;
         }
-        if (t->seen) /* an earlier entry claimed it */
-                return;
         t->seen = true;
         t->dc = dc;
         t->dir = d;
@@ -463,14 +477,17 @@ int targets_expand(struct targets *ts, const struct targets_events *ev)
 
         for (size_t i = 0; i < ts->n_roots; i++) {
                 struct walk w = { .ts = ts, .root = &ts->roots[i], .ev = ev };
+                uint64_t max = w.root->dc->limits.max_matches;
                 const char *rest = w.root->dc->path + w.root->prefix_len;
                 char at[PATH_MAX];
                 int fd;
 
+                w.budget = max > w.root->watched ? max - w.root->watched : 0;
                 fd = open_root(&w);
                 if (w.err)
                         return w.err;
                 if (fd < 0) {
+                        w.root->watched = 0;
                         mark_missing(&w);
                         if (w.err)
                                 return w.err;
@@ -480,7 +497,8 @@ int targets_expand(struct targets *ts, const struct targets_events *ev)
                 snprintf(at, sizeof(at), "%.*s", (int)w.root->prefix_len, w.root->dc->path);
                 walk_from(&w, fd, at, *rest == '/' ? rest + 1 : rest);
                 close(fd);
-                if (w.matches <= w.root->dc->limits.max_matches)
+                w.root->watched = w.marked;
+                if (!w.over)
                         w.root->capped = false;
                 if (w.err)
                         return w.err;

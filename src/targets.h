@@ -87,6 +87,7 @@ struct entry_root {
         size_t prefix_len;  /* the admin's part: dc->path up to the slash before the first glob component */
         char *real;         /* that part, its symbolic links resolved; NULL while it does not exist */
         bool capped;        /* reported: it matched more than limits.max_matches */
+        uint64_t watched;   /* databases it watched after the last expansion (at most max_matches) */
 };
 
 struct targets {

@@ -15,8 +15,9 @@ ROOT = os.environ.get("MAINTD_SOURCE_ROOT", os.path.join(os.path.dirname(__file_
 BUILD = os.environ.get("MAINTD_BUILD_ROOT", os.path.join(ROOT, "build"))
 MAX_EXPOSURE = 1.5  # systemd-analyze's "OK" or better, and no worse than the unit is now
 # The daemon reads as root past file modes (DAC_READ_SEARCH); its job
-# processes become each database's owner (SETUID, SETGID). Nothing else.
-CAPABILITIES = {"CAP_DAC_READ_SEARCH", "CAP_SETUID", "CAP_SETGID"}
+# processes become each database's owner (SETUID, SETGID); a job that will not
+# end past its time limit is killed (KILL). Nothing else.
+CAPABILITIES = {"CAP_DAC_READ_SEARCH", "CAP_SETUID", "CAP_SETGID", "CAP_KILL"}
 
 MAN_PAGES = ["usr/share/man/man8/sqlite-maintd.8", "usr/share/man/man5/sqlite-maintd.yaml.5",
              "usr/share/man/man1/sqlite-maintctl.1"]

@@ -39,8 +39,8 @@ LONG_WAIT = 120
 
 
 class ProductBug(AssertionError):
-    """The failure of the one assertion a known product bug fails: the
-    strict xfails expect exactly this, not any failure on the way to it."""
+    """The failure of an assertion a product bug once failed (since
+    fixed): named as such."""
 
 
 @contextlib.contextmanager
@@ -49,10 +49,6 @@ def known_bug():
         yield
     except AssertionError as e:
         raise ProductBug(str(e)) from e
-
-
-def product_bug(reason, kind="product bug"):
-    return pytest.mark.xfail(strict=True, raises=ProductBug, reason=f"{kind}: {reason}")
 
 
 # --------------------------------------------------------------------------
@@ -530,9 +526,6 @@ def make_hot_journal(tenant, path):
         assert f.read(8) == bytes.fromhex("d9d505f920a163d7"), "the journal is not hot"
 
 
-@product_bug((
-    "src/ctl.c print_human() prints 'rolled back a hot journal first' with printf(), "
-    "not out(): the file name reaches the terminal raw"))
 def test_ctl_hot_journal_line_escaped(base, tenants):
     """The line sqlite-maintctl adds when it rolled back a hot journal
     names the file like every other line: escaped."""
@@ -706,10 +699,6 @@ def test_configuration_in_sticky_directory_accepted(base, tenants, daemon):
     assert d.stop() == 0, d.describe()
 
 
-@product_bug((
-    "src/util.c util_trusted_path() checks realpath(path), so a symbolic link in a "
-    "directory the tenant owns, pointing at a root-owned file, is accepted: the tenant chooses "
-    "which file is read (and can re-point the link between the check and conf_load's open())"))
 def test_configuration_through_tenant_symlink_refused(base, tenants):
     tenant = tenants()
     s = trusted_setup(base, tenant)
@@ -723,9 +712,6 @@ def test_configuration_through_tenant_symlink_refused(base, tenants):
     assert refusal(tconf, f"belongs to user {tenant.uid}") in p.stderr, p.stderr
 
 
-@product_bug((
-    "src/main.c load_conf() prints the diagnostics of --check-config with fprintf() "
-    "unescaped; a refusal names the resolved path, whose names a tenant can choose"))
 def test_check_config_output_escaped(base, tenants):
     tenant = tenants()
     tconf = tenant.mkdir(os.path.join(base, "tenant-conf"))
@@ -801,13 +787,7 @@ def test_untrusted_state_directory_refused(base, tenants, daemon, case):
     assert fragmentation(db) > 30, "a database was vacuumed by a daemon that refused to start"
 
 
-STATE_WHY_BUG = product_bug((
-    "src/state.c state_open() reads st (zeroed) only when util_trusted_path() succeeded, "
-    "so every refusal says 'not a directory' instead of who can write the directory"))
-
-
-@pytest.mark.parametrize("case", [pytest.param(c, marks=STATE_WHY_BUG) if c != "symlink" else c
-                                  for c in STATE_CASES])
+@pytest.mark.parametrize("case", STATE_CASES)
 def test_untrusted_state_directory_refusal_says_why(base, tenants, daemon, case):
     d, rc, err, state, named, why, db = start_with_state(base, tenants(), daemon, case)
     assert rc not in (0, 78) and rc > 0, d.describe()
@@ -903,10 +883,6 @@ def test_max_matches(base, tenants, daemon):
     assert d.stop() == 0, d.describe()
 
 
-@product_bug((
-    "src/targets.c mark() takes the first limits.max_matches files in readdir order at "
-    "every expansion, so a new file can push a watched database out (DB_REMOVED 'no longer matches "
-    "any configured path', though it still does) and take its place"))
 def test_max_matches_keeps_the_watched(base, tenants, daemon):
     tenant = tenants()
     d, tdir, glob = max_matches_daemon(base, tenant, daemon)
@@ -1022,10 +998,6 @@ def journal_flood(base, tenants, daemon):
     assert helpers.quick_check(bad) != ["ok"]  # the corrupt one was not vacuumed
 
 
-@product_bug((
-    "src/log.c says the drops only when a later budgeted entry arrives "
-    "(flood_allows() -> flood_new_window()); after a flood followed by quiet the summary never "
-    "comes, and when it does, much later, it still says 'in the last 30 s'"), kind="product gap")
 def test_journal_flood_summary_without_later_entries(base, tenants, daemon):
     with_journal_retry(lambda attempt: quiet_flood(os.path.join(base, str(attempt)), tenants, daemon))
 
