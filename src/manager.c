@@ -1133,6 +1133,8 @@ static void poll_cb(uv_timer_t *timer)
 
 /* --- signals, reload, stop --------------------------------------------- */
 
+static void prune_cb(uv_timer_t *timer);
+
 static void reload(struct manager *m)
 {
         struct conf_diag d = { 0 };
@@ -1189,6 +1191,9 @@ static void reload(struct manager *m)
                        m->conf_file, c->n_dbs, c->n_dbs == 1 ? "y" : "ies", m->targets.n,
                        m->targets.n == 1 ? "" : "s");
         uv_timer_start(&m->poll_timer, poll_cb, 0, c->poll_interval_ms);
+        /* the set of databases may have changed: the state file forgets
+         * those whose files are gone now too */
+        prune_cb(&m->prune_timer);
         notify_ready();
         update_status(m);
 }
