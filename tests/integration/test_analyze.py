@@ -471,11 +471,14 @@ def test_large_table_sampled_then_left_alone(tmp_path, daemon):
 
     # Without the state file (sqlite-maintctl), the estimate alone makes
     # big look stale: what the remembered count saved the daemon from.
+    # Nor does it know that a sample wrote those statistics: it analyzes
+    # big in full (a sample never replaces statistics it did not sample).
     copy = tmp_path / "copy.db"
     shutil.copyfile(db, copy)
     r = run_ctl("-c", conf, "--json", "analyze", copy)
     big = [x for x in r.one()["tables"] if x["name"] == "big"][0]
-    assert big == {"name": "big", "verdict": "analyzed_limited", "rows": 20000, "statistics_rows": est}, r.describe()
+    assert big == {"name": "big", "verdict": "analyzed", "rows": 20000, "statistics_rows": est}, r.describe()
+    assert stat1_count(copy, "big") == 20000
 
 
 # --------------------------------------------------------------------------
@@ -688,11 +691,19 @@ def test_ctl_analyze_force_samples_large_tables(tmp_path):
     r = run_ctl("-c", conf, "--json", "analyze", db)
     assert _tables(r) == {"big": ("unchanged", 20000, 20000), "small": ("unchanged", 500, 500)}, r.describe()
     assert stat1(db) == full
+    # --force analyzes every table; big's full statistics are replaced by
+    # full ones, never by a sample
     r = run_ctl("-c", conf, "--json", "analyze", "--force", db)
     assert r.rc == 0, r.describe()
-    assert _tables(r) == {"big": ("analyzed_limited", 20000, 20000), "small": ("analyzed", 500, 500)}, r.describe()
+    assert _tables(r) == {"big": ("analyzed", 20000, 20000), "small": ("analyzed", 500, 500)}, r.describe()
+    assert stat1(db) == full
+    # a large table without statistics is sampled
+    app_run(db, "DELETE FROM sqlite_stat1 WHERE tbl = 'big'")
+    r = run_ctl("-c", conf, "--json", "analyze", "--force", db)
+    assert r.rc == 0, r.describe()
+    assert _tables(r) == {"big": ("analyzed_limited", 20000, 0), "small": ("analyzed", 500, 500)}, r.describe()
     assert stat1(db, "small") == [x for x in full if x[0] == "small"]
-    assert stat1(db, "big") != [x for x in full if x[0] == "big"]   # a sample now
+    assert stat1(db, "big") and stat1(db, "big") != [x for x in full if x[0] == "big"]   # a sample now
     # without the config: large_table_rows is 1000000, big is analyzed in full again
     r = run_ctl("--json", "analyze", "--force", db)
     assert _tables(r)["big"][0] == "analyzed", r.describe()
@@ -777,3 +788,4 @@ def test_ctl_analyze_exit_status(tmp_path, case):
         if holder:
             holder.close()
             holder.kill()
+
