@@ -15,6 +15,7 @@ import time
 import pytest
 
 import reliability_helpers as rh
+from helpers import LockHolder
 from daemon_fixtures import (  # noqa: F401  (fixtures are used by name)
     WAIT, MSGID, M, app, checksum, config_text, daemon, db_stats, entry_matches, files_sha256,
     format_entries, fragmentation, freelist_count, integrity_check, journald, make_corrupt_db,
@@ -818,3 +819,59 @@ def test_same_file_under_other_paths_while_vacuum_runs(tmp_path, daemon):
     assert d.stop() == 0, d.describe()
     print(f"{len(rep['committed'])} inserts, VACUUM {done['DURATION_MS']} ms")
 
+
+def test_same_file_under_two_due_paths_never_two_jobs_at_once(tmp_path, daemon):
+    """x.db configured under two paths ("/dir/x.db", "/dir//x.db"), both
+    due for VACUUM. An application's lock makes both jobs back off, so
+    both wait in the queue, each with its retry time. When the lock goes,
+    at most one job may have the file: the other path's job, started
+    meanwhile, would open and close the file (its look before the open,
+    every retry) and so drop the running VACUUM's POSIX locks, letting the
+    application write into the VACUUM."""
+    dbs, state = _dirs(tmp_path)
+    db = dbs / "x.db"
+    double = f"{dbs}//x.db"
+    make_db(db, 50, rows=60000, blob=3000)
+    cs = checksum(db)
+    cfg = config_text(state, [db, double], poll_interval="200ms", max_concurrent_jobs=2,
+                      vacuum={"window": "always"},
+                      retry={"busy_timeout": "50ms", "max_attempts": 50, "initial_backoff": "300ms",
+                             "max_backoff": "600ms"})
+    holder = LockHolder(str(db), "BEGIN EXCLUSIVE")
+    stop = tmp_path / "stop-inserting"
+    ins = None
+    try:
+        d = daemon.start(cfg)
+        for p in (db, double):
+            d.wait_for_entry(msgid="RETRY", DB_PATH=p, timeout=3 * WAIT)
+        # the application: waiting for its own lock now, inserting from the release on
+        ins = rh.Script(INSERTER_SCRIPT, db, stop)
+        holder.release("ROLLBACK")
+        done = d.wait_for_entry(lambda e: e.get("MESSAGE_ID") in JOB_ENDS - {MSGID["GAVE_UP"]}
+                                and e.get("DB_PATH") in (str(db), double), timeout=6 * WAIT)
+        # both paths looked at again: neither has a job queued or running
+        d.wait_for_polls([db, double], 1, timeout=6 * WAIT)
+        n = len(_app_ids(db))
+        deadline = time.monotonic() + 3 * WAIT
+        while len(_app_ids(db)) <= n:
+            assert ins.proc.poll() is None and time.monotonic() < deadline, \
+                "the application committed nothing after the VACUUM"
+            time.sleep(0.05)
+        stop.touch()
+        rep = ins.result(timeout=3 * WAIT)
+    finally:
+        stop.touch()
+        if ins:
+            ins.kill()
+        holder.close()
+        holder.kill()
+    es = d.entries()
+    assert rep["errors"] == [], f"the application saw errors: {rep['errors']}\n" + format_entries(es)
+    assert not [e for e in es if e.get("MESSAGE_ID") in (MSGID["CORRUPT"], MSGID["JOB_FAILED"])], \
+        format_entries(es)
+    assert done["MESSAGE_ID"] == MSGID["VACUUM_DONE"], format_entries(es)
+    assert integrity_check(db) == ["ok"]
+    assert checksum(db) == cs, "the rows of t changed"
+    assert _app_ids(db) == rep["committed"], "the rows the application committed are not all there"
+    assert freelist_count(db) == 0
+    assert d.stop() == 0, d.describe()
