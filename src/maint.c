@@ -1439,6 +1439,15 @@ static bool schema_unchanged(const struct vacuum_guard *g)
         return same;
 }
 
+/* Whether path still names the file the checks looked at (fd, opened
+ * then): a database renamed over it since was never checked. */
+static bool still_checked_file(const char *path, int fd)
+{
+        struct stat a, b;
+
+        return fd >= 0 && fstat(fd, &a) == 0 && lstat(path, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}
+
 static int vacuum_authorizer(void *userdata, int action, const char *a, const char *b, const char *c,
                              const char *d)
 {
@@ -1449,7 +1458,8 @@ static int vacuum_authorizer(void *userdata, int action, const char *a, const ch
                 return SQLITE_OK;
         g->looked = true;
         version_read(g->path, g->fds, &now);
-        if (version_same(&g->checked, &now) || (!g->strict && schema_unchanged(g)))
+        if (still_checked_file(g->path, g->fds->db) &&
+            (version_same(&g->checked, &now) || (!g->strict && schema_unchanged(g))))
                 return SQLITE_OK;
         g->changed = true;
         return SQLITE_DENY;
