@@ -899,6 +899,48 @@ def test_ctl_commit_between_checks_and_vacuum(tmp_path, mode, commit):
         con.close()
 
 
+def test_ctl_database_renamed_over_between_checks_and_vacuum(tmp_path):
+    """An application replaces its database by renaming a new file over it
+    (an atomic update) after sqlite-maintctl has checked the old one and
+    before its VACUUM: the new file, whose table without key or index has
+    rowids 201..400, was never checked. It must not be vacuumed as the
+    old one was judged: the next attempt checks it and refuses."""
+    if GDB is None:
+        pytest.skip("gdb is not installed")
+    db, new = tmp_path / "x.db", tmp_path / "new.db"
+    rh.make_page_db(db, "delete", 600, 35)
+    con = connect(new)
+    try:
+        con.execute("CREATE TABLE q(a, b)")
+        con.execute("BEGIN")
+        con.executemany("INSERT INTO q VALUES (?, randomblob(2000))", [(i,) for i in range(1, 401)])
+        con.execute("COMMIT")
+        con.execute("DELETE FROM q WHERE rowid <= 200")
+    finally:
+        con.close()
+    cfg = tmp_path / "maintd.yaml"
+    cfg.write_text(config_text(tmp_path / "state", [db], retry={"busy_timeout": "1s", "initial_backoff": "100ms"}))
+    script = tmp_path / "gdb.cmd"
+    script.write_text("\n".join([
+        "set pagination off",
+        "set confirm off",
+        "break db_open_write",               # checked; the VACUUM's connection next
+        "run",
+        f"shell mv {new} {db}",
+        "delete",
+        "continue",
+        "quit",
+    ]) + "\n")
+    g = subprocess.run([GDB, "-q", "-batch", "-nx", "-x", str(script), "--args", helpers.MAINTCTL_BIN,
+                        "-c", str(cfg), "--json", "vacuum", "--force", str(db)],
+                       capture_output=True, text=True, timeout=120)
+    assert "Breakpoint 1, db_open_write" in g.stdout, g.stdout + g.stderr
+    o = json.loads(next(ln for ln in g.stdout.splitlines() if ln.startswith("{")))
+    assert rowid_figures(db, "q") == (200, 201, 400), f"the unchecked file was vacuumed: {o}"
+    assert o["status"] == "rowids_would_change", o
+    assert o["renumbered_tables"] == [{"name": "q", "rows": 200, "rowid_min": 201, "rowid_max": 400}], o
+
+
 # --------------------------------------------------------------------------
 # The daemon
 
