@@ -271,12 +271,11 @@ static off_t side_size(const char *path, const char *suffix, bool *exists)
         return st.st_size;
 }
 
-/* lstat and the header's mode; refuses what is not a regular file. */
-static enum maint_status probe(const char *path, struct layout *l, struct maint_result *r)
+/* lstat and the side files, without opening the database; refuses what is
+ * not a regular file. wal_format is left false. */
+static enum maint_status probe_files(const char *path, struct layout *l, struct maint_result *r)
 {
-        unsigned char h[20];
         bool exists;
-        int fd;
 
         if (lstat(path, &l->st) < 0) {
                 if (errno == ENOENT || errno == ENOTDIR)
@@ -293,14 +292,27 @@ static enum maint_status probe(const char *path, struct layout *l, struct maint_
                 return set_status(r, MAINT_NOTADB, 0, "not a regular file (%s)",
                                   S_ISDIR(l->st.st_mode) ? "a directory" : "a special file");
         l->wal_format = false;
+        l->wal_size = side_size(path, "-wal", &exists);
+        side_size(path, "-shm", &l->shm);
+        l->journal_size = side_size(path, "-journal", &exists);
+        return MAINT_OK;
+}
+
+/* probe_files and the header's mode. Opens and closes the database: never
+ * while a connection of this process holds locks on it (a close drops
+ * them all). */
+static enum maint_status probe(const char *path, struct layout *l, struct maint_result *r)
+{
+        unsigned char h[20];
+        int fd;
+
+        if (probe_files(path, l, r) != MAINT_OK)
+                return r->status;
         fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
         if (fd >= 0) {
                 l->wal_format = pread(fd, h, sizeof(h), 0) == (ssize_t)sizeof(h) && h[19] == 2;
                 close(fd);
         }
-        l->wal_size = side_size(path, "-wal", &exists);
-        side_size(path, "-shm", &l->shm);
-        l->journal_size = side_size(path, "-journal", &exists);
         return MAINT_OK;
 }
 
@@ -1391,22 +1403,48 @@ struct vacuum_guard {
         bool looked, changed;
 };
 
-/* PRAGMA schema_version now, on a read-only connection of its own. */
+/* The schema cookie now, while the VACUUM holds its write lock, with no
+ * open() and close() of the database: a close drops every POSIX lock this
+ * process holds on the file, the VACUUM's included. A rollback-mode
+ * VACUUM holds EXCLUSIVE: the file is the last commit, and its header
+ * (offset 40) is read through the descriptor the guard keeps open; a
+ * connection of this process could not read then (its SHARED lock waits
+ * for the VACUUM's EXCLUSIVE). A WAL database's header can be older than
+ * its -wal: PRAGMA schema_version on a read-only connection of its own,
+ * which SQLite opens beside the VACUUM's (same inode: its close keeps the
+ * descriptor while the locks are held, os_unix.c setPendingFd). */
 static bool schema_unchanged(const struct vacuum_guard *g)
 {
         struct maint_result tmp = { .status = MAINT_OK };
+        unsigned char h[44];
         enum read_mode mode;
         struct layout l;
         sqlite3 *db = NULL;
         int64_t v = -1;
-        bool same = false;
+        bool same = false, wal;
 
-        if (probe(g->path, &l, &tmp) == MAINT_OK && db_open_read(g->path, &l, g->o, NULL, &mode, &db, &tmp) == MAINT_OK)
+        if (g->fds->db < 0 || pread(g->fds->db, h, sizeof(h), 0) != (ssize_t)sizeof(h))
+                return false;
+        side_size(g->path, "-wal", &wal);
+        if (h[19] != 2 && !wal)
+                return ((uint32_t)h[40] << 24 | (uint32_t)h[41] << 16 | (uint32_t)h[42] << 8 | h[43]) ==
+                       g->schema_version;
+        if (probe_files(g->path, &l, &tmp) == MAINT_OK &&
+            db_open_read(g->path, &l, g->o, NULL, &mode, &db, &tmp) == MAINT_OK)
                 same = query_ints(db, "PRAGMA main.schema_version", NULL, &v, 1) == SQLITE_ROW &&
                        (uint32_t)v == g->schema_version;
         db_close(g->path, db, NULL, false);
         maint_result_clear(&tmp);
         return same;
+}
+
+/* Whether path still names the file the checks looked at (fd, opened
+ * then): a database renamed over it since was never checked. */
+static bool still_checked_file(const char *path, int fd)
+{
+        struct stat a, b;
+
+        return fd >= 0 && fstat(fd, &a) == 0 && lstat(path, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino;
 }
 
 static int vacuum_authorizer(void *userdata, int action, const char *a, const char *b, const char *c,
@@ -1419,7 +1457,8 @@ static int vacuum_authorizer(void *userdata, int action, const char *a, const ch
                 return SQLITE_OK;
         g->looked = true;
         version_read(g->path, g->fds, &now);
-        if (version_same(&g->checked, &now) || (!g->strict && schema_unchanged(g)))
+        if (still_checked_file(g->path, g->fds->db) &&
+            (version_same(&g->checked, &now) || (!g->strict && schema_unchanged(g))))
                 return SQLITE_OK;
         g->changed = true;
         return SQLITE_DENY;
