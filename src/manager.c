@@ -426,17 +426,6 @@ static bool file_in_use(const struct manager *m, const struct target *t)
         return false;
 }
 
-/* Whether a running job has the file at path open, under any path: a job
- * started on it now would open and close the file (its look at the files
- * before SQLite opens them), and a close drops every POSIX lock this
- * process holds on the file, the running job's included. */
-static bool path_in_use(const struct manager *m, const char *path)
-{
-        struct file_id id;
-
-        return m->running_n > 0 && file_id_get(path, &id) == 0 && file_in_use(m, &id);
-}
-
 /* The cheap look at one database. */
 static void poll_target(struct manager *m, struct target *t)
 {
@@ -970,7 +959,7 @@ static void dispatch(struct manager *m)
                         m->statq_head = m->statq_n = 0;
                 /* queued before another path's job took the file: the
                  * next poll looks again, once that job is done */
-                if (path_in_use(m, t->path)) {
+                if (file_in_use(m, t)) {
                         t->want_precise = false;
                         continue;
                 }
@@ -986,10 +975,6 @@ static void dispatch(struct manager *m)
                         struct target *t = m->queue[i];
 
                         if (t->job || file_in_use(m, t)) /* one job per database */
-                                continue;
-                        /* ... and per file: another path to it (queued
-                         * before that path's job started) waits for it */
-                        if (path_in_use(m, t->path))
                                 continue;
                         if (t->retry_at > now) {
                                 next = t->retry_at < next ? t->retry_at : next;
