@@ -748,6 +748,14 @@ static void maybe_done(struct manager *m)
                 begin_stop(m);
 }
 
+/* A job ran out of its time limit: not looked at again soon, whatever the
+ * file does (1 h, doubling with each time limit in a row, up to a day). */
+static void hold_after_timeout(struct target *t)
+{
+        t->timeouts++;
+        t->not_before = util_now_ms() + (t->timeouts > 5 ? TIMEOUT_HOLD_MAX_MS : TIMEOUT_HOLD_MS << (t->timeouts - 1));
+}
+
 static void stat_done(struct manager *m, struct target *t, struct job *j)
 {
         t->want_precise = false;
@@ -775,6 +783,19 @@ static void stat_done(struct manager *m, struct target *t, struct job *j)
         case MAINT_MISSING:
                 target_gone(m, t, "does not exist (any more)");
                 break;
+        case MAINT_TIMEOUT: {
+                struct log_entry e;
+
+                hold_after_timeout(t);
+                entry_db(&e, LOG_WARNING, MSGID_JOB_FAILED, t->path, "poll");
+                log_field(&e, "REASON", "%s", maint_status_name(j->res.status));
+                log_field(&e, "SQLITE_ERROR", "%s", j->res.message);
+                log_entry_send(&e, "%s: reading its statistics %s; not looked at again for %s", t->path,
+                               j->res.message, conf_format_duration(t->not_before - util_now_ms(),
+                                                                    (char[32]){ 0 }, 32));
+                m->failures++;
+                break;
+        }
         default:
                 poll_failed(m, t, j->res.status, j->res.message);
                 break;
@@ -883,12 +904,8 @@ static void job_applied(struct manager *m, struct target *t, struct job *j)
                 hold(t, NOSPACE_HOLD_MS);
                 break;
         case MAINT_TIMEOUT:
-                /* run out of time: not again soon, whatever the file does
-                 * (1 h, doubling with each time limit in a row, up to a day) */
                 m->failures++;
-                t->timeouts++;
-                t->not_before = util_now_ms() + (t->timeouts > 5 ? TIMEOUT_HOLD_MAX_MS
-                                                                 : TIMEOUT_HOLD_MS << (t->timeouts - 1));
+                hold_after_timeout(t);
                 break;
         case MAINT_BUSY: /* stopping */
                 break;

@@ -41,7 +41,7 @@ int state_open(const char *dir, struct state **ret, const char **errmsg)
 
                 if (slash)
                         *(slash == parent ? slash + 1 : slash) = '\0';
-                rc = parent && util_trusted_path(slash ? parent : ".", why, sizeof(why)) == -EPERM;
+                rc = parent && util_trusted_parent(slash ? parent : ".", why, sizeof(why)) == -EPERM;
                 free(parent);
                 if (rc) {
                         snprintf(why_full, sizeof(why_full), "refusing the state directory: %s; it is not made there",

@@ -196,6 +196,16 @@ int targets_configure(struct targets *ts, const struct conf *c)
                 e->real = realpath(prefix, NULL);
                 free(prefix);
         }
+        /* What each glob entry watches already (a reload): the watched
+         * stay, newcomers get the rest of its limits.max_matches. The
+         * first entry that matches a path has it. */
+        for (size_t k = 0; k < ts->n; k++)
+                for (size_t i = 0; i < ts->n_roots; i++)
+                        if (fnmatch(ts->roots[i].dc->path, ts->v[k]->path, FNM_PATHNAME | FNM_PERIOD) == 0) {
+                                if (ts->roots[i].dc->is_glob)
+                                        ts->roots[i].watched++;
+                                break;
+                        }
         return 0;
 }
 
@@ -339,11 +349,11 @@ static void mark(struct walk *w, struct tdir *d, const char *path, bool explicit
         t = targets_find(w->ts, path);
         if (t && t->seen) /* an earlier entry claimed it */
                 return;
-        /* Past limits.max_matches, what the entry watches stays watched
-         * and a newcomer waits for room: no file decides which others are
+        /* Past limits.max_matches, what is watched stays watched and a
+         * newcomer waits for room: no file decides which others are
          * watched by the order of a directory listing. */
         if (!explicit_path) {
-                if (!(t && t->dc == dc)) {
+                if (!t) {
                         if (w->budget == 0) {
                                 if (!w->root->capped && w->ev->refused)
                                         w->ev->refused(w->ev->userdata, dc, NULL,

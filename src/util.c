@@ -216,7 +216,9 @@ static int trusted_one(const char *p, const struct stat *st, bool child_owned_ok
 }
 
 /* Each directory of path as written (a symbolic link in it is the
- * directory's to replace), stat()ed as the kernel walks it. */
+ * directory's to replace), stat()ed as the kernel walks it; and each
+ * symbolic link on the way, whose owner can point it elsewhere whatever
+ * its directory (a sticky one included): root's or ours. */
 static int trusted_as_written(const char *path, char *why, size_t len)
 {
         char p[PATH_MAX];
@@ -234,14 +236,23 @@ static int trusted_as_written(const char *path, char *why, size_t len)
         }
         if (n >= sizeof(p))
                 return -ENAMETOOLONG;
-        for (char *slash = strchr(p + 1, '/');; slash = strchr(slash + 1, '/')) {
+        for (char *slash = strchr(p + 1, '/');; slash = slash ? strchr(slash + 1, '/') : NULL) {
                 char c = slash ? *slash : '\0';
 
-                if (!slash)
+                if (slash)
+                        *slash = '\0';
+                r = lstat(p, &st) < 0 ? -errno : 0;
+                if (r == 0 && S_ISLNK(st.st_mode) && st.st_uid != 0 && st.st_uid != geteuid()) {
+                        snprintf(why, len, "%s is a symbolic link that user %u can point elsewhere", p,
+                                 (unsigned)st.st_uid);
+                        r = -EPERM;
+                }
+                if (r == 0 && slash)
+                        r = stat(p, &st) < 0 ? -errno : trusted_one(p, &st, true, why, len);
+                if (slash)
+                        *slash = c;
+                if (r == 0 && !slash)
                         return 0;
-                *slash = '\0';
-                r = stat(p, &st) < 0 ? -errno : trusted_one(p, &st, true, why, len);
-                *slash = c;
                 if (r == -ENOENT)
                         return 0; /* realpath() says it */
                 if (r < 0) {
@@ -252,7 +263,7 @@ static int trusted_as_written(const char *path, char *why, size_t len)
         }
 }
 
-int util_trusted_path(const char *path, char *why, size_t len)
+static int trusted_walk(const char *path, bool parent_only, char *why, size_t len)
 {
         char real[PATH_MAX], *slash;
         struct stat st;
@@ -267,7 +278,7 @@ int util_trusted_path(const char *path, char *why, size_t len)
                 return r;
         }
         /* the entry itself, then each directory up to / */
-        for (bool first = true;; first = false) {
+        for (bool first = !parent_only;; first = false) {
                 if (lstat(real, &st) < 0) {
                         r = -errno;
                         snprintf(why, len, "%s: %s", real, strerror(errno));
@@ -286,4 +297,14 @@ int util_trusted_path(const char *path, char *why, size_t len)
                 else
                         *slash = '\0';
         }
+}
+
+int util_trusted_path(const char *path, char *why, size_t len)
+{
+        return trusted_walk(path, false, why, len);
+}
+
+int util_trusted_parent(const char *dir, char *why, size_t len)
+{
+        return trusted_walk(dir, true, why, len);
 }

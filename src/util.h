@@ -61,3 +61,7 @@ bool file_id_equal(const struct file_id *a, const struct file_id *b);
  * why ("/etc/x.yaml is writable by user 1000 (owner 1000, mode 0644)"),
  * or another negative errno when it cannot be looked at. */
 int util_trusted_path(const char *path, char *why, size_t len);
+/* The same for a directory an entry is about to be made in (by root or
+ * this process's user, who will own it): dir itself may be sticky and
+ * writable by all (/tmp). */
+int util_trusted_parent(const char *dir, char *why, size_t len);
