@@ -152,3 +152,13 @@ def test_man_page_renders_without_warnings(destdir, paths, page):
     assert "NAME" in p.stdout and "SYNOPSIS" in p.stdout and "SEE ALSO" in p.stdout
     p = run("groff", "-man", "-ww", "-z", f)
     assert p.returncode == 0 and p.stderr == "", p.stderr
+
+
+def test_meson_runs_every_integration_file():
+    """tests/meson.build names each integration file (meson has no glob):
+    a new file that is not listed would never run."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    with open(os.path.join(ROOT, "tests", "meson.build")) as f:
+        listed = set(re.findall(r"'(test_\w+)' :", f.read()))
+    present = {n[:-3] for n in os.listdir(here) if n.startswith("test_") and n.endswith(".py")}
+    assert present == listed, f"not listed: {sorted(present - listed)}; listed, no file: {sorted(listed - present)}"
