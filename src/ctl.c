@@ -341,8 +341,8 @@ static void print_human(struct ctl *c, const char *path, const struct maint_resu
         char bytes[32];
 
         if (r->rolled_back_journal)
-                printf("%s: rolled back a hot journal first (a transaction interrupted by a crash), as any "
-                       "read-write open would\n", path);
+                out(stdout, "%s: rolled back a hot journal first (a transaction interrupted by a crash), as any "
+                    "read-write open would", path);
 
         if (r->status != MAINT_OK && r->status != MAINT_SKIPPED) {
                 out(stderr, "sqlite-maintctl: %s: %s: %s", path, maint_status_name(r->status), r->message);

@@ -79,10 +79,41 @@ static int high_fd(int fd)
         return h;
 }
 
+/* The job's environment: the daemon's, without what systemd gave the
+ * daemon alone (a job runs as a tenant: it must not reach the notification
+ * socket, nor take the watchdog or passed sockets as its own). Built once,
+ * before any thread forks. */
+static char **child_env;
+
+static int make_child_env(void)
+{
+        static const char *const drop[] = { "NOTIFY_SOCKET=", "WATCHDOG_USEC=", "WATCHDOG_PID=", "LISTEN_FDS=",
+                                             "LISTEN_PID=", "LISTEN_FDNAMES=" };
+        size_t n = 0, k = 0;
+
+        while (environ[n])
+                n++;
+        child_env = calloc(n + 1, sizeof(*child_env));
+        if (!child_env)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++) {
+                bool keep = true;
+
+                for (size_t d = 0; d < ELEMENTSOF(drop); d++)
+                        keep = keep && strncmp(environ[i], drop[d], strlen(drop[d])) != 0;
+                if (keep)
+                        child_env[k++] = environ[i];
+        }
+        return 0;
+}
+
 int jobproc_init(void)
 {
         char path[4096];
         ssize_t n;
+
+        if (!child_env && make_child_env() < 0)
+                return -ENOMEM;
 
         /* readlink, not an open of /proc/self/exe itself: under valgrind the
          * latter is valgrind, the former the program it runs. */
@@ -543,8 +574,8 @@ static void check_files(const struct spec *sp, struct maint_result *r)
          * user can write: one who could would choose what root opens. */
         if (db.st_uid == 0 && stat(".", &dir) == 0 &&
             (dir.st_uid != 0 || (dir.st_mode & S_IWOTH) || ((dir.st_mode & S_IWGRP) && dir.st_gid != 0)))
-                refuse(r, MAINT_PERMISSION, "a root-owned database in a directory that user %u or group %u may "
-                       "write (mode %04o): sqlite-maintd does not act as root there",
+                refuse(r, MAINT_PERMISSION, "a root-owned database in a directory that others than root may write "
+                       "(owner %u, group %u, mode %04o): sqlite-maintd does not act as root there",
                        (unsigned)dir.st_uid, (unsigned)dir.st_gid, (unsigned)(dir.st_mode & 07777));
 }
 
@@ -718,7 +749,7 @@ enum maint_status jobproc_run(const struct jobproc_request *req, struct maint_ca
         int spec_p[2] = { -1, -1 }, res_p[2] = { -1, -1 }, ctl_p[2] = { -1, -1 }, dir = -1, status = 0;
         struct buf b = { 0 };
         struct spec sp;
-        bool eof = false, exited = false;
+        bool eof = false, exited = false, killed = false, stopped;
         pid_t pid;
 
         maint_result_clear(r);
@@ -759,7 +790,7 @@ enum maint_status jobproc_run(const struct jobproc_request *req, struct maint_ca
                     dup3(exe_fd, CHILD_EXE_FD, O_CLOEXEC) < 0)
                         _exit(127);
                 syscall(SYS_close_range, CHILD_EXE_FD + 1, ~0U, 0);
-                syscall(SYS_execveat, CHILD_EXE_FD, "", argv, environ, AT_EMPTY_PATH);
+                syscall(SYS_execveat, CHILD_EXE_FD, "", argv, child_env, AT_EMPTY_PATH);
                 _exit(127);
         }
         close(spec_p[0]);
@@ -773,13 +804,19 @@ enum maint_status jobproc_run(const struct jobproc_request *req, struct maint_ca
         spec_p[1] = -1;
 
         supervise(res_p[0], ctl_p[1], req->timeout_ms, cancel, &b, &eof);
+        stopped = cancel && atomic_load(&cancel->requested);
         /* End of file on the control pipe: the child ends itself at once. */
         close(ctl_p[1]);
         ctl_p[1] = -1;
-        for (int i = 0; i < 20 && !exited; i++) {
+        for (int i = 0; i < 40 && !exited; i++) {
                 pid_t w = waitpid(pid, &status, WNOHANG);
 
                 exited = w == pid;
+                /* past its limit and the grace, still there (stopped by
+                 * its owner, stuck in the kernel): killed (the daemon's
+                 * CAP_KILL), reaped later if it lingers in the kernel */
+                if (!exited && i == 20)
+                        killed = kill(pid, SIGKILL) == 0;
                 if (!exited)
                         util_sleep_ms(50);
         }
@@ -788,9 +825,11 @@ enum maint_status jobproc_run(const struct jobproc_request *req, struct maint_ca
         if (eof && !b.oom && decode_result(b.p, b.n, r))
                 goto out;
         maint_result_clear(r);
-        if (!exited)
-                set(r, MAINT_TIMEOUT, "the job did not end %llu ms after its time limit; left behind (pid %d)",
-                    (unsigned long long)(JOBPROC_GRACE_MS + PARENT_SLACK_MS), (int)pid);
+        if (!exited || killed)
+                set(r, stopped ? MAINT_INTERRUPTED : MAINT_TIMEOUT, "the job did not end %llu ms after %s (its "
+                    "owner may have stopped it): killed%s; the database is intact (SQLite's crash safety)",
+                    (unsigned long long)(JOBPROC_GRACE_MS + PARENT_SLACK_MS),
+                    stopped ? "a stop request" : "its time limit", exited ? "" : ", not gone yet");
         else if (WIFEXITED(status) && WEXITSTATUS(status) == CHILD_EXIT_TIMEOUT)
                 set(r, MAINT_TIMEOUT, "stopped after its time limit of %s; the database is intact (SQLite's "
                     "crash safety)", conf_format_duration(req->timeout_ms, (char[32]){ 0 }, 32));

@@ -49,7 +49,18 @@ static void put_string(FILE *f, const char *s)
                         continue;
                 }
                 if (n > 1) {
-                        fwrite(p, 1, n, f);
+                        uint32_t cp = n == 2 ? (uint32_t)(p[0] & 0x1f) << 6 | (p[1] & 0x3f)
+                                    : n == 3 ? (uint32_t)(p[0] & 0x0f) << 12 | (uint32_t)(p[1] & 0x3f) << 6 |
+                                               (p[2] & 0x3f)
+                                             : 0x10000;
+
+                        /* the C1 controls and the bidirectional overrides
+                         * and isolates, which a terminal acts on: as \u */
+                        if ((cp >= 0x80 && cp <= 0x9f) || (cp >= 0x202a && cp <= 0x202e) ||
+                            (cp >= 0x2066 && cp <= 0x2069))
+                                fprintf(f, "\\u%04x", (unsigned)cp);
+                        else
+                                fwrite(p, 1, n, f);
                         p += n - 1;
                         continue;
                 }

@@ -192,12 +192,12 @@ static struct flood_dir *flood_dir_of(const char *path, size_t len)
         return &flood.dirs[FLOOD_DIRS];
 }
 
-static void log_summary(unsigned long n, const char *dir);
+static void log_summary(unsigned long n, const char *dir, unsigned long seconds);
 
 /* The window is over: say what was dropped, start anew. */
 static void flood_new_window(uint64_t now)
 {
-        unsigned long shown = 0;
+        unsigned long shown = 0, seconds = (unsigned long)((now - flood.window_start + 999) / 1000);
 
         flood.summarizing = true;
         for (size_t k = 0; k < FLOOD_SUMMARIES && flood.dropped > shown; k++) {
@@ -208,12 +208,12 @@ static void flood_new_window(uint64_t now)
                                 most = &flood.dirs[i];
                 if (!most)
                         break;
-                log_summary(most->dropped, most->dir);
+                log_summary(most->dropped, most->dir, seconds);
                 shown += most->dropped;
                 most->dropped = 0;
         }
         if (flood.dropped > shown)
-                log_summary(flood.dropped - shown, NULL);
+                log_summary(flood.dropped - shown, NULL, seconds);
         flood.summarizing = false;
         memset(&flood, 0, sizeof(flood));
         flood.window_start = now;
@@ -300,19 +300,27 @@ void log_entry_send(struct log_entry *e, const char *fmt, ...)
         va_end(ap);
 }
 
-static void log_summary(unsigned long n, const char *dir)
+static void log_summary(unsigned long n, const char *dir, unsigned long seconds)
 {
         struct log_entry e;
 
         log_entry_init(&e, LOG_WARNING, NULL);
         if (dir)
-                log_entry_send(&e, "%lu journal entries about databases in %s were dropped in the last %d s: each "
-                               "directory may have %d in that time (and all together %d), so that one directory's "
-                               "cannot push others' past journald's rate limit", n, dir, FLOOD_WINDOW_MS / 1000,
-                               FLOOD_PER_DIR, FLOOD_ALL);
+                log_entry_send(&e, "%lu journal entries about databases in %s were dropped in the last %lu s: each "
+                               "directory may have %d every %d s (and all together %d), so that one directory's "
+                               "cannot push others' past journald's rate limit", n, dir, seconds, FLOOD_PER_DIR,
+                               FLOOD_WINDOW_MS / 1000, FLOOD_ALL);
         else
-                log_entry_send(&e, "%lu more journal entries about databases were dropped in the last %d s", n,
-                               FLOOD_WINDOW_MS / 1000);
+                log_entry_send(&e, "%lu more journal entries about databases were dropped in the last %lu s", n,
+                               seconds);
+}
+
+void log_flood_tick(bool end)
+{
+        uint64_t now = util_now_ms();
+
+        if (flood.dropped && (end || now - flood.window_start >= FLOOD_WINDOW_MS))
+                flood_new_window(now);
 }
 
 void log_msg(int prio, const char *fmt, ...)

@@ -42,3 +42,9 @@ void log_entry_init(struct log_entry *e, int prio, const char *message_id);
 /* Adds KEY=value; a field that does not fit is dropped (the message is kept). */
 void log_field(struct log_entry *e, const char *key, const char *fmt, ...) LOG_PRINTF(3, 4);
 void log_entry_send(struct log_entry *e, const char *fmt, ...) LOG_PRINTF(2, 3);
+
+/* Entries about databases are budgeted per directory and window (log.c):
+ * call now and then (loop thread), so that what a window dropped is said
+ * when it ends, even if nothing else is logged after it; with end, now
+ * (the daemon stops). */
+void log_flood_tick(bool end);

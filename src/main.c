@@ -10,6 +10,7 @@
 #include "config.h"
 #include "conf.h"
 #include "jobproc.h"
+#include "util.h"
 #include "log.h"
 #include "maint.h"
 #include "manager.h"
@@ -69,12 +70,13 @@ static int load_conf(const char *file, struct conf **ret, bool to_log)
 {
         struct conf_diag d = { 0 };
         int r = conf_load(file, ret, &d);
+        char safe[3 * 2048];
 
         for (size_t i = 0; i < d.n; i++) {
                 if (to_log)
                         log_msg(LOG_ERR, "%s", d.msgs[i]);
-                else
-                        fprintf(stderr, "%s\n", d.msgs[i]);
+                else /* a path in it may be a tenant's choice: escaped */
+                        fprintf(stderr, "%s\n", util_escape(d.msgs[i], safe, sizeof(safe)));
         }
         if (r < 0 && d.n == 0) {
                 if (to_log)

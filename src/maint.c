@@ -327,12 +327,11 @@ static bool journal_quiet(const char *path, int fd)
         return first == 0;
 }
 
-/* lstat and the header's mode; refuses what is not a regular file. */
-static enum maint_status probe(const char *path, struct layout *l, struct maint_result *r)
+/* lstat and the side files, without opening the database; refuses what is
+ * not a regular file. wal_format is left false. */
+static enum maint_status probe_files(const char *path, struct layout *l, struct maint_result *r)
 {
-        unsigned char h[20];
         bool exists;
-        int fd;
 
         if (lstat(path, &l->st) < 0) {
                 if (errno == ENOENT || errno == ENOTDIR)
@@ -352,6 +351,21 @@ static enum maint_status probe(const char *path, struct layout *l, struct maint_
         l->lockless = false;
         l->journal_quiet = false;
         l->journal_size = side_size(path, "-journal", &exists);
+        l->wal_size = side_size(path, "-wal", &exists);
+        side_size(path, "-shm", &l->shm);
+        return MAINT_OK;
+}
+
+/* probe_files and the header's mode. Opens and closes the database: never
+ * while a connection of this process holds locks on it (a close drops
+ * them all). */
+static enum maint_status probe(const char *path, struct layout *l, struct maint_result *r)
+{
+        unsigned char h[20];
+        int fd;
+
+        if (probe_files(path, l, r) != MAINT_OK)
+                return r->status;
         fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
         if (fd >= 0) {
                 l->wal_format = pread(fd, h, sizeof(h), 0) == (ssize_t)sizeof(h) && h[19] == 2;
@@ -359,13 +373,16 @@ static enum maint_status probe(const char *path, struct layout *l, struct maint_
                         l->journal_quiet = journal_quiet(path, fd);
                 close(fd);
         }
-        l->wal_size = side_size(path, "-wal", &exists);
-        side_size(path, "-shm", &l->shm);
         return MAINT_OK;
 }
 
 static enum read_mode choose_read_mode(const struct layout *l)
 {
+        /* A WAL database with its -wal and -shm: the -shm read-only. A
+         * -journal beside it is still checked for a hot one first, as any
+         * open does (pager.c sqlite3PagerSharedLock: READONLY_ROLLBACK). */
+        if (l->st.st_size > 0 && l->wal_size >= 0 && l->shm)
+                return READ_SHARED;
         /* A -journal may be hot: only mode=ro tells (READONLY_ROLLBACK).
          * A long read need not ask of one that cannot be hot (an
          * application's live transaction's, whose commit a SHARED lock
@@ -377,8 +394,6 @@ static enum read_mode choose_read_mode(const struct layout *l)
          * delete, even read-only. */
         if (l->st.st_size == 0)
                 return READ_IMMUTABLE;
-        if (l->wal_size >= 0 && l->shm)
-                return READ_SHARED;
         if (l->wal_size > WAL_HEADER_BYTES)
                 return READ_EXCLUSIVE;
         /* No frame to read: the database is the file alone, but any other
@@ -520,14 +535,58 @@ static enum maint_status db_open_read(const char *path, const struct layout *l, 
         return db_connect(path, "mode=ro", false, SQLITE_OPEN_READONLY, o, cancel, ret, r);
 }
 
+static void db_close(const char *path, sqlite3 *db, struct maint_cancel *cancel, bool wrote);
+
+/* The journal mode that keeps an application's -journal as it keeps it: a
+ * rollback-mode database whose -journal is there while no transaction is
+ * (TRUNCATE leaves it empty, PERSIST with its header zeroed, pager.c
+ * zeroJournalHdr) is written with that mode, so the job does not delete a
+ * file the application may be unable to create again. NULL: SQLite's
+ * default (DELETE), for a WAL database, no -journal, or a live or hot one. */
+static const char *kept_journal_mode(const char *path, const struct layout *l)
+{
+        static const unsigned char magic[8] = { 0xd9, 0xd5, 0x05, 0xf9, 0x20, 0xa1, 0x63, 0xd7 };
+        unsigned char h[8];
+        char p[4096 + 16];
+        bool persist;
+        int fd;
+
+        if (l->wal_format || l->journal_size < 0)
+                return NULL;
+        if (l->journal_size == 0)
+                return "TRUNCATE";
+        if ((size_t)snprintf(p, sizeof(p), "%s-journal", path) >= sizeof(p))
+                return NULL;
+        fd = open(p, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+        if (fd < 0)
+                return NULL;
+        persist = pread(fd, h, sizeof(h), 0) == (ssize_t)sizeof(h) && memcmp(h, magic, sizeof(h)) != 0;
+        close(fd);
+        return persist ? "PERSIST" : NULL;
+}
+
 static enum maint_status db_open_write(const char *path, const struct maint_opts *o, struct maint_cancel *cancel,
                                        sqlite3 **ret, struct maint_result *r)
 {
+        const char *mode;
         struct layout l;
+        char sql[64];
+        int rc;
 
-        if (probe(path, &l, r) != MAINT_OK)
+        if (probe(path, &l, r) != MAINT_OK ||
+            db_connect(path, "", false, SQLITE_OPEN_READWRITE, o, cancel, ret, r) != MAINT_OK)
                 return r->status;
-        return db_connect(path, "", false, SQLITE_OPEN_READWRITE, o, cancel, ret, r);
+        mode = kept_journal_mode(path, &l);
+        if (!mode)
+                return MAINT_OK;
+        snprintf(sql, sizeof(sql), "PRAGMA main.journal_mode=%s", mode);
+        rc = sqlite3_exec(*ret, sql, NULL, NULL, NULL);
+        if (rc != SQLITE_OK) {
+                fail_sqlite(r, *ret, rc, "cannot keep the application's journal mode");
+                db_close(path, *ret, cancel, false);
+                *ret = NULL;
+        }
+        return r->status;
 }
 
 /* A read of a database that has no -wal cannot take SQLite's locks without
@@ -1150,6 +1209,7 @@ static enum maint_status find_renumbered_tables(sqlite3 *db, struct maint_result
                         break;
                 if (keyed)
                         continue;
+                r->unkeyed_tables++;
                 rowid = rowid_name(db, names[i], &rc);
                 if (rc != SQLITE_ROW)
                         break;
@@ -1265,6 +1325,18 @@ static enum maint_status roll_back_hot_journal(const char *path, const struct ma
         return r->status;
 }
 
+/* Whether the side files appeared or went since l was taken. */
+static bool layout_moved(const char *path, const struct layout *l)
+{
+        struct maint_result tmp = { .status = MAINT_OK };
+        struct layout now;
+
+        if (probe(path, &now, &tmp) != MAINT_OK)
+                return true;
+        return (now.wal_size >= 0) != (l->wal_size >= 0) || now.shm != l->shm ||
+               (now.journal_size >= 0) != (l->journal_size >= 0) || now.st.st_ino != l->st.st_ino;
+}
+
 /* read_look's flags */
 #define LOOK_WRITES 1u   /* the operation writes afterwards: it may roll back a hot journal */
 #define LOOK_LOCKLESS 2u /* a long read: see struct layout */
@@ -1294,6 +1366,16 @@ static enum maint_status read_look(const char *path, const struct maint_opts *o,
                         if (roll_back_hot_journal(path, o, cancel, r) != MAINT_OK)
                                 return r->status;
                         rolled_back = true;
+                        continue;
+                }
+                /* The files changed between the look at them and the open
+                 * (the application's last close removed the -shm the open
+                 * counted on): not a failure, a moving target. */
+                if ((r->sqlite_rc & 0xff) == SQLITE_CANTOPEN && layout_moved(path, &l)) {
+                        maint_result_clear(r);
+                        if (attempt >= READ_ATTEMPTS)
+                                return set_status(r, MAINT_BUSY, 0, "the database's files changed while it was "
+                                                  "opened, %d times", attempt);
                         continue;
                 }
                 if (mode != READ_IMMUTABLE ||
@@ -1431,8 +1513,11 @@ static int wal_checkpoint(sqlite3 *db, const char *mode, int64_t res[3])
 static void checkpoint_truncate(sqlite3 *db, struct maint_result *r)
 {
         int64_t res[3];
+        int rc = wal_checkpoint(db, "TRUNCATE", res);
 
-        r->checkpoint_busy = wal_checkpoint(db, "TRUNCATE", res) != SQLITE_OK || res[0] != 0;
+        /* busy: readers keep frames; an error of another kind (nothing was
+         * written, the directory is read-only) is not */
+        r->checkpoint_busy = rc == SQLITE_OK ? res[0] != 0 : (rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED;
         if (r->checkpoint_busy && res[1] > res[2])
                 r->wal_frames_left = (uint64_t)(res[1] - res[2]);
 }
@@ -1541,13 +1626,65 @@ static void version_close(struct version_fds *f)
 /* VACUUM copies what it finds once it holds the write lock; the checks saw
  * the database before. Its first statement prepared after that lock (after
  * ATTACH and BEGIN, vacuum.c sqlite3RunVacuum) reaches this authorizer,
- * which lets it go on only if nothing was committed since the checks. */
+ * which lets it go on only if what the checks decided still holds. A
+ * commit since can change it only through the rowid guard: when some table
+ * has no PRIMARY KEY and no index (its rowids may be renumbered), any
+ * commit counts; otherwise only a schema change (a new such table), read
+ * on a connection of its own while no one can commit. The integrity check
+ * is not repeated for the application's own commits. */
 struct vacuum_guard {
         const char *path;
+        const struct maint_opts *o;
         struct version_fds *fds;
         struct db_version checked;
+        uint32_t schema_version;  /* as the checks saw it */
+        bool strict;              /* some table's rowids could be renumbered: no commit may come between */
         bool looked, changed;
 };
+
+/* The schema cookie now, while the VACUUM holds its write lock, with no
+ * open() and close() of the database: a close drops every POSIX lock this
+ * process holds on the file, the VACUUM's included. A rollback-mode
+ * VACUUM holds EXCLUSIVE: the file is the last commit, and its header
+ * (offset 40) is read through the descriptor the guard keeps open; a
+ * connection of this process could not read then (its SHARED lock waits
+ * for the VACUUM's EXCLUSIVE). A WAL database's header can be older than
+ * its -wal: PRAGMA schema_version on a read-only connection of its own,
+ * which SQLite opens beside the VACUUM's (same inode: its close keeps the
+ * descriptor while the locks are held, os_unix.c setPendingFd). */
+static bool schema_unchanged(const struct vacuum_guard *g)
+{
+        struct maint_result tmp = { .status = MAINT_OK };
+        unsigned char h[44];
+        enum read_mode mode;
+        struct layout l;
+        sqlite3 *db = NULL;
+        int64_t v = -1;
+        bool same = false, wal;
+
+        if (g->fds->db < 0 || pread(g->fds->db, h, sizeof(h), 0) != (ssize_t)sizeof(h))
+                return false;
+        side_size(g->path, "-wal", &wal);
+        if (h[19] != 2 && !wal)
+                return ((uint32_t)h[40] << 24 | (uint32_t)h[41] << 16 | (uint32_t)h[42] << 8 | h[43]) ==
+                       g->schema_version;
+        if (probe_files(g->path, &l, &tmp) == MAINT_OK &&
+            db_open_read(g->path, &l, g->o, NULL, &mode, &db, &tmp) == MAINT_OK)
+                same = query_ints(db, "PRAGMA main.schema_version", NULL, &v, 1) == SQLITE_ROW &&
+                       (uint32_t)v == g->schema_version;
+        db_close(g->path, db, NULL, false);
+        maint_result_clear(&tmp);
+        return same;
+}
+
+/* Whether path still names the file the checks looked at (fd, opened
+ * then): a database renamed over it since was never checked. */
+static bool still_checked_file(const char *path, int fd)
+{
+        struct stat a, b;
+
+        return fd >= 0 && fstat(fd, &a) == 0 && lstat(path, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}
 
 static int vacuum_authorizer(void *userdata, int action, const char *a, const char *b, const char *c,
                              const char *d)
@@ -1559,14 +1696,16 @@ static int vacuum_authorizer(void *userdata, int action, const char *a, const ch
                 return SQLITE_OK;
         g->looked = true;
         version_read(g->path, g->fds, &now);
-        if (version_same(&g->checked, &now))
+        if (still_checked_file(g->path, g->fds->db) &&
+            (version_same(&g->checked, &now) || (!g->strict && schema_unchanged(g))))
                 return SQLITE_OK;
         g->changed = true;
         return SQLITE_DENY;
 }
 
 /* The read-only look before a VACUUM, bracketed by two versions that must
- * agree (else looked at again): what it checked is what was committed. */
+ * agree (else looked at again) when some table's rowids could change: what
+ * it checked is what was committed. */
 static enum maint_status look_unchanged(const char *path, const struct maint_opts *o, struct maint_cancel *cancel,
                                         struct version_fds *fds, struct db_version *v, struct maint_result *r)
 {
@@ -1581,7 +1720,9 @@ static enum maint_status look_unchanged(const char *path, const struct maint_opt
                 rolled_back = rolled_back || r->rolled_back_journal;
                 r->rolled_back_journal = rolled_back;
                 version_read(path, fds, v);
-                if (version_same(&before, v))
+                /* no table whose rowids could change: commits during the
+                 * look change nothing it decided (see vacuum_guard) */
+                if (version_same(&before, v) || r->unkeyed_tables == 0)
                         return MAINT_OK;
                 if (attempt == READ_ATTEMPTS)
                         return set_status(r, MAINT_BUSY, 0, "the database changed while it was checked, %d times",
@@ -1604,7 +1745,7 @@ enum maint_status maint_vacuum(const char *path, const struct maint_opts *o,
                                struct maint_cancel *cancel, struct maint_result *r)
 {
         struct version_fds fds = { -1, -1 };
-        struct vacuum_guard g = { .path = path, .fds = &fds };
+        struct vacuum_guard g = { .path = path, .o = o, .fds = &fds };
         uint64_t t0, disk_before = disk_bytes(path);
         sqlite3 *db = NULL;
         int rc;
@@ -1616,6 +1757,8 @@ enum maint_status maint_vacuum(const char *path, const struct maint_opts *o,
                 set_status(r, MAINT_INTERRUPTED, SQLITE_INTERRUPT, "stopped before VACUUM");
                 goto out;
         }
+        g.schema_version = r->before.schema_cookie;
+        g.strict = r->unkeyed_tables > 0;
         if (db_open_write(path, o, cancel, &db, r) != MAINT_OK)
                 goto out;
         sqlite3_set_authorizer(db, vacuum_authorizer, &g);
@@ -1676,7 +1819,7 @@ static bool stat1_of(sqlite3 *db, bool have_stat1, const char *table, char **tex
         *rc = sqlite3_prepare_v2(db,
                 "SELECT group_concat(coalesce(idx, '') || '=' || coalesce(stat, ''), ';'),"
                 " max(CAST(stat AS INTEGER)), count(*)"
-                " FROM (SELECT idx, stat FROM main.sqlite_stat1 WHERE tbl = ?1 ORDER BY idx)", -1, &s, NULL);
+                " FROM (SELECT idx, stat FROM main.sqlite_stat1 WHERE tbl = ?1 COLLATE NOCASE ORDER BY idx)", -1, &s, NULL);
         if (*rc != SQLITE_OK)
                 return false;
         sqlite3_bind_text(s, 1, table, -1, SQLITE_STATIC);
@@ -1728,7 +1871,7 @@ static enum maint_status look_before_analyze(sqlite3 *db, const char *path, cons
                 uint64_t baseline = 0, known;
                 int64_t count = 0;
                 struct maint_table *t;
-                bool has_stats;
+                bool has_stats, ours;
                 char *text, *sql;
 
                 has_stats = stat1_of(db, have_stat1 != 0, names[i], &text, &baseline, &rc);
@@ -1749,9 +1892,15 @@ static enum maint_status look_before_analyze(sqlite3 *db, const char *path, cons
                 if (has_stats && count > 0) {
                         int64_t bare = 0;
 
+                        /* names as SQLite matches them (analyze.c
+                         * analysisLoader: sqlite3FindTable, FindIndex, no
+                         * case); the PRIMARY KEY of a WITHOUT ROWID table
+                         * is the table's own row, under the table's name */
                         rc = query_ints(db, "SELECT count(*) FROM pragma_index_list(?1) AS il WHERE il.partial = 0 "
                                             "AND NOT EXISTS (SELECT 1 FROM main.sqlite_stat1 AS s "
-                                            "WHERE s.tbl = ?1 AND s.idx = il.name)", names[i], &bare, 1);
+                                            "WHERE s.tbl = ?1 COLLATE NOCASE AND (s.idx = il.name COLLATE NOCASE "
+                                            "OR (il.origin = 'pk' AND s.idx = ?1 COLLATE NOCASE)))",
+                                        names[i], &bare, 1);
                         if (rc != SQLITE_ROW) {
                                 free(text);
                                 break;
@@ -1761,8 +1910,9 @@ static enum maint_status look_before_analyze(sqlite3 *db, const char *path, cons
                 }
                 /* A sampled ANALYZE writes an estimated count; whoever knows
                  * the exact count behind statistics it wrote says so. */
-                if (has_stats && o->analyze_baseline && o->analyze_baseline(o->analyze_baseline_userdata, names[i],
-                                                                            text, &known))
+                ours = text && o->analyze_baseline &&
+                       o->analyze_baseline(o->analyze_baseline_userdata, names[i], text, &known);
+                if (has_stats && ours)
                         baseline = known;
                 t = add_table(r, names[i], TABLE_UNCHANGED);
                 if (!t) {
@@ -1775,8 +1925,12 @@ static enum maint_status look_before_analyze(sqlite3 *db, const char *path, cons
                 t->stat = text;
                 if (!has_stats && count == 0)
                         t->verdict = TABLE_MISSING_EMPTY;
+                /* Sampled statistics never replace statistics sqlite-maintd
+                 * did not sample itself (the application's full ANALYZE,
+                 * shipped ones): analysis_limit only for a large table
+                 * without any, or with ours. */
                 else if (o->analyze_all || !has_stats || stale(t->rows, baseline, o))
-                        t->verdict = o->analysis_limit > 0 && t->rows > o->analyze_large_table_rows
+                        t->verdict = o->analysis_limit > 0 && t->rows > o->analyze_large_table_rows && (!text || ours)
                                    ? TABLE_ANALYZED_LIMITED : TABLE_ANALYZED;
         }
         free_names(names);

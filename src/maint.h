@@ -140,6 +140,8 @@ struct maint_result {
         uint64_t wal_bytes_before, wal_bytes_after; /* checkpoint: size of the -wal */
         bool wrote;               /* the operation changed the database (ANALYZE of some table, ...) */
         bool rolled_back_journal; /* it rolled back a hot journal first (an operation that writes) */
+        size_t unkeyed_tables;    /* vacuum: rowid tables with no PRIMARY KEY and no index, whose rowids a
+                                     VACUUM may renumber (those it would are in tables) */
         struct file_id db_id, wal_id; /* analyze, deep scan: the files as it found them before it looked (wal_id zero: no -wal) */
 };
 

@@ -36,6 +36,13 @@
 #define PRUNE_INTERVAL_MS (24 * 60 * 60 * 1000)
 /* The b-trees a deep scan's journal entry names, those with the most unused bytes. */
 #define DEEP_TOP_BTREES 3
+/* How often what the journal budget dropped is looked at (log_flood_tick). */
+#define FLOOD_TICK_MS 5000
+/* After a job ran out of its time limit: held this long, doubling. */
+#define TIMEOUT_HOLD_MS (60ull * 60 * 1000)
+#define TIMEOUT_HOLD_MAX_MS (24ull * 60 * 60 * 1000)
+/* Refused paths remembered (each reported once while it lasts); more are counted. */
+#define REFUSED_MAX 10000
 /* Problem rows of a failed check copied into the journal entry. */
 #define LOG_PROBLEMS_MAX 20
 
@@ -47,8 +54,10 @@ struct manager {
         struct targets targets;
         struct targets history; /* loaded from the state file: path and hist only */
         struct targets refused; /* paths not followed, reported once: path only */
+        size_t refused_over;    /* refused paths past REFUSED_MAX in this expansion */
+        bool refused_over_said;
 
-        uv_timer_t poll_timer, tick_timer, dispatch_timer, watchdog_timer, prune_timer;
+        uv_timer_t poll_timer, tick_timer, dispatch_timer, watchdog_timer, prune_timer, flood_timer;
         uv_work_t prune_req;  /* state_prune() of databases whose files are gone */
         bool pruning;
         int prune_result;
@@ -59,6 +68,8 @@ struct manager {
         size_t per_tick;
         bool round_active;
 
+        struct target **running; /* with a job running: the files they have open */
+        size_t running_n, running_cap;
         struct target **queue; /* waiting maintenance */
         size_t queue_n, queue_cap;
         struct target **statq; /* waiting precise statistics reads, FIFO from statq_head */
@@ -444,6 +455,17 @@ static void poll_failed(struct manager *m, struct target *t, enum maint_status s
         hold(t, 0);
 }
 
+/* Whether another target's running job has t's file: one job per
+ * database at a time, whatever path names it (two entries, a hard link, a
+ * bind mount, "//" in a path), as the last polls found the files. */
+static bool file_in_use(const struct manager *m, const struct target *t)
+{
+        for (size_t i = 0; i < m->running_n; i++)
+                if (m->running[i] != t && m->running[i]->dev == t->dev && m->running[i]->ino == t->ino)
+                        return true;
+        return false;
+}
+
 /* The cheap look at one database. */
 static void poll_target(struct manager *m, struct target *t)
 {
@@ -451,8 +473,7 @@ static void poll_target(struct manager *m, struct target *t)
         struct dbstat st;
         int r;
 
-        /* A running job has the file open: close() after a header read
-         * would drop its locks (SQLITE-NOTES.md). */
+        /* Decided already, or being worked on (under this path or another). */
         if (t->job || t->queued || t->want_precise)
                 return;
         r = file_id_at(target_dirfd(t), t->name, &id);
@@ -460,6 +481,10 @@ static void poll_target(struct manager *m, struct target *t)
                 target_gone(m, t, "does not exist (any more)");
                 return;
         }
+        t->dev = id.dev;
+        t->ino = id.ino;
+        if (file_in_use(m, t))
+                return;
         if (t->reported_missing) {
                 struct log_entry e;
 
@@ -467,7 +492,7 @@ static void poll_target(struct manager *m, struct target *t)
                 log_entry_send(&e, "%s: appeared, watching it", t->path);
                 t->reported_missing = false;
         }
-        if (still_held(t, &id))
+        if (still_held(t, &id) || util_now_ms() < t->not_before)
                 return;
 
         r = dbstat_read_header_at(target_dirfd(t), t->name, &st);
@@ -806,8 +831,8 @@ static void retry_later(struct manager *m, struct target *t, struct job *j)
                 entry_db(&e, LOG_WARNING, MSGID_GAVE_UP, t->path, maint_op_name(j->op));
                 log_field(&e, "ATTEMPT", "%d", t->attempt);
                 log_field(&e, "SQLITE_ERROR", "%s", j->res.message);
-                log_entry_send(&e, "%s: %s gave up after %d attempts, the database stayed locked; "
-                               "will decide again at a later poll", t->path, maint_op_name(j->op), t->attempt);
+                log_entry_send(&e, "%s: %s gave up after %d attempts (the last: %s); will decide again at a "
+                               "later poll", t->path, maint_op_name(j->op), t->attempt, j->res.message);
                 t->attempt = 0;
                 m->failures++;
                 return;
@@ -817,8 +842,8 @@ static void retry_later(struct manager *m, struct target *t, struct job *j)
         log_field(&e, "ATTEMPT", "%d", t->attempt);
         log_field(&e, "BACKOFF_MS", "%llu", (unsigned long long)backoff);
         log_field(&e, "SQLITE_ERROR", "%s", j->res.message);
-        log_entry_send(&e, "%s: locked by another process, %s retry %d/%d in %llu ms", t->path,
-                       maint_op_name(j->op), t->attempt + 1, rc->max_attempts, (unsigned long long)backoff);
+        log_entry_send(&e, "%s: %s (%s), retry %d/%d in %llu ms", t->path, maint_op_name(j->op), j->res.message,
+                       t->attempt + 1, rc->max_attempts, (unsigned long long)backoff);
         if (push(&m->queue, &m->queue_n, &m->queue_cap, t) < 0)
                 return;
         t->queued = true;
@@ -840,6 +865,14 @@ static void maybe_done(struct manager *m)
         if (m->once && !m->round_active && m->queue_n == 0 && m->statq_head == m->statq_n &&
             m->running_jobs + m->running_stats == 0)
                 begin_stop(m);
+}
+
+/* A job ran out of its time limit: not looked at again soon, whatever the
+ * file does (1 h, doubling with each time limit in a row, up to a day). */
+static void hold_after_timeout(struct target *t)
+{
+        t->timeouts++;
+        t->not_before = util_now_ms() + (t->timeouts > 5 ? TIMEOUT_HOLD_MAX_MS : TIMEOUT_HOLD_MS << (t->timeouts - 1));
 }
 
 static void stat_done(struct manager *m, struct target *t, struct job *j)
@@ -869,6 +902,19 @@ static void stat_done(struct manager *m, struct target *t, struct job *j)
         case MAINT_MISSING:
                 target_gone(m, t, "does not exist (any more)");
                 break;
+        case MAINT_TIMEOUT: {
+                struct log_entry e;
+
+                hold_after_timeout(t);
+                entry_db(&e, LOG_WARNING, MSGID_JOB_FAILED, t->path, "poll");
+                log_field(&e, "REASON", "%s", maint_status_name(j->res.status));
+                log_field(&e, "SQLITE_ERROR", "%s", j->res.message);
+                log_entry_send(&e, "%s: reading its statistics %s; not looked at again for %s", t->path,
+                               j->res.message, conf_format_duration(t->not_before - util_now_ms(),
+                                                                    (char[32]){ 0 }, 32));
+                m->failures++;
+                break;
+        }
         default:
                 poll_failed(m, t, j->res.status, j->res.message);
                 break;
@@ -923,6 +969,7 @@ static int start_job(struct manager *m, struct target *t, enum maint_op op)
                 return -EIO;
         }
         t->job = j;
+        (void)push(&m->running, &m->running_n, &m->running_cap, t);
         if (op == MAINT_OP_STATS)
                 m->running_stats++;
         else
@@ -955,6 +1002,7 @@ static void job_applied(struct manager *m, struct target *t, struct job *j)
         }
         switch (r->status) {
         case MAINT_OK:
+                t->timeouts = 0;
                 if (j->op == MAINT_OP_ANALYZE) {
                         t->hist.last_analyze_ms = j->finished_ms;
                         t->analyzed_db = r->db_id;
@@ -999,16 +1047,16 @@ static void job_applied(struct manager *m, struct target *t, struct job *j)
                 if (j->op == MAINT_OP_CHECKPOINT)
                         checkpoint_done(t); /* not in WAL mode any more */
                 break;
+        case MAINT_NOSPACE:
+                m->failures++;
+                hold(t, NOSPACE_HOLD_MS);
+                break;
         case MAINT_TIMEOUT:
                 /* a deep scan stopped at the window's end: due again in the next */
                 if (deep_scan_window_end(t, j))
                         break;
                 m->failures++;
-                hold(t, 0);
-                break;
-        case MAINT_NOSPACE:
-                m->failures++;
-                hold(t, NOSPACE_HOLD_MS);
+                hold_after_timeout(t);
                 break;
         case MAINT_BUSY: /* stopping */
                 break;
@@ -1026,6 +1074,7 @@ static void job_finished(struct job *j, void *userdata)
         struct target *t = j->owner;
 
         t->job = NULL;
+        drop_from(m->running, &m->running_n, t);
         if (j->op == MAINT_OP_STATS)
                 m->running_stats--;
         else
@@ -1080,6 +1129,12 @@ static void dispatch(struct manager *m)
 
                 if (m->statq_head == m->statq_n) /* drained: start again at the front */
                         m->statq_head = m->statq_n = 0;
+                /* queued before another path's job took the file: the
+                 * next poll looks again, once that job is done */
+                if (file_in_use(m, t)) {
+                        t->want_precise = false;
+                        continue;
+                }
                 if (start_job(m, t, MAINT_OP_STATS) < 0) {
                         t->want_precise = false;
                         log_msg(LOG_ERR, "%s: cannot start a statistics read, skipping", t->path);
@@ -1091,7 +1146,7 @@ static void dispatch(struct manager *m)
                 for (size_t i = 0; i < m->queue_n; i++) {
                         struct target *t = m->queue[i];
 
-                        if (t->job) /* one job per database */
+                        if (t->job || file_in_use(m, t)) /* one job per database */
                                 continue;
                         if (t->retry_at > now) {
                                 next = t->retry_at < next ? t->retry_at : next;
@@ -1138,6 +1193,11 @@ static void target_refused(void *userdata, const struct db_conf *dc, const char 
                                (unsigned long long)dc->limits.max_matches);
                 return;
         }
+        /* remembered one by one, up to a bound: past it, counted */
+        if (m->refused.n >= REFUSED_MAX && !targets_find(&m->refused, path)) {
+                m->refused_over++;
+                return;
+        }
         r = targets_get(&m->refused, path, &created);
         if (!r)
                 return;
@@ -1157,7 +1217,16 @@ static int expand(struct manager *m)
 
         for (size_t i = 0; i < m->refused.n; i++)
                 m->refused.v[i]->seen = false;
+        m->refused_over = 0;
         r = targets_expand(&m->targets, &ev);
+        if (m->refused_over && !m->refused_over_said) {
+                struct log_entry e;
+
+                log_entry_init(&e, LOG_WARNING, MSGID_PATH_REFUSED);
+                log_entry_send(&e, "%zu more paths not followed, past the first %d, are not named one by one",
+                               m->refused_over, REFUSED_MAX);
+        }
+        m->refused_over_said = m->refused_over > 0;
         /* refused paths no longer met are forgotten: met again, reported again */
         for (size_t i = m->refused.n; i-- > 0;)
                 if (!m->refused.v[i]->seen) {
@@ -1242,6 +1311,8 @@ static void poll_cb(uv_timer_t *timer)
 
 /* --- signals, reload, stop --------------------------------------------- */
 
+static void prune_cb(uv_timer_t *timer);
+
 static void reload(struct manager *m)
 {
         struct conf_diag d = { 0 };
@@ -1298,6 +1369,9 @@ static void reload(struct manager *m)
                        m->conf_file, c->n_dbs, c->n_dbs == 1 ? "y" : "ies", m->targets.n,
                        m->targets.n == 1 ? "" : "s");
         uv_timer_start(&m->poll_timer, poll_cb, 0, c->poll_interval_ms);
+        /* the set of databases may have changed: the state file forgets
+         * those whose files are gone now too */
+        prune_cb(&m->prune_timer);
         notify_ready();
         update_status(m);
 }
@@ -1315,6 +1389,7 @@ static void walk_close(uv_handle_t *h, void *arg)
 
 static void close_all(struct manager *m)
 {
+        log_flood_tick(true); /* what the last window dropped, said before the end */
         if (m->closed)
                 return;
         m->closed = true;
@@ -1364,6 +1439,11 @@ static void signal_cb(uv_signal_t *h, int signum)
                 reload(m);
         else if (signum == SIGTERM || signum == SIGINT)
                 begin_stop(m);
+}
+
+static void flood_cb(uv_timer_t *timer)
+{
+        log_flood_tick(false);
 }
 
 static void watchdog_cb(uv_timer_t *timer)
@@ -1472,11 +1552,12 @@ int manager_new(struct manager **ret, const struct manager_options *o, struct co
         uv_timer_init(&m->loop, &m->dispatch_timer);
         uv_timer_init(&m->loop, &m->watchdog_timer);
         uv_timer_init(&m->loop, &m->prune_timer);
+        uv_timer_init(&m->loop, &m->flood_timer);
         uv_signal_init(&m->loop, &m->sig_hup);
         uv_signal_init(&m->loop, &m->sig_term);
         uv_signal_init(&m->loop, &m->sig_int);
         m->poll_timer.data = m->tick_timer.data = m->dispatch_timer.data = m->watchdog_timer.data = m;
-        m->prune_timer.data = m->prune_req.data = m;
+        m->prune_timer.data = m->prune_req.data = m->flood_timer.data = m;
         m->sig_hup.data = m->sig_term.data = m->sig_int.data = m;
         *ret = m;
         return 0;
@@ -1513,6 +1594,7 @@ int manager_run(struct manager *m)
         notify_ready();
         update_status(m);
 
+        uv_timer_start(&m->flood_timer, flood_cb, FLOOD_TICK_MS, FLOOD_TICK_MS);
         if (m->once) {
                 start_round(m);
         } else {
@@ -1544,6 +1626,7 @@ struct manager *manager_free(struct manager *m)
         targets_clear(&m->refused);
         free(m->round);
         free(m->queue);
+        free(m->running);
         free(m->statq);
         state_free(m->state);
         conf_free(m->conf);

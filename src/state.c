@@ -35,15 +35,30 @@ int state_open(const char *dir, struct state **ret, const char **errmsg)
         int rc;
 
         *errmsg = NULL;
+        /* Made only where it would be trusted: not inside a tenant's directory. */
+        if (lstat(dir, &st) < 0 && errno == ENOENT) {
+                char *parent = strdup(dir), *slash = parent ? strrchr(parent, '/') : NULL;
+
+                if (slash)
+                        *(slash == parent ? slash + 1 : slash) = '\0';
+                rc = parent && util_trusted_parent(slash ? parent : ".", why, sizeof(why)) == -EPERM;
+                free(parent);
+                if (rc) {
+                        snprintf(why_full, sizeof(why_full), "refusing the state directory: %s; it is not made there",
+                                 why);
+                        *errmsg = why_full;
+                        return -EPERM;
+                }
+        }
         if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
                 *errmsg = strerror(errno);
                 return -errno;
         }
         /* Whoever could write here could plant a symbolic link as state.db
          * and make root create or write the file it names. */
-        if (util_trusted_path(dir, why, sizeof(why)) < 0 || lstat(dir, &st) < 0 || !S_ISDIR(st.st_mode)) {
+        if (lstat(dir, &st) < 0 || !S_ISDIR(st.st_mode) || util_trusted_path(dir, why, sizeof(why)) < 0) {
                 snprintf(why_full, sizeof(why_full), "refusing the state directory: %s",
-                         S_ISDIR(st.st_mode) ? why : "not a directory");
+                         S_ISDIR(st.st_mode) ? why : "not a directory (a symbolic link is not followed)");
                 *errmsg = why_full;
                 return -EPERM;
         }
@@ -90,8 +105,15 @@ int state_open(const char *dir, struct state **ret, const char **errmsg)
                                   NULL, NULL, NULL);
         }
         if (rc != SQLITE_OK) {
+                char db[sizeof(why)];
+
                 /* sqlite3_errmsg() dies with the connection: the static text */
                 *errmsg = sqlite3_errstr(rc);
+                snprintf(db, sizeof(db), "%s/state.db", dir);
+                if (lstat(db, &st) == 0 && S_ISLNK(st.st_mode)) {
+                        snprintf(why_full, sizeof(why_full), "%s is a symbolic link: not followed", db);
+                        *errmsg = why_full;
+                }
                 state_free(s);
                 return -EIO;
         }

@@ -196,6 +196,16 @@ int targets_configure(struct targets *ts, const struct conf *c)
                 e->real = realpath(prefix, NULL);
                 free(prefix);
         }
+        /* What each glob entry watches already (a reload): the watched
+         * stay, newcomers get the rest of its limits.max_matches. The
+         * first entry that matches a path has it. */
+        for (size_t k = 0; k < ts->n; k++)
+                for (size_t i = 0; i < ts->n_roots; i++)
+                        if (fnmatch(ts->roots[i].dc->path, ts->v[k]->path, FNM_PATHNAME | FNM_PERIOD) == 0) {
+                                if (ts->roots[i].dc->is_glob)
+                                        ts->roots[i].watched++;
+                                break;
+                        }
         return 0;
 }
 
@@ -205,7 +215,9 @@ struct walk {
         struct targets *ts;
         struct entry_root *root;
         const struct targets_events *ev;
-        uint64_t matches;
+        uint64_t budget;   /* new databases this entry may still take (limits.max_matches) */
+        uint64_t marked;   /* databases this entry watches after this expansion */
+        bool over;         /* it matched more than it may watch */
         int err;
 };
 
@@ -334,19 +346,31 @@ static void mark(struct walk *w, struct tdir *d, const char *path, bool explicit
 
         if (w->err)
                 return;
-        if (!explicit_path && ++w->matches > dc->limits.max_matches) {
-                if (!w->root->capped && w->ev->refused)
-                        w->ev->refused(w->ev->userdata, dc, NULL, "matched more databases than limits.max_matches");
-                w->root->capped = true;
+        t = targets_find(w->ts, path);
+        if (t && t->seen) /* an earlier entry claimed it */
                 return;
+        /* Past limits.max_matches, what is watched stays watched and a
+         * newcomer waits for room: no file decides which others are
+         * watched by the order of a directory listing. */
+        if (!explicit_path) {
+                if (!t) {
+                        if (w->budget == 0) {
+                                if (!w->root->capped && w->ev->refused)
+                                        w->ev->refused(w->ev->userdata, dc, NULL,
+                                                       "matched more databases than limits.max_matches");
+                                w->root->capped = true;
+                                w->over = true;
+                                return;
+                        }
+                        w->budget--;
+                }
+                w->marked++;
         }
         t = targets_get(w->ts, path, &created);
         if (!t) {
                 w->err = -ENOMEM;
                 return;
         }
-        if (t->seen) /* an earlier entry claimed it */
-                return;
         t->seen = true;
         t->dc = dc;
         t->dir = d;
@@ -419,7 +443,11 @@ static void walk_from(struct walk *w, int fd, const char *at, const char *rest)
                 }
                 sub = openat(fd, comp, DIR_FLAGS);
                 if (sub < 0) {
-                        if (errno == ELOOP)
+                        struct stat st;
+
+                        /* O_NOFOLLOW | O_DIRECTORY on a symbolic link: ELOOP, or ENOTDIR */
+                        if (errno == ELOOP || (errno == ENOTDIR && fstatat(fd, comp, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+                                               S_ISLNK(st.st_mode)))
                                 refused(w, path, "is a symbolic link where the path needs a directory: not followed");
                         return;
                 }
@@ -459,14 +487,17 @@ int targets_expand(struct targets *ts, const struct targets_events *ev)
 
         for (size_t i = 0; i < ts->n_roots; i++) {
                 struct walk w = { .ts = ts, .root = &ts->roots[i], .ev = ev };
+                uint64_t max = w.root->dc->limits.max_matches;
                 const char *rest = w.root->dc->path + w.root->prefix_len;
                 char at[PATH_MAX];
                 int fd;
 
+                w.budget = max > w.root->watched ? max - w.root->watched : 0;
                 fd = open_root(&w);
                 if (w.err)
                         return w.err;
                 if (fd < 0) {
+                        w.root->watched = 0;
                         mark_missing(&w);
                         if (w.err)
                                 return w.err;
@@ -476,7 +507,8 @@ int targets_expand(struct targets *ts, const struct targets_events *ev)
                 snprintf(at, sizeof(at), "%.*s", (int)w.root->prefix_len, w.root->dc->path);
                 walk_from(&w, fd, at, *rest == '/' ? rest + 1 : rest);
                 close(fd);
-                if (w.matches <= w.root->dc->limits.max_matches)
+                w.root->watched = w.marked;
+                if (!w.over)
                         w.root->capped = false;
                 if (w.err)
                         return w.err;

@@ -41,6 +41,8 @@ struct target {
         bool have_stat;
 
         struct job *job;          /* running, or NULL */
+        dev_t dev;                /* the file as the last poll found it (st_dev, st_ino) */
+        ino_t ino;
         bool queued;              /* in the manager's queue, waiting to run */
         bool want_precise;        /* waiting for a precise statistics read */
         enum maint_op op;         /* queued operation */
@@ -50,6 +52,8 @@ struct target {
         int stat_busy;            /* polls in a row whose statistics read met a lock */
         uint64_t retry_at;        /* monotonic ms; not before */
 
+        int timeouts;             /* jobs in a row stopped at their time limit */
+        uint64_t not_before;      /* monotonic ms: no look before (after a time limit) */
         bool held;                /* failed: left alone until the file changes */
         struct file_id held_id;
         uint64_t held_until;      /* monotonic ms; 0 = until the file changes */
@@ -86,6 +90,7 @@ struct entry_root {
         size_t prefix_len;  /* the admin's part: dc->path up to the slash before the first glob component */
         char *real;         /* that part, its symbolic links resolved; NULL while it does not exist */
         bool capped;        /* reported: it matched more than limits.max_matches */
+        uint64_t watched;   /* databases it watched after the last expansion (at most max_matches) */
 };
 
 struct targets {

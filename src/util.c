@@ -215,19 +215,70 @@ static int trusted_one(const char *p, const struct stat *st, bool child_owned_ok
         return 0;
 }
 
-int util_trusted_path(const char *path, char *why, size_t len)
+/* Each directory of path as written (a symbolic link in it is the
+ * directory's to replace), stat()ed as the kernel walks it; and each
+ * symbolic link on the way, whose owner can point it elsewhere whatever
+ * its directory (a sticky one included): root's or ours. */
+static int trusted_as_written(const char *path, char *why, size_t len)
+{
+        char p[PATH_MAX];
+        struct stat st;
+        size_t n;
+        int r;
+
+        if (path[0] == '/') {
+                n = (size_t)snprintf(p, sizeof(p), "%s", path);
+        } else {
+                if (!getcwd(p, sizeof(p)))
+                        return -errno;
+                n = strlen(p);
+                n += (size_t)snprintf(p + n, sizeof(p) - n, "/%s", path);
+        }
+        if (n >= sizeof(p))
+                return -ENAMETOOLONG;
+        for (char *slash = strchr(p + 1, '/');; slash = slash ? strchr(slash + 1, '/') : NULL) {
+                char c = slash ? *slash : '\0';
+
+                if (slash)
+                        *slash = '\0';
+                r = lstat(p, &st) < 0 ? -errno : 0;
+                if (r == 0 && S_ISLNK(st.st_mode) && st.st_uid != 0 && st.st_uid != geteuid()) {
+                        snprintf(why, len, "%s is a symbolic link that user %u can point elsewhere", p,
+                                 (unsigned)st.st_uid);
+                        r = -EPERM;
+                }
+                if (r == 0 && slash)
+                        r = stat(p, &st) < 0 ? -errno : trusted_one(p, &st, true, why, len);
+                if (slash)
+                        *slash = c;
+                if (r == 0 && !slash)
+                        return 0;
+                if (r == -ENOENT)
+                        return 0; /* realpath() says it */
+                if (r < 0) {
+                        if (r != -EPERM)
+                                snprintf(why, len, "%s: %s", p, strerror(-r));
+                        return r;
+                }
+        }
+}
+
+static int trusted_walk(const char *path, bool parent_only, char *why, size_t len)
 {
         char real[PATH_MAX], *slash;
         struct stat st;
         int r;
 
+        r = trusted_as_written(path, why, len);
+        if (r < 0)
+                return r;
         if (!realpath(path, real)) {
                 r = -errno;
                 snprintf(why, len, "%s: %s", path, strerror(errno));
                 return r;
         }
         /* the entry itself, then each directory up to / */
-        for (bool first = true;; first = false) {
+        for (bool first = !parent_only;; first = false) {
                 if (lstat(real, &st) < 0) {
                         r = -errno;
                         snprintf(why, len, "%s: %s", real, strerror(errno));
@@ -246,4 +297,14 @@ int util_trusted_path(const char *path, char *why, size_t len)
                 else
                         *slash = '\0';
         }
+}
+
+int util_trusted_path(const char *path, char *why, size_t len)
+{
+        return trusted_walk(path, false, why, len);
+}
+
+int util_trusted_parent(const char *dir, char *why, size_t len)
+{
+        return trusted_walk(dir, true, why, len);
 }

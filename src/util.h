@@ -57,7 +57,13 @@ bool file_id_equal(const struct file_id *a, const struct file_id *b);
  * user, as sshd's StrictModes asks of authorized_keys: each must be owned
  * by one of them, and be writable by its group only when that is root's
  * group and by others not at all, except a directory with the sticky bit
- * (/tmp), in which only an entry's owner may replace it. 0, or -EPERM with
+ * (/tmp), in which only an entry's owner may replace it; so must every
+ * directory of path as written (a symbolic link is its directory's to
+ * replace). 0, or -EPERM with
  * why ("/etc/x.yaml is writable by user 1000 (owner 1000, mode 0644)"),
  * or another negative errno when it cannot be looked at. */
 int util_trusted_path(const char *path, char *why, size_t len);
+/* The same for a directory an entry is about to be made in (by root or
+ * this process's user, who will own it): dir itself may be sticky and
+ * writable by all (/tmp). */
+int util_trusted_parent(const char *dir, char *why, size_t len);

@@ -2,7 +2,8 @@
 """Fixtures for the sqlite-maintctl integration tests.
 
 Environment: MAINTCTL_BIN, MAINTD_BIN (the built programs; default
-/work/main/build/src/...), MAINTD_SOURCE_ROOT (the source tree)."""
+MAINTD_BUILD_ROOT/src/..., MAINTD_BUILD_ROOT defaulting to build/ in the
+source tree), MAINTD_SOURCE_ROOT (the source tree)."""
 
 import os
 import shutil

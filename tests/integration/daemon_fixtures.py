@@ -11,6 +11,7 @@ import array
 import contextlib
 import dataclasses
 import datetime
+import fcntl
 import hashlib
 import json
 import math
@@ -222,48 +223,101 @@ def poll_round(e):
     return "DB_PATH" not in e and e.get("PRIORITY") == "7" and str(e.get("MESSAGE", "")).startswith("poll: ")
 
 
+# Test sessions running at once (meson runs the files side by side) share
+# one journald: each holds a shared lock on USERS_LOCK while it may use it;
+# the one that starts a journald records its pid in PID_FILE (under
+# START_LOCK, so two do not start two), and whoever leaves last stops that
+# pid. A journald that was running before any session is never stopped.
+TESTS_RUN_DIR = "/run/sqlite-maintd-tests"
+USERS_LOCK = TESTS_RUN_DIR + "/journald.users"
+START_LOCK = TESTS_RUN_DIR + "/journald.start"
+PID_FILE = TESTS_RUN_DIR + "/journald.pid"
+# journald's rate limit counts every test daemon as one source (none runs in
+# a unit): off for the journald the tests start, through a runtime drop-in.
+DROPIN_DIR = "/run/systemd/journald.conf.d"
+DROPIN = DROPIN_DIR + "/sqlite-maintd-tests.conf"
+
+
+def _read_pid():
+    try:
+        with open(PID_FILE) as f:
+            return int(f.read().split()[0])
+    except (FileNotFoundError, ValueError, IndexError):
+        return None
+
+
+def _is_journald(pid):
+    try:
+        return os.readlink(f"/proc/{pid}/exe").endswith("systemd-journald")
+    except OSError:
+        return False
+
+
 class JournaldKeeper:
     """Makes sure a journald listens, starting one when none does, and
-    stops (by pid) only the ones it started. Other test sessions may share
-    the machine: one of them may stop the journald it started while we use
-    it, so ensure() is called again before each daemon starts."""
+    stops (by pid) the one the tests started when the last session that
+    may use it is done."""
 
     def __init__(self):
-        self._started = []  # (Popen, log file name)
+        os.makedirs(TESTS_RUN_DIR, mode=0o700, exist_ok=True)
+        self._users = open(USERS_LOCK, "a+")
+        fcntl.flock(self._users, fcntl.LOCK_SH)
 
     def ensure(self):
         if _journal_accepts():
             return
         if not os.access(JOURNALD_BIN, os.X_OK):
             pytest.skip(f"no journald listening and {JOURNALD_BIN} is not installed")
-        # A stale socket nobody listens on: journald wants a clean directory.
-        if os.path.isdir(JOURNAL_DIR):
-            shutil.rmtree(JOURNAL_DIR)
-        fd, logname = tempfile.mkstemp(prefix="maintd-tests-journald-", suffix=".log")
-        with os.fdopen(fd, "wb") as logf:
-            proc = subprocess.Popen([JOURNALD_BIN], stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
-                                    start_new_session=True)
-        self._started.append((proc, logname))
-        deadline = time.monotonic() + 15
-        while not _journal_accepts():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                with open(logname) as f:
-                    pytest.fail(f"systemd-journald did not come up (exit {proc.poll()}):\n{f.read()}",
-                                pytrace=False)
-            time.sleep(0.05)
-
-    def stop(self):
-        for proc, logname in self._started:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout=15)
+        with open(START_LOCK, "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if _journal_accepts():  # another session started it meanwhile
+                return
+            # A stale socket nobody listens on: journald wants a clean directory.
+            if os.path.isdir(JOURNAL_DIR):
+                shutil.rmtree(JOURNAL_DIR)
+            os.makedirs(DROPIN_DIR, exist_ok=True)
+            with open(DROPIN, "w") as f:
+                f.write("# written by sqlite-maintd's tests, removed when they end\n"
+                        "[Journal]\nRateLimitIntervalSec=0\n")
+            fd, logname = tempfile.mkstemp(prefix="maintd-tests-journald-", suffix=".log")
+            with os.fdopen(fd, "wb") as logf:
+                proc = subprocess.Popen([JOURNALD_BIN], stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
+                                        start_new_session=True)
+            with open(PID_FILE, "w") as f:
+                f.write(f"{proc.pid}\n")
+            deadline = time.monotonic() + 15
+            while not _journal_accepts():
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    with open(logname) as f:
+                        pytest.fail(f"systemd-journald did not come up (exit {proc.poll()}):\n{f.read()}",
+                                    pytrace=False)
+                time.sleep(0.05)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(logname)
-        self._started = []
+
+    def stop(self):
+        """Leave: if no other session holds USERS_LOCK, stop the journald
+        the tests started (by the pid recorded), and tidy up."""
+        fcntl.flock(self._users, fcntl.LOCK_UN)
+        try:
+            fcntl.flock(self._users, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._users.close()  # another session still uses it
+            return
+        try:
+            pid = _read_pid()
+            if pid and _is_journald(pid):
+                os.kill(pid, signal.SIGTERM)
+                deadline = time.monotonic() + 15
+                while _is_journald(pid) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                if _is_journald(pid):
+                    os.kill(pid, signal.SIGKILL)
+            for path in (PID_FILE, DROPIN):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+        finally:
+            self._users.close()
 
 
 @pytest.fixture(scope="session")

@@ -17,10 +17,9 @@ import time
 SOURCE_ROOT = os.environ.get(
     "MAINTD_SOURCE_ROOT",
     os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
-MAINTCTL_BIN = os.environ.get(
-    "MAINTCTL_BIN", os.path.join("/work/main/build/src/sqlite-maintctl"))
-MAINTD_BIN = os.environ.get(
-    "MAINTD_BIN", os.path.join("/work/main/build/src/sqlite-maintd"))
+BUILD_ROOT = os.environ.get("MAINTD_BUILD_ROOT", os.path.join(SOURCE_ROOT, "build"))
+MAINTCTL_BIN = os.environ.get("MAINTCTL_BIN", os.path.join(BUILD_ROOT, "src", "sqlite-maintctl"))
+MAINTD_BIN = os.environ.get("MAINTD_BIN", os.path.join(BUILD_ROOT, "src", "sqlite-maintd"))
 
 PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
 

@@ -470,12 +470,18 @@ def test_large_table_sampled_then_left_alone(tmp_path, daemon):
     assert d.stop() == 0, d.describe()
 
     # Without the state file (sqlite-maintctl), the estimate alone makes
-    # big look stale: what the remembered count saved the daemon from.
+    # big look stale: what the remembered count saved the daemon from. Nor
+    # can the tool tell those statistics are a sample: it gathers them in
+    # full (sampled statistics never replace others), once: then they hold
+    # the exact count, and the next run leaves them alone.
     copy = tmp_path / "copy.db"
     shutil.copyfile(db, copy)
     r = run_ctl("-c", conf, "--json", "analyze", copy)
     big = [x for x in r.one()["tables"] if x["name"] == "big"][0]
-    assert big == {"name": "big", "verdict": "analyzed_limited", "rows": 20000, "statistics_rows": est}, r.describe()
+    assert big == {"name": "big", "verdict": "analyzed", "rows": 20000, "statistics_rows": est}, r.describe()
+    assert stat1(copy, "big")[0][2].split()[0] == "20000", stat1(copy, "big")
+    r = run_ctl("-c", conf, "--json", "analyze", copy)
+    assert _tables(r)["big"] == ("unchanged", 20000, 20000), r.describe()
 
 
 # --------------------------------------------------------------------------
@@ -683,7 +689,9 @@ def test_ctl_analyze_stale_only_then_force(tmp_path):
     assert r.rc == 0 and re.match(rf"^{re.escape(str(db))}: analyzed 6 of 7 tables", r.out), r.describe()
 
 
-def test_ctl_analyze_force_samples_large_tables(tmp_path):
+def test_ctl_analyze_force_samples_only_what_has_no_full_statistics(tmp_path):
+    """--force analyzes every table; a large one under analysis_limit only
+    when no full statistics would be replaced by the sample."""
     db = tmp_path / "large.db"
     _make_big_small(db)
     conf = tmp_path / "c.yaml"
@@ -694,11 +702,19 @@ def test_ctl_analyze_force_samples_large_tables(tmp_path):
     r = run_ctl("-c", conf, "--json", "analyze", db)
     assert _tables(r) == {"big": ("unchanged", 20000, 20000), "small": ("unchanged", 500, 500)}, r.describe()
     assert stat1(db) == full
+    # --force analyzes every table; big's full statistics are replaced by
+    # full ones, never by a sample
     r = run_ctl("-c", conf, "--json", "analyze", "--force", db)
     assert r.rc == 0, r.describe()
-    assert _tables(r) == {"big": ("analyzed_limited", 20000, 20000), "small": ("analyzed", 500, 500)}, r.describe()
+    assert _tables(r) == {"big": ("analyzed", 20000, 20000), "small": ("analyzed", 500, 500)}, r.describe()
+    assert stat1(db) == full
+    # a large table without statistics is sampled
+    app_run(db, "DELETE FROM sqlite_stat1 WHERE tbl = 'big'")
+    r = run_ctl("-c", conf, "--json", "analyze", "--force", db)
+    assert r.rc == 0, r.describe()
+    assert _tables(r) == {"big": ("analyzed_limited", 20000, 0), "small": ("analyzed", 500, 500)}, r.describe()
     assert stat1(db, "small") == [x for x in full if x[0] == "small"]
-    assert stat1(db, "big") != [x for x in full if x[0] == "big"]   # a sample now
+    assert stat1(db, "big") and stat1(db, "big") != [x for x in full if x[0] == "big"]   # a sample now
     # without the config: large_table_rows is 1000000, big is analyzed in full again
     r = run_ctl("--json", "analyze", "--force", db)
     assert _tables(r)["big"][0] == "analyzed", r.describe()
@@ -783,3 +799,120 @@ def test_ctl_analyze_exit_status(tmp_path, case):
         if holder:
             holder.close()
             holder.kill()
+
+
+# --------------------------------------------------------------------------
+# 6. Statistics under the names SQLite reads them by
+
+def _make_without_rowid(path):
+    """kv: a WITHOUT ROWID table (composite PRIMARY KEY) with a secondary
+    index, and the application's full ANALYZE. The statistics of the
+    PRIMARY KEY are the row ("kv", "kv", ...): under the table's name, not
+    under its index's (sqlite_autoindex_kv_1)."""
+    app_run(path,
+            "CREATE TABLE kv(a INT, b INT, v TEXT, PRIMARY KEY(a, b)) WITHOUT ROWID",
+            "CREATE INDEX kv_v ON kv(v)",
+            "BEGIN",
+            ("INSERT INTO kv VALUES(?, ?, ?)", ((i % 50, i, f"v{i % 20}") for i in range(3000))),
+            "COMMIT",
+            "ANALYZE")
+    assert stat1(path) == [("kv", "kv", "3000 60 1"), ("kv", "kv_v", "3000 150")], stat1(path)
+
+
+def test_without_rowid_statistics_are_current(tmp_path, daemon):
+    dbs, state = _dirs(tmp_path)
+    db = dbs / "wr.db"
+    _make_without_rowid(db)
+    full = stat1(db)
+    digest = files_sha256(db)
+    for _ in range(2):
+        r = run_ctl("--json", "analyze", db)
+        assert r.rc == 0, r.describe()
+        assert _tables(r) == {"kv": ("unchanged", 3000, 3000)}, r.describe()
+        assert stat1(db) == full
+        assert files_sha256(db) == digest, "sqlite-maintctl analyze wrote to the database"
+
+    # The daemon, which samples any table above 100 rows it analyzes: the
+    # timer comes again and again, and never rewrites the statistics.
+    d = daemon.start(config_text(state, [db], analyze={"interval": "1s", "large_table_rows": 100}))
+    job = wait(d, for_db(db, is_job))[0]
+    assert job["PRIORITY"] == "7" and job["TABLES_ANALYZED"] == "", job
+    assert skipped(job) == {"unchanged": ["kv"]}, job
+    wait(d, for_db(db, is_unchanged_shortcut), count=2)
+    assert files_sha256(db) == digest
+    # a write that moves no row count: the next timer reads the table again
+    t = now_us()
+    app_run(db, "UPDATE kv SET v = 'changed' WHERE a = 0 AND b = 0")
+    look = wait(d, for_db(db, is_job, after(t)))[0]
+    assert look["PRIORITY"] == "7" and look["TABLES_ANALYZED"] == "", look
+    assert skipped(look) == {"unchanged": ["kv"]}, look
+    wait(d, for_db(db, is_unchanged_shortcut, after(int(look["__REALTIME_TIMESTAMP"]) + 1)))
+    assert stat1(db) == full
+    es = analyze_entries(d, db)
+    assert all(e["PRIORITY"] == "7" for e in es), format_entries(es)
+    assert d.stop() == 0, d.describe()
+    assert stat1(db) == full
+
+
+def test_statistics_under_another_case_are_current(tmp_path):
+    """sqlite_stat1 rows written by hand, "NOTES" and "NOTES_K" for table
+    Notes and index Notes_k, with the right count: SQLite finds table and
+    index names without regard to case, so these are Notes' statistics."""
+    db = tmp_path / "notes.db"
+    app_run(db,
+            "CREATE TABLE Notes(id INTEGER PRIMARY KEY, k INT, body TEXT)",
+            "CREATE INDEX Notes_k ON Notes(k)",
+            "BEGIN",
+            ("INSERT INTO Notes(k, body) VALUES(?, ?)", ((i % 30, f"note {i}") for i in range(300))),
+            "COMMIT",
+            "ANALYZE",
+            "DELETE FROM sqlite_stat1",
+            "INSERT INTO sqlite_stat1 VALUES('NOTES', 'NOTES_K', '300 10')")
+    hand = stat1(db)
+    assert hand == [("NOTES", "NOTES_K", "300 10")], hand
+    digest = files_sha256(db)
+    r = run_ctl("--json", "analyze", db)
+    assert r.rc == 0, r.describe()
+    assert _tables(r) == {"Notes": ("unchanged", 300, 300)}, r.describe()
+    assert stat1(db) == hand, "a second row was added"
+    assert files_sha256(db) == digest
+
+
+# --------------------------------------------------------------------------
+# 7. A sample never replaces full statistics
+
+def test_full_statistics_of_a_large_table_are_replaced_in_full(tmp_path):
+    """large_table_rows 1000, analysis_limit 100: grown (5000 rows, an
+    index on a column of five values) has the application's full
+    statistics and grows 30%; nostats (5000 rows) never had any. grown is
+    analyzed in full again (its new count exact); only nostats is sampled."""
+    db = tmp_path / "big.db"
+    app_run(db,
+            "CREATE TABLE grown(id INTEGER PRIMARY KEY, k INT, v TEXT)",
+            "CREATE INDEX grown_k ON grown(k)",
+            "BEGIN",
+            ("INSERT INTO grown(k, v) VALUES(?, ?)", ((i % 5, f"v{i}") for i in range(5000))),
+            "COMMIT",
+            "ANALYZE",
+            "CREATE TABLE nostats(id INTEGER PRIMARY KEY, k INT)",
+            "CREATE INDEX nostats_k ON nostats(k)",
+            "BEGIN",
+            ("INSERT INTO grown(k, v) VALUES(?, ?)", ((i % 5, f"w{i}") for i in range(1500))),
+            ("INSERT INTO nostats(k) VALUES(?)", ((i % 5,) for i in range(5000))),
+            "COMMIT")
+    assert stat1(db) == [("grown", "grown_k", "5000 1000")], stat1(db)
+    conf = tmp_path / "c.yaml"
+    conf.write_text(config_text(tmp_path / "state", [tmp_path / "*.db"],
+                                analyze={"large_table_rows": 1000, "analysis_limit": 100}))
+    # the premise: under analysis_limit 100 the count is an estimate
+    copy = tmp_path / "copy.db"
+    shutil.copyfile(db, copy)
+    app_run(copy, "PRAGMA analysis_limit=100", "ANALYZE")
+    assert stat1_count(copy, "grown") != 6500 and stat1_count(copy, "nostats") != 5000, stat1(copy)
+
+    r = run_ctl("-c", conf, "--json", "analyze", db)
+    assert r.rc == 0, r.describe()
+    assert _tables(r) == {"grown": ("analyzed", 6500, 5000), "nostats": ("analyzed_limited", 5000, 0)}, \
+        r.describe()
+    assert stat1(db, "grown") == [("grown", "grown_k", "6500 1300")], stat1(db)
+    assert stat1_count(db, "nostats") != 5000, stat1(db)   # a sample

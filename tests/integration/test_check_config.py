@@ -14,10 +14,8 @@ import subprocess
 
 import pytest
 
-SOURCE_ROOT = os.environ.get(
-    "MAINTD_SOURCE_ROOT",
-    os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
-MAINTD_BIN = os.environ.get("MAINTD_BIN", "/work/main/build/src/sqlite-maintd")
+from helpers import MAINTD_BIN, SOURCE_ROOT
+
 DATA_DIR = os.path.join(SOURCE_ROOT, "tests", "unit", "data")
 SHIPPED = os.path.join(SOURCE_ROOT, "conf", "sqlite-maintd.yaml")
 MAX_SIZE = 1024 * 1024  # CONF_MAX_FILE_SIZE in src/conf.h

@@ -5,13 +5,14 @@ and the config decide what is skipped."""
 
 import json
 import os
+import pwd
 import random
 import sqlite3
 
 import pytest
 
-from helpers import (assert_stats_match, assert_two_decimals, disk_bytes, expected_fragmentation,
-                     file_size, header_field, pragmas, quick_check, sha256, table_checksum,
+from helpers import (PYTHON, assert_stats_match, assert_two_decimals, disk_bytes, expected_fragmentation,
+                     file_size, header_field, pragmas, quick_check, run_as_nobody, sha256, table_checksum,
                      write_config)
 
 
@@ -361,3 +362,91 @@ def test_check_full_finds_what_quick_misses(tmp_path, run_ctl):
     assert o["status"] == "corrupt", r.describe()
     assert any("t_a" in p for p in o["problems"]), r.describe()
     assert sha256(db) == digest
+
+
+# --------------------------------------------------------------------------
+# The application's journal mode: a -journal it keeps is kept
+
+# The application, as user nobody: its own journal_mode, one INSERT, the
+# number of its rows.
+APP_WRITE = """
+import sqlite3, sys
+path, mode = sys.argv[1], sys.argv[2]
+con = sqlite3.connect(path, isolation_level=None, timeout=10)
+assert con.execute(f"PRAGMA journal_mode={mode}").fetchone()[0] == mode
+con.execute("INSERT INTO t(name, data) VALUES('app', x'00')")
+print(con.execute("SELECT count(*) FROM t WHERE name = 'app'").fetchone()[0])
+con.close()
+"""
+
+
+def _nobody_writes(db, mode):
+    return run_as_nobody([PYTHON, "-c", APP_WRITE, str(db), mode])
+
+
+def _assert_journal_kept(db, mode, uid):
+    """The -journal is there, still the application's, and not hot."""
+    j = str(db) + "-journal"
+    assert os.path.exists(j), f"{j} was removed: user nobody cannot create it again"
+    st = os.stat(j)
+    assert st.st_uid == uid, f"{j} is owned by uid {st.st_uid} now"
+    if mode == "truncate":
+        assert st.st_size == 0, f"TRUNCATE leaves an empty -journal, this one has {st.st_size} bytes"
+    else:
+        assert st.st_size > 0
+        with open(j, "rb") as f:
+            assert f.read(28) == bytes(28), "a PERSIST -journal's header is zeroed after a commit"
+
+
+@pytest.mark.parametrize("mode", ["persist", "truncate"])
+def test_kept_journal_survives_vacuum_and_analyze(nobody_dir, run_ctl, make_fragmented_db, mode):
+    """The database and its -journal belong to user nobody, in root's 0755
+    directory: nobody can write the database only because the -journal is
+    already there (journal_mode PERSIST or TRUNCATE keeps it). A VACUUM or
+    ANALYZE that deleted it would leave the application unable to write."""
+    nobody = pwd.getpwnam("nobody")
+    db = os.path.join(nobody_dir, f"{mode}.db")
+    make_fragmented_db(db, delete_fraction=0.35)
+    con = sqlite3.connect(db, isolation_level=None)
+    try:
+        assert con.execute(f"PRAGMA journal_mode={mode}").fetchone()[0] == mode
+        con.execute("INSERT INTO t(name, data) VALUES('setup', x'00')")
+    finally:
+        con.close()
+    for f in (db, db + "-journal"):
+        os.chown(f, nobody.pw_uid, nobody.pw_gid)
+    _assert_journal_kept(db, mode, nobody.pw_uid)
+    # the premise: nobody cannot create a file there, yet writes the database
+    p = run_as_nobody(["touch", os.path.join(nobody_dir, "probe")])
+    assert p.returncode != 0, f"user nobody can create files in {nobody_dir}"
+    p = _nobody_writes(db, mode)
+    assert p.returncode == 0 and p.stdout.strip() == "1", p.stderr
+    before, cs = pragmas(db), table_checksum(db)
+
+    r = run_ctl("--json", "vacuum", "--force", db)
+    assert r.rc == 0 and r.one()["status"] == "ok", r.describe()
+    assert pragmas(db)["freelist_count"] == 0 and pragmas(db)["page_count"] < before["page_count"]
+    assert table_checksum(db) == cs
+    _assert_journal_kept(db, mode, nobody.pw_uid)
+    p = _nobody_writes(db, mode)
+    assert p.returncode == 0 and p.stdout.strip() == "2", f"the application cannot write after the VACUUM: {p.stderr}"
+
+    r = run_ctl("--json", "analyze", db)
+    assert r.rc == 0 and r.one()["status"] == "ok", r.describe()
+    assert [t["verdict"] for t in r.one()["tables"]] == ["analyzed"], r.describe()   # it wrote
+    _assert_journal_kept(db, mode, nobody.pw_uid)
+    p = _nobody_writes(db, mode)
+    assert p.returncode == 0 and p.stdout.strip() == "3", f"the application cannot write after ANALYZE: {p.stderr}"
+    assert quick_check(db, "integrity_check") == ["ok"]
+    assert os.stat(db).st_uid == nobody.pw_uid
+
+
+def test_delete_mode_leaves_no_journal(tmp_path, run_ctl, make_fragmented_db):
+    db = tmp_path / "delete.db"
+    make_fragmented_db(db, delete_fraction=0.35)
+    assert pragmas(db)["journal_mode"] == "delete"
+    for args in (("vacuum", "--force"), ("analyze",)):
+        r = run_ctl("--json", *args, db)
+        assert r.rc == 0 and r.one()["status"] == "ok", r.describe()
+        assert not os.path.exists(str(db) + "-journal"), f"{' '.join(args)} left a -journal behind"
+    assert pragmas(db)["freelist_count"] == 0

@@ -14,8 +14,10 @@ import time
 
 import pytest
 
+import reliability_helpers as rh
+from helpers import LockHolder
 from daemon_fixtures import (  # noqa: F401  (fixtures are used by name)
-    MSGID, M, app, checksum, config_text, daemon, db_stats, entry_matches, files_sha256,
+    WAIT, MSGID, M, app, checksum, config_text, daemon, db_stats, entry_matches, files_sha256,
     format_entries, fragmentation, freelist_count, integrity_check, journald, make_corrupt_db,
     make_db, make_freelist_corrupt_db, notify_socket, polled, refragment, window_with_now)
 
@@ -712,3 +714,165 @@ def test_restart_keeps_min_interval(tmp_path, daemon):
     assert freelist_count(db) == fl
     assert not d2.entries(msgid="VACUUM_DONE"), format_entries(d2.entries())
     assert d2.stop() == 0, d2.describe()
+
+
+# --------------------------------------------------------------------------
+# 13: one file under several configured paths
+
+# An application: one INSERT into app every 0.2 s (autocommit, 30 s busy
+# timeout) until the stop file appears; every SQLite error is counted, not
+# fatal. Prints a JSON report: the ids it committed and the errors.
+INSERTER_SCRIPT = r"""
+import json, os, sqlite3, sys, time
+path, stop = sys.argv[1], sys.argv[2]
+con = sqlite3.connect(path, isolation_level=None, timeout=30)
+rep = {"committed": [], "errors": []}
+print("started", flush=True)
+i = 0
+while not os.path.exists(stop):
+    i += 1
+    try:
+        con.execute("INSERT INTO app(id, note) VALUES(?, ?)", (i, f"insert {i}"))
+        rep["committed"].append(i)
+    except sqlite3.Error as e:
+        rep["errors"].append(f"{time.time():.3f} insert {i}: {type(e).__name__}: {e}")
+    time.sleep(0.2)
+con.close()
+print(json.dumps(rep), flush=True)
+"""
+
+
+# The entries that end a job on a database, one way or another.
+JOB_ENDS = {MSGID[k] for k in ("VACUUM_DONE", "JOB_FAILED", "CORRUPT", "CANNOT_MAINTAIN", "GAVE_UP", "NO_SPACE",
+                               "ROWID_GUARD")}
+
+
+def _app_ids(path):
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+    try:
+        return [r[0] for r in con.execute("SELECT id FROM app ORDER BY id")]
+    finally:
+        con.close()
+
+
+def test_same_file_under_other_paths_while_vacuum_runs(tmp_path, daemon):
+    """x.db is configured three ways: its path, the same path with "//"
+    (thresholds 99%: never vacuumed under that name) and a hard link in
+    another watched directory (likewise). While the daemon VACUUMs x.db,
+    the polls of the other two names must not open and close the file:
+    a close() drops every POSIX lock the process holds on it, the VACUUM's
+    included, and the application, inserting a row every 0.2 s, would
+    write into the VACUUM and corrupt the file."""
+    dbs, state = _dirs(tmp_path)
+    other = tmp_path / "other"
+    other.mkdir()
+    db, link = dbs / "x.db", other / "link.db"
+    double = f"{dbs}//x.db"
+    # about 180 MB, half of it free pages: a VACUUM that lasts several polls
+    make_db(db, 50, rows=60000, blob=3000)
+    os.link(db, link)
+    assert os.stat(double).st_ino == os.stat(link).st_ino == os.stat(db).st_ino
+    cs = checksum(db)
+    never = {"threshold": "99%", "urgent_threshold": "99%"}
+    cfg = config_text(state, [db, {"path": double, "vacuum": never}, {"path": other / "*.db", "vacuum": never}],
+                      poll_interval="200ms", max_concurrent_jobs=2,
+                      vacuum={"window": "always", "integrity": "quick"})
+
+    stop = tmp_path / "stop-inserting"
+    ins = rh.Script(INSERTER_SCRIPT, db, stop)
+    try:
+        # the application has committed before the daemon starts...
+        deadline = time.monotonic() + WAIT
+        while not _app_ids(db):
+            assert ins.proc.poll() is None and time.monotonic() < deadline, "the application never committed"
+            time.sleep(0.05)
+        d = daemon.start(cfg)
+        # ...and commits after the VACUUM job is over
+        done = d.wait_for_entry(lambda e: e.get("DB_PATH") == str(db) and e.get("MESSAGE_ID") in JOB_ENDS,
+                                timeout=6 * WAIT)
+        n = len(_app_ids(db))
+        deadline = time.monotonic() + 3 * WAIT
+        while len(_app_ids(db)) <= n:
+            assert ins.proc.poll() is None and time.monotonic() < deadline, \
+                "the application committed nothing after the VACUUM"
+            time.sleep(0.05)
+        stop.touch()
+        rep = ins.result(timeout=3 * WAIT)
+    finally:
+        stop.touch()
+        ins.kill()
+    es = d.entries()
+    assert rep["errors"] == [], f"the application saw errors: {rep['errors']}\n" + format_entries(es)
+    assert done["MESSAGE_ID"] == MSGID["VACUUM_DONE"], format_entries(es)
+    # the other names were watched (polled) all along
+    for p in (double, link):
+        d.wait_for_polls(p, 1)
+    es = d.entries()
+    assert not [e for e in es if e.get("MESSAGE_ID") in (MSGID["CORRUPT"], MSGID["JOB_FAILED"])], \
+        format_entries(es)
+    assert [e["DB_PATH"] for e in es if e.get("MESSAGE_ID") == MSGID["VACUUM_DONE"]] == [str(db)], \
+        format_entries(es)
+    assert float(done["FRAGMENTATION_BEFORE"]) >= 45, done
+    assert integrity_check(db) == ["ok"]
+    assert checksum(db) == cs, "the rows of t changed"
+    assert _app_ids(db) == rep["committed"], "the rows the application committed are not all there"
+    assert freelist_count(db) == 0
+    assert d.stop() == 0, d.describe()
+    print(f"{len(rep['committed'])} inserts, VACUUM {done['DURATION_MS']} ms")
+
+
+def test_same_file_under_two_due_paths_never_two_jobs_at_once(tmp_path, daemon):
+    """x.db configured under two paths ("/dir/x.db", "/dir//x.db"), both
+    due for VACUUM. An application's lock makes both jobs back off, so
+    both wait in the queue, each with its retry time. When the lock goes,
+    at most one job may have the file: the other path's job, started
+    meanwhile, would open and close the file (its look before the open,
+    every retry) and so drop the running VACUUM's POSIX locks, letting the
+    application write into the VACUUM."""
+    dbs, state = _dirs(tmp_path)
+    db = dbs / "x.db"
+    double = f"{dbs}//x.db"
+    make_db(db, 50, rows=60000, blob=3000)
+    cs = checksum(db)
+    cfg = config_text(state, [db, double], poll_interval="200ms", max_concurrent_jobs=2,
+                      vacuum={"window": "always"},
+                      retry={"busy_timeout": "50ms", "max_attempts": 50, "initial_backoff": "300ms",
+                             "max_backoff": "600ms"})
+    holder = LockHolder(str(db), "BEGIN EXCLUSIVE")
+    stop = tmp_path / "stop-inserting"
+    ins = None
+    try:
+        d = daemon.start(cfg)
+        for p in (db, double):
+            d.wait_for_entry(msgid="RETRY", DB_PATH=p, timeout=3 * WAIT)
+        # the application: waiting for its own lock now, inserting from the release on
+        ins = rh.Script(INSERTER_SCRIPT, db, stop)
+        holder.release("ROLLBACK")
+        done = d.wait_for_entry(lambda e: e.get("MESSAGE_ID") in JOB_ENDS - {MSGID["GAVE_UP"]}
+                                and e.get("DB_PATH") in (str(db), double), timeout=6 * WAIT)
+        # both paths looked at again: neither has a job queued or running
+        d.wait_for_polls([db, double], 1, timeout=6 * WAIT)
+        n = len(_app_ids(db))
+        deadline = time.monotonic() + 3 * WAIT
+        while len(_app_ids(db)) <= n:
+            assert ins.proc.poll() is None and time.monotonic() < deadline, \
+                "the application committed nothing after the VACUUM"
+            time.sleep(0.05)
+        stop.touch()
+        rep = ins.result(timeout=3 * WAIT)
+    finally:
+        stop.touch()
+        if ins:
+            ins.kill()
+        holder.close()
+        holder.kill()
+    es = d.entries()
+    assert rep["errors"] == [], f"the application saw errors: {rep['errors']}\n" + format_entries(es)
+    assert not [e for e in es if e.get("MESSAGE_ID") in (MSGID["CORRUPT"], MSGID["JOB_FAILED"])], \
+        format_entries(es)
+    assert done["MESSAGE_ID"] == MSGID["VACUUM_DONE"], format_entries(es)
+    assert integrity_check(db) == ["ok"]
+    assert checksum(db) == cs, "the rows of t changed"
+    assert _app_ids(db) == rep["committed"], "the rows the application committed are not all there"
+    assert freelist_count(db) == 0
+    assert d.stop() == 0, d.describe()

@@ -570,3 +570,53 @@ def test_read_only_bind_mount(tmp_path, daemon, journald, ro_bind_mount):
         want = sqlite_figures(dbs[kind], str(tmp_path))
         assert abs(polled[dbs[kind]] - want["fragmentation"]) < 0.006, (kind, polled, want)
     assert_unchanged(d, before, "everything")
+
+
+# --------------------------------------------------------------------------
+# A -journal beside a WAL database in use
+
+def test_journal_beside_wal_database_in_use(tmp_path):
+    """An application holds a WAL database open (its -wal and -shm live),
+    and a -journal lies beside it: 1024 zero bytes, left by the days the
+    database was in rollback mode, not hot (its header is zero). The reads
+    go through the -shm read-only and change nothing."""
+    d, _ = _dirs(tmp_path, "wal-journal")
+    with layout("wal-app-open", d) as db:
+        with open(db + "-journal", "wb") as f:
+            f.write(bytes(1024))
+        before = dir_state(d)
+        want = sqlite_figures(db, tmp_path)
+        for cmd, r in ctl_reads(d, db, before).items():
+            o = r.one()
+            assert r.rc == 0 and o["status"] == "ok", r.describe()
+            if cmd == "stats":
+                assert_figures(o, db, want, "sqlite-maintctl stats of a WAL database with a -journal")
+        assert_unchanged(d, before, "the reads")
+        assert sorted(os.listdir(d)) == sorted(os.path.basename(db) + s for s in ("", "-journal", "-shm", "-wal"))
+
+
+def test_hot_journal_beside_wal_files_is_reported(tmp_path):
+    """A genuinely hot journal (its writer killed mid-transaction after the
+    cache spilled) with a -wal and a -shm beside the database: any open
+    rolls the journal back first, so it is what stats reports."""
+    d, _ = _dirs(tmp_path, "hot-wal")
+    db = os.path.join(d, "hot.db")
+    make_hot_journal(db)
+    # the -wal and -shm of a WAL database an application had open (idle)
+    src = os.path.join(d, "src.db")
+    make_test_db(src, "wal")
+    app = App(src, ["SELECT count(*) FROM t"])
+    try:
+        shutil.copyfile(src + "-wal", db + "-wal")
+        shutil.copyfile(src + "-shm", db + "-shm")
+    finally:
+        app.close()
+        app.kill()
+    os.unlink(src)
+    assert sorted(os.listdir(d)) == ["hot.db", "hot.db-journal", "hot.db-shm", "hot.db-wal"], os.listdir(d)
+    before = dir_state(d)
+    for cmd, r in ctl_reads(d, db, before).items():
+        o = r.one()
+        assert r.rc == 1 and o["status"] == "hot_journal", r.describe()
+        assert "page_count" not in o, r.describe()
+    assert_unchanged(d, before, "the reads")

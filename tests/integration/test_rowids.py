@@ -19,6 +19,7 @@ their rowids are not already 1..N. The tests below check that by
 experiment rather than trust it."""
 
 import dataclasses
+import hashlib
 import json
 import os
 import random
@@ -709,6 +710,237 @@ def test_ctl_guard_holds_for_what_commits_while_vacuum_waits(tmp_path):
     assert rowid_figures(db, "q") == (200, 201, 400), \
         f"VACUUM renumbered q unasked (exit {ctl.returncode}): {o}"
     assert o["status"] in ("rowids_would_change", "busy"), o
+
+
+@pytest.mark.parametrize("mode", ["delete", "wal"])
+def test_ctl_vacuum_goes_through_continuous_commits(tmp_path, mode):
+    """An application commits small transactions one after another (busy
+    timeout 10 s), from before sqlite-maintctl starts until after it ends.
+    Every table has an INTEGER PRIMARY KEY or an index, so no commit
+    between the checks and the VACUUM can make it renumber a rowid: one
+    attempt is enough, and the application sees no error. Then the
+    application's schema gains a table with neither, rowids 11..40: that
+    VACUUM is refused, commits or not."""
+    db = tmp_path / "busy.db"
+    # big enough that the checks outlast many of the application's commits
+    rh.make_page_db(db, mode, 4000, 35)
+    initial = _blob_digests(db)
+    cfg = tmp_path / "maintd.yaml"
+    cfg.write_text(config_text(tmp_path / "state", [db], retry={"busy_timeout": "10s"}))
+    stop = tmp_path / "stop-writing"
+    # no mass deletes, no long transactions: small commits, as fast as it goes
+    writer = rh.Script(rh.WRITER_SCRIPT, db, stop, 1e9, 1e9, 0, 600)
+    try:
+        _wait_for_commits(db, 1, writer)
+        t0 = time.time()
+        res = helpers.run_ctl("-c", cfg, "--json", "--attempts", "1", "vacuum", "--force", db, timeout=120)
+        t1 = time.time()
+        # the application goes on after the VACUUM
+        _wait_for_commits(db, _commits(db) + 1, writer)
+
+        # a queue-like table without an index; its oldest ten rows consumed
+        con = connect(db)
+        try:
+            con.execute("PRAGMA busy_timeout = 10000")
+            con.execute("BEGIN IMMEDIATE")
+            con.execute("CREATE TABLE q(a, b)")
+            con.executemany("INSERT INTO q VALUES (?, randomblob(100))", [(i,) for i in range(1, 41)])
+            con.execute("DELETE FROM q WHERE rowid <= 10")
+            con.execute("COMMIT")
+        finally:
+            con.close()
+        refused = helpers.run_ctl("-c", cfg, "--json", "--attempts", "1", "vacuum", "--force", db, timeout=120)
+        _wait_for_commits(db, _commits(db) + 1, writer)
+        stop.touch()
+        rep = writer.result()
+    finally:
+        stop.touch()
+        writer.kill()
+
+    o = res.one()
+    assert rep["errors"] == 0, f"the application saw errors: {rep['error_texts']}"
+    assert res.rc == 0 and o["status"] == "ok", res.describe()
+    assert any(t0 <= c <= t1 for c in rep["commits"]), \
+        "the application committed nothing while sqlite-maintctl ran: the test proves nothing"
+    assert o["freelist_count"] == 0 and o["bytes_reclaimed"] > 0, res.describe()
+    o = refused.one()
+    assert refused.rc == ROWIDS_REFUSED and o["status"] == "rowids_would_change", refused.describe()
+    assert o["renumbered_tables"] == [{"name": "q", "rows": 30, "rowid_min": 11, "rowid_max": 40}], refused.describe()
+    assert rowid_figures(db, "q") == (30, 11, 40)
+    # every row the application committed is there, with its bytes
+    problems, _, _, _ = rh.open_and_verify(db)
+    assert problems == ["ok"], problems
+    now = _blob_digests(db)
+    assert sorted(now) == rep["ids"], "the rows of t are not what the application committed"
+    for i, h in now.items():
+        assert h == initial.get(i, hashlib.sha256(rh.writer_blob(i)).digest()), f"row {i} changed"
+    assert _commits(db) == rep["write_tx"]
+
+
+def _blob_digests(path):
+    con = connect(path)
+    try:
+        return {i: hashlib.sha256(b).digest() for i, b in con.execute("SELECT id, b FROM t")}
+    finally:
+        con.close()
+
+
+def _commits(path):
+    """The application's write transactions so far: one row of app each."""
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    try:
+        return con.execute("SELECT count(*) FROM app").fetchone()[0]
+    finally:
+        con.close()
+
+
+def _wait_for_commits(path, n, writer, timeout=60):
+    deadline = time.monotonic() + timeout
+    while _commits(path) < n:
+        assert writer.proc.poll() is None, f"the application ended: {writer.proc.stderr.read()}"
+        assert time.monotonic() < deadline, f"the application did not reach {n} commits in {timeout}s"
+        time.sleep(0.01)
+
+
+GDB = shutil.which("gdb")
+
+# The application's commit between sqlite-maintctl's checks and its VACUUM:
+# a row, or a new table without key or index whose rowids are 11..40.
+COMMIT_BETWEEN = r"""
+import sqlite3, sys
+con = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=10)
+con.execute("BEGIN IMMEDIATE")
+if sys.argv[2] == "schema":
+    con.execute("CREATE TABLE q(a, b)")
+    con.executemany("INSERT INTO q VALUES (?, 'x')", [(i,) for i in range(1, 41)])
+    con.execute("DELETE FROM q WHERE rowid <= 10")
+else:
+    con.execute("INSERT INTO app(note) VALUES ('between the checks and the VACUUM')")
+con.execute("COMMIT")
+con.close()
+"""
+
+# Another connection of the application while the VACUUM holds its lock:
+# a write (no busy timeout) that must be refused, then its close.
+WRITE_DURING = r"""
+import sqlite3, sys
+con = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=0)
+try:
+    con.execute("INSERT INTO app(note) VALUES ('during the VACUUM')")
+    res = "wrote"
+except sqlite3.OperationalError as e:
+    res = str(e)
+con.close()
+with open(sys.argv[2], "w") as f:
+    f.write(res)
+"""
+
+
+@pytest.mark.parametrize("mode", ["delete", "wal"])
+@pytest.mark.parametrize("commit", ["row", "schema"])
+def test_ctl_commit_between_checks_and_vacuum(tmp_path, mode, commit):
+    """The order made certain with gdb: sqlite-maintctl is stopped once its
+    checks are done and its VACUUM is next, the application commits, and
+    the VACUUM starts. No table could be renumbered by the checks' sight:
+    a committed row changes nothing they decided, and the VACUUM goes on;
+    a new table whose rowids VACUUM would renumber refuses it. While the
+    guard looks again (the VACUUM holding its write lock), it must not
+    let that lock go: another connection of the application cannot write,
+    and its close leaves the -wal and -shm (it would checkpoint and remove
+    them if it could take the EXCLUSIVE lock of the last connection)."""
+    if GDB is None:
+        pytest.skip("gdb is not installed")
+    db = tmp_path / "x.db"
+    rh.make_page_db(db, mode, 600, 35)
+    cfg = tmp_path / "maintd.yaml"
+    cfg.write_text(config_text(tmp_path / "state", [db], retry={"busy_timeout": "1s"}))
+    between, during = tmp_path / "between.py", tmp_path / "during.py"
+    between.write_text(COMMIT_BETWEEN)
+    during.write_text(WRITE_DURING)
+    tried, sides = tmp_path / "during.out", tmp_path / "sides.out"
+    script = tmp_path / "gdb.cmd"
+    script.write_text("\n".join([
+        "set pagination off",
+        "set confirm off",
+        "break sqlite3_set_authorizer",      # checked; the VACUUM's connection open, the VACUUM next
+        "run",
+        f"shell {helpers.PYTHON} {between} {db} {commit}",
+        "delete",
+        "break schema_unchanged",            # the guard sees the commit and looks at the schema again
+        "continue",
+        "finish",
+        f"shell {helpers.PYTHON} {during} {db} {tried}",
+        f"shell ls {tmp_path} > {sides}",
+        "delete",
+        "continue",
+        "quit",
+    ]) + "\n")
+    g = subprocess.run([GDB, "-q", "-batch", "-nx", "-x", str(script), "--args", helpers.MAINTCTL_BIN,
+                        "-c", str(cfg), "--json", "--attempts", "1", "vacuum", "--force", str(db)],
+                       capture_output=True, text=True, timeout=120)
+    assert "Breakpoint 2, schema_unchanged" in g.stdout, "the guard never looked at the schema again\n" \
+        + g.stdout + g.stderr
+    o = json.loads(next(ln for ln in g.stdout.splitlines() if ln.startswith("{")))
+    assert tried.read_text() == "database is locked", \
+        f"the application wrote while the VACUUM held its lock: {tried.read_text()!r}"
+    if mode == "wal":
+        assert {"x.db-wal", "x.db-shm"} <= set(sides.read_text().split()), \
+            f"the -wal and -shm were removed under the VACUUM: {sides.read_text().split()}"
+    if commit == "row":
+        assert o["status"] == "ok" and o["freelist_count"] == 0, o
+    else:
+        assert o["status"] == "busy" and "a commit came between" in o["error"], o
+        assert rowid_figures(db, "q") == (30, 11, 40)
+    problems, _, _, _ = rh.open_and_verify(db)
+    assert problems == ["ok"], problems
+    con = connect(db)
+    try:
+        assert con.execute("SELECT note FROM app").fetchall() == \
+            ([("between the checks and the VACUUM",)] if commit == "row" else [])
+    finally:
+        con.close()
+
+
+def test_ctl_database_renamed_over_between_checks_and_vacuum(tmp_path):
+    """An application replaces its database by renaming a new file over it
+    (an atomic update) after sqlite-maintctl has checked the old one and
+    before its VACUUM: the new file, whose table without key or index has
+    rowids 201..400, was never checked. It must not be vacuumed as the
+    old one was judged: the next attempt checks it and refuses."""
+    if GDB is None:
+        pytest.skip("gdb is not installed")
+    db, new = tmp_path / "x.db", tmp_path / "new.db"
+    rh.make_page_db(db, "delete", 600, 35)
+    con = connect(new)
+    try:
+        con.execute("CREATE TABLE q(a, b)")
+        con.execute("BEGIN")
+        con.executemany("INSERT INTO q VALUES (?, randomblob(2000))", [(i,) for i in range(1, 401)])
+        con.execute("COMMIT")
+        con.execute("DELETE FROM q WHERE rowid <= 200")
+    finally:
+        con.close()
+    cfg = tmp_path / "maintd.yaml"
+    cfg.write_text(config_text(tmp_path / "state", [db], retry={"busy_timeout": "1s", "initial_backoff": "100ms"}))
+    script = tmp_path / "gdb.cmd"
+    script.write_text("\n".join([
+        "set pagination off",
+        "set confirm off",
+        "break db_open_write",               # checked; the VACUUM's connection next
+        "run",
+        f"shell mv {new} {db}",
+        "delete",
+        "continue",
+        "quit",
+    ]) + "\n")
+    g = subprocess.run([GDB, "-q", "-batch", "-nx", "-x", str(script), "--args", helpers.MAINTCTL_BIN,
+                        "-c", str(cfg), "--json", "vacuum", "--force", str(db)],
+                       capture_output=True, text=True, timeout=120)
+    assert "Breakpoint 1, db_open_write" in g.stdout, g.stdout + g.stderr
+    o = json.loads(next(ln for ln in g.stdout.splitlines() if ln.startswith("{")))
+    assert rowid_figures(db, "q") == (200, 201, 400), f"the unchecked file was vacuumed: {o}"
+    assert o["status"] == "rowids_would_change", o
+    assert o["renumbered_tables"] == [{"name": "q", "rows": 200, "rowid_min": 201, "rowid_max": 400}], o
 
 
 # --------------------------------------------------------------------------
