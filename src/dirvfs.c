@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -11,6 +12,30 @@
 #include "maint.h"
 
 static sqlite3_vfs vfs_plain, vfs_excl;
+
+/* The probes' descriptors of regular files, kept open until the job
+ * process ends: closing one would drop every POSIX lock this process holds
+ * on the file, those of a connection already open on it included (a
+ * VACUUM's, when the guard opens a second connection: maint.c
+ * schema_unchanged). A job process opens a handful of files. */
+static int *parked;
+static size_t n_parked, cap_parked;
+
+static void park(int fd)
+{
+        if (n_parked == cap_parked) {
+                size_t cap = cap_parked ? 2 * cap_parked : 16;
+                int *p = realloc(parked, cap * sizeof(*p));
+
+                if (!p) {
+                        /* no room to keep it: leaked open, never closed early */
+                        return;
+                }
+                parked = p;
+                cap_parked = cap;
+        }
+        parked[n_parked++] = fd;
+}
 
 /* The name as given: relative to the working directory, which the job
  * entered by a directory descriptor (jobproc.c). SQLite's unix VFS would
@@ -44,11 +69,11 @@ static int open_file(sqlite3_vfs *vfs, sqlite3_filename name, sqlite3_file *file
                         if (fd < 0 && errno == EWOULDBLOCK)
                                 return SQLITE_BUSY;
                         if (fd >= 0) {
-                                bool regular = fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
-
-                                close(fd);
-                                if (!regular)
+                                if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+                                        close(fd); /* not a file SQLite holds a lock on */
                                         return SQLITE_CANTOPEN;
+                                }
+                                park(fd);
                         }
                 } else if (errno != ENOENT) {
                         return SQLITE_CANTOPEN;

@@ -10,6 +10,7 @@ import shutil
 import re
 import signal
 import sqlite3
+import subprocess
 import time
 
 import pytest
@@ -755,10 +756,24 @@ def _app_ids(path):
         con.close()
 
 
-def test_same_file_under_other_paths_while_vacuum_runs(tmp_path, daemon):
+@pytest.fixture
+def bind_mount():
+    """mount(src, dst): a bind mount, undone after the test."""
+    mounted = []
+
+    def mount(src, dst):
+        subprocess.run(["mount", "--bind", str(src), str(dst)], check=True)
+        mounted.append(dst)
+    yield mount
+    for d in reversed(mounted):
+        subprocess.run(["umount", str(d)], check=False)
+
+
+def test_same_file_under_other_paths_while_vacuum_runs(tmp_path, daemon, bind_mount):
     """x.db is configured three ways: its path, the same path with "//"
-    (thresholds 99%: never vacuumed under that name) and a hard link in
-    another watched directory (likewise). While the daemon VACUUMs x.db,
+    (thresholds 99%: never vacuumed under that name) and its directory
+    bind-mounted on another watched directory (likewise; a hard link would
+    be refused outright, test_tenant_fs.py). While the daemon VACUUMs x.db,
     the polls of the other two names must not open and close the file:
     a close() drops every POSIX lock the process holds on it, the VACUUM's
     included, and the application, inserting a row every 0.2 s, would
@@ -766,11 +781,11 @@ def test_same_file_under_other_paths_while_vacuum_runs(tmp_path, daemon):
     dbs, state = _dirs(tmp_path)
     other = tmp_path / "other"
     other.mkdir()
-    db, link = dbs / "x.db", other / "link.db"
+    db, link = dbs / "x.db", other / "x.db"
     double = f"{dbs}//x.db"
     # about 180 MB, half of it free pages: a VACUUM that lasts several polls
     make_db(db, 50, rows=60000, blob=3000)
-    os.link(db, link)
+    bind_mount(dbs, other)
     assert os.stat(double).st_ino == os.stat(link).st_ino == os.stat(db).st_ino
     cs = checksum(db)
     never = {"threshold": "99%", "urgent_threshold": "99%"}
