@@ -1395,6 +1395,24 @@ static enum maint_status read_look(const char *path, const struct maint_opts *o,
         }
 }
 
+/* read_look, with the database file and its -wal as they were before the
+ * look in r->db_id and r->wal_id: a write during the job leaves the files
+ * different from those, so the next timer looks again (after a job that
+ * wrote, once for nothing). ANALYZE and the deep scan skip a database whose
+ * files still are what these say. */
+static enum maint_status read_look_noting_files(const char *path, const struct maint_opts *o,
+                                                struct maint_cancel *cancel, unsigned flags, look_fn look,
+                                                struct maint_result *r)
+{
+        struct file_id db_id, wal_id;
+
+        files_now(path, &db_id, &wal_id);
+        read_look(path, o, cancel, flags, look, r);
+        r->db_id = db_id;
+        r->wal_id = wal_id;
+        return r->status;
+}
+
 static enum maint_status look_stats(sqlite3 *db, const char *path, const struct maint_opts *o,
                                     struct maint_result *r)
 {
@@ -1469,15 +1487,10 @@ static enum maint_status look_deep(sqlite3 *db, const char *path, const struct m
 enum maint_status maint_deep_scan(const char *path, const struct maint_opts *o, struct maint_cancel *cancel,
                                   struct maint_result *r)
 {
-        struct file_id db_id, wal_id;
         uint64_t t0;
 
         begin(r, &t0);
-        /* taken before the look, as for ANALYZE */
-        files_now(path, &db_id, &wal_id);
-        read_look(path, o, cancel, LOOK_LOCKLESS, look_deep, r);
-        r->db_id = db_id;
-        r->wal_id = wal_id;
+        read_look_noting_files(path, o, cancel, LOOK_LOCKLESS, look_deep, r);
         return finish(path, r, t0);
 }
 
@@ -1949,17 +1962,11 @@ enum maint_status maint_analyze(const char *path, const struct maint_opts *o,
 {
         size_t n = 0, done = 0;
         int rc = SQLITE_OK, rc2;
-        struct file_id db_id, wal_id;
         sqlite3 *db;
         uint64_t t0;
 
         begin(r, &t0);
-        /* Taken before the look: a write during the job makes the next
-         * timer look again (after a job that wrote, once for nothing). */
-        files_now(path, &db_id, &wal_id);
-        read_look(path, o, cancel, LOOK_WRITES, look_before_analyze, r);
-        r->db_id = db_id;
-        r->wal_id = wal_id;
+        read_look_noting_files(path, o, cancel, LOOK_WRITES, look_before_analyze, r);
         if (r->status != MAINT_OK)
                 return finish(path, r, t0);
         for (size_t i = 0; i < r->n_tables; i++)

@@ -239,10 +239,12 @@ def pragmas(path):
         con.close()
 
 
-def table_checksum(path, include_stat=False):
+def table_checksum(path, include_stat=False, virtual=True):
     """sha256 over the schema (sqlite_master without root pages) and every
     row of every table: SELECT * ORDER BY rowid, or, for WITHOUT ROWID
-    tables, all rows sorted. VACUUM must leave it unchanged."""
+    tables, all rows sorted. VACUUM must leave it unchanged. virtual=False
+    leaves the virtual tables out (their shadow tables stay in): no module
+    or tokenizer needs to be loaded."""
     con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     h = hashlib.sha256()
     try:
@@ -252,18 +254,16 @@ def table_checksum(path, include_stat=False):
             if not include_stat and row[1].startswith("sqlite_stat"):
                 continue
             h.update(repr(row).encode())
-        for (name,) in con.execute(
-                "SELECT name FROM sqlite_master WHERE type='table' ORDER BY name").fetchall():
+        for name, sql in con.execute(
+                "SELECT name, coalesce(sql, '') FROM sqlite_master WHERE type='table' "
+                "AND (?1 OR coalesce(rootpage, 0) > 0) ORDER BY name", (virtual,)).fetchall():
             if not include_stat and name.startswith("sqlite_stat"):
                 continue
-            sql = con.execute("SELECT sql FROM sqlite_master WHERE name=?", (name,)).fetchone()[0] or ""
-            q = f'SELECT * FROM "{name}"'
-            if sql.upper().startswith("CREATE VIRTUAL TABLE"):
-                rows = con.execute(f'SELECT rowid, * FROM "{name}" ORDER BY rowid').fetchall()
-            elif "WITHOUT ROWID" in sql.upper():
-                rows = sorted(con.execute(q).fetchall(), key=repr)
+            quoted = '"' + name.replace('"', '""') + '"'
+            if "WITHOUT ROWID" in sql.upper() and not sql.upper().startswith("CREATE VIRTUAL TABLE"):
+                rows = sorted(con.execute(f"SELECT * FROM {quoted}").fetchall(), key=repr)
             else:
-                rows = con.execute(f'SELECT rowid, * FROM "{name}" ORDER BY rowid').fetchall()
+                rows = con.execute(f"SELECT rowid, * FROM {quoted} ORDER BY rowid").fetchall()
             h.update(f"table {name} {len(rows)}\n".encode())
             for r in rows:
                 h.update(repr(r).encode())

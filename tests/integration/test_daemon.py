@@ -756,6 +756,18 @@ def _app_ids(path):
         con.close()
 
 
+def _stop_after_one_more_commit(ins, db, stop):
+    """Let the inserting application commit once more, then stop it; its report."""
+    n = len(_app_ids(db))
+    deadline = time.monotonic() + 3 * WAIT
+    while len(_app_ids(db)) <= n:
+        assert ins.proc.poll() is None and time.monotonic() < deadline, \
+            "the application committed nothing after the VACUUM"
+        time.sleep(0.05)
+    stop.touch()
+    return ins.result(timeout=3 * WAIT)
+
+
 @pytest.fixture
 def bind_mount():
     """mount(src, dst): a bind mount, undone after the test."""
@@ -805,14 +817,7 @@ def test_same_file_under_other_paths_while_vacuum_runs(tmp_path, daemon, bind_mo
         # ...and commits after the VACUUM job is over
         done = d.wait_for_entry(lambda e: e.get("DB_PATH") == str(db) and e.get("MESSAGE_ID") in JOB_ENDS,
                                 timeout=6 * WAIT)
-        n = len(_app_ids(db))
-        deadline = time.monotonic() + 3 * WAIT
-        while len(_app_ids(db)) <= n:
-            assert ins.proc.poll() is None and time.monotonic() < deadline, \
-                "the application committed nothing after the VACUUM"
-            time.sleep(0.05)
-        stop.touch()
-        rep = ins.result(timeout=3 * WAIT)
+        rep = _stop_after_one_more_commit(ins, db, stop)
     finally:
         stop.touch()
         ins.kill()
@@ -867,14 +872,7 @@ def test_same_file_under_two_due_paths_never_two_jobs_at_once(tmp_path, daemon):
                                 and e.get("DB_PATH") in (str(db), double), timeout=6 * WAIT)
         # both paths looked at again: neither has a job queued or running
         d.wait_for_polls([db, double], 1, timeout=6 * WAIT)
-        n = len(_app_ids(db))
-        deadline = time.monotonic() + 3 * WAIT
-        while len(_app_ids(db)) <= n:
-            assert ins.proc.poll() is None and time.monotonic() < deadline, \
-                "the application committed nothing after the VACUUM"
-            time.sleep(0.05)
-        stop.touch()
-        rep = ins.result(timeout=3 * WAIT)
+        rep = _stop_after_one_more_commit(ins, db, stop)
     finally:
         stop.touch()
         if ins:
