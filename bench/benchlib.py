@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: MIT
-"""What both benchmarks need to name the binary they measured."""
+"""What the benchmarks share: the binary they measured, timed runs, the page cache."""
 import os
 import subprocess
 
@@ -24,3 +24,79 @@ def binary_revision(binary, fallback):
             return f.read().strip()
     except OSError:
         return fallback + " (the working tree at the end of the run; no REVISION file beside the binary)"
+
+
+def loadavg():
+    """The 1, 5 and 15 minute load averages, as /proc/loadavg gives them."""
+    with open("/proc/loadavg") as f:
+        return f.read().split()[:3]
+
+
+def run_timed(argv, timeout=3600, rss=False, check=True, stdout=True):
+    """Run argv; (wall s, user s, sys s, max RSS KiB, exit status, stdout).
+
+    CPU times come from wait4(): the process and every child it waited for
+    (a job process is the child of sqlite-maintctl or sqlite-maintd, which
+    reaps it, so its time is counted). With rss, argv runs under
+    /usr/bin/time, whose %M is the peak RSS of the largest process of the
+    tree (ru_maxrss of a waited-for child counts its own children); the
+    child's own ru_maxrss, seen from here, would count this Python
+    process's memory, which the child has until exec(). Without rss the
+    RSS is 0."""
+    import tempfile
+    import time
+
+    out = tempfile.TemporaryFile()
+    err = tempfile.TemporaryFile()
+    rssfile = tempfile.NamedTemporaryFile(prefix="bench-rss-") if rss else None
+    wrapper = ["/usr/bin/time", "-f", "%M", "-o", rssfile.name] if rss else []
+    t = time.monotonic()
+    p = subprocess.Popen(wrapper + list(argv), stdin=subprocess.DEVNULL,
+                         stdout=out if stdout else subprocess.DEVNULL, stderr=err)
+    deadline = t + timeout
+    while True:
+        pid, status, ru = os.wait4(p.pid, os.WNOHANG)
+        if pid:
+            break
+        if time.monotonic() > deadline:
+            p.kill()
+            pid, status, ru = os.wait4(p.pid, 0)
+            break
+        time.sleep(0.0005)
+    wall = time.monotonic() - t
+    p.returncode = os.waitstatus_to_exitcode(status)
+    out.seek(0)
+    err.seek(0)
+    text = out.read().decode("utf-8", "replace")
+    etext = err.read().decode("utf-8", "replace")
+    maxrss = 0
+    if rssfile is not None:
+        try:
+            maxrss = int(open(rssfile.name).read().split()[-1])
+        except (ValueError, IndexError):
+            maxrss = 0
+        rssfile.close()
+    if check and p.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)}: exit status {p.returncode}: {etext[-500:]}")
+    return wall, ru.ru_utime, ru.ru_stime, maxrss, p.returncode, text
+
+
+def drop_caches():
+    """sync; echo 3 > /proc/sys/vm/drop_caches (root only): the guest's
+    page cache, not the host's. False when it cannot."""
+    try:
+        os.sync()
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("3\n")
+        return True
+    except OSError:
+        return False
+
+
+def med_range(values, scale=1.0, digits=1):
+    """{"median", "min", "max"} of values times scale, rounded."""
+    import statistics
+
+    v = [x * scale for x in values]
+    return {"median": round(statistics.median(v), digits), "min": round(min(v), digits),
+            "max": round(max(v), digits)}

@@ -7,21 +7,25 @@
    N = 100, 1000, 10000; wall time, CPU time (user+sys) and peak RSS of the
    process from wait4(). Two layouts:
      rollback   rollback-journal databases: the 100-byte header is trusted
-     wal        WAL databases, each with a non-empty -wal: the header cannot
-                be trusted, every database is opened through SQLite (the
-                worst case; the files are copied again before each run,
-                since the daemon's read checkpoints the -wal away)
+     wal        WAL databases, each with a non-empty -wal and no -shm: the
+                header cannot be trusted, every database needs the precise
+                read, a job process each (src/jobproc.c), which reads the
+                -wal itself and writes nothing (the worst case; the files
+                are copied again before each run, as when the read, before
+                job processes, checkpointed the -wal away)
 2. Instruction counts (valgrind --tool=callgrind, repeatable where timing
    is not) of the same runs for N = 1 and N = 1000; the difference divided
-   by 999 is the cost of one database.
+   by 999 is the cost of one database. The daemon's own instructions: job
+   processes are not traced (bench/jobproc-cost.py measures them).
 3. Steady state: the daemon running (poll_interval 10s) for 60 s over
    10000 rollback databases, and over 1000 WAL databases that an
    application keeps open (so their -wal stays non-empty and every poll
    reads every one through SQLite): CPU% from /proc/PID/stat
    (utime+stime) after the first round, and RSS.
 
-No database is above a threshold and ANALYZE is off, so nothing is
-scheduled and nothing is logged per database: this is the cost of looking.
+No database is above a threshold, ANALYZE and deep scans are off, so
+nothing is scheduled and nothing is logged per database: this is the cost
+of looking.
 
     /usr/bin/python3 bench/poll-cost.py --json-out /tmp/poll-cost.json
     /usr/bin/python3 bench/poll-cost.py --quick          # N = 100, 1000; shorter
@@ -119,6 +123,8 @@ defaults:
     urgent_threshold: 30%
     window: always
   analyze:
+    interval: never
+  deep_scan:
     interval: never
 databases:
   - path: {glob}
@@ -283,7 +289,7 @@ def main():
                         copy_set(template, wal, dest, n) if wal else None
                         wall, ut, st, rss, rc, _ = run_once(args.bin, conf)
                         rows.append((wall, ut + st, ut, st, rss, rc))
-                        if wal:  # the read checkpointed the -wal away: as promised, every one was precise
+                        if wal:  # -wal files still there: the read wrote nothing (before jobs: 0, checkpointed)
                             left = sum(1 for i in range(n) if os.path.exists(os.path.join(dest, f"db{i:05d}.db-wal")))
                             rows[-1] += (left,)
                     r = {
