@@ -503,7 +503,7 @@ static bool dir_writer(const struct stat *dir, uid_t uid, char *who, size_t len)
         bool private_group = false;
 
         if (dir->st_uid != uid && dir->st_uid != 0) {
-                snprintf(who, len, "its owner, user %u,", (unsigned)dir->st_uid);
+                snprintf(who, len, "user %u (its owner)", (unsigned)dir->st_uid);
                 return true;
         }
         if (dir->st_mode & S_IWOTH) {
@@ -569,14 +569,18 @@ static void check_files(const struct spec *sp, struct maint_result *r)
          * hard links to others' files can be made. */
         if (stat(".", &dir) < 0)
                 refuse(r, MAINT_PERMISSION, "cannot look at its directory: %s", strerror(errno));
-        if ((db.st_uid == 0 || !hardlinks_protected()) && dir_writer(&dir, db.st_uid, who, sizeof(who)))
-                refuse(r, MAINT_PERMISSION, "%s, and %s may write its directory (owner %u, group %u, mode %04o): a "
-                       "hard link planted there after these checks would be written with the owner's rights; "
-                       "sqlite-maintd does not work there%s",
-                       db.st_uid == 0 ? "a root-owned database" : "fs.protected_hardlinks is 0", who,
+        if (db.st_uid == 0 && dir_writer(&dir, 0, who, sizeof(who)))
+                refuse(r, MAINT_PERMISSION, "a root-owned database in a directory that %s may write (owner %u, "
+                       "group %u, mode %04o): a hard link planted there after these checks would be written as "
+                       "root; sqlite-maintd does not act as root there", who, (unsigned)dir.st_uid,
+                       (unsigned)dir.st_gid, (unsigned)(dir.st_mode & 07777));
+        if (db.st_uid != 0 && !hardlinks_protected() && dir_writer(&dir, db.st_uid, who, sizeof(who)))
+                refuse(r, MAINT_PERMISSION, "fs.protected_hardlinks is 0 and %s may write the database's directory "
+                       "(owner %u, group %u, mode %04o): a hard link planted there after these checks would be "
+                       "written with user %u's rights; sqlite-maintd does not work there (set "
+                       "fs.protected_hardlinks=1, or give each owner a directory of their own)", who,
                        (unsigned)dir.st_uid, (unsigned)dir.st_gid, (unsigned)(dir.st_mode & 07777),
-                       db.st_uid == 0 ? "" : " (set fs.protected_hardlinks=1, or give each owner a directory of "
-                                              "their own)");
+                       (unsigned)db.st_uid);
 }
 
 int jobproc_child_main(void)

@@ -377,24 +377,27 @@ int util_trusted_parent(const char *dir, char *why, size_t len)
 
 int util_open_dir_trusted_links(const char *dir, char *why, size_t len)
 {
-        char rest[PATH_MAX * 2], target[PATH_MAX];
-        int fd, links = 0;
+        /* what is still to walk below fd, components separated by '/':
+         * rest points into buf[cur]; a link's target and what was left
+         * go to the other buffer */
+        char buf[2][PATH_MAX * 2], target[PATH_MAX], *rest;
+        int fd, cur = 0, links = 0;
 
         if (dir[0] != '/' || strlen(dir) >= PATH_MAX) {
                 snprintf(why, len, "%s: not an absolute path", dir);
                 return -EINVAL;
         }
-        snprintf(rest, sizeof(rest), "%s", dir + 1);
+        snprintf(buf[cur], sizeof(buf[cur]), "%s", dir + 1);
+        rest = buf[cur];
         fd = open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (fd < 0)
                 return -errno;
-        /* rest: what is still to walk below fd, components separated by '/' */
         while (rest[0]) {
                 char *slash = strchr(rest, '/'), comp[NAME_MAX + 1];
                 size_t n = slash ? (size_t)(slash - rest) : strlen(rest);
                 struct stat st;
                 ssize_t k;
-                int next;
+                int next, m;
 
                 if (n > NAME_MAX) {
                         close(fd);
@@ -403,7 +406,7 @@ int util_open_dir_trusted_links(const char *dir, char *why, size_t len)
                 }
                 memcpy(comp, rest, n);
                 comp[n] = '\0';
-                memmove(rest, rest + n + (slash ? 1 : 0), strlen(rest + n + (slash ? 1 : 0)) + 1);
+                rest += n + (slash ? 1 : 0);
                 if (n == 0 || strcmp(comp, ".") == 0)
                         continue;
                 if (fstatat(fd, comp, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode)) {
@@ -415,17 +418,17 @@ int util_open_dir_trusted_links(const char *dir, char *why, size_t len)
                                 return -ELOOP;
                         }
                         k = readlinkat(fd, comp, target, sizeof(target) - 1);
-                        if (k < 0 || ++links > OPEN_DIR_MAX_LINKS ||
-                            (size_t)k + 1 + strlen(rest) + 1 > sizeof(rest)) {
+                        if (k >= 0)
+                                target[k] = '\0';
+                        m = k < 0 ? -1 : snprintf(buf[!cur], sizeof(buf[!cur]), "%s%s%s", target,
+                                                 rest[0] ? "/" : "", rest);
+                        if (m < 0 || (size_t)m >= sizeof(buf[!cur]) || ++links > OPEN_DIR_MAX_LINKS) {
                                 snprintf(why, len, "%s: cannot follow %s", dir, comp);
                                 close(fd);
                                 return -ELOOP;
                         }
-                        target[k] = '\0';
-                        /* the link's target, then what was left */
-                        memmove(rest + k + 1, rest, strlen(rest) + 1);
-                        memcpy(rest, target, (size_t)k);
-                        rest[k] = rest[k + 1] ? '/' : '\0';
+                        cur = !cur;
+                        rest = buf[cur];
                         if (target[0] == '/') {
                                 close(fd);
                                 fd = open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
