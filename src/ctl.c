@@ -431,8 +431,13 @@ static enum maint_status run_op(const struct target_db *t, enum maint_op op, con
                 .opts = o,
         };
 
-        if (op == MAINT_OP_VACUUM && fstatat(t->dirfd, t->name, &st, AT_SYMLINK_NOFOLLOW) == 0)
-                timeout += (uint64_t)((double)st.st_size / (double)(1ull << 30) * (double)l->vacuum_timeout_per_gib_ms);
+        /* per GiB the file takes on disk: its length can be made anything
+         * (a sparse file), its blocks cannot */
+        if (op == MAINT_OP_VACUUM && fstatat(t->dirfd, t->name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+                double bytes = (double)(st.st_size < st.st_blocks * 512 ? st.st_size : st.st_blocks * 512);
+
+                timeout += (uint64_t)(bytes / (double)(1ull << 30) * (double)l->vacuum_timeout_per_gib_ms);
+        }
         req.timeout_ms = timeout;
         return jobproc_run(&req, NULL, r);
 }
@@ -472,8 +477,9 @@ static enum maint_status run_once(struct ctl *c, const struct target_db *t, cons
         return MAINT_ERROR;
 }
 
-/* Open the directory of path (the admin's path: its symbolic links are
- * followed, the database's own name is not). */
+/* Open the directory of path: the symbolic links root or the invoking
+ * user own are followed, another user's are not (they are theirs to point
+ * at any file, as root opens it); the database's own name is never. */
 static int open_dir_of(const char *path, const char **name, struct maint_result *r)
 {
         const char *slash = strrchr(path, '/');
@@ -482,12 +488,10 @@ static int open_dir_of(const char *path, const char **name, struct maint_result 
 
         *name = slash + 1;
         snprintf(dir, sizeof(dir), "%.*s", slash == path ? 1 : (int)(slash - path), path);
-        fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (fd < 0) {
-                r->status = errno == ENOENT || errno == ENOTDIR ? MAINT_MISSING
-                          : errno == EACCES ? MAINT_PERMISSION : MAINT_IOERR;
-                snprintf(r->message, sizeof(r->message), "cannot open its directory: %s", strerror(errno));
-        }
+        fd = util_open_dir_trusted_links(dir, r->message, sizeof(r->message));
+        if (fd < 0)
+                r->status = fd == -ENOENT || fd == -ENOTDIR ? MAINT_MISSING
+                          : fd == -EACCES || fd == -ELOOP ? MAINT_PERMISSION : MAINT_IOERR;
         return fd;
 }
 

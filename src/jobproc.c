@@ -39,6 +39,8 @@
 #define CHILD_EXE_FD 5 /* close-on-exec: only for execveat() itself */
 /* Exit status of a job process that ended itself without an answer. */
 #define CHILD_EXIT_TIMEOUT 2
+/* The group of an owner with no passwd entry: nogroup (base-passwd). */
+#define NO_GROUP ((gid_t)65534)
 #define CHILD_EXIT_STOPPED 3
 /* After the child's own limit, how long the parent still waits. */
 #define PARENT_SLACK_MS 5000
@@ -470,20 +472,25 @@ static int become(const struct spec *sp, char *why, size_t len)
 {
         struct __user_cap_header_struct h = { .version = _LINUX_CAPABILITY_VERSION_3, .pid = 0 };
         struct __user_cap_data_struct d[2];
-        gid_t groups[256];
+        gid_t groups[256], gid;
         int n = (int)ELEMENTSOF(groups);
         struct passwd *pw;
 
         if (sp->switch_user) {
+                /* The owner's own group and groups, not the file's group: a
+                 * setgid directory, or a chgrp, would lend the job a group
+                 * its owner is not in. An owner without a passwd entry
+                 * gets none but nogroup. */
                 pw = getpwuid(sp->uid);
-                if (!pw || getgrouplist(pw->pw_name, sp->gid, groups, &n) < 0) {
-                        groups[0] = sp->gid;
+                gid = pw ? pw->pw_gid : NO_GROUP;
+                if (!pw || getgrouplist(pw->pw_name, gid, groups, &n) < 0) {
+                        groups[0] = gid;
                         n = 1;
                 }
-                if (setgroups((size_t)n, groups) < 0 || setresgid(sp->gid, sp->gid, sp->gid) < 0 ||
+                if (setgroups((size_t)n, groups) < 0 || setresgid(gid, gid, gid) < 0 ||
                     setresuid(sp->uid, sp->uid, sp->uid) < 0) {
                         snprintf(why, len, "cannot become user %u (group %u): %s", (unsigned)sp->uid,
-                                 (unsigned)sp->gid, strerror(errno));
+                                 (unsigned)gid, strerror(errno));
                         return -errno;
                 }
         }
@@ -528,6 +535,48 @@ static bool leased(const char *name, bool write)
         return errno == EWOULDBLOCK;
 }
 
+/* fs.protected_hardlinks (proc_sys_fs(5)): 1 lets no one make a hard link
+ * to a file they could not write themselves. Not readable: as if 0. */
+static bool hardlinks_protected(void)
+{
+        char c = '0';
+        int fd = open("/proc/sys/fs/protected_hardlinks", O_RDONLY | O_CLOEXEC);
+
+        if (fd >= 0) {
+                if (read(fd, &c, 1) != 1)
+                        c = '0';
+                close(fd);
+        }
+        return c != '0';
+}
+
+/* Who other than uid (and root) may write the directory dir is, by its
+ * mode and its ACL: false when no one. A group may when it is not uid's
+ * own group with no other member (a user private group). */
+static bool dir_writer(const struct stat *dir, uid_t uid, char *who, size_t len)
+{
+        struct passwd *pw = getpwuid(uid);
+        gid_t own = pw ? pw->pw_gid : NO_GROUP;
+        struct group *gr;
+        bool private_group = false;
+
+        if (dir->st_uid != uid && dir->st_uid != 0) {
+                snprintf(who, len, "user %u (its owner)", (unsigned)dir->st_uid);
+                return true;
+        }
+        if (dir->st_mode & S_IWOTH) {
+                snprintf(who, len, "every user");
+                return true;
+        }
+        if (dir->st_gid == own && uid != 0 && (gr = getgrgid(own)) != NULL)
+                private_group = !gr->gr_mem[0] || (!gr->gr_mem[1] && pw && strcmp(gr->gr_mem[0], pw->pw_name) == 0);
+        if ((dir->st_mode & S_IWGRP) && dir->st_gid != 0 && !private_group) {
+                snprintf(who, len, "group %u", (unsigned)dir->st_gid);
+                return true;
+        }
+        return util_acl_writer(".", uid, private_group ? own : 0, dir->st_gid, who, len) != 0;
+}
+
 /* The files as the job finds them, as their owner, in the directory: what
  * jobproc_run promises to refuse. */
 static void check_files(const struct spec *sp, struct maint_result *r)
@@ -535,7 +584,7 @@ static void check_files(const struct spec *sp, struct maint_result *r)
         static const char *const sides[] = { "-journal", "-wal", "-shm" };
         bool write = sp->op != MAINT_OP_STATS && sp->op != MAINT_OP_CHECK && sp->op != MAINT_OP_DEEP_SCAN;
         struct stat db, side, dir;
-        char p[sizeof(sp->name) + 16];
+        char p[sizeof(sp->name) + 16], who[96] = "";
 
         if (fstatat(AT_FDCWD, sp->name, &db, AT_SYMLINK_NOFOLLOW) < 0) {
                 if (errno == ENOENT)
@@ -570,13 +619,26 @@ static void check_files(const struct spec *sp, struct maint_result *r)
         }
         if (leased(sp->name, write))
                 refuse(r, MAINT_BUSY, "the database file is leased by another process (F_SETLEASE)");
-        /* As root (a root-owned database), only in a directory that no other
-         * user can write: one who could would choose what root opens. */
-        if (db.st_uid == 0 && stat(".", &dir) == 0 &&
-            (dir.st_uid != 0 || (dir.st_mode & S_IWOTH) || ((dir.st_mode & S_IWGRP) && dir.st_gid != 0)))
-                refuse(r, MAINT_PERMISSION, "a root-owned database in a directory that others than root may write "
-                       "(owner %u, group %u, mode %04o): sqlite-maintd does not act as root there",
-                       (unsigned)dir.st_uid, (unsigned)dir.st_gid, (unsigned)(dir.st_mode & 07777));
+        /* Whoever else can write the directory can plant a hard link to
+         * any file of theirs... or, with fs.protected_hardlinks=0, to any
+         * file at all, as a side file after these checks (SQLite opens the
+         * -shm itself): the job would write it with the owner's rights.
+         * As root, never in such a directory; as another owner, not where
+         * hard links to others' files can be made. */
+        if (stat(".", &dir) < 0)
+                refuse(r, MAINT_PERMISSION, "cannot look at its directory: %s", strerror(errno));
+        if (db.st_uid == 0 && dir_writer(&dir, 0, who, sizeof(who)))
+                refuse(r, MAINT_PERMISSION, "a root-owned database in a directory that %s may write (owner %u, "
+                       "group %u, mode %04o): a hard link planted there after these checks would be written as "
+                       "root; sqlite-maintd does not act as root there", who, (unsigned)dir.st_uid,
+                       (unsigned)dir.st_gid, (unsigned)(dir.st_mode & 07777));
+        if (db.st_uid != 0 && !hardlinks_protected() && dir_writer(&dir, db.st_uid, who, sizeof(who)))
+                refuse(r, MAINT_PERMISSION, "fs.protected_hardlinks is 0 and %s may write the database's directory "
+                       "(owner %u, group %u, mode %04o): a hard link planted there after these checks would be "
+                       "written with user %u's rights; sqlite-maintd does not work there (set "
+                       "fs.protected_hardlinks=1, or give each owner a directory of their own)", who,
+                       (unsigned)dir.st_uid, (unsigned)dir.st_gid, (unsigned)(dir.st_mode & 07777),
+                       (unsigned)db.st_uid);
 }
 
 int jobproc_child_main(void)
@@ -707,19 +769,48 @@ static enum maint_status look(const struct jobproc_request *req, struct spec *sp
 
 /* Wait for the answer: read it as it comes, pass a stop request on, give
  * the child its time limit and grace, then up. */
-static void supervise(int res_fd, int ctl_fd, uint64_t timeout_ms, struct maint_cancel *cancel, struct buf *b,
-                      bool *eof)
+/* Whether process pid is stopped by a signal (SIGSTOP, SIGTSTP: state T
+ * in /proc/PID/stat, after the parenthesized name). A tracer's stop (t) is
+ * not counted: the owner cannot trace the job (it is not dumpable), and a
+ * debugger root attached means it. */
+static bool stopped_process(pid_t pid)
+{
+        char path[64], buf[512], *close_paren;
+        ssize_t n;
+        int fd;
+
+        snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+                return false;
+        n = read(fd, buf, sizeof(buf) - 1);
+        close(fd);
+        if (n <= 0)
+                return false;
+        buf[n] = '\0';
+        close_paren = strrchr(buf, ')');
+        return close_paren && close_paren[1] == ' ' && close_paren[2] == 'T';
+}
+
+static void supervise(pid_t pid, int res_fd, int ctl_fd, uint64_t timeout_ms, struct maint_cancel *cancel,
+                      struct buf *b, bool *eof, bool *stopped)
 {
         uint64_t start = now_ms(), give_up = start + timeout_ms + JOBPROC_GRACE_MS + PARENT_SLACK_MS;
         bool stop_sent = false;
 
-        *eof = false;
+        *eof = *stopped = false;
         while (!*eof) {
                 struct pollfd p = { .fd = res_fd, .events = POLLIN };
                 uint64_t now = now_ms();
                 char chunk[65536];
                 ssize_t k;
 
+                /* A job its owner stopped (SIGSTOP) would hold its slot until
+                 * the time limit: it is done for, now. */
+                if (stopped_process(pid)) {
+                        *stopped = true;
+                        return;
+                }
                 if (cancel && !stop_sent && atomic_load(&cancel->requested)) {
                         (void)!write(ctl_fd, "s", 1);
                         stop_sent = true;
@@ -749,7 +840,7 @@ enum maint_status jobproc_run(const struct jobproc_request *req, struct maint_ca
         int spec_p[2] = { -1, -1 }, res_p[2] = { -1, -1 }, ctl_p[2] = { -1, -1 }, dir = -1, status = 0;
         struct buf b = { 0 };
         struct spec sp;
-        bool eof = false, exited = false, killed = false, stopped;
+        bool eof = false, exited = false, killed = false, stopped, halted;
         pid_t pid;
 
         maint_result_clear(r);
@@ -803,7 +894,9 @@ enum maint_status jobproc_run(const struct jobproc_request *req, struct maint_ca
         close(spec_p[1]);
         spec_p[1] = -1;
 
-        supervise(res_p[0], ctl_p[1], req->timeout_ms, cancel, &b, &eof);
+        supervise(pid, res_p[0], ctl_p[1], req->timeout_ms, cancel, &b, &eof, &halted);
+        if (halted)
+                killed = kill(pid, SIGKILL) == 0;
         stopped = cancel && atomic_load(&cancel->requested);
         /* End of file on the control pipe: the child ends itself at once. */
         close(ctl_p[1]);
@@ -825,7 +918,12 @@ enum maint_status jobproc_run(const struct jobproc_request *req, struct maint_ca
         if (eof && !b.oom && decode_result(b.p, b.n, r))
                 goto out;
         maint_result_clear(r);
-        if (!exited || killed)
+        if (halted)
+                /* as if it ran out of time: held back the same way */
+                set(r, MAINT_TIMEOUT, "the job process was stopped by a signal (its owner may send it one): "
+                    "killed at once, so that it holds no job slot; the database is intact (SQLite's crash "
+                    "safety)");
+        else if (!exited || killed)
                 set(r, stopped ? MAINT_INTERRUPTED : MAINT_TIMEOUT, "the job did not end %llu ms after %s (its "
                     "owner may have stopped it): killed%s; the database is intact (SQLite's crash safety)",
                     (unsigned long long)(JOBPROC_GRACE_MS + PARENT_SLACK_MS),

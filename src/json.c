@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include "json.h"
+#include "util.h"
 
 void json_init(struct json *j, FILE *f)
 {
@@ -54,10 +55,8 @@ static void put_string(FILE *f, const char *s)
                                                (p[2] & 0x3f)
                                              : 0x10000;
 
-                        /* the C1 controls and the bidirectional overrides
-                         * and isolates, which a terminal acts on: as \u */
-                        if ((cp >= 0x80 && cp <= 0x9f) || (cp >= 0x202a && cp <= 0x202e) ||
-                            (cp >= 0x2066 && cp <= 0x2069))
+                        /* what a terminal acts on (util_terminal_unsafe): as \u */
+                        if (util_terminal_unsafe(cp))
                                 fprintf(f, "\\u%04x", (unsigned)cp);
                         else
                                 fwrite(p, 1, n, f);

@@ -924,12 +924,15 @@ static void stat_done(struct manager *m, struct target *t, struct job *j)
 static void job_finished(struct job *j, void *userdata);
 
 /* A job's time limit: limits.job_timeout, and for a VACUUM also
- * vacuum_timeout_per_gib for each GiB of the database and its -wal; a deep
- * scan kept to the window ends at its end. */
+ * vacuum_timeout_per_gib for each GiB of the database's pages in use; a
+ * deep scan kept to the window ends at its end. */
 static uint64_t job_timeout(const struct manager *m, const struct target *t, enum maint_op op)
 {
         const struct limits_conf *l = &t->dc->limits;
-        double gib = (double)(t->stat.file_size_bytes + t->stat.wal_size_bytes) / (double)(1ull << 30);
+        /* what a VACUUM copies: the pages in use, as the header counts them
+         * (a file's size can be made anything: a sparse file costs nothing) */
+        uint64_t live = t->stat.page_count > t->stat.freelist_count ? t->stat.page_count - t->stat.freelist_count : 0;
+        double gib = (double)live * (double)t->stat.page_size / (double)(1ull << 30);
 
         if (op == MAINT_OP_DEEP_SCAN && t->dc->deep_scan.in_window && !m->ignore_window) {
                 time_t now = time(NULL);

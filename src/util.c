@@ -6,6 +6,7 @@
 #include <string.h>
 #include <limits.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -142,10 +143,15 @@ static size_t utf8_len(const unsigned char *p, uint32_t *cp)
         return n;
 }
 
+bool util_terminal_unsafe(uint32_t c)
+{
+        return c < 0x20 || c == 0x7f || (c >= 0x80 && c <= 0x9f) || c == 0x061c || c == 0x200e || c == 0x200f ||
+               c == 0x2028 || c == 0x2029 || (c >= 0x202a && c <= 0x202e) || (c >= 0x2066 && c <= 0x2069);
+}
+
 static bool needs_escape(uint32_t c)
 {
-        return c < 0x20 || c == 0x7f || c == '\\' || (c >= 0x80 && c <= 0x9f) ||
-               (c >= 0x202a && c <= 0x202e) || (c >= 0x2066 && c <= 0x2069);
+        return c == '\\' || util_terminal_unsafe(c);
 }
 
 char *util_escape(const char *in, char *out, size_t len)
@@ -191,11 +197,63 @@ char *util_escape(const char *in, char *out, size_t len)
         return out;
 }
 
+/* The kernel's form of a POSIX ACL in the system.posix_acl_access
+ * attribute (linux/posix_acl_xattr.h): a version, then entries of a tag,
+ * permissions and an id, little-endian. */
+#define ACL_XATTR "system.posix_acl_access"
+#define ACL_XATTR_VERSION 2
+#define ACL_TAG_USER 0x02
+#define ACL_TAG_GROUP_OBJ 0x04
+#define ACL_TAG_GROUP 0x08
+#define ACL_TAG_MASK 0x10
+#define ACL_PERM_WRITE 0x02
+
+static uint32_t le(const unsigned char *p, int n)
+{
+        uint32_t v = 0;
+
+        for (int i = n - 1; i >= 0; i--)
+                v = v << 8 | p[i];
+        return v;
+}
+
+int util_acl_writer(const char *path, uid_t uid_ok, gid_t gid_ok, gid_t file_gid, char *who, size_t len)
+{
+        unsigned char buf[4 + 8 * 64];
+        ssize_t n = lgetxattr(path, ACL_XATTR, buf, sizeof(buf));
+        bool mask_w = true;
+
+        if (n < 0)
+                return errno == ENODATA || errno == ENOTSUP ? 0 : errno == ERANGE ? 1 : -errno;
+        if (n < 4 || le(buf, 4) != ACL_XATTR_VERSION || (n - 4) % 8)
+                return 1; /* not a form this code reads: as if it let someone write */
+        for (ssize_t i = 4; i < n; i += 8)
+                if (le(buf + i, 2) == ACL_TAG_MASK)
+                        mask_w = le(buf + i + 2, 2) & ACL_PERM_WRITE;
+        for (ssize_t i = 4; mask_w && i < n; i += 8) {
+                uint32_t tag = le(buf + i, 2), perm = le(buf + i + 2, 2), id = le(buf + i + 4, 4);
+
+                if (!(perm & ACL_PERM_WRITE))
+                        continue;
+                if (tag == ACL_TAG_USER && id != 0 && id != uid_ok) {
+                        snprintf(who, len, "user %u (an ACL entry)", (unsigned)id);
+                        return 1;
+                }
+                if ((tag == ACL_TAG_GROUP && id != 0 && id != gid_ok) ||
+                    (tag == ACL_TAG_GROUP_OBJ && file_gid != 0 && file_gid != gid_ok)) {
+                        snprintf(who, len, "group %u (an ACL entry)", (unsigned)(tag == ACL_TAG_GROUP ? id : file_gid));
+                        return 1;
+                }
+        }
+        return 0;
+}
+
 /* One element of util_trusted_path's walk. */
 static int trusted_one(const char *p, const struct stat *st, bool child_owned_ok, char *why, size_t len)
 {
         uid_t me = geteuid();
         bool sticky = S_ISDIR(st->st_mode) && (st->st_mode & S_ISVTX);
+        char who[64] = "";
 
         if (st->st_uid != 0 && st->st_uid != me) {
                 snprintf(why, len, "%s belongs to user %u, not root (mode %04o)", p, (unsigned)st->st_uid,
@@ -210,6 +268,11 @@ static int trusted_one(const char *p, const struct stat *st, bool child_owned_ok
         if ((st->st_mode & S_IWGRP) && st->st_gid != 0 && !(sticky && child_owned_ok)) {
                 snprintf(why, len, "%s is writable by group %u (owner %u, mode %04o)", p, (unsigned)st->st_gid,
                          (unsigned)st->st_uid, (unsigned)(st->st_mode & 07777));
+                return -EPERM;
+        }
+        if (!(sticky && child_owned_ok) && util_acl_writer(p, me, 0, st->st_gid, who, sizeof(who)) != 0) {
+                snprintf(why, len, "%s is writable by %s (owner %u, mode %04o)", p, who[0] ? who : "someone "
+                         "its ACL names", (unsigned)st->st_uid, (unsigned)(st->st_mode & 07777));
                 return -EPERM;
         }
         return 0;
@@ -308,3 +371,82 @@ int util_trusted_parent(const char *dir, char *why, size_t len)
 {
         return trusted_walk(dir, true, why, len);
 }
+
+/* Most symbolic links one path may go through (as the kernel's MAXSYMLINKS). */
+#define OPEN_DIR_MAX_LINKS 40
+
+int util_open_dir_trusted_links(const char *dir, char *why, size_t len)
+{
+        /* what is still to walk below fd, components separated by '/':
+         * rest points into buf[cur]; a link's target and what was left
+         * go to the other buffer */
+        char buf[2][PATH_MAX * 2], target[PATH_MAX], *rest;
+        int fd, cur = 0, links = 0;
+
+        if (dir[0] != '/' || strlen(dir) >= PATH_MAX) {
+                snprintf(why, len, "%s: not an absolute path", dir);
+                return -EINVAL;
+        }
+        snprintf(buf[cur], sizeof(buf[cur]), "%s", dir + 1);
+        rest = buf[cur];
+        fd = open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        while (rest[0]) {
+                char *slash = strchr(rest, '/'), comp[NAME_MAX + 1];
+                size_t n = slash ? (size_t)(slash - rest) : strlen(rest);
+                struct stat st;
+                ssize_t k;
+                int next, m;
+
+                if (n > NAME_MAX) {
+                        close(fd);
+                        snprintf(why, len, "%s: a name too long", dir);
+                        return -ENAMETOOLONG;
+                }
+                memcpy(comp, rest, n);
+                comp[n] = '\0';
+                rest += n + (slash ? 1 : 0);
+                if (n == 0 || strcmp(comp, ".") == 0)
+                        continue;
+                if (fstatat(fd, comp, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode)) {
+                        /* its owner can point it elsewhere at any time */
+                        if (st.st_uid != 0 && st.st_uid != geteuid()) {
+                                snprintf(why, len, "%s: %s is a symbolic link that user %u can point elsewhere: not "
+                                         "followed", dir, comp, (unsigned)st.st_uid);
+                                close(fd);
+                                return -ELOOP;
+                        }
+                        k = readlinkat(fd, comp, target, sizeof(target) - 1);
+                        if (k >= 0)
+                                target[k] = '\0';
+                        m = k < 0 ? -1 : snprintf(buf[!cur], sizeof(buf[!cur]), "%s%s%s", target,
+                                                 rest[0] ? "/" : "", rest);
+                        if (m < 0 || (size_t)m >= sizeof(buf[!cur]) || ++links > OPEN_DIR_MAX_LINKS) {
+                                snprintf(why, len, "%s: cannot follow %s", dir, comp);
+                                close(fd);
+                                return -ELOOP;
+                        }
+                        cur = !cur;
+                        rest = buf[cur];
+                        if (target[0] == '/') {
+                                close(fd);
+                                fd = open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+                                if (fd < 0)
+                                        return -errno;
+                        }
+                        continue;
+                }
+                next = openat(fd, comp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+                close(fd);
+                if (next < 0) {
+                        int e = errno;
+
+                        snprintf(why, len, "cannot open its directory: %s", strerror(e));
+                        return -e;
+                }
+                fd = next;
+        }
+        return fd;
+}
+

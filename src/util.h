@@ -32,6 +32,10 @@ const char *util_format_bytes(uint64_t bytes, char *buf, size_t len);
  * small; always NUL-terminated. Returns out. Journal fields keep the exact
  * bytes instead. */
 char *util_escape(const char *in, char *out, size_t len);
+/* A code point a terminal or a line-oriented reader acts on: the C0 and C1
+ * controls, DEL, the line and paragraph separators, and the bidirectional
+ * marks, overrides and isolates (U+061C, U+200E/F, U+202A-E, U+2066-9). */
+bool util_terminal_unsafe(uint32_t cp);
 
 /* snprintf that never reports truncation as an error: the text is cut. */
 void util_strlcpy(char *dst, const char *src, size_t len);
@@ -63,6 +67,20 @@ bool file_id_equal(const struct file_id *a, const struct file_id *b);
  * why ("/etc/x.yaml is writable by user 1000 (owner 1000, mode 0644)"),
  * or another negative errno when it cannot be looked at. */
 int util_trusted_path(const char *path, char *why, size_t len);
+
+/* Whether the POSIX access ACL of path (not followed if a symbolic link)
+ * lets anyone write it beyond the owner, root, user uid_ok and group
+ * gid_ok: a named user or group, or the owning group file_gid, with the
+ * write permission the mask leaves them (acl(5)). 1 with who ("user
+ * 1001 (an ACL entry)"), 0 when none (or no ACL), negative errno. An ACL
+ * in a form this code does not read counts as 1. */
+int util_acl_writer(const char *path, uid_t uid_ok, gid_t gid_ok, gid_t file_gid, char *who, size_t len);
+
+/* Open the directory dir (absolute), following only the symbolic links
+ * that root or this process's user own: any other user can point theirs
+ * elsewhere between two looks. O_RDONLY | O_DIRECTORY descriptor, or
+ * negative errno (-ELOOP for a link refused) with why. */
+int util_open_dir_trusted_links(const char *dir, char *why, size_t len);
 /* The same for a directory an entry is about to be made in (by root or
  * this process's user, who will own it): dir itself may be sticky and
  * writable by all (/tmp). */
