@@ -792,6 +792,38 @@ static bool stopped_process(pid_t pid)
         return close_paren && close_paren[1] == ' ' && close_paren[2] == 'T';
 }
 
+/* How long a job process that closed its answer, or was killed, gets to end. */
+#define REAP_WAIT_MS 1000
+
+/* Reaps pid if it ends within ms: true with its status. A pidfd (Linux
+ * 5.3, pidfd_open(2)) wakes poll() the moment it ends; without one, naps of
+ * 1 ms doubling to 50 ms. */
+static bool reaped_within(pid_t pid, int *status, int ms)
+{
+        int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+        uint64_t end = now_ms() + (uint64_t)ms;
+        bool done = false;
+
+        for (int nap = 1;; nap = nap < 50 ? nap * 2 : 50) {
+                uint64_t now;
+
+                if (waitpid(pid, status, WNOHANG) == pid) {
+                        done = true;
+                        break;
+                }
+                now = now_ms();
+                if (now >= end)
+                        break;
+                if (fd >= 0)
+                        (void)poll(&(struct pollfd){ .fd = fd, .events = POLLIN }, 1, (int)(end - now));
+                else
+                        util_sleep_ms((uint64_t)nap < end - now ? (uint64_t)nap : end - now);
+        }
+        if (fd >= 0)
+                close(fd);
+        return done;
+}
+
 static void supervise(pid_t pid, int res_fd, int ctl_fd, uint64_t timeout_ms, struct maint_cancel *cancel,
                       struct buf *b, bool *eof, bool *stopped)
 {
@@ -901,17 +933,13 @@ enum maint_status jobproc_run(const struct jobproc_request *req, struct maint_ca
         /* End of file on the control pipe: the child ends itself at once. */
         close(ctl_p[1]);
         ctl_p[1] = -1;
-        for (int i = 0; i < 40 && !exited; i++) {
-                pid_t w = waitpid(pid, &status, WNOHANG);
-
-                exited = w == pid;
-                /* past its limit and the grace, still there (stopped by
-                 * its owner, stuck in the kernel): killed (the daemon's
+        exited = reaped_within(pid, &status, REAP_WAIT_MS);
+        if (!exited) {
+                /* past its limit and the grace, still there (stopped by its
+                 * owner, stuck in the kernel): killed (the daemon's
                  * CAP_KILL), reaped later if it lingers in the kernel */
-                if (!exited && i == 20)
-                        killed = kill(pid, SIGKILL) == 0;
-                if (!exited)
-                        util_sleep_ms(50);
+                killed = kill(pid, SIGKILL) == 0;
+                exited = reaped_within(pid, &status, REAP_WAIT_MS);
         }
         if (!exited)
                 add_stray(pid);
