@@ -75,7 +75,8 @@ static void usage(FILE *f)
               "\n"
               "Options:\n"
               "  -c, --config FILE   take thresholds and limits from FILE (the entry matching\n"
-              "                      each database, else its defaults); built-in defaults without\n"
+              "                      each database, else its defaults); without it, built-in\n"
+              "                      defaults\n"
               "      --json          one JSON object per database on stdout\n"
               "      --attempts N    tries on a lock conflict (default 3), waiting retry.initial_backoff\n"
               "                      (1s), doubling, between them\n"
@@ -535,7 +536,7 @@ static int process(struct ctl *c, const char *arg, const struct db_conf *default
         if (r.status == MAINT_BUSY) {
                 char msg[sizeof(r.message) + 64];
 
-                snprintf(msg, sizeof(msg), "still busy after %d attempt%s: %s", c->attempts,
+                snprintf(msg, sizeof(msg), "still busy after %d attempt%s (the last: %s)", c->attempts,
                          c->attempts == 1 ? "" : "s", r.message);
                 util_strlcpy(r.message, msg, sizeof(r.message));
         }

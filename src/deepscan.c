@@ -79,7 +79,7 @@ static int scan_pages(sqlite3 *db, struct scan *sc)
 {
         struct deep_stats *ds = sc->ds;
         sqlite3_stmt *s;
-        int rc = sqlite3_prepare_v2(db, "SELECT name, pagetype, pageno, unused, ncell, pgsize FROM dbstat", -1, &s, NULL);
+        int rc = sqlite3_prepare_v2(db, "SELECT name, pagetype, pageno, unused, ncell, pgsize, mx_payload FROM dbstat", -1, &s, NULL);
 
         if (rc != SQLITE_OK)
                 return rc;
@@ -115,7 +115,12 @@ static int scan_pages(sqlite3 *db, struct scan *sc)
 
                         b->leaf_pages++;
                         b->leaf_cells += cells > 0 ? (uint64_t)cells : 0;
+                        int64_t largest = sqlite3_column_int64(s, 6), local = size - 35;
+
                         b->leaf_cell_bytes += bytes > 0 ? (uint64_t)bytes : 0;
+                        /* a cell keeps at most U - 35 bytes of payload in the page */
+                        largest = largest < local ? largest : local;
+                        b->leaf_largest_sum += largest > 0 ? (uint64_t)largest : 0;
                 } else if (strcmp(type, "internal") == 0) {
                         b->interior_pages++;
                 } else {
@@ -216,15 +221,32 @@ static int name_tables(sqlite3 *db, struct deep_stats *ds)
         return rc;
 }
 
-/* The leaf pages a b-tree's cells fill when packed: whole cells to a page,
- * as many of the average size as fit in a page past its header. */
+/* Bytes of a cell besides its payload, at most: the 2-byte cell pointer
+ * and the payload-size and rowid varints (fileformat2.html, "B-tree
+ * Pages"). */
+#define CELL_OVERHEAD_BYTES 12
+
+/* The leaf pages a b-tree's cells fill when packed: a VACUUM appends them
+ * in order, and each page takes cells until the next does not fit (SQLite
+ * never splits a cell's in-page part between two pages). A page is left
+ * short by part of the next cell. Cells of about one size: whole cells of
+ * the average size to a page. Cells of mixed sizes: short by about
+ * E[S^2] / 2E[S], more than half the average, since the cell that does not
+ * fit is likelier a large one; each cell's size is not known here, and
+ * half the average of each page's largest cell stands for it, which errs
+ * on the side of giving back less (a VACUUM must not be planned for what
+ * it cannot give back). */
 static uint64_t packed_leaves(const struct btree_space *b, uint64_t page_size)
 {
         uint64_t room = page_size > LEAF_HEADER_BYTES ? page_size - LEAF_HEADER_BYTES : 1;
-        uint64_t per_page;
+        uint64_t avg, largest, per_page;
 
-        if (b->leaf_cells == 0 || b->leaf_cell_bytes == 0)
+        if (b->leaf_cells == 0 || b->leaf_cell_bytes == 0 || b->leaf_pages == 0)
                 return b->leaf_pages ? 1 : 0;
+        avg = b->leaf_cell_bytes / b->leaf_cells;
+        largest = b->leaf_largest_sum / b->leaf_pages + CELL_OVERHEAD_BYTES;
+        if (largest > avg + avg / 4 && room > largest / 2)
+                return (b->leaf_cell_bytes + (room - largest / 2) - 1) / (room - largest / 2);
         /* cells per page: room over the average cell, rounded down */
         per_page = room * b->leaf_cells / b->leaf_cell_bytes;
         if (per_page == 0)

@@ -31,6 +31,8 @@ struct btree_space {
         uint64_t nonsequential_pages;
         uint64_t leaf_cells;       /* the cells of its leaf pages (rows of a table, entries of an index) */
         uint64_t leaf_cell_bytes;  /* what they take there, each with its 2-byte cell pointer */
+        uint64_t leaf_largest_sum; /* over its leaf pages: the largest cell's payload on the page, at most
+                                    * what a table leaf keeps in the page (U - 35, fileformat2.html) */
 };
 
 struct deep_stats {

@@ -104,6 +104,11 @@ static int progress_cb(void *arg)
         return cancelled(arg) ? 1 : 0;
 }
 
+/* The stop request of the connection this thread opened last (db_connect):
+ * the connections an operation opens beside it (the full-text check's
+ * snapshot) stop with it. */
+static _Thread_local struct maint_cancel *thread_cancel;
+
 const char *maint_status_name(enum maint_status s)
 {
         static const char *const names[] = {
@@ -499,6 +504,7 @@ static enum maint_status db_connect(const char *path, const char *params, bool e
                 cancel->db = db;
                 pthread_mutex_unlock(&cancel->lock);
         }
+        thread_cancel = cancel;
         *ret = db;
         return MAINT_OK;
 }
@@ -820,6 +826,13 @@ static enum maint_status snapshot(sqlite3 *src, const struct dbstat *st, sqlite3
                 sqlite3_close_v2(copy);
                 return r->status;
         }
+        /* as db_connect's: the file's triggers and views are not run (an
+         * FTS5 table's content may be a view), and it stops with the job */
+        sqlite3_db_config(copy, SQLITE_DBCONFIG_DEFENSIVE, 1, NULL);
+        sqlite3_db_config(copy, SQLITE_DBCONFIG_ENABLE_TRIGGER, 0, NULL);
+        sqlite3_db_config(copy, SQLITE_DBCONFIG_ENABLE_VIEW, 0, NULL);
+        sqlite3_progress_handler(copy, MAINT_PROGRESS_STEPS, progress_cb, thread_cancel);
+        (void)sqlite3_exec(copy, "PRAGMA cell_size_check=ON", NULL, NULL, NULL);
         b = sqlite3_backup_init(copy, "main", src, "main");
         if (!b) {
                 fail_sqlite(r, copy, sqlite3_errcode(copy), "cannot snapshot the database");
@@ -878,7 +891,7 @@ static enum maint_status check_vtabs(sqlite3 *db, const struct dbstat *st, struc
 
                 if (v[i].kind == VTAB_AUX || v[i].kind == VTAB_OTHER)
                         continue;
-                if (fts && !copy && !(v[i].kind == VTAB_FTS3 && v[i].contentless)) {
+                if (fts && !copy && !(v[i].kind == VTAB_FTS3 && (v[i].contentless || v[i].compress[0]))) {
                         if (snapshot(db, st, &copy, r) != MAINT_OK)
                                 break;
                         on = copy;
@@ -1376,6 +1389,17 @@ static enum maint_status read_look(const char *path, const struct maint_opts *o,
                         if (attempt >= READ_ATTEMPTS)
                                 return set_status(r, MAINT_BUSY, 0, "the database's files changed while it was "
                                                   "opened, %d times", attempt);
+                        continue;
+                }
+                /* A read without locks may meet an application's commit
+                 * half written (its writer descheduled between two page
+                 * writes: the file unchanged before and after the read,
+                 * the -journal not hot while it holds its lock). Corruption
+                 * so found is looked for again under a SHARED lock. */
+                if (mode == READ_IMMUTABLE && (flags & LOOK_LOCKLESS) && r->status == MAINT_CORRUPT &&
+                    l.st.st_size > 0 && !l.wal_format) {
+                        maint_result_clear(r);
+                        flags &= ~LOOK_LOCKLESS;
                         continue;
                 }
                 if (mode != READ_IMMUTABLE ||

@@ -426,7 +426,9 @@ static void report_corrupt(struct manager *m, struct target *t, const char *op, 
         log_field(&e, "SQLITE_ERROR", "%s", why);
         if (problems[0])
                 log_field(&e, "PROBLEMS", "%s", problems);
-        log_entry_send(&e, "%s: DATABASE CORRUPT, not vacuumed: %s", t->path, why);
+        /* a deep scan or a check finds it with no VACUUM due: left alone all the same */
+        log_entry_send(&e, "%s: DATABASE CORRUPT, %s: %s", t->path,
+                       strstr(op, "vacuum") ? "not vacuumed" : "left alone until it changes", why);
         snprintf(m->last_action, sizeof(m->last_action), "CORRUPT %s", t->path);
 }
 

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -90,10 +91,10 @@ static bool keyword(struct lexer *lx, const char *kw)
         return true;
 }
 
-/* The value of the content option among the module's arguments, if any:
- * "key = value" at the top level of the parentheses (FTS3/4 and FTS5 both
- * take it so, the value quoted or bare). */
-static void content_option(struct lexer *lx, struct vtab *v)
+/* The options among the module's arguments: "key = value" at the top
+ * level of the parentheses (FTS4 and FTS5 take them so, the value quoted
+ * or bare): content, and FTS4's compress and uncompress. */
+static void read_options(struct lexer *lx, struct vtab *v)
 {
         int depth = 0;
 
@@ -109,12 +110,21 @@ static void content_option(struct lexer *lx, struct vtab *v)
                 at = *lx;
                 if (read_name(&at, key, sizeof(key))) {
                         skip_blank(&at);
-                        if (*at.p == '=' && strcasecmp(key, "content") == 0) {
+                        if (*at.p == '=') {
                                 at.p++;
                                 if (!read_name(&at, value, sizeof(value)))
                                         value[0] = '\0';
-                                v->contentless = value[0] == '\0';
-                                v->external_content = value[0] != '\0';
+                                if (strcasecmp(key, "content") == 0) {
+                                        v->contentless = value[0] == '\0';
+                                        v->external_content = value[0] != '\0';
+                                        util_strlcpy(v->content, value, sizeof(v->content));
+                                } else if (v->kind == VTAB_FTS3 && value[0] &&
+                                           (strcasecmp(key, "compress") == 0 || strcasecmp(key, "uncompress") == 0)) {
+                                        size_t k = strlen(v->compress);
+
+                                        snprintf(v->compress + k, sizeof(v->compress) - k, "%s%s", k ? ", " : "",
+                                                 value);
+                                }
                         }
                 }
                 /* on to the next argument at depth 0 */
@@ -159,6 +169,7 @@ int vtab_parse(const char *sql, struct vtab *v)
         v->kind = VTAB_OTHER;
         v->module[0] = '\0';
         v->contentless = v->external_content = false;
+        v->content[0] = v->compress[0] = '\0';
         if (!keyword(&lx, "CREATE") || !keyword(&lx, "VIRTUAL") || !keyword(&lx, "TABLE"))
                 return -EINVAL;
         if (keyword(&lx, "IF") && (!keyword(&lx, "NOT") || !keyword(&lx, "EXISTS")))
@@ -179,8 +190,8 @@ int vtab_parse(const char *sql, struct vtab *v)
         for (size_t i = 0; i < ELEMENTSOF(known); i++)
                 if (strcmp(v->module, known[i].module) == 0)
                         v->kind = known[i].kind;
-        if (v->kind == VTAB_FTS3 || v->kind == VTAB_FTS5)
-                content_option(&lx, v);
+        if (strcmp(v->module, "fts4") == 0 || v->kind == VTAB_FTS5)
+                read_options(&lx, v);
         return 0;
 }
 
@@ -257,7 +268,6 @@ static bool operational(int rc)
         case SQLITE_BUSY:
         case SQLITE_LOCKED:
         case SQLITE_INTERRUPT:
-        case SQLITE_NOMEM:
         case SQLITE_IOERR:
         case SQLITE_FULL:
         case SQLITE_READONLY:
@@ -267,27 +277,99 @@ static bool operational(int rc)
         }
 }
 
-static int finish_check(sqlite3 *db, int rc, enum vtab_verdict *verdict, char **why)
+static int say(char **why, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int say(char **why, const char *fmt, ...)
 {
+        va_list ap;
+        char *m;
+
+        va_start(ap, fmt);
+        m = sqlite3_vmprintf(fmt, ap);
+        va_end(ap);
+        *why = m ? strdup(m) : NULL;
+        sqlite3_free(m);
+        return *why ? SQLITE_OK : SQLITE_NOMEM;
+}
+
+/* Whether main has a table (or view, when view) of that name. */
+static bool has_table(sqlite3 *db, const char *name, bool view)
+{
+        sqlite3_stmt *s;
+        bool yes = false;
+
+        if (sqlite3_prepare_v2(db, "SELECT type FROM main.sqlite_schema WHERE name = ?1 COLLATE NOCASE", -1, &s,
+                               NULL) != SQLITE_OK)
+                return true; /* not known: not said missing */
+        sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
+        if (sqlite3_step(s) == SQLITE_ROW) {
+                const char *type = (const char *)sqlite3_column_text(s, 0);
+
+                yes = type && strcmp(type, view ? "view" : "table") == 0;
+        }
+        sqlite3_finalize(s);
+        return yes;
+}
+
+static int finish_check(sqlite3 *db, const struct vtab *v, int rc, enum vtab_verdict *verdict, char **why)
+{
+        char said[256];
+
         if (rc == SQLITE_OK) {
                 *verdict = VTAB_VERDICT_OK;
                 return SQLITE_OK;
         }
         if (operational(rc))
                 return rc;
+        /* its words before another statement replaces them */
+        util_strlcpy(said, sqlite3_errmsg(db), sizeof(said));
         *verdict = (rc & 0xff) == SQLITE_CORRUPT ? VTAB_VERDICT_CORRUPT : VTAB_VERDICT_CANNOT;
-        /* SQLITE_CORRUPT_VTAB: what the FTS integrity-check returns when
-         * the index and the content disagree (fts3_write.c, fts5_index.c) */
-        if (rc == SQLITE_CORRUPT_VTAB) {
-                char text[512];
-
-                snprintf(text, sizeof(text), "the index does not match the content (%s, SQLITE_CORRUPT_VTAB)",
-                         sqlite3_errmsg(db));
-                *why = strdup(text);
-        } else {
-                *why = strdup(sqlite3_errmsg(db));
+        if ((rc & 0xff) == SQLITE_NOMEM)
+                return say(why, "SQLite ran out of memory in the check, as FTS5 does on some damaged indexes, "
+                                "from a size read from the index");
+        if (v->external_content && *verdict == VTAB_VERDICT_CANNOT) {
+                if (has_table(db, v->content, true))
+                        return say(why, "its content table %s is a view, and sqlite-maintd does not run the "
+                                        "views a database file defines", v->content);
+                if (!has_table(db, v->content, false))
+                        return say(why, "its content table %s does not exist", v->content);
         }
-        return *why ? SQLITE_OK : SQLITE_NOMEM;
+        /* SQLITE_CORRUPT_VTAB: what the FTS integrity-check returns when
+         * the index and the content disagree (fts3_write.c, fts5_index.c),
+         * and the R*Tree module when a node cannot be read (rtree.c) */
+        if (rc == SQLITE_CORRUPT_VTAB)
+                return say(why, "the index is damaged or does not match its content (%s, SQLITE_CORRUPT_VTAB)",
+                           said);
+        return say(why, "%s", said);
+}
+
+/* The shadow tables each module keeps its index in, whatever its options
+ * (fts3.html "Shadow Tables", fts5.html, rtree.html): one missing, and
+ * the table cannot work at all. */
+static int shadow_tables(sqlite3 *db, const struct vtab *v, enum vtab_verdict *verdict, char **why)
+{
+        static const char *const fts3[] = { "segments", "segdir", NULL };
+        static const char *const fts5[] = { "data", "idx", "config", NULL };
+        static const char *const rtree[] = { "node", "parent", "rowid", NULL };
+        const char *const *names = v->kind == VTAB_FTS3 ? fts3 : v->kind == VTAB_FTS5 ? fts5 : rtree;
+
+        for (; *names; names++) {
+                char *t = sqlite3_mprintf("%s_%s", v->name, *names);
+                bool there;
+
+                if (!t)
+                        return SQLITE_NOMEM;
+                there = has_table(db, t, false);
+                if (!there) {
+                        int rc;
+
+                        *verdict = VTAB_VERDICT_CORRUPT;
+                        rc = say(why, "its shadow table %s is missing: the index cannot be read", t);
+                        sqlite3_free(t);
+                        return rc;
+                }
+                sqlite3_free(t);
+        }
+        return SQLITE_OK;
 }
 
 /* rtreecheck(): 'ok', or its findings, one per line (rtree.c
@@ -298,7 +380,7 @@ static int check_rtree(sqlite3 *db, const struct vtab *v, enum vtab_verdict *ver
         int rc = sqlite3_prepare_v2(db, "SELECT rtreecheck('main', ?1)", -1, &s, NULL);
 
         if (rc != SQLITE_OK)
-                return finish_check(db, rc, verdict, why);
+                return finish_check(db, v, rc, verdict, why);
         sqlite3_bind_text(s, 1, v->name, -1, SQLITE_STATIC);
         rc = sqlite3_step(s);
         if (rc == SQLITE_ROW) {
@@ -316,7 +398,7 @@ static int check_rtree(sqlite3 *db, const struct vtab *v, enum vtab_verdict *ver
                 return rc == SQLITE_ROW ? SQLITE_OK : rc;
         }
         sqlite3_finalize(s);
-        return finish_check(db, rc, verdict, why);
+        return finish_check(db, v, rc, verdict, why);
 }
 
 int vtab_check(sqlite3 *db, const struct vtab *v, enum vtab_verdict *verdict, char **why)
@@ -326,6 +408,11 @@ int vtab_check(sqlite3 *db, const struct vtab *v, enum vtab_verdict *verdict, ch
 
         *why = NULL;
         *verdict = VTAB_VERDICT_OK;
+        if (v->kind == VTAB_FTS3 || v->kind == VTAB_FTS5 || v->kind == VTAB_RTREE) {
+                rc = shadow_tables(db, v, verdict, why);
+                if (rc != SQLITE_OK || *verdict != VTAB_VERDICT_OK)
+                        return rc;
+        }
         switch (v->kind) {
         case VTAB_RTREE:
                 return check_rtree(db, v, verdict, why);
@@ -338,6 +425,13 @@ int vtab_check(sqlite3 *db, const struct vtab *v, enum vtab_verdict *verdict, ch
                         *why = strdup("a contentless table (content=''): SQLite's integrity-check compares the "
                                       "index with the content, which this table does not keep");
                         return *why ? SQLITE_OK : SQLITE_NOMEM;
+                }
+                /* the content is read through them (fts3.html, "The
+                 * compress= and uncompress= options") */
+                if (v->compress[0]) {
+                        *verdict = VTAB_VERDICT_CANNOT;
+                        return say(why, "its content is read through the functions %s (compress=, uncompress=), "
+                                        "which only the application defines", v->compress);
                 }
                 sql = sqlite3_mprintf("INSERT INTO main.\"%w\"(\"%w\") VALUES('integrity-check')", v->name, v->name);
                 break;
@@ -355,7 +449,7 @@ int vtab_check(sqlite3 *db, const struct vtab *v, enum vtab_verdict *verdict, ch
                 return SQLITE_NOMEM;
         rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
         sqlite3_free(sql);
-        return finish_check(db, rc, verdict, why);
+        return finish_check(db, v, rc, verdict, why);
 }
 
 const char *vtab_kind_key(enum vtab_kind k)

@@ -204,7 +204,7 @@ def test_locked_rollback_database_is_busy(tmp_path, run_ctl, make_fragmented_db,
     o = r.one()
     assert o["status"] == "busy", r.describe()
     assert r.rc == 5, r.describe()
-    assert o["error"].startswith("still busy after 1 attempt: "), r.describe()
+    assert o["error"].startswith("still busy after 1 attempt (the last: "), r.describe()
     assert sha256(db) == digest
 
     holder.release("ROLLBACK")
@@ -231,7 +231,7 @@ def test_locked_wal_database_is_busy(tmp_path, run_ctl, make_fragmented_db, lock
     o = r.one()
     assert o["status"] == "busy", r.describe()
     assert r.rc == 5, r.describe()
-    assert o["error"].startswith("still busy after 1 attempt: "), r.describe()
+    assert o["error"].startswith("still busy after 1 attempt (the last: "), r.describe()
 
     holder.release("COMMIT")
     before = pragmas(db)
@@ -266,7 +266,7 @@ def test_busy_retries_with_backoff(tmp_path, run_ctl, make_fragmented_db, lock_h
     o = r.one()
     assert o["status"] == "busy", r.describe()
     assert r.rc == 5, r.describe()
-    assert o["error"].startswith(f"still busy after {n} attempts: "), r.describe()
+    assert o["error"].startswith(f"still busy after {n} attempts (the last: "), r.describe()
     # Between the attempts it slept the built-in backoff, 1 s doubling,
     # jitter taking up to a quarter off: at least 0.75 s, then 1.5 s. A
     # sleep is no shorter on a faster machine; how much longer the run
