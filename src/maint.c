@@ -1443,13 +1443,34 @@ static enum maint_status look_stats(sqlite3 *db, const char *path, const struct 
         return read_stats(db, path, &r->after, &r->have_after, r);
 }
 
+/* A file's modification time from before the tick of now: a write after
+ * now changes it (the kernel stamps files from the same coarse clock; on
+ * a filesystem of whole seconds, whole seconds compared). */
+static bool settled_before(const struct file_id *f, const struct timespec *now)
+{
+        if (f->ino == 0)
+                return true; /* none */
+        if (f->mtime.tv_nsec == 0)
+                return f->mtime.tv_sec < now->tv_sec;
+        return f->mtime.tv_sec < now->tv_sec || (f->mtime.tv_sec == now->tv_sec && f->mtime.tv_nsec < now->tv_nsec);
+}
+
 enum maint_status maint_stats(const char *path, const struct maint_opts *o, struct maint_result *r)
 {
+        struct file_id db_id, wal_id;
+        struct timespec now;
         struct layout l;
         uint64_t t0;
         int e;
 
         begin(r, &t0);
+        /* The files as the read starts: if they are the same at a later
+         * poll, so are these figures (the daemon reads again only then).
+         * Known only when a write after now would show. */
+        clock_gettime(CLOCK_REALTIME_COARSE, &now);
+        files_now(path, &db_id, &wal_id);
+        if (!settled_before(&db_id, &now) || !settled_before(&wal_id, &now))
+                db_id = wal_id = (struct file_id){ 0 };
         if (probe(path, &l, r) != MAINT_OK)
                 return finish(path, r, t0);
         /* A -wal without its -shm: SQLite would create the -shm, or lock
@@ -1458,6 +1479,8 @@ enum maint_status maint_stats(const char *path, const struct maint_opts *o, stru
                 e = dbstat_read_wal(path, &r->after);
                 if (e == 0) {
                         r->have_after = true;
+                        r->db_id = db_id;
+                        r->wal_id = wal_id;
                         return finish(path, r, t0);
                 }
                 if (e != -EAGAIN) {
@@ -1467,6 +1490,10 @@ enum maint_status maint_stats(const char *path, const struct maint_opts *o, stru
                 }
         }
         read_look(path, o, NULL, 0, look_stats, r);
+        if (r->status == MAINT_OK) {
+                r->db_id = db_id;
+                r->wal_id = wal_id;
+        }
         return finish(path, r, t0);
 }
 

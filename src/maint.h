@@ -142,7 +142,7 @@ struct maint_result {
         bool rolled_back_journal; /* it rolled back a hot journal first (an operation that writes) */
         size_t unkeyed_tables;    /* vacuum: rowid tables with no PRIMARY KEY and no index, whose rowids a
                                      VACUUM may renumber (those it would are in tables) */
-        struct file_id db_id, wal_id; /* analyze, deep scan: the files as it found them before it looked (wal_id zero: no -wal) */
+        struct file_id db_id, wal_id; /* stats, analyze, deep scan: the files as it found them before it looked (wal_id zero: no -wal; stats: both zero when a write in the same clock tick could hide) */
 };
 
 /* Process-wide SQLite setup (heap limit); call once before any operation. */

@@ -300,6 +300,11 @@ static void enqueue(struct manager *m, struct target *t, enum maint_op op, enum 
 }
 
 /* The database and its -wal as a job found them (known), unchanged now. */
+/* How long a precise statistics read's figures stand while the files stay
+ * as they were: a file whose size and time were put back (a restore, a
+ * copy keeping times) is read again within this. */
+#define PRECISE_REUSE_MAX_MS (60u * 60u * 1000u)
+
 static bool files_unchanged(const struct target *t, bool known, const struct file_id *was_db,
                             const struct file_id *was_wal)
 {
@@ -506,6 +511,14 @@ static void poll_target(struct manager *m, struct target *t)
                 decide(m, t);
                 break;
         case -EAGAIN: /* only SQLite can tell */
+                /* ... and told already, of these very files: a WAL
+                 * database held open and idle costs a stat, not a job */
+                if (t->have_stat && util_now_ms() - t->precise_at < PRECISE_REUSE_MAX_MS &&
+                    files_unchanged(t, t->precise_known, &t->precise_db, &t->precise_wal)) {
+                        log_msg(LOG_DEBUG, "%s: unchanged since its last statistics read", t->path);
+                        decide(m, t);
+                        break;
+                }
                 if (push(&m->statq, &m->statq_n, &m->statq_cap, t) == 0)
                         t->want_precise = true;
                 break;
@@ -885,6 +898,10 @@ static void stat_done(struct manager *m, struct target *t, struct job *j)
                 t->stat_busy = 0;
                 t->stat = j->res.after;
                 t->have_stat = true;
+                t->precise_db = j->res.db_id;
+                t->precise_wal = j->res.wal_id;
+                t->precise_known = j->res.db_id.ino != 0;
+                t->precise_at = util_now_ms();
                 decide(m, t);
                 break;
         case MAINT_BUSY: /* the next poll looks again; say so once it lasts */

@@ -72,6 +72,11 @@ struct target {
         /* The files as the last ANALYZE left them: unchanged, nothing is stale. */
         struct file_id analyzed_db, analyzed_wal;
         bool analyzed_known;
+        /* The files as the last precise statistics read found them:
+         * unchanged, its figures stand (re-read at least hourly). */
+        struct file_id precise_db, precise_wal;
+        bool precise_known;
+        uint64_t precise_at;      /* monotonic ms of that read */
         /* The files as the last deep scan found them: unchanged, it is not repeated. */
         struct file_id deep_db, deep_wal;
         bool deep_known;

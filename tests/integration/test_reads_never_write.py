@@ -620,3 +620,41 @@ def test_hot_journal_beside_wal_files_is_reported(tmp_path):
         assert r.rc == 1 and o["status"] == "hot_journal", r.describe()
         assert "page_count" not in o, r.describe()
     assert_unchanged(d, before, "the reads")
+
+
+# --------------------------------------------------------------------------
+# An idle WAL database is not read again
+
+def test_idle_wal_database_costs_a_stat(tmp_path, daemon, journald):
+    """A WAL database an application holds open has frames in its -wal, so
+    its header cannot be trusted and each look at it is a precise read, a
+    job process of its own. While its files stay as they were (the same
+    size and time of the database and its -wal), the figures of the last
+    read stand: the poll says so instead of reading again. A commit
+    changes the -wal, and the next poll reads the new figures."""
+    from daemon_fixtures import fragment_to, make_db
+
+    db = str(tmp_path / "held.db")
+    con = make_db(db, 5, mode="wal", rows=200, keep_open=True)
+    try:
+        assert os.path.getsize(db + "-wal") > 32, "the deletes should sit in the -wal"
+        d = daemon.start(config_text(tmp_path / "state", [db], poll_interval="1s",
+                                     vacuum={"threshold": "90%", "urgent_threshold": "95%"}))
+        unchanged = f"{db}: unchanged since its last statistics read"
+        d.wait_for_entry(lambda e: e.get("MESSAGE") == unchanged)
+        # the application commits: 40% of the pages free, in the -wal
+        got = fragment_to(con, 40)
+        assert abs(got - 40) <= 3, got
+        seen = re.compile(re.escape(f"{db}: fragmentation ") + r"(\d+\.\d+)%")
+
+        def new_figures(e):
+            m = seen.match(str(e.get("MESSAGE", "")))
+            return bool(m) and float(m.group(1)) >= 35
+
+        e = d.wait_for_entry(new_figures)
+        assert "nothing to do" in e["MESSAGE"], format_entries([e])
+        # and once read, left alone again while nothing changes
+        later = len(d.entries(lambda x: x.get("MESSAGE") == unchanged))
+        d.wait_for_entries(later + 1, lambda x: x.get("MESSAGE") == unchanged)
+    finally:
+        con.close()
