@@ -16,7 +16,8 @@ from helpers import make_fragmented_db, pragmas, project_version, sha256
 CASES = [
     # (id, args, exit code, stdout regexes, stderr regexes)
     ("help", ["--help"], 0, [r"\bstats\b", r"\bvacuum\b", r"\banalyze\b", r"\bcheck\b",
-                             r"--json", r"--force", r"--full", r"--attempts"], []),
+                             r"--json", r"--force", r"--full", r"--attempts",
+                             r"else its defaults\); without it, built-in\s+defaults\n"], []),
     ("version", ["--version"], 0, [r"^sqlite-maintctl {version}\n?$"], []),
     ("no-arguments", [], 2, [], [r"\S"]),
     ("unknown-command", ["frobnicate", "{db}"], 2, [], [r"frobnicate"]),

@@ -7,22 +7,27 @@ full}`. Every database here is a real file made by the test and damaged
 behind SQLite's back (an UPDATE of a shadow table, a schema rewritten with
 writable_schema, bytes overwritten in the file).
 
-What an admin expects: a damaged index is "corrupt" (exit 3) and named in
-"problems"; a table SQLite cannot check here (contentless FTS4, a tokenizer
-or option this SQLite lacks) is "cannot_maintain" (exit 1) with the reason,
-and never passes for "ok"; the auxiliary modules (fts5vocab, fts4aux,
+What an admin expects: a damaged index, or one whose shadow table is gone,
+is "corrupt" (exit 3) and named in "problems"; a table SQLite cannot check
+here (contentless FTS4, a tokenizer, option or compress function this SQLite
+lacks, a content table that is missing or a view, which is never run, FTS5
+out of memory on a damaged index) is "cannot_maintain" (exit 1) with the
+reason, and never passes for "ok"; the auxiliary modules (fts5vocab, fts4aux,
 fts3tokenize) are not indexes and stop nothing; and a VACUUM under
 integrity: full never touches a database it could not fully check (its
 bytes are unchanged)."""
 
 import json
+import os
+import shutil
 import sqlite3
 import struct
+import zlib
 
 import pytest
 
-from daemon_fixtures import MSGID, config_text, daemon, format_entries, journald  # noqa: F401  (fixtures)
-from helpers import pragmas, quick_check, sha256, table_checksum, write_config
+from daemon_fixtures import M, MSGID, config_text, daemon, format_entries, journald  # noqa: F401  (fixtures)
+from helpers import SOURCE_ROOT, pragmas, quick_check, sha256, table_checksum, write_config
 
 WORDS = ["alpha", "beta", "gamma", "delta", "omega", "sigma", "kappa", "lambda", "theta", "zeta"]
 
@@ -747,6 +752,8 @@ def test_daemon_full_integrity(tmp_path, daemon):
     bad = d.wait_for_entry(msgid="CORRUPT", DB_PATH=damaged)
     assert bad["PRIORITY"] == "2", bad
     assert "notes" in bad["PROBLEMS"] and "notes" in bad["SQLITE_ERROR"], bad
+    # found by the check before a VACUUM: that VACUUM's words
+    assert bad["MESSAGE"].startswith(f"{damaged}: DATABASE CORRUPT, not vacuumed: "), bad
     cannot = d.wait_for_entry(msgid="CANNOT_MAINTAIN", DB_PATH=contentless)
     assert "notes" in cannot["SQLITE_ERROR"] and "contentless" in cannot["SQLITE_ERROR"], cannot
     d.wait_for_entry(msgid="VACUUM_DONE", DB_PATH=healthy, timeout=30)
@@ -757,3 +764,270 @@ def test_daemon_full_integrity(tmp_path, daemon):
         assert not [e for e in es if e.get("DB_PATH") == str(p) and e.get("MESSAGE_ID") == MSGID["VACUUM_DONE"]], \
             format_entries(es)
     assert d.stop() == 0, d.describe()
+
+
+# --------------------------------------------------------------------------
+# (i) FTS5 out of memory on a damaged index: that table's cannot_check
+
+CORPUS_DB = os.path.normpath(os.path.join(SOURCE_ROOT, "..", "shared", "corpus", "sqlite-testsuite", "db"))
+
+OOM = "ran out of memory"
+
+
+def _corpus_copy(tmp_path, name):
+    src = os.path.join(CORPUS_DB, name + ".db")
+    if not os.path.exists(src):
+        pytest.skip(f"corpus not found at {CORPUS_DB}")
+    dest = tmp_path / (name + ".db")
+    shutil.copyfile(src, dest)
+    return dest
+
+
+def test_fts5_out_of_memory_with_btree_damage(tmp_path, run_ctl):
+    """fts5corruptB-1 (SQLite's fts5corruptB.test): the freelist is damaged
+    and the FTS5 table t answers SQLITE_NOMEM to its integrity-check (a size
+    read from the damaged index). The b-tree findings make it corrupt (exit
+    3); t is listed as not checked, out of memory, not the end of the check
+    ("error", exit 1, before)."""
+    db = _corpus_copy(tmp_path, "fts5corruptB-1")
+    findings = [line for row in quick_check(db, "integrity_check") for line in row.split("\n")
+                if line and not line.startswith("*** in database")]
+    assert findings and findings != ["ok"], findings
+    digest = sha256(db)
+
+    r, o = _check(run_ctl, db)
+    assert r.rc == 3, r.describe()
+    assert o["status"] == "corrupt", r.describe()
+    assert o["problems"] == findings, r.describe()
+    vt = _vtabs(o)
+    assert vt["t"]["verdict"] == "cannot_check" and vt["t"]["kind"] == "full_text", r.describe()
+    assert OOM in vt["t"]["reason"], r.describe()
+    assert not any(p.startswith("full-text index t") for p in o["problems"]), r.describe()
+    assert "not checked: full-text index t" in o["error"] and OOM in o["error"], r.describe()
+    assert sha256(db) == digest
+
+
+def test_fts5_out_of_memory_alone_is_cannot_maintain(tmp_path, run_ctl):
+    """fts5corrupt5-14: the b-trees are intact and FTS5 runs out of memory
+    in the check of t: cannot_maintain (exit 1, a table that cannot be
+    checked), t named with the reason."""
+    db = _corpus_copy(tmp_path, "fts5corrupt5-14")
+    assert quick_check(db, "integrity_check") == ["ok"]
+    digest = sha256(db)
+
+    r, o = _check(run_ctl, db)
+    assert r.rc == 1, r.describe()
+    assert o["status"] == "cannot_maintain", r.describe()
+    assert o.get("problems", []) == [], r.describe()
+    vt = _vtabs(o)
+    assert vt["t"]["verdict"] == "cannot_check" and OOM in vt["t"]["reason"], r.describe()
+    assert "full-text index t" in o["error"] and OOM in o["error"], r.describe()
+    assert sha256(db) == digest
+
+
+# --------------------------------------------------------------------------
+# (j) to fts3, content='' is a column
+
+def test_fts3_content_option_is_a_column(tmp_path, run_ctl):
+    """fts3 reads no options (only fts4 does, fts3.c fts3InitVtab):
+    "content=''" declares a column named content, and the table keeps its
+    content like any other. It is checked: ok intact, corrupt once its
+    %_content no longer matches the index. The contentless FTS4 table
+    beside it stays cannot_check."""
+    db = tmp_path / "fts3-content.db"
+    con = _connect(db)
+    con.execute("CREATE VIRTUAL TABLE f3 USING fts3(content='', body)")
+    con.execute("BEGIN")
+    con.executemany("INSERT INTO f3(docid, content, body) VALUES (?, ?, ?)",
+                    [(i, _text(i, 4), _text(i + 1)) for i in range(1, 81)])
+    con.execute("COMMIT")
+    cols = [c[1] for c in con.execute("PRAGMA table_info(f3_content)")]
+    assert cols == ["docid", "c0content", "c1body"], cols
+    assert con.execute("SELECT count(*) FROM f3 WHERE content MATCH 'alpha0'").fetchone()[0] > 0
+    assert _fts_check(con, "f3", False) is None
+    con.close()
+
+    r, o = _check(run_ctl, db)
+    _assert_check_ok(r, o, db, {"f3": "full_text"})
+
+    con = _connect(db)
+    assert con.execute("UPDATE f3_content SET c0content = 'different words' WHERE docid = 1").rowcount == 1
+    assert _fts_check(con, "f3", False) is not None
+    con.close()
+    r, o = _check(run_ctl, db)
+    _assert_corrupt(r, o, ["f3"])
+
+    # the FTS4 table with the same words is contentless, and named so
+    con = _connect(db)
+    con.execute("CREATE VIRTUAL TABLE f4 USING fts4(body, content='')")
+    _fill_fts(con, "f4", rows=20, rowid="docid")
+    con.close()
+    r, o = _check(run_ctl, db)
+    assert r.rc == 3 and o["status"] == "corrupt", r.describe()   # the worst wins
+    vt = _vtabs(o)
+    assert vt["f3"]["verdict"] == "corrupt", r.describe()
+    assert vt["f4"]["verdict"] == "cannot_check" and "contentless" in vt["f4"]["reason"], r.describe()
+    assert "f4" in o["error"], r.describe()
+
+
+# --------------------------------------------------------------------------
+# (k) content that is a view: never run
+
+VIEW_REASON = "its content table v is a view, and sqlite-maintd does not run the views a database file defines"
+
+# A view over a real table, as an application may index one; and a hostile
+# one: a recursive CTE without end that yields no row, so that whoever runs
+# it never gets an answer.
+CONTENT_VIEWS = {
+    "plain": "CREATE VIEW v AS SELECT id, body FROM docs",
+    "endless": "CREATE VIEW v AS WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) "
+               "SELECT i AS id, 'w' AS body FROM n WHERE i < 0",
+}
+
+
+def _make_view_content_db(db, view):
+    con = _connect(db)
+    con.execute("CREATE TABLE docs(id INTEGER PRIMARY KEY, body TEXT)")
+    con.execute("BEGIN")
+    con.executemany("INSERT INTO docs(id, body) VALUES (?, ?)", [(i, _text(i)) for i in range(1, 101)])
+    con.execute("COMMIT")
+    con.execute(CONTENT_VIEWS[view])
+    con.execute("CREATE VIRTUAL TABLE x USING fts5(body, content=v, content_rowid=id)")
+    # the index written directly, as an application's triggers would
+    con.execute("BEGIN")
+    con.executemany("INSERT INTO x(rowid, body) VALUES (?, ?)", [(i, _text(i)) for i in range(1, 101)])
+    con.execute("COMMIT")
+    _add_pad(con)
+    con.close()
+
+
+@pytest.mark.parametrize("view", sorted(CONTENT_VIEWS))
+def test_fts5_content_view_is_not_run(tmp_path, run_ctl, full_conf, view):
+    db = tmp_path / f"view-{view}.db"
+    _make_view_content_db(db, view)
+    digest = sha256(db)
+
+    # generous bounds: only a hang (the endless view run) would reach them
+    r = run_ctl("--json", "check", "--full", db, timeout=60)
+    o = r.one()
+    assert r.rc == 1, r.describe()
+    assert o["status"] == "cannot_maintain", r.describe()
+    assert o.get("problems", []) == [], r.describe()
+    vt = _vtabs(o)
+    assert vt["x"]["verdict"] == "cannot_check" and vt["x"]["reason"] == VIEW_REASON, r.describe()
+    assert VIEW_REASON in o["error"] and "full-text index x" in o["error"], r.describe()
+    assert sha256(db) == digest
+
+    r = run_ctl("-c", full_conf, "--json", "vacuum", "--force", db, timeout=60)
+    o = _assert_refused(r, db, digest, "cannot_maintain", 1)
+    assert VIEW_REASON in o["error"], r.describe()
+
+
+def test_daemon_content_view_not_vacuumed(tmp_path, daemon):
+    """With vacuum.integrity: full, the daemon does not vacuum a database
+    whose FTS5 content is a view (the endless one): CANNOT_MAINTAIN says
+    why, and the file is not written; the healthy one beside it is."""
+    dbs, state = tmp_path / "dbs", tmp_path / "state"
+    dbs.mkdir()
+    viewed, healthy = dbs / "viewed.db", dbs / "healthy.db"
+    _make_view_content_db(tmp_path / "viewed.making", "endless")
+    (tmp_path / "viewed.making").rename(viewed)
+    con = _connect(tmp_path / "healthy.making")
+    con.execute("CREATE VIRTUAL TABLE docs USING fts5(body)")
+    _fill_fts(con, "docs")
+    _add_pad(con)
+    con.close()
+    (tmp_path / "healthy.making").rename(healthy)
+    digest = sha256(viewed)
+
+    d = daemon.start(config_text(state, [dbs / "*.db"], vacuum={
+        "window": "always", "integrity": "full", "min_reclaim": 0}))
+    cannot = d.wait_for_entry(msgid="CANNOT_MAINTAIN", DB_PATH=viewed, timeout=60)
+    assert VIEW_REASON in cannot["SQLITE_ERROR"] and "full-text index x" in cannot["SQLITE_ERROR"], cannot
+    assert VIEW_REASON in cannot["MESSAGE"], cannot
+    d.wait_for_entry(msgid="VACUUM_DONE", DB_PATH=healthy, timeout=60)
+    es = d.entries()
+    assert not [e for e in es if M("VACUUM_DONE", DB_PATH=viewed)(e)], format_entries(es)
+    assert sha256(viewed) == digest, "the database was written"
+    assert d.stop() == 0, d.describe()
+
+
+# --------------------------------------------------------------------------
+# (l) shadow tables and content tables gone, content through functions
+
+# (module statement, fill, shadow table dropped)
+MISSING_SHADOW = {
+    "rtree_node": ("CREATE VIRTUAL TABLE r USING rtree(id, x0, x1, y0, y1)", "r", "r_node"),
+    "fts5_idx": ("CREATE VIRTUAL TABLE r USING fts5(body)", "r", "r_idx"),
+    "fts4_segdir": ("CREATE VIRTUAL TABLE r USING fts4(body)", "r", "r_segdir"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MISSING_SHADOW))
+def test_missing_shadow_table_is_corrupt(tmp_path, run_ctl, full_conf, case):
+    """A shadow table dropped: the index cannot be read at all. corrupt,
+    exit 3, the table named ("its shadow table ... is missing"), not "SQL
+    logic error" as cannot_check (before)."""
+    create, name, shadow = MISSING_SHADOW[case]
+    db = tmp_path / f"{case}.db"
+    con = _connect(db)
+    con.execute(create)
+    if case.startswith("rtree"):
+        _fill_rtree(con, name)
+    else:
+        _fill_fts(con, name, rowid="docid" if "fts4" in case else "rowid")
+    con.execute(f"DROP TABLE {shadow}")
+    _add_pad(con)
+    con.close()
+    assert quick_check(db, "integrity_check") == ["ok"]
+    digest = sha256(db)
+
+    r, o = _check(run_ctl, db)
+    problems = _assert_corrupt(r, o, [name])
+    text = f"its shadow table {shadow} is missing"
+    assert text in _vtabs(o)[name]["error"], r.describe()
+    assert len([p for p in problems if text in p]) == 1, r.describe()
+    assert sha256(db) == digest
+    o = _assert_refused(_vacuum(run_ctl, full_conf, db), db, digest, "corrupt", 3)
+    assert any(text in p for p in o["problems"]), o
+
+
+def test_fts5_content_table_dropped(tmp_path, run_ctl):
+    db = tmp_path / "content-gone.db"
+    con = _connect(db)
+    con.execute("CREATE TABLE c(id INTEGER PRIMARY KEY, body TEXT)")
+    con.executemany("INSERT INTO c(id, body) VALUES (?, ?)", [(i, _text(i)) for i in range(1, 51)])
+    con.execute("CREATE VIRTUAL TABLE x USING fts5(body, content=c, content_rowid=id)")
+    con.execute("INSERT INTO x(x) VALUES ('rebuild')")
+    con.execute("DROP TABLE c")
+    con.close()
+    r, o = _check(run_ctl, db)
+    assert r.rc == 1, r.describe()
+    assert o["status"] == "cannot_maintain", r.describe()
+    vt = _vtabs(o)
+    assert vt["x"]["verdict"] == "cannot_check", r.describe()
+    assert vt["x"]["reason"] == "its content table c does not exist", r.describe()
+    assert "full-text index x (its content table c does not exist)" in o["error"], r.describe()
+
+
+def test_fts4_compress_functions_named(tmp_path, run_ctl):
+    """compress=zip, uncompress=unzip: the content is read through functions
+    only the application defines (here Python's, to build the file)."""
+    db = tmp_path / "zipped.db"
+    con = _connect(db)
+    con.create_function("zip", 1, lambda s: zlib.compress(s.encode()), deterministic=True)
+    con.create_function("unzip", 1, lambda b: zlib.decompress(b).decode(), deterministic=True)
+    con.execute("CREATE VIRTUAL TABLE z USING fts4(body, compress=zip, uncompress=unzip)")
+    _fill_fts(con, "z", rows=50, rowid="docid")
+    assert _fts_check(con, "z", False) is None   # with the functions, the table is fine
+    assert con.execute("SELECT count(*) FROM z WHERE z MATCH 'alpha0'").fetchone()[0] > 0
+    con.close()
+    digest = sha256(db)
+
+    r, o = _check(run_ctl, db)
+    assert r.rc == 1, r.describe()
+    assert o["status"] == "cannot_maintain", r.describe()
+    vt = _vtabs(o)
+    assert vt["z"]["verdict"] == "cannot_check" and "zip, unzip" in vt["z"]["reason"], r.describe()
+    assert "full-text index z" in o["error"] and "zip, unzip" in o["error"], r.describe()
+    assert sha256(db) == digest

@@ -186,6 +186,53 @@ static void test_content(void)
         content("CREATE VIRTUAL TABLE t USING fts5(a /* ) */, content=docs)", EXTERNAL);
 }
 
+/* FTS4's and FTS5's options as recorded: the content table's name, and
+ * FTS4's compress and uncompress functions, "F, G" in the order given */
+static void options(const char *sql, const char *want_content, const char *want_compress)
+{
+        struct vtab v;
+        int r = vtab_parse(sql, &v);
+
+        CHECK_MSG(r == 0, "vtab_parse(%s) = %d", sql, r);
+        if (r != 0)
+                return;
+        CHECK_MSG(strcmp(v.content, want_content) == 0, "vtab_parse(%s): content \"%s\", want \"%s\"", sql,
+                  v.content, want_content);
+        CHECK_MSG(strcmp(v.compress, want_compress) == 0, "vtab_parse(%s): compress \"%s\", want \"%s\"", sql,
+                  v.compress, want_compress);
+}
+
+static void test_options(void)
+{
+        /* fts3 reads no options (fts3.c fts3InitVtab, isFts4 only): to it
+         * content='' is a column named content, and so is compress=zip */
+        content("CREATE VIRTUAL TABLE t USING fts3(a, content='')", PLAIN);
+        content("CREATE VIRTUAL TABLE t USING fts3(content='', a)", PLAIN);
+        content("CREATE VIRTUAL TABLE t USING FTS3(a, content=docs)", PLAIN);
+        content("CREATE VIRTUAL TABLE t USING fts4(a, content='')", CONTENTLESS);
+        options("CREATE VIRTUAL TABLE t USING fts3(a, content='')", "", "");
+        options("CREATE VIRTUAL TABLE t USING fts3(a, compress=zip, uncompress=unzip)", "", "");
+
+        /* the content table's name, unquoted */
+        options("CREATE VIRTUAL TABLE t USING fts5(a, content=docs, content_rowid=id)", "docs", "");
+        options("CREATE VIRTUAL TABLE t USING fts4(a, Content=\"my docs\")", "my docs", "");
+        options("CREATE VIRTUAL TABLE t USING fts5(a, content='v')", "v", "");
+        options("CREATE VIRTUAL TABLE t USING fts5(a, content=[odd \"name\"])", "odd \"name\"", "");
+        options("CREATE VIRTUAL TABLE t USING fts5(a, content='')", "", "");
+        options("CREATE VIRTUAL TABLE t USING fts5(a, b)", "", "");
+        options("CREATE VIRTUAL TABLE t USING fts5(content, b)", "", "");
+
+        /* FTS4's compress and uncompress, in the order written */
+        options("CREATE VIRTUAL TABLE t USING fts4(a, compress=zip, uncompress=unzip)", "", "zip, unzip");
+        options("CREATE VIRTUAL TABLE t USING fts4(a, uncompress = 'unzip', COMPRESS = \"zip\")", "", "unzip, zip");
+        options("CREATE VIRTUAL TABLE t USING fts4(a, content=docs, compress=z)", "docs", "z");
+        options("CREATE VIRTUAL TABLE t USING fts4(a, compress='')", "", "");
+        options("CREATE VIRTUAL TABLE t USING fts4(compress TEXT, a)", "", "");
+        /* not FTS4's: fts5 has no such option, rtree no options at all */
+        options("CREATE VIRTUAL TABLE t USING fts5(a, compress=zip)", "", "");
+        options("CREATE VIRTUAL TABLE t USING rtree(id, compress, b)", "", "");
+}
+
 /* ---- on real tables -------------------------------------------------------- */
 
 static void exec(sqlite3 *db, const char *sql)
@@ -325,6 +372,48 @@ static void test_list_and_check(void)
                 free(why);
         }
         vtabs_free(v, n);
+
+        /* a shadow table gone: corrupt, named; a content table that is a
+         * view (never run) or gone: cannot check, named; FTS4 through
+         * compress functions: cannot check, the functions named */
+        exec(db, "CREATE VIRTUAL TABLE gone USING rtree(id, x0, x1);"
+                 "INSERT INTO gone VALUES (1, 1, 2);"
+                 "DROP TABLE gone_node;"
+                 "CREATE VIEW docs_view AS SELECT id, body FROM docs;"
+                 "CREATE VIRTUAL TABLE viewed USING fts5(body, content=docs_view, content_rowid=id);"
+                 "CREATE TABLE dropped(id INTEGER PRIMARY KEY, body TEXT);"
+                 "CREATE VIRTUAL TABLE orphan USING fts5(body, content=dropped, content_rowid=id);"
+                 "DROP TABLE dropped;"
+                 "PRAGMA writable_schema = ON;"
+                 "UPDATE sqlite_schema SET sql = 'CREATE VIRTUAL TABLE f4 USING fts4(body, compress=zip, "
+                 "uncompress=unzip)' WHERE name = 'f4';"
+                 "PRAGMA writable_schema = RESET;");
+        /* as on every connection of maint.c's (db_connect, the snapshot):
+         * the views a database defines are not run */
+        CHECK(sqlite3_db_config(db, SQLITE_DBCONFIG_ENABLE_VIEW, 0, NULL) == SQLITE_OK);
+        CHECK(vtabs_list(db, &v, &n) == SQLITE_OK);
+        static const struct {
+                const char *name;
+                enum vtab_verdict verdict;
+                const char *why;
+        } missing[] = {
+                { "gone", VTAB_VERDICT_CORRUPT, "its shadow table gone_node is missing" },
+                { "viewed", VTAB_VERDICT_CANNOT,
+                  "its content table docs_view is a view, and sqlite-maintd does not run the views a database "
+                  "file defines" },
+                { "orphan", VTAB_VERDICT_CANNOT, "its content table dropped does not exist" },
+                { "f4", VTAB_VERDICT_CANNOT, "the functions zip, unzip" },
+        };
+        for (size_t i = 0; i < sizeof(missing) / sizeof(missing[0]); i++) {
+                x = find(v, n, missing[i].name);
+                CHECK_MSG(x != NULL, "%s not listed", missing[i].name);
+                if (!x)
+                        continue;
+                CHECK_MSG(verdict_of(db, x, &why) == missing[i].verdict, "%s: verdict", missing[i].name);
+                CHECK_MSG(why && strstr(why, missing[i].why), "%s: why: %s", missing[i].name, why ? why : "(null)");
+                free(why);
+        }
+        vtabs_free(v, n);
         sqlite3_close(db);
 }
 
@@ -334,6 +423,7 @@ int main(void)
         test_spellings();
         test_rejected();
         test_content();
+        test_options();
         test_list_and_check();
         return test_summary();
 }
