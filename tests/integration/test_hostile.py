@@ -243,7 +243,8 @@ def test_corpus_vacuum_never_touches_a_file_whose_check_failed(corpus_ctl):
 # finds today. Not in the list, reported instead of asserted:
 # fts5corrupt5-14 and fts5corrupt5-8 come back "cannot_maintain" (FTS5 runs
 # out of memory on the first; the second's table uses contentless_delete,
-# newer than this SQLite; test_vtab_checks.py asserts both), recovercorrupt2-5
+# newer than this SQLite: test_vtab_checks.py asserts the first, and the
+# option on a table of its own), recovercorrupt2-5
 # "ok" (integrity_check finds nothing there either; shell2-1 is the valid
 # control case of shell2.test).
 FTS_FOUND_BY_FULL_CHECK = ["fts5corrupt3-14", "fts5corrupt3-17", "fts5corrupt5-12", "fts5corrupt5-13",
