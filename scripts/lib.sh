@@ -11,6 +11,7 @@ MAINTD_PACKAGES=(
   systemd           # systemd-journald, journalctl and systemd-analyze for the tests
   util-linux        # mount (tmpfs for the disk-full tests), setpriv
   procps            # /bin/kill, for the unit's ExecReload
+  acl               # setfacl, for the tests of directories and configurations an ACL opens
   man-db groff-base # man --warnings, to check the man pages render cleanly
   valgrind          # the daemon and sqlite-maintctl under memcheck (test_valgrind.py)
 )

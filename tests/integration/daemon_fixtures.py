@@ -123,7 +123,9 @@ class Journal:
         # stderr is kept for the message of a wait that times out.
         self.last_error = p.stderr.strip()
         out = []
-        for line in p.stdout.splitlines():
+        # one entry a line, split on \n only: str.splitlines() would also
+        # split on U+2028/U+2029, which JSON strings may hold raw
+        for line in p.stdout.split("\n"):
             line = line.strip()
             if not line.startswith("{"):
                 continue

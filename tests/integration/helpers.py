@@ -107,7 +107,7 @@ def run_ctl(*args, env=None, cwd=None, user=None, timeout=DEFAULT_TIMEOUT,
         expect_json = "--json" in args
     if expect_json:
         objs = []
-        for line in p.stdout.splitlines():
+        for line in p.stdout.split("\n"):  # not splitlines(): U+2028 may be in a string
             if not line.strip():
                 continue
             try:

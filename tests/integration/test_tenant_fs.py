@@ -29,9 +29,12 @@ Each test checks every safety property first, then what the admin is told
 import contextlib
 import ctypes
 import dataclasses
+import fcntl
+import grp
 import hashlib
 import os
 import pwd
+import re
 import secrets
 import select
 import shutil
@@ -213,13 +216,33 @@ def base():
         shutil.rmtree(d, ignore_errors=True)
 
 
+# Held while a test has changed a /proc/sys setting: the settings are the
+# machine's, and another test session running these tests at the same time
+# must not change them under this one (or restore them too early).
+SYSCTL_LOCK = "/run/lock/sqlite-maintd-tests-sysctl.lock"
+
+
 @pytest.fixture
 def sysctl():
-    """sysctl(name, value): a /proc/sys setting for this test, restored after."""
+    """sysctl(name, value): a /proc/sys setting for this test, restored after.
+    The first call waits for SYSCTL_LOCK, held until the test ends."""
     old = []
+    lock = []
 
     def set_(name, value):
         p = "/proc/sys/" + name.replace(".", "/")
+        if not lock:
+            os.makedirs(os.path.dirname(SYSCTL_LOCK), exist_ok=True)
+            fd = os.open(SYSCTL_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            lock.append(fd)
+            deadline = time.monotonic() + 600
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    assert time.monotonic() < deadline, f"{SYSCTL_LOCK}: another test session held it for 600 s"
+                    time.sleep(0.2)
         try:
             with open(p) as f:
                 before = f.read().strip()
@@ -232,9 +255,60 @@ def sysctl():
     try:
         yield set_
     finally:
-        for p, v in reversed(old):
-            with open(p, "w") as f:
-                f.write(v)
+        try:
+            for p, v in reversed(old):
+                with open(p, "w") as f:
+                    f.write(v)
+        finally:
+            for fd in lock:
+                os.close(fd)  # the lock goes with it
+
+
+@pytest.fixture
+def groups():
+    """groups(*tenants) -> gid of a new group (random name) with those
+    tenants as supplementary members; removed at teardown, whatever
+    happens."""
+    made = []
+
+    def make(*members):
+        name = "mg" + secrets.token_hex(5)
+        p = _passwd_tool(["groupadd", name])
+        assert p.returncode == 0, f"groupadd {name}: {p.stderr}"
+        made.append(name)
+        for t in members:
+            p = _passwd_tool(["usermod", "-a", "-G", name, t.name])
+            assert p.returncode == 0, f"usermod -a -G {name} {t.name}: {p.stderr}"
+        return grp.getgrnam(name).gr_gid
+
+    try:
+        yield make
+    finally:
+        for name in made:
+            p = _passwd_tool(["groupdel", name])
+            if p.returncode != 0:
+                print(f"groupdel {name} failed: {p.stderr}")
+
+
+def setfacl(path, entry):
+    """Add one entry to path's POSIX access ACL (setfacl -m, package acl)."""
+    if shutil.which("setfacl") is None:
+        pytest.skip("setfacl is not installed (package acl: scripts/lib.sh installs it)")
+    p = subprocess.run(["setfacl", "-m", entry, path], capture_output=True, text=True, timeout=30)
+    if p.returncode != 0 and "not supported" in p.stderr:
+        pytest.skip(f"no POSIX ACLs on this file system: {p.stderr.strip()}")
+    assert p.returncode == 0, f"setfacl -m {entry} {path}: {p.stderr}"
+
+
+def unused_uid():
+    """A uid with no passwd entry (and no process)."""
+    for uid in range(62000, 64000):
+        try:
+            pwd.getpwuid(uid)
+        except KeyError:
+            if not _uid_busy(uid):
+                return uid
+    pytest.skip("no unused uid in 62000-63999")
 
 
 def tenant_dir(base, tenant, label, mode=0o755):
@@ -1178,3 +1252,351 @@ def test_job_stopped_by_its_owner_ends_at_its_time_limit(tmp_path, base, tenants
               f"add_stray()s it and never kills it, though the parent is root and the header promises it "
               f"cannot outlive its time limit; it holds the tenant's database open (and its locks) until the "
               f"daemon exits")
+
+
+def stopped_pid_gone(pid, timeout=30):
+    """Whether /proc/pid is gone (killed and reaped: no zombie, nothing
+    stopped) within timeout; else its state line, for the message."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                state = f.read()
+        except FileNotFoundError:
+            return True, ""
+        time.sleep(0.2)
+    return False, state
+
+
+def test_stopped_job_is_killed_at_once_and_frees_its_slot(tmp_path, base, tenants, maintd):
+    """max_concurrent_jobs 1 and a job time limit of an hour: the tenant
+    SIGSTOPs the VACUUM working on its database. The daemon kills it at
+    once (JOB_FAILED, timed_out, "stopped by a signal"), long before the
+    limit; the process is gone (reaped, not a zombie); another tenant's
+    database that appears only after the stop is vacuumed in the freed
+    slot; the stopped database is held back (not tried again while the
+    daemon polls on) and intact."""
+    t1, t2 = tenants(), tenants()
+    x = os.path.join(tenant_dir(base, t1, "t1"), "x.db")
+    make_slow_db(x)
+    os.chown(x, t1.uid, t1.gid)
+    ydir = tenant_dir(base, t2, "t2")
+    stopper = t1.spawn(STOPPER)
+
+    cfg = tenant_config(tmp_path / "state", [{"path": glob_of(base), "limits": {"job_timeout": "1h"},
+                                              "vacuum": {"integrity": "full"}}])
+    assert "max_concurrent_jobs: 1\n" in cfg, cfg
+    d = maintd.start(cfg)
+    stopped_pid = int(stopper.expect("stopped ", timeout=LONG).split()[1])
+    ended = d.wait_for_entry(lambda e: about(e, x) and named(e) in ("JOB_FAILED", "VACUUM_DONE"), timeout=LONG)
+    assert named(ended) == "JOB_FAILED", format_entries([ended])
+    assert ended.get("REASON") == "timed_out", format_entries([ended])
+    assert "stopped by a signal" in ended.get("SQLITE_ERROR", ""), format_entries([ended])
+
+    # the only slot is free again: a database that appears now is vacuumed
+    tmp = owned_db(os.path.join(ydir, "y.making"), t2)
+    y = os.path.join(ydir, "y.db")
+    os.rename(tmp, y)
+    done = d.wait_for_entry(msgid="VACUUM_DONE", DB_PATH=y, timeout=LONG)
+    assert ts(done) > ts(ended)
+    gone, state = stopped_pid_gone(stopped_pid)
+    assert gone, f"the stopped job process {stopped_pid} is still there: {state}"
+
+    wait_polls_after(d, ts(done), 3)
+    again = [e for e in d.entries() if about(e, x) and ts(e) > ts(ended)
+             and named(e) in ("SCHEDULED", "JOB_FAILED", "VACUUM_DONE", "RETRY")]
+    assert not again, "the stopped database was tried again:\n" + format_entries(again)
+    assert d.stop(timeout=LONG) == 0, d.describe()
+    stopper.stop()
+    assert fragmentation(y) < 20
+    assert helpers.quick_check(x, "integrity_check") == ["ok"]
+    assert not os.path.exists(x + "-journal")
+
+
+# --------------------------------------------------------------------------
+# 9. The VACUUM time limit counts the pages in use, not a sparse length
+
+def limit_ms(message):
+    """The time limit a timed_out message names, in ms."""
+    m = re.search(r"time limit of (\d+)(ms|s|m|h|d|w)\b", message)
+    assert m, f"no time limit named in {message!r}"
+    return int(m.group(1)) * {"ms": 1, "s": 1000, "m": 60000, "h": 3600000, "d": 86400000,
+                              "w": 604800000}[m.group(2)]
+
+
+def test_vacuum_time_limit_from_pages_in_use(tmp_path, base, tenants, maintd):
+    """The slow database (about 12 MB of pages) made 64 GiB long by a
+    sparse extension (truncate), limits job_timeout 2s and
+    vacuum_timeout_per_gib 1m: the daemon's VACUUM and sqlite-maintctl's
+    stop at a limit of seconds (2 s + 1 min per GiB of pages in use, or of
+    blocks), not the 64 min the length would give; the database is
+    intact."""
+    t1 = tenants()
+    x = os.path.join(tenant_dir(base, t1, "t1"), "x.db")
+    make_slow_db(x)
+    os.chown(x, t1.uid, t1.gid)
+    os.truncate(x, 64 << 30)
+    st = os.stat(x)
+    assert st.st_size == 64 << 30 and st.st_blocks * 512 < 64 << 20, (st.st_size, st.st_blocks)
+    assert helpers.quick_check(x) == ["ok"]
+    limits = {"job_timeout": "2s", "vacuum_timeout_per_gib": "1m"}
+
+    d = maintd.start(tenant_config(tmp_path / "state", [{"path": glob_of(base), "limits": limits,
+                                                         "vacuum": {"integrity": "full"}}]))
+    ended = d.wait_for_entry(lambda e: about(e, x) and named(e) in ("JOB_FAILED", "VACUUM_DONE"), timeout=LONG)
+    assert d.stop(timeout=LONG) == 0, d.describe()
+    assert named(ended) == "JOB_FAILED" and ended.get("REASON") == "timed_out", \
+        "the VACUUM was not stopped at a limit of seconds\n" + format_entries([ended])
+    assert limit_ms(ended.get("SQLITE_ERROR", "")) < 60000, format_entries([ended])
+
+    cfg = tmp_path / "ctl.yaml"
+    cfg.write_text("defaults:\n  vacuum:\n    integrity: full\n  limits:\n    job_timeout: 2s\n"
+                   f"    vacuum_timeout_per_gib: 1m\ndatabases:\n  - path: {glob_of(base)}\n")
+    r = helpers.run_ctl("-c", cfg, "--json", "vacuum", "--force", x, timeout=CTL_TIMEOUT)
+    o = r.one()
+    assert r.rc == 1 and o["status"] == "timed_out", r.describe()
+    assert limit_ms(o["error"]) < 60000, r.describe()
+    assert os.stat(x).st_size == 64 << 30
+    assert helpers.quick_check(x, "integrity_check") == ["ok"]
+
+
+# --------------------------------------------------------------------------
+# 10. Who else may write the database's directory
+
+def facts_and_mtime(path):
+    return file_facts(path), os.lstat(path).st_mtime_ns
+
+
+def writable_dir_cases(base, owner, other, shared):
+    """owner's fragmented x.db in directories {base}/tenants/{label}/db (the
+    owner's) that someone else may write, and in two that only the owner
+    may: {label: (path, who)}, who being what a refusal names, None for
+    the owner-only ones. other and owner are members of group shared."""
+    cases = {}
+
+    def case(label, gid, mode, who, acl=None, db_gid=None):
+        d = tenant_dir(base, owner, label)
+        os.chown(d, owner.uid, gid)
+        os.chmod(d, mode)
+        if acl:
+            setfacl(d, acl)
+        x = owned_db(os.path.join(d, "x.db"), owner)
+        if db_gid is not None:
+            os.chown(x, owner.uid, db_gid)  # as the setgid directory gives it
+        cases[label] = (x, who)
+
+    case("shared-group", shared, 0o775, f"group {shared}")
+    case("setgid-shared-group", shared, 0o2775, f"group {shared}", db_gid=shared)
+    case("acl-user", owner.gid, 0o755, f"user {other.uid} (an ACL entry)", acl=f"u:{other.uid}:rwx")
+    case("acl-group", owner.gid, 0o755, f"group {shared} (an ACL entry)", acl=f"g:{shared}:rwx")
+    case("own-0755", owner.gid, 0o755, None)
+    case("private-group-0775", owner.gid, 0o775, None)
+    return cases
+
+
+def test_directory_others_may_write_refused_while_hardlinks_unprotected(tmp_path, base, tenants, groups, maintd,
+                                                                        sysctl):
+    """fs.protected_hardlinks=0: the tenant's database in a directory of
+    its own that a shared group with another member may write (plain, or
+    setgid), or that an ACL entry lets another user or group write, is
+    refused (permission_denied, the message naming who may write and what
+    to do), by the daemon and sqlite-maintctl, the file unchanged; in a
+    0755 directory, or a 0775 one of the owner's private group, it is
+    vacuumed."""
+    sysctl("fs.protected_hardlinks", 0)
+    t1, t2 = tenants(), tenants()
+    shared = groups(t1, t2)
+    cases = writable_dir_cases(base, t1, t2, shared)
+    refused = {label: c for label, c in cases.items() if c[1]}
+    before = {x: facts_and_mtime(x) for x, _ in refused.values()}
+
+    def want(who):
+        return (f"fs.protected_hardlinks is 0 and {who} may write the database's directory",
+                "set fs.protected_hardlinks=1, or give each owner a directory of their own")
+
+    d = maintd.start(tenant_config(tmp_path / "state", [glob_of(base)]))
+    for label, (x, who) in cases.items():
+        if who is None:
+            d.wait_for_entry(msgid="VACUUM_DONE", DB_PATH=x, timeout=LONG)
+            continue
+        e = d.wait_for_entry(lambda e, x=x: about(e, x) and named(e) in ("JOB_FAILED", "VACUUM_DONE"),
+                             timeout=LONG)
+        assert named(e) == "JOB_FAILED" and e.get("REASON") == "permission_denied", \
+            f"{label}:\n" + format_entries([e])
+        assert all(w in e.get("SQLITE_ERROR", "") for w in want(who)), f"{label}:\n" + format_entries([e])
+    assert d.stop(timeout=LONG) == 0, d.describe()
+
+    for label, (x, who) in refused.items():
+        r = helpers.run_ctl("--json", "vacuum", "--force", x, timeout=CTL_TIMEOUT)
+        o = r.one()
+        assert r.rc == 1 and o["status"] == "permission_denied", f"{label}: {r.describe()}"
+        assert all(w in o["error"] for w in want(who)), f"{label}: {r.describe()}"
+    for label, (x, who) in cases.items():
+        if who:
+            assert facts_and_mtime(x) == before[x], f"{label}: {x} changed"
+            assert fragmentation(x) > 20, label
+            for s in ("-journal", "-wal", "-shm"):
+                assert not os.path.exists(x + s), x + s
+        else:
+            assert fragmentation(x) < 20, label
+
+
+def test_directory_others_may_write_allowed_while_hardlinks_protected(tmp_path, base, tenants, groups, maintd,
+                                                                      sysctl):
+    """fs.protected_hardlinks=1 (no one can link a file they could not
+    write): the same directories are no danger to the owner, and every
+    database in them is vacuumed."""
+    sysctl("fs.protected_hardlinks", 1)
+    t1, t2 = tenants(), tenants()
+    cases = writable_dir_cases(base, t1, t2, groups(t1, t2))
+    d = maintd.start(tenant_config(tmp_path / "state", [glob_of(base)]))
+    for label, (x, _) in cases.items():
+        e = d.wait_for_entry(lambda e, x=x: about(e, x) and named(e) in ("JOB_FAILED", "VACUUM_DONE"),
+                             timeout=LONG)
+        assert named(e) == "VACUUM_DONE", f"{label}:\n" + format_entries([e])
+    assert d.stop(timeout=LONG) == 0, d.describe()
+    for label, (x, _) in cases.items():
+        assert fragmentation(x) < 20, label
+
+
+def test_root_database_in_directory_with_acl_refused(tmp_path, base, tenants, maintd):
+    """A root-owned database in a root-owned 0755 directory whose ACL lets
+    a tenant write it is refused (permission_denied, naming the ACL
+    entry), by the daemon and sqlite-maintctl, the file unchanged; the
+    same in a directory without the entry is vacuumed."""
+    t1 = tenants()
+    acl_dir, plain_dir = os.path.join(base, "root-acl"), os.path.join(base, "root-plain")
+    for p in (acl_dir, plain_dir):
+        os.makedirs(p)
+        os.chmod(p, 0o755)
+    setfacl(acl_dir, f"u:{t1.uid}:rwx")
+    bad = owned_db(os.path.join(acl_dir, "r.db"), None)
+    fine = owned_db(os.path.join(plain_dir, "r.db"), None)
+    before = facts_and_mtime(bad)
+    want = (f"a root-owned database in a directory that user {t1.uid} (an ACL entry) may write",
+            "sqlite-maintd does not act as root there")
+
+    d = maintd.start(tenant_config(tmp_path / "state", [bad, fine]))
+    e = d.wait_for_entry(lambda e: about(e, bad) and named(e) in ("JOB_FAILED", "VACUUM_DONE"), timeout=LONG)
+    assert named(e) == "JOB_FAILED" and e.get("REASON") == "permission_denied", format_entries([e])
+    assert all(w in e.get("SQLITE_ERROR", "") for w in want), format_entries([e])
+    d.wait_for_entry(msgid="VACUUM_DONE", DB_PATH=fine, timeout=LONG)
+    assert d.stop(timeout=LONG) == 0, d.describe()
+    r = helpers.run_ctl("--json", "vacuum", "--force", bad, timeout=CTL_TIMEOUT)
+    o = r.one()
+    assert r.rc == 1 and o["status"] == "permission_denied", r.describe()
+    assert all(w in o["error"] for w in want), r.describe()
+    assert facts_and_mtime(bad) == before
+    for s in ("-journal", "-wal", "-shm"):
+        assert not os.path.exists(bad + s), bad + s
+    assert fragmentation(fine) < 20
+
+
+# --------------------------------------------------------------------------
+# 11. The job's groups: its owner's, not the file's
+
+def group_dir(base, label, gid, mode):
+    """{base}/tenants/{label}/db, root's, of group gid, mode mode."""
+    home = os.path.join(base, "tenants", label)
+    os.makedirs(home)
+    os.chmod(os.path.join(base, "tenants"), 0o755)
+    os.chmod(home, 0o755)
+    db = os.path.join(home, "db")
+    os.mkdir(db)
+    os.chown(db, 0, gid)
+    os.chmod(db, mode)
+    return db
+
+
+def test_job_runs_with_the_owners_groups(tmp_path, base, tenants, groups, maintd, sysctl, open_watch):
+    """The job's groups are its owner's passwd group and supplementary
+    groups, never the database file's group:
+    - a database in a root-owned setgid 2775 directory of group `team`,
+      whose owner is in `team` (a supplementary group): vacuumed (its
+      -journal can be made only through `team`);
+    - the same for an owner not in `team`, the file of group `team` (as
+      the setgid directory gives it): permission_denied, its owner
+      cannot create files there;
+    - a WAL database of the tenant's, chgrp'd to `team`: vacuumed, its
+      -wal and -shm created with the owner's group;
+    - a WAL database of a uid without a passwd entry: vacuumed, its side
+      files created with group nogroup (65534)."""
+    sysctl("fs.protected_hardlinks", 1)  # others may write these directories: fine only so
+    t1, t2 = tenants(), tenants()
+    team = groups(t2)
+    member = owned_db(os.path.join(group_dir(base, "member", team, 0o2775), "x.db"), None)
+    os.chown(member, t2.uid, team)
+    os.chmod(member, 0o664)
+    lent = owned_db(os.path.join(group_dir(base, "lent", team, 0o2775), "x.db"), None)
+    os.chown(lent, t1.uid, team)
+    os.chmod(lent, 0o664)
+    lent_before = facts_and_mtime(lent)
+    chgrp_dir = tenant_dir(base, t1, "chgrp")
+    chgrp = owned_db(os.path.join(chgrp_dir, "x.db"), t1, mode="wal")
+    os.chown(chgrp, t1.uid, team)
+    nobody = Tenant("(no passwd entry)", unused_uid(), 65534)
+    nobody_dir = tenant_dir(base, nobody, "nopasswd")
+    os.chown(nobody_dir, nobody.uid, nobody.uid)  # a group no one has either
+    orphan = owned_db(os.path.join(nobody_dir, "x.db"), nobody, mode="wal")
+    os.chown(orphan, nobody.uid, nobody.uid)
+    watches = {p: open_watch(os.path.dirname(p)) for p in (chgrp, orphan)}
+
+    d = maintd.start(tenant_config(tmp_path / "state", [glob_of(base)]))
+    for p in (member, chgrp, orphan):
+        e = d.wait_for_entry(lambda e, p=p: about(e, p) and named(e) in ("JOB_FAILED", "VACUUM_DONE"), timeout=LONG)
+        assert named(e) == "VACUUM_DONE", format_entries([e])
+    e = d.wait_for_entry(lambda e: about(e, lent) and named(e) in ("JOB_FAILED", "VACUUM_DONE"), timeout=LONG)
+    assert named(e) == "JOB_FAILED" and e.get("REASON") == "permission_denied", format_entries([e])
+    assert "cannot create files in its directory" in e.get("SQLITE_ERROR", ""), format_entries([e])
+    assert d.stop(timeout=LONG) == 0, d.describe()
+    for w in watches.values():
+        w.close()
+
+    for p, gid in ((chgrp, t1.gid), (orphan, 65534)):
+        side = [o for o in watches[p].snapshot() if o.name in ("x.db-wal", "x.db-shm")]
+        uid = os.lstat(p).st_uid
+        assert {o.name for o in side} == {"x.db-wal", "x.db-shm"}, "\n".join(map(str, side))
+        wrong = [o for o in side if o.owner != (uid, gid)]
+        assert not wrong, f"side files not created as ({uid}, {gid}):\n" + "\n".join(map(str, wrong))
+    for p in (member, chgrp, orphan):
+        assert fragmentation(p) < 20, p
+    assert facts_and_mtime(lent) == lent_before
+    assert fragmentation(lent) > 20
+
+
+# --------------------------------------------------------------------------
+# 12. sqlite-maintctl and a tenant's symbolic link
+
+def test_maintctl_follows_only_root_or_own_symlinks(base, tenants):
+    """sqlite-maintctl (as root) given a path through a symbolic link the
+    tenant owns, pointing at a root-only directory, refuses it naming the
+    link (exit status 1, permission_denied; in the human output too), and
+    root's database there is left as it was; through a root-owned link to
+    the same directory it works."""
+    t1 = tenants()
+    dbdir = tenant_dir(base, t1, "t1")
+    data = root_dir(base)
+    rdb = owned_db(os.path.join(data, "root.db"), None)
+    before = facts_and_mtime(rdb)
+    link = os.path.join(dbdir, "link")
+    t1.run("import os, sys; os.symlink(sys.argv[1], sys.argv[2])", data, link)
+    assert os.lstat(link).st_uid == t1.uid
+    via = os.path.join(link, "root.db")
+    want = f"link is a symbolic link that user {t1.uid} can point elsewhere: not followed"
+
+    for cmd in (["stats"], ["check"], ["vacuum", "--force"]):
+        r = helpers.run_ctl("--json", *cmd, via, timeout=CTL_TIMEOUT)
+        o = r.one()
+        assert r.rc == 1 and o["status"] == "permission_denied", r.describe()
+        assert want in o["error"], r.describe()
+    r = helpers.run_ctl("vacuum", "--force", via, timeout=CTL_TIMEOUT)
+    assert r.rc == 1 and want in r.err, r.describe()
+    assert facts_and_mtime(rdb) == before
+    assert fragmentation(rdb) > 20
+
+    rlink = os.path.join(base, "rootlink")
+    os.symlink(data, rlink)
+    r = helpers.run_ctl("--json", "vacuum", "--force", os.path.join(rlink, "root.db"), timeout=CTL_TIMEOUT)
+    o = r.one()
+    assert r.rc == 0 and o["status"] == "ok", r.describe()
+    assert fragmentation(rdb) < 20

@@ -243,15 +243,22 @@ def escape(name):
             out.append(f"\\x{c - 0xdc00:02x}")
         elif ch in "\n\t\r\\":
             out.append({"\n": "\\n", "\t": "\\t", "\r": "\\r", "\\": "\\\\"}[ch])
-        elif c < 0x20 or c == 0x7f or 0x80 <= c <= 0x9f or 0x202a <= c <= 0x202e or 0x2066 <= c <= 0x2069:
+        elif terminal_unsafe(c):
             out.append("".join(f"\\x{b:02x}" for b in ch.encode()))
         else:
             out.append(ch)
     return "".join(out)
 
 
-# Code points a terminal acts on: C0 but for the line's own \n, DEL, C1,
-# and the bidi overrides and isolates that reorder what is shown.
+# Code points a terminal or a line-oriented reader acts on (src/util.c
+# util_terminal_unsafe): C0, DEL, C1, the line and paragraph separators
+# (U+2028, U+2029), the bidi marks (U+061C, U+200E, U+200F) and the bidi
+# overrides and isolates that reorder what is shown.
+def terminal_unsafe(c):
+    return c < 0x20 or c == 0x7f or 0x80 <= c <= 0x9f or c in (0x061c, 0x200e, 0x200f, 0x2028, 0x2029) \
+        or 0x202a <= c <= 0x202e or 0x2066 <= c <= 0x2069
+
+
 def unsafe_characters(data):
     """The characters of data (bytes) a terminal would act on, and whether
     it is valid UTF-8 at all."""
@@ -262,8 +269,7 @@ def unsafe_characters(data):
     bad = []
     for i, ch in enumerate(text):
         c = ord(ch)
-        if (c < 0x20 and ch != "\n") or c == 0x7f or 0x80 <= c <= 0x9f or 0x202a <= c <= 0x202e \
-                or 0x2066 <= c <= 0x2069:
+        if terminal_unsafe(c) and ch != "\n":
             bad.append(f"U+{c:04X} in {text[max(0, i - 40):i + 10]!r}")
     return bad
 
@@ -543,6 +549,61 @@ def test_ctl_hot_journal_line_escaped(base, tenants):
     assert_terminal_safe(err, "sqlite-maintctl vacuum of a database with a hot journal: stderr")
 
 
+# The line and paragraph separators and the bidi marks, valid UTF-8 and no
+# C0 or C1 control: a reader that splits lines on U+2028/U+2029 (JavaScript,
+# some log viewers) sees a forged line; the marks reorder what is shown.
+SEPARATORS = "s\u2028critical: forged\u2029p\u200eq\u200fr\u061cz.db"
+SEPARATOR_JSON = [b"\\u2028", b"\\u2029", b"\\u200e", b"\\u200f", b"\\u061c"]
+
+
+def test_separators_and_bidi_marks_escaped(base, tenants, daemon):
+    """A database named with U+2028, U+2029, U+200E, U+200F and U+061C:
+    the journal's DB_PATH keeps the exact bytes; escaped (as the bytes of
+    each, \\xe2\\x80\\xa8...) in the daemon's console lines and STATUS=, and
+    in sqlite-maintctl's human output; \\uXXXX in its JSON."""
+    tenant = tenants()
+    tdir = tenant.mkdir(os.path.join(base, tenant.name))
+    p = tenant_db(tenant, os.path.join(os.fsencode(tdir), SEPARATORS.encode()), rows=800)
+    esc = escape(p)
+    assert "\\xe2\\x80\\xa8critical: forged\\xe2\\x80\\xa9" in esc and "\\xd8\\x9c" in esc, esc
+    cfg = config_text(os.path.join(base, "state"), [os.path.join(tdir, "*.db")])
+
+    # the journal: DB_PATH holds the exact bytes (a field of its own)
+    d = daemon.start(config_text(os.path.join(base, "state-journal"), [os.path.join(tdir, "*.db")]))
+    d.wait_for_entry(msgid="VACUUM_DONE", DB_PATH=p.decode(), timeout=LONG_WAIT)
+    assert d.stop() == 0, d.describe()
+    named = [e["DB_PATH"] for e in raw_entries(d.pid, d.since_us) if "DB_PATH" in e]
+    assert named and all(n == p for n in named), named
+
+    # the daemon: a console line and STATUS= name it escaped
+    tenant_db(tenant, p, rows=800)  # fragmented again
+    d = daemon.start(cfg, "--log-target=console")
+    wait_until(f"the console line about {p!r}",
+               lambda: any(n + b": VACUUM done" in read(d.err_path) for n in (esc.encode(), p)), describe=d.describe)
+    d.notify.wait_for(lambda m: m.pid == d.pid and (esc in m.text or SEPARATORS in m.text), timeout=LONG_WAIT,
+                      what=f"a datagram naming {p!r}")
+    assert d.stop() == 0, d.describe()
+    err = read(d.err_path)
+    assert_terminal_safe(err, "the daemon's stderr")
+    assert f"{esc}: VACUUM done".encode() in err, err.decode()
+    check_datagrams(d.notify.snapshot(), d.pid)
+    assert fragmentation(p) == 0.0
+
+    # sqlite-maintctl: human output escaped, JSON with \\u escapes
+    for cmd in (["stats"], ["check"], ["vacuum", "--force"]):
+        rc, out, err = ctl_raw(*cmd, p)
+        assert rc == 0, (cmd, rc, out, err)
+        assert_terminal_safe(out, f"sqlite-maintctl {' '.join(cmd)}: stdout")
+        assert_terminal_safe(err, f"sqlite-maintctl {' '.join(cmd)}: stderr")
+        assert esc.encode() in out, (cmd, esc, out)
+    rc, out, err = ctl_raw("--json", "stats", p)
+    assert rc == 0, (rc, out, err)
+    assert all(u in out for u in SEPARATOR_JSON), out
+    assert not unsafe_characters(out), unsafe_characters(out)
+    assert json.loads(out)["path"] == p.decode(), out
+
+
+
 # --------------------------------------------------------------------------
 # 3. Whoever can write the configuration or the state directory
 
@@ -585,10 +646,28 @@ def untrust(case, s):
     if case == "tenant-owned":
         os.chown(s.cfg, t.uid, t.gid)
         return s.cfg, f"belongs to user {t.uid}"
+    # a POSIX ACL entry granting the tenant write: the mode alone looks safe
+    # (its group bits, the ACL's mask, are root's group's)
+    if case == "acl-file":
+        setfacl(s.cfg, f"u:{t.uid}:rw")
+        return s.cfg, f"is writable by user {t.uid} (an ACL entry)"
+    if case == "acl-directory":
+        setfacl(os.path.dirname(s.cfg), f"u:{t.uid}:rwx")
+        return os.path.dirname(s.cfg), f"is writable by user {t.uid} (an ACL entry)"
     raise AssertionError(case)
 
 
-UNTRUSTED = ["world-writable", "tenant-directory", "group-writable", "tenant-owned"]
+def setfacl(path, entry):
+    """Add one entry to path's POSIX access ACL (setfacl -m, package acl)."""
+    if shutil.which("setfacl") is None:
+        pytest.skip("setfacl is not installed (package acl: scripts/lib.sh installs it)")
+    p = subprocess.run(["setfacl", "-m", entry, path], capture_output=True, text=True, timeout=30)
+    if p.returncode != 0 and "not supported" in p.stderr:
+        pytest.skip(f"no POSIX ACLs on this file system: {p.stderr.strip()}")
+    assert p.returncode == 0, f"setfacl -m {entry} {path}: {p.stderr}"
+
+
+UNTRUSTED = ["world-writable", "tenant-directory", "group-writable", "tenant-owned", "acl-file", "acl-directory"]
 
 
 def refusal(named, why):
@@ -657,7 +736,7 @@ def test_untrusted_configuration_refused_at_reload(base, tenants, daemon, case):
     other = os.path.join(s.dbdir, "other")
     tenant.mkdir(other)
     text = config_text(s.state, [os.path.join(other, "*.sqlite")], vacuum={"threshold": "1%"})
-    if case == "tenant-directory":
+    if case in ("tenant-directory", "acl-directory"):
         tenant.python("import os, sys\nopen(sys.argv[1] + '.new', 'w').write(sys.argv[2])\n"
                       "os.rename(sys.argv[1] + '.new', sys.argv[1])", s.cfg, text)
     else:
@@ -668,7 +747,8 @@ def test_untrusted_configuration_refused_at_reload(base, tenants, daemon, case):
     assert e["PRIORITY"] == "3", e
     # the directory case: the file is the tenant's now, named first
     assert re.search(rf"refusing the configuration: ({re.escape(named)}|{re.escape(s.cfg)}) "
-                     rf"(belongs to user {tenant.uid}|is writable by (every user|group {tenant.gid}))",
+                     rf"(belongs to user {tenant.uid}|is writable by (every user|group {tenant.gid}|"
+                     rf"user {tenant.uid} \(an ACL entry\)))",
                      e["MESSAGE"]), e["MESSAGE"]
     summary = d.wait_for_entry(M("RELOAD_FAILED", CONFIG_FILE=s.cfg))
     assert "keeping the old configuration" in summary["MESSAGE"], summary
