@@ -47,7 +47,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import binary_revision, git_revision  # noqa: E402
+from benchlib import binary_revision, git_revision, run_timed  # noqa: E402
 
 DEFAULT_CTL = "/tmp/bench-build/src/sqlite-maintctl"
 
@@ -172,30 +172,9 @@ def count_costs(path, tables, runs):
 # Running one case
 
 def timed(argv, timeout=3600):
-    """(wall s, user s, sys s, exit status, stdout) of argv, CPU from wait4."""
-    out = tempfile.TemporaryFile()
-    err = tempfile.TemporaryFile()
-    t = time.monotonic()
-    p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
-    deadline = t + timeout
-    while True:
-        pid, status, ru = os.wait4(p.pid, os.WNOHANG)
-        if pid:
-            break
-        if time.monotonic() > deadline:
-            p.kill()
-            pid, status, ru = os.wait4(p.pid, 0)
-            break
-        time.sleep(0.001)
-    wall = time.monotonic() - t
-    p.returncode = os.waitstatus_to_exitcode(status)
-    out.seek(0)
-    err.seek(0)
-    text = out.read().decode("utf-8", "replace")
-    etext = err.read().decode("utf-8", "replace")
-    if p.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)}: exit status {p.returncode}: {etext[-500:]}")
-    return wall, ru.ru_utime, ru.ru_stime, text
+    """(wall s, user s, sys s, stdout) of argv, CPU from wait4."""
+    wall, ut, st, _, _, out = run_timed(argv, timeout=timeout)
+    return wall, ut, st, out
 
 
 def drop_caches():

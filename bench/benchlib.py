@@ -32,8 +32,9 @@ def loadavg():
         return f.read().split()[:3]
 
 
-def run_timed(argv, timeout=3600, rss=False, check=True, stdout=True):
-    """Run argv; (wall s, user s, sys s, max RSS KiB, exit status, stdout).
+def run_timed(argv, timeout=3600, rss=False, check=True, stdout=True, wrapper=None, text_from="stdout"):
+    """Run argv; (wall s, user s, sys s, max RSS KiB, exit status, text):
+    text is its stdout, or with text_from="stderr" its stderr.
 
     CPU times come from wait4(): the process and every child it waited for
     (a job process is the child of sqlite-maintctl or sqlite-maintd, which
@@ -42,16 +43,18 @@ def run_timed(argv, timeout=3600, rss=False, check=True, stdout=True):
     tree (ru_maxrss of a waited-for child counts its own children); the
     child's own ru_maxrss, seen from here, would count this Python
     process's memory, which the child has until exec(). Without rss the
-    RSS is 0."""
+    RSS is 0. wrapper: another prefix for argv (valgrind), instead of
+    /usr/bin/time."""
     import tempfile
     import time
 
     out = tempfile.TemporaryFile()
     err = tempfile.TemporaryFile()
     rssfile = tempfile.NamedTemporaryFile(prefix="bench-rss-") if rss else None
-    wrapper = ["/usr/bin/time", "-f", "%M", "-o", rssfile.name] if rss else []
+    if wrapper is None:
+        wrapper = ["/usr/bin/time", "-f", "%M", "-o", rssfile.name] if rss else []
     t = time.monotonic()
-    p = subprocess.Popen(wrapper + list(argv), stdin=subprocess.DEVNULL,
+    p = subprocess.Popen(list(wrapper) + list(argv), stdin=subprocess.DEVNULL,
                          stdout=out if stdout else subprocess.DEVNULL, stderr=err)
     deadline = t + timeout
     while True:
@@ -78,7 +81,7 @@ def run_timed(argv, timeout=3600, rss=False, check=True, stdout=True):
         rssfile.close()
     if check and p.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)}: exit status {p.returncode}: {etext[-500:]}")
-    return wall, ru.ru_utime, ru.ru_stime, maxrss, p.returncode, text
+    return wall, ru.ru_utime, ru.ru_stime, maxrss, p.returncode, etext if text_from == "stderr" else text
 
 
 def drop_caches():
@@ -100,3 +103,50 @@ def med_range(values, scale=1.0, digits=1):
     v = [x * scale for x in values]
     return {"median": round(statistics.median(v), digits), "min": round(min(v), digits),
             "max": round(max(v), digits)}
+
+
+def make_template(dirname, layout, seed, name=None):
+    """A small database (20 rows, a few 4 KiB pages, no free pages) as
+    dirname/template-NAME.db. For "wal", its rows stay in the -wal
+    (autocheckpoint off) while the connection is open: (path, connection)
+    is returned and the caller closes it after copying; else (path, None)."""
+    import random
+    import sqlite3
+
+    rng = random.Random(seed)
+    path = os.path.join(dirname, f"template-{name or layout}.db")
+    con = sqlite3.connect(path, isolation_level=None)
+    con.execute("PRAGMA page_size=4096")
+    if layout == "wal":
+        con.execute("PRAGMA journal_mode=WAL")
+        con.execute("PRAGMA wal_autocheckpoint=0")
+    con.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, name TEXT, v BLOB)")
+    con.execute("CREATE INDEX t_name ON t(name)")
+    con.execute("BEGIN")
+    con.executemany("INSERT INTO t(name, v) VALUES(?, ?)",
+                    [(f"n{rng.randrange(10**6)}", rng.randbytes(200)) for _ in range(20)])
+    con.execute("COMMIT")
+    if layout == "wal":
+        assert os.path.getsize(path + "-wal") > 0
+        return path, con
+    con.close()
+    return path, None
+
+
+def copy_set(template, wal, dest, n):
+    """n copies of template (and of its -wal) as dest/dbNNNNN.db; without
+    wal, any -wal and -shm of those names removed."""
+    import shutil
+
+    os.makedirs(dest, exist_ok=True)
+    for i in range(n):
+        p = os.path.join(dest, f"db{i:05d}.db")
+        shutil.copyfile(template, p)
+        if wal:
+            shutil.copyfile(template + "-wal", p + "-wal")
+        else:
+            for side in ("-wal", "-shm"):
+                try:
+                    os.unlink(p + side)
+                except FileNotFoundError:
+                    pass

@@ -48,17 +48,15 @@ The page cache is warm: a first run, not counted, reads the files in.
 import argparse
 import json
 import os
-import random
 import shutil
 import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import binary_revision, git_revision, loadavg, med_range, run_timed  # noqa: E402
+from benchlib import binary_revision, copy_set, git_revision, loadavg, make_template, med_range, run_timed  # noqa: E402
 
 DEFAULT_BUILD = "/tmp/bench-build"
 LAYOUTS = ("rollback", "wal-open", "wal-copy")
@@ -112,40 +110,6 @@ sys.stdin.read()
 
 # --------------------------------------------------------------------------
 # Databases
-
-def make_template(dirname, wal, seed):
-    """A small database (20 rows, 4 pages of 4 KiB, no free pages). WAL:
-    its rows are in the -wal (autocheckpoint off), which keeps its frames
-    while the connection is open; the connection is returned, the caller
-    closes it after copying."""
-    rng = random.Random(seed)
-    path = os.path.join(dirname, f"template-{'wal' if wal else 'rollback'}.db")
-    con = sqlite3.connect(path, isolation_level=None)
-    con.execute("PRAGMA page_size=4096")
-    if wal:
-        con.execute("PRAGMA journal_mode=WAL")
-        con.execute("PRAGMA wal_autocheckpoint=0")
-    con.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, name TEXT, v BLOB)")
-    con.execute("CREATE INDEX t_name ON t(name)")
-    con.execute("BEGIN")
-    con.executemany("INSERT INTO t(name, v) VALUES(?, ?)",
-                    [(f"n{rng.randrange(10**6)}", rng.randbytes(200)) for _ in range(20)])
-    con.execute("COMMIT")
-    if wal:
-        assert os.path.getsize(path + "-wal") > 0
-        return path, con
-    con.close()
-    return path, None
-
-
-def copy_set(template, wal, dest, n):
-    os.makedirs(dest, exist_ok=True)
-    for i in range(n):
-        p = os.path.join(dest, f"db{i:05d}.db")
-        shutil.copyfile(template, p)
-        if wal:
-            shutil.copyfile(template + "-wal", p + "-wal")
-
 
 def remove_shm(dest):
     """The -shm files a reference run made (wal-copy only)."""
@@ -258,7 +222,7 @@ def main():
         for layout in layouts:
             wal = layout != "rollback"
             if wal not in templates:
-                path, con = make_template(root, wal, args.seed)
+                path, con = make_template(root, "wal" if wal else "rollback", args.seed)
                 templates[wal] = path
                 if con is not None:
                     keep.append(con)

@@ -38,9 +38,7 @@ The page cache is warm: a first run, not counted, reads the files in.
 import argparse
 import json
 import os
-import random
 import shutil
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -48,7 +46,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import binary_revision, git_revision  # noqa: E402
+from benchlib import binary_revision, copy_set, git_revision, make_template, run_timed  # noqa: E402
 
 DEFAULT_BIN = "/tmp/bench-build/src/sqlite-maintd"
 
@@ -71,46 +69,6 @@ sys.stdin.read()
 
 # --------------------------------------------------------------------------
 # Databases
-
-def make_template(dirname, layout, seed, name=None):
-    """A small database (a few 4 KiB pages, no free pages). For wal, the
-    connection is returned still open so the -wal keeps its frames while
-    it is copied; the caller closes it."""
-    rng = random.Random(seed)
-    path = os.path.join(dirname, f"template-{name or layout}.db")
-    con = sqlite3.connect(path, isolation_level=None)
-    con.execute("PRAGMA page_size=4096")
-    if layout == "wal":
-        con.execute("PRAGMA journal_mode=WAL")
-        con.execute("PRAGMA wal_autocheckpoint=0")
-    con.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, name TEXT, v BLOB)")
-    con.execute("CREATE INDEX t_name ON t(name)")
-    con.execute("BEGIN")
-    con.executemany("INSERT INTO t(name, v) VALUES(?, ?)",
-                    [(f"n{rng.randrange(10**6)}", rng.randbytes(200)) for _ in range(20)])
-    con.execute("COMMIT")
-    if layout == "wal":
-        assert os.path.getsize(path + "-wal") > 0
-        return path, con
-    con.close()
-    return path, None
-
-
-def copy_set(template, wal, dest, n):
-    """n copies of template (and of its -wal) as dest/dbNNNNN.db."""
-    os.makedirs(dest, exist_ok=True)
-    for i in range(n):
-        p = os.path.join(dest, f"db{i:05d}.db")
-        shutil.copyfile(template, p)
-        if wal:
-            shutil.copyfile(template + "-wal", p + "-wal")
-        else:
-            for side in ("-wal", "-shm"):
-                try:
-                    os.unlink(p + side)
-                except FileNotFoundError:
-                    pass
-
 
 def write_config(path, glob, state_dir, poll_interval):
     with open(path, "w") as f:
@@ -137,39 +95,13 @@ databases:
 
 def run_once(binary, conf, timeout=600, wrapper=None):
     """--once --dry-run; returns (wall s, user s, sys s, maxrss KiB, status,
-    stderr). CPU times come from wait4() (they include the few hundred
-    microseconds of /usr/bin/time); the peak RSS is the daemon's own, as
-    /usr/bin/time reports it: the child's ru_maxrss from wait4() would count
-    the memory of this Python process, which the child has until exec()."""
-    err = tempfile.TemporaryFile()
-    rssfile = tempfile.NamedTemporaryFile(prefix="maintd-rss-")
-    if wrapper is None:
-        wrapper = ("/usr/bin/time", "-f", "%M", "-o", rssfile.name)
-    t = time.monotonic()
-    p = subprocess.Popen([*wrapper, binary, "-c", conf, "--once", "--dry-run", "--log-target=console"],
-                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
-    deadline = t + timeout
-    while True:
-        pid, status, ru = os.wait4(p.pid, os.WNOHANG)
-        if pid:
-            break
-        if time.monotonic() > deadline:
-            p.kill()
-            pid, status, ru = os.wait4(p.pid, 0)
-            break
-        time.sleep(0.002)
-    wall = time.monotonic() - t
-    p.returncode = os.waitstatus_to_exitcode(status)
-    err.seek(0)
-    text = err.read().decode("utf-8", "replace")
-    if p.returncode != 0:
-        print(f"warning: exit status {p.returncode}: {text[-500:]}", file=sys.stderr)
-    try:
-        maxrss = int(open(rssfile.name).read().split()[-1])
-    except (ValueError, IndexError):
-        maxrss = 0
-    rssfile.close()
-    return wall, ru.ru_utime, ru.ru_stime, maxrss, p.returncode, text
+    stderr), as benchlib.run_timed measures them (the peak RSS through
+    /usr/bin/time, unless wrapper replaces it)."""
+    res = run_timed([binary, "-c", conf, "--once", "--dry-run", "--log-target=console"], timeout=timeout,
+                    rss=wrapper is None, check=False, stdout=False, wrapper=wrapper, text_from="stderr")
+    if res[4] != 0:
+        print(f"warning: exit status {res[4]}: {res[5][-500:]}", file=sys.stderr)
+    return res
 
 
 def callgrind_ir(binary, conf, outdir, tag):
