@@ -47,7 +47,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import binary_revision, git_revision, run_timed  # noqa: E402
+from benchlib import binary_revision, finish, git_revision, run_timed  # noqa: E402
 
 DEFAULT_CTL = "/tmp/bench-build/src/sqlite-maintctl"
 
@@ -358,10 +358,7 @@ def main():
         limited = [t for t, x in v.items() if x == "analyzed_limited"]
         if limited:
             print(f"ctl --force sampled (above large_table_rows): {', '.join(limited)}")
-    if args.json_out:
-        with open(args.json_out, "w") as f:
-            json.dump(result, f, indent=2)
-        print(f"JSON: {args.json_out}")
+    finish(result, args.json_out, loads=False)
     return 0
 
 

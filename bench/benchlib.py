@@ -150,3 +150,39 @@ def copy_set(template, wal, dest, n):
                     os.unlink(p + side)
                 except FileNotFoundError:
                     pass
+
+
+def write_watch_config(path, glob, state_dir, poll_interval, by):
+    """A configuration watching glob with nothing due (thresholds not
+    reached by the benchmarks' databases, ANALYZE and deep scans off): what
+    the daemon costs when it only looks. by: the script, for the header."""
+    with open(path, "w") as f:
+        f.write(f"""# written by {by}
+poll_interval: {poll_interval}
+max_concurrent_jobs: 1
+state_dir: {state_dir}
+defaults:
+  vacuum:
+    threshold: 20%
+    urgent_threshold: 30%
+    window: always
+  analyze:
+    interval: never
+  deep_scan:
+    interval: never
+databases:
+  - path: {glob}
+""")
+
+
+def finish(result, json_out, loads=True):
+    """The load averages of the run (when recorded) and the JSON output."""
+    import json
+
+    if loads:
+        print(f"load average: {' '.join(result['loadavg_at_start'])} at the start, "
+              f"{' '.join(result['loadavg_at_end'])} at the end")
+    if json_out:
+        with open(json_out, "w") as f:
+            json.dump(result, f, indent=2)
+        print(f"JSON: {json_out}")

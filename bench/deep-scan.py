@@ -54,7 +54,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import binary_revision, drop_caches, git_revision, loadavg, med_range, run_timed  # noqa: E402
+from benchlib import binary_revision, drop_caches, finish, git_revision, loadavg, med_range, run_timed  # noqa: E402
 
 DEFAULT_CTL = "/tmp/bench-build/src/sqlite-maintctl"
 
@@ -288,12 +288,7 @@ def main():
                       f"{mib / max(w['median'], 1e-6):.0f} | {r['maxrss_kib'] / 1024:.1f} | "
                       f"{w['median'] / base['wall_s']['median']:.2f} | "
                       f"{c['median'] / max(base['cpu_s']['median'], 1e-3):.2f} | {r['read_mib']:.0f} |")
-    print(f"load average: {' '.join(result['loadavg_at_start'])} at the start, "
-          f"{' '.join(result['loadavg_at_end'])} at the end")
-    if args.json_out:
-        with open(args.json_out, "w") as f:
-            json.dump(result, f, indent=2)
-        print(f"JSON: {args.json_out}")
+    finish(result, args.json_out, loads=True)
     return 0
 
 

@@ -56,7 +56,8 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import binary_revision, copy_set, git_revision, loadavg, make_template, med_range, run_timed  # noqa: E402
+from benchlib import (binary_revision, copy_set, finish, git_revision, loadavg, make_template,  # noqa: E402
+                      med_range, run_timed, write_watch_config)
 
 DEFAULT_BUILD = "/tmp/bench-build"
 LAYOUTS = ("rollback", "wal-open", "wal-copy")
@@ -132,26 +133,6 @@ def side_files(dest, n, wal_size):
             pass
         shm += os.path.exists(p + "-shm")
     return wal, shm
-
-
-def write_config(path, glob, state_dir):
-    with open(path, "w") as f:
-        f.write(f"""# written by bench/jobproc-cost.py
-poll_interval: 60s
-max_concurrent_jobs: 1
-state_dir: {state_dir}
-defaults:
-  vacuum:
-    threshold: 20%
-    urgent_threshold: 30%
-    window: always
-  analyze:
-    interval: never
-  deep_scan:
-    interval: never
-databases:
-  - path: {glob}
-""")
 
 
 # --------------------------------------------------------------------------
@@ -310,7 +291,7 @@ def main():
                 conf = os.path.join(root, f"{layout}-{n}.yaml")
                 state = os.path.join(root, f"state-{layout}-{n}")
                 os.makedirs(state, exist_ok=True)
-                write_config(conf, os.path.join(d, "*.db"), state)
+                write_watch_config(conf, os.path.join(d, "*.db"), state, "60s", "bench/jobproc-cost.py")
                 argv = [daemon, "-c", conf, "--once", "--dry-run", "--log-target=console"]
                 run_timed(argv, stdout=False)  # warm-up: page cache, state file
                 rows = []
@@ -395,12 +376,7 @@ def main():
     for e in result["daemon_per_job"]:
         print(f"| {e['layout']} | {e['n']} | {e['wall_ms_per_db']} | {e['cpu_ms_per_db']} | {e['wall_ratio']} | "
               f"{e['cpu_ratio']} | {e.get('python_read_cpu_ms_per_db', '')} |")
-    print(f"load average: {' '.join(result['loadavg_at_start'])} at the start, "
-          f"{' '.join(result['loadavg_at_end'])} at the end")
-    if args.json_out:
-        with open(args.json_out, "w") as f:
-            json.dump(result, f, indent=2)
-        print(f"JSON: {args.json_out}")
+    finish(result, args.json_out, loads=True)
     return 0
 
 

@@ -36,7 +36,6 @@ The page cache is warm: a first run, not counted, reads the files in.
 """
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -46,7 +45,8 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import binary_revision, copy_set, git_revision, make_template, run_timed  # noqa: E402
+from benchlib import (binary_revision, copy_set, finish, git_revision, make_template,  # noqa: E402
+                      run_timed, write_watch_config)
 
 DEFAULT_BIN = "/tmp/bench-build/src/sqlite-maintd"
 
@@ -69,26 +69,6 @@ sys.stdin.read()
 
 # --------------------------------------------------------------------------
 # Databases
-
-def write_config(path, glob, state_dir, poll_interval):
-    with open(path, "w") as f:
-        f.write(f"""# written by bench/poll-cost.py
-poll_interval: {poll_interval}
-max_concurrent_jobs: 1
-state_dir: {state_dir}
-defaults:
-  vacuum:
-    threshold: 20%
-    urgent_threshold: 30%
-    window: always
-  analyze:
-    interval: never
-  deep_scan:
-    interval: never
-databases:
-  - path: {glob}
-""")
-
 
 # --------------------------------------------------------------------------
 # Running the daemon
@@ -214,7 +194,7 @@ def main():
                 conf = os.path.join(root, f"{layout}-{n}.yaml")
                 state = os.path.join(root, f"state-{layout}-{n}")
                 os.makedirs(state, exist_ok=True)
-                write_config(conf, os.path.join(dest, "*.db"), state, "60s")
+                write_watch_config(conf, os.path.join(dest, "*.db"), state, "60s", "bench/poll-cost.py")
                 copy_set(template, wal, dest, n)
                 if n in counts:
                     run_once(args.bin, conf)  # warm-up: page cache, state file
@@ -266,7 +246,7 @@ def main():
         state = os.path.join(root, "state-steady")
         os.makedirs(state, exist_ok=True)
         copy_set(template, False, dest, steady_n)
-        write_config(conf, os.path.join(dest, "*.db"), state, "10s")
+        write_watch_config(conf, os.path.join(dest, "*.db"), state, "10s", "bench/poll-cost.py")
         run_once(args.bin, conf)  # warm the page cache
         s = steady_state(args.bin, conf, steady_s, 10.0)
         s["n"] = steady_n
@@ -286,7 +266,7 @@ def main():
         os.makedirs(state, exist_ok=True)
         copy_set(template, True, dest, steady_wal_n)
         keep.close()
-        write_config(conf, os.path.join(dest, "*.db"), state, "10s")
+        write_watch_config(conf, os.path.join(dest, "*.db"), state, "10s", "bench/poll-cost.py")
         holder = subprocess.Popen([sys.executable, "-c", HOLDER, dest, str(steady_wal_n)],
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         try:
@@ -332,10 +312,7 @@ def main():
     for s in (result["steady"], result["steady_wal"]):
         print(f"| {s['layout']} | {s['n']} | {s['poll_interval_s']} s | {s['window_s']} s after the first round | "
               f"{s['cpu_percent']} | {s['cpu_ms_per_round']} | {s['rss_kib_max'] / 1024:.1f} |")
-    if args.json_out:
-        with open(args.json_out, "w") as f:
-            json.dump(result, f, indent=2)
-        print(f"JSON: {args.json_out}")
+    finish(result, args.json_out, loads=False)
     return 0
 
 

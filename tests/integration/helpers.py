@@ -9,10 +9,13 @@ import json
 import os
 import random
 import re
+import shutil
 import sqlite3
 import subprocess
 import sys
 import time
+
+import pytest
 
 SOURCE_ROOT = os.environ.get(
     "MAINTD_SOURCE_ROOT",
@@ -532,3 +535,13 @@ def project_version():
     with open(os.path.join(SOURCE_ROOT, "meson.build")) as f:
         m = re.search(r"version\s*:\s*'([^']+)'", f.read())
     return m.group(1) if m else None
+
+
+def setfacl(path, entry):
+    """Add one entry to path's POSIX access ACL (setfacl -m, package acl)."""
+    if shutil.which("setfacl") is None:
+        pytest.skip("setfacl is not installed (package acl: scripts/lib.sh installs it)")
+    p = subprocess.run(["setfacl", "-m", entry, path], capture_output=True, text=True, timeout=30)
+    if p.returncode != 0 and "not supported" in p.stderr:
+        pytest.skip(f"no POSIX ACLs on this file system: {p.stderr.strip()}")
+    assert p.returncode == 0, f"setfacl -m {entry} {path}: {p.stderr}"

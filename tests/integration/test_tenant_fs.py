@@ -290,16 +290,6 @@ def groups():
                 print(f"groupdel {name} failed: {p.stderr}")
 
 
-def setfacl(path, entry):
-    """Add one entry to path's POSIX access ACL (setfacl -m, package acl)."""
-    if shutil.which("setfacl") is None:
-        pytest.skip("setfacl is not installed (package acl: scripts/lib.sh installs it)")
-    p = subprocess.run(["setfacl", "-m", entry, path], capture_output=True, text=True, timeout=30)
-    if p.returncode != 0 and "not supported" in p.stderr:
-        pytest.skip(f"no POSIX ACLs on this file system: {p.stderr.strip()}")
-    assert p.returncode == 0, f"setfacl -m {entry} {path}: {p.stderr}"
-
-
 def unused_uid():
     """A uid with no passwd entry (and no process)."""
     for uid in range(62000, 64000):
@@ -1379,7 +1369,7 @@ def writable_dir_cases(base, owner, other, shared):
         os.chown(d, owner.uid, gid)
         os.chmod(d, mode)
         if acl:
-            setfacl(d, acl)
+            helpers.setfacl(d, acl)
         x = owned_db(os.path.join(d, "x.db"), owner)
         if db_gid is not None:
             os.chown(x, owner.uid, db_gid)  # as the setgid directory gives it
@@ -1469,7 +1459,7 @@ def test_root_database_in_directory_with_acl_refused(tmp_path, base, tenants, ma
     for p in (acl_dir, plain_dir):
         os.makedirs(p)
         os.chmod(p, 0o755)
-    setfacl(acl_dir, f"u:{t1.uid}:rwx")
+    helpers.setfacl(acl_dir, f"u:{t1.uid}:rwx")
     bad = owned_db(os.path.join(acl_dir, "r.db"), None)
     fine = owned_db(os.path.join(plain_dir, "r.db"), None)
     before = facts_and_mtime(bad)

@@ -649,22 +649,12 @@ def untrust(case, s):
     # a POSIX ACL entry granting the tenant write: the mode alone looks safe
     # (its group bits, the ACL's mask, are root's group's)
     if case == "acl-file":
-        setfacl(s.cfg, f"u:{t.uid}:rw")
+        helpers.setfacl(s.cfg, f"u:{t.uid}:rw")
         return s.cfg, f"is writable by user {t.uid} (an ACL entry)"
     if case == "acl-directory":
-        setfacl(os.path.dirname(s.cfg), f"u:{t.uid}:rwx")
+        helpers.setfacl(os.path.dirname(s.cfg), f"u:{t.uid}:rwx")
         return os.path.dirname(s.cfg), f"is writable by user {t.uid} (an ACL entry)"
     raise AssertionError(case)
-
-
-def setfacl(path, entry):
-    """Add one entry to path's POSIX access ACL (setfacl -m, package acl)."""
-    if shutil.which("setfacl") is None:
-        pytest.skip("setfacl is not installed (package acl: scripts/lib.sh installs it)")
-    p = subprocess.run(["setfacl", "-m", entry, path], capture_output=True, text=True, timeout=30)
-    if p.returncode != 0 and "not supported" in p.stderr:
-        pytest.skip(f"no POSIX ACLs on this file system: {p.stderr.strip()}")
-    assert p.returncode == 0, f"setfacl -m {entry} {path}: {p.stderr}"
 
 
 UNTRUSTED = ["world-writable", "tenant-directory", "group-writable", "tenant-owned", "acl-file", "acl-directory"]
