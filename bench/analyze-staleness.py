@@ -47,7 +47,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import binary_revision, finish, git_revision, run_timed  # noqa: E402
+from benchlib import binary_revision, drop_caches, finish, git_revision, run_timed  # noqa: E402
 
 DEFAULT_CTL = "/tmp/bench-build/src/sqlite-maintctl"
 
@@ -175,16 +175,6 @@ def timed(argv, timeout=3600):
     """(wall s, user s, sys s, stdout) of argv, CPU from wait4."""
     wall, ut, st, _, _, out = run_timed(argv, timeout=timeout)
     return wall, ut, st, out
-
-
-def drop_caches():
-    try:
-        os.sync()
-        with open("/proc/sys/vm/drop_caches", "w") as f:
-            f.write("3\n")
-        return True
-    except OSError:
-        return False
 
 
 def change_counter(path):
