@@ -62,6 +62,7 @@ struct manager {
         bool pruning;
         int prune_result;
         uv_signal_t sig_hup, sig_term, sig_int;
+        uv_work_t pool_req;       /* starts libuv's thread pool (start_pool_without_signals) */
 
         struct target **round; /* this poll's targets, header-read a few per tick */
         size_t round_n, round_pos, round_cap;
@@ -1409,13 +1410,59 @@ static void walk_close(uv_handle_t *h, void *arg)
                 uv_close(h, close_cb);
 }
 
+/* The signals the daemon answers: none may end it by its default action. */
+static void stop_signals(sigset_t *s)
+{
+        sigemptyset(s);
+        sigaddset(s, SIGTERM);
+        sigaddset(s, SIGINT);
+        sigaddset(s, SIGHUP);
+}
+
 static void close_all(struct manager *m)
 {
+        sigset_t s;
+
         log_flood_tick(true); /* what the last window dropped, said before the end */
         if (m->closed)
                 return;
         m->closed = true;
+        /* Closing the uv_signal handles gives the signals back their
+         * default action, which for a second SIGTERM would end the
+         * process before it has said goodbye: held in this thread (the
+         * pool's threads never take them, manager_run), then ignored. */
+        stop_signals(&s);
+        pthread_sigmask(SIG_BLOCK, &s, NULL);
         uv_walk(&m->loop, walk_close, NULL);
+        signal(SIGTERM, SIG_IGN);
+        signal(SIGINT, SIG_IGN);
+        signal(SIGHUP, SIG_IGN);
+}
+
+static void pool_started(uv_work_t *req)
+{
+        (void)req;
+}
+
+static void pool_started_done(uv_work_t *req, int status)
+{
+        (void)req;
+        (void)status;
+}
+
+/* libuv starts its thread pool at the first work queued, each thread with
+ * the mask of the thread that queues it: started now, with the signals
+ * held, only the loop thread ever takes them. */
+static void start_pool_without_signals(struct manager *m)
+{
+        sigset_t s, old;
+
+        stop_signals(&s);
+        pthread_sigmask(SIG_BLOCK, &s, &old);
+        if (uv_queue_work(&m->loop, &m->pool_req, pool_started, pool_started_done) != 0)
+                log_msg(LOG_WARNING, "cannot start the worker threads yet; a second SIGTERM while stopping may "
+                        "end the daemon before it says so");
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
 
 static void begin_stop(struct manager *m)
@@ -1593,6 +1640,7 @@ int manager_run(struct manager *m)
 
         signal(SIGPIPE, SIG_IGN);
         srandom((unsigned)time(NULL) ^ (unsigned)getpid()); /* backoff jitter */
+        start_pool_without_signals(m);
         uv_signal_start(&m->sig_hup, signal_cb, SIGHUP);
         uv_signal_start(&m->sig_term, signal_cb, SIGTERM);
         uv_signal_start(&m->sig_int, signal_cb, SIGINT);

@@ -5,6 +5,7 @@ application in another process. Each test checks what an admin would:
 the files on disk (freelist, rows, integrity, bytes), the journal entries
 (journalctl -o json) and what systemd would have been told."""
 
+import contextlib
 import os
 import shutil
 import re
@@ -567,6 +568,26 @@ def test_sigterm_during_vacuum(tmp_path, daemon, big_db_template, sigterms, when
         assert [e for e in es if entry_matches(e, "JOB_FAILED", DB_PATH=db) and "interrupted" in e["MESSAGE"]], \
             format_entries(es)
     print(f"stopped in {took:.2f}s, freelist {fl}")
+
+
+def test_sigterm_storm_exits_cleanly(tmp_path, daemon):
+    """An admin (or systemd, then a second stop) sends SIGTERM again and
+    again: the first stops the daemon, the others are swallowed, also while
+    it closes its last handles and exits, and it exits with status 0. Sent
+    until it has exited: however fast or slow the machine, some arrive
+    during the shutdown."""
+    dbs, state = _dirs(tmp_path)
+    make_db(dbs / "a.db", 5)
+    d = daemon.start(config_text(state, [dbs / "*.db"]))
+    sent = 0
+    while d.proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(d.pid, signal.SIGTERM)
+            sent += 1
+        time.sleep(0.0002)
+    rc = d.wait(30)
+    assert rc == 0, f"exit status {rc} after {sent} SIGTERMs\n" + d.describe()
+    assert sent > 1
 
 
 # --------------------------------------------------------------------------
