@@ -814,9 +814,17 @@ static bool reaped_within(pid_t pid, int *status, int ms)
                 now = now_ms();
                 if (now >= end)
                         break;
-                if (fd >= 0)
-                        (void)poll(&(struct pollfd){ .fd = fd, .events = POLLIN }, 1, (int)(end - now));
-                else
+                /* ended but not ours to reap yet (a debugger traces it):
+                 * the pidfd stays readable, so naps from here on */
+                if (fd >= 0 && poll(&(struct pollfd){ .fd = fd, .events = POLLIN }, 1, (int)(end - now)) > 0) {
+                        if (waitpid(pid, status, WNOHANG) == pid) {
+                                done = true;
+                                break;
+                        }
+                        close(fd);
+                        fd = -1;
+                }
+                if (fd < 0)
                         util_sleep_ms((uint64_t)nap < end - now ? (uint64_t)nap : end - now);
         }
         if (fd >= 0)

@@ -545,3 +545,20 @@ def setfacl(path, entry):
     if p.returncode != 0 and "not supported" in p.stderr:
         pytest.skip(f"no POSIX ACLs on this file system: {p.stderr.strip()}")
     assert p.returncode == 0, f"setfacl -m {entry} {path}: {p.stderr}"
+
+
+def ctl_json_in(text):
+    """The first JSON object sqlite-maintctl printed (one with a "path") in
+    text that other writers share, such as gdb's output on the same pipe:
+    gdb's block-buffered lines may stop mid-line where the object begins."""
+    dec = json.JSONDecoder()
+    at = text.find("{")
+    while at >= 0:
+        try:
+            obj, _ = dec.raw_decode(text, at)
+            if isinstance(obj, dict) and "path" in obj:
+                return obj
+        except ValueError:
+            pass
+        at = text.find("{", at + 1)
+    raise AssertionError("no JSON object from sqlite-maintctl in:\n" + text)

@@ -7,6 +7,7 @@ import pwd
 import shutil
 import sqlite3
 import subprocess
+import tempfile
 
 import pytest
 
@@ -39,9 +40,10 @@ APP_OPEN = ("import sqlite3,sys; c=sqlite3.connect(sys.argv[1], timeout=10); "
 @pytest.fixture
 def app_dir():
     nobody = pwd.getpwnam("nobody")
-    base = "/tmp/maintd-owner-test"
-    shutil.rmtree(base, ignore_errors=True)
-    os.makedirs(base)
+    # a directory of its own under /tmp, which nobody can reach (pytest's
+    # base may sit below directories it cannot enter); never a fixed name,
+    # which another test session running at the same time would share
+    base = tempfile.mkdtemp(prefix="maintd-owner-", dir="/tmp")
     os.chmod(base, 0o755)
     os.chown(base, nobody.pw_uid, nobody.pw_gid)
     yield base, nobody.pw_uid, nobody.pw_gid

@@ -884,7 +884,7 @@ def test_ctl_commit_between_checks_and_vacuum(tmp_path, mode, commit):
                        capture_output=True, text=True, timeout=120)
     assert re.search(r"Breakpoint 2(\.\d+)?, schema_unchanged", g.stdout), "the guard never looked at the schema again\n" \
         + g.stdout + g.stderr
-    o = json.loads(next(ln for ln in g.stdout.splitlines() if ln.startswith("{")))
+    o = helpers.ctl_json_in(g.stdout)
     assert tried.read_text() == "database is locked", \
         f"the application wrote while the VACUUM held its lock: {tried.read_text()!r}"
     if mode == "wal":
@@ -942,7 +942,7 @@ def test_ctl_database_renamed_over_between_checks_and_vacuum(tmp_path):
                         "-c", str(cfg), "--json", "vacuum", "--force", str(db)],
                        capture_output=True, text=True, timeout=120)
     assert re.search(r"Breakpoint 1(\.\d+)?, db_open_write", g.stdout), g.stdout + g.stderr
-    o = json.loads(next(ln for ln in g.stdout.splitlines() if ln.startswith("{")))
+    o = helpers.ctl_json_in(g.stdout)
     assert rowid_figures(db, "q") == (200, 201, 400), f"the unchecked file was vacuumed: {o}"
     assert o["status"] == "rowids_would_change", o
     assert o["renumbered_tables"] == [{"name": "q", "rows": 200, "rowid_min": 201, "rowid_max": 400}], o
