@@ -4,6 +4,11 @@
  * reported as "FILE:LINE:COLUMN: message"; all of them are collected, not
  * just the first.
  *
+ * Every key is one row of keys[] below: where it may be written, its type,
+ * the offset of its field, its bounds or words, and its built-in value as
+ * the file would write it. The same rows read the file and make the
+ * defaults; defaults: and each databases entry go through the same code.
+ *
  * YAML merge keys ("<<: *base") are supported in every mapping, with the
  * usual semantics: keys written in the mapping itself win over merged ones,
  * and in "<<: [*a, *b]" a wins over b. A quoted "<<" is an ordinary key.
@@ -897,6 +902,11 @@ static const char *found(const yaml_node_t *n, char *buf, size_t len)
 
 /* ---- alias bombs and cycles --------------------------------------------- */
 
+/* A walk of the whole document before any key is read, not a budget
+ * spent where pairs are read: a bomb may sit under keys that are never
+ * read (an x- anchor, an unknown key), and the walk is what says where it
+ * is ("aliases expand to more than ... here") before anything else. */
+
 struct walk {
         uint64_t *size;
         unsigned char *state; /* 0 new, 1 on the stack, 2 done */
@@ -1315,22 +1325,32 @@ struct entry {
         yaml_node_t *src[N_KEYS];
 };
 
-/* The pairs of mapping n, which section key k holds; false when n is not
- * one (a null counts as an empty mapping). */
-static bool section_pairs(struct loader *l, const struct key *k, yaml_node_t *n, struct pairs *p)
+/* The pairs of mapping n, read as section sec, into *p; false when n is
+ * not a mapping, after the message "<what>, found <n>". */
+static bool mapping_pairs(struct loader *l, yaml_node_t *n, enum section sec, const char *what, struct pairs *p)
 {
         char buf[80];
 
         *p = (struct pairs){ .n = 0 };
-        if (is_null(n))
-                return true;
         if (n->type != YAML_MAPPING_NODE) {
-                err_at(l, n, "invalid value for '%s': expected a mapping, found %s", k->name,
-                       found(n, buf, sizeof(buf)));
+                err_at(l, n, "%s, found %s", what, found(n, buf, sizeof(buf)));
                 return false;
         }
-        collect_pairs(l, n, k->sub, p, 0);
+        collect_pairs(l, n, sec, p, 0);
         return true;
+}
+
+/* The pairs of mapping n, which section key k holds; false when n is not
+ * one (a null counts as an empty mapping). */
+static bool section_pairs(struct loader *l, const struct key *k, yaml_node_t *n, struct pairs *p)
+{
+        char what[96];
+
+        *p = (struct pairs){ .n = 0 };
+        if (is_null(n))
+                return true;
+        snprintf(what, sizeof(what), "invalid value for '%s': expected a mapping", k->name);
+        return mapping_pairs(l, n, k->sub, what, p);
 }
 
 /* The values of p into base (struct conf at the top level, else struct
@@ -1437,15 +1457,10 @@ static void load_db(struct loader *l, yaml_node_t *node, const struct db_conf *d
         struct entry e = { .d = *defaults };
         struct pairs p;
         yaml_node_t *pn;
-        char buf[80];
 
-        if (node->type != YAML_MAPPING_NODE) {
-                err_at(l, node, "invalid databases entry: expected a mapping such as '- path: /var/lib/app/main.db', found %s",
-                       found(node, buf, sizeof(buf)));
+        if (!mapping_pairs(l, node, SEC_DB,
+                           "invalid databases entry: expected a mapping such as '- path: /var/lib/app/main.db'", &p))
                 return;
-        }
-        p = (struct pairs){ .n = 0 };
-        collect_pairs(l, node, SEC_DB, &p, 0);
         apply_sections(l, &p, &e);
         check_settings(l, &e);
 
@@ -1548,20 +1563,15 @@ static void load_root(struct loader *l, yaml_node_t *root)
 {
         struct db_conf defaults;
         struct pairs p;
-        char buf[80];
 
         if (!root || is_null(root)) {
                 err_at_mark(l, root ? root->start_mark : (yaml_mark_t){ 0 },
                             "empty configuration: expected a mapping with at least a 'databases' list");
                 return;
         }
-        if (root->type != YAML_MAPPING_NODE) {
-                err_at(l, root, "invalid configuration: expected a mapping of keys at the top level, found %s",
-                       found(root, buf, sizeof(buf)));
+        if (!mapping_pairs(l, root, SEC_TOP, "invalid configuration: expected a mapping of keys at the top level",
+                           &p))
                 return;
-        }
-        p = (struct pairs){ .n = 0 };
-        collect_pairs(l, root, SEC_TOP, &p, 0);
         apply_values(l, &p, l->conf, NULL);
         /* defaults: first, wherever it is in the file, since every
          * databases entry starts from it */
