@@ -624,15 +624,15 @@ static int set_builtin(unsigned mask, void *base)
         return 0;
 }
 
-/* The sections a databases entry and struct conf's defaults share. */
+/* The sections a databases entry and struct conf's defaults share,
+ * copied one way or the other. */
+#define SHARED_SECTIONS(COPY) COPY(vacuum) COPY(analyze) COPY(retry) COPY(checkpoint) COPY(limits) COPY(deep_scan)
+#define TO_CONF(f) c->f = d->f;
+#define TO_ENTRY(f) ret->f = c->f;
+
 static void sections_to_conf(struct conf *c, const struct db_conf *d)
 {
-        c->vacuum = d->vacuum;
-        c->analyze = d->analyze;
-        c->retry = d->retry;
-        c->checkpoint = d->checkpoint;
-        c->limits = d->limits;
-        c->deep_scan = d->deep_scan;
+        SHARED_SECTIONS(TO_CONF)
 }
 
 void conf_db_defaults(const struct conf *c, struct db_conf *ret)
@@ -643,12 +643,7 @@ void conf_db_defaults(const struct conf *c, struct db_conf *ret)
                 (void)set_builtin(IN_SECTIONS, ret);
                 return;
         }
-        ret->vacuum = c->vacuum;
-        ret->analyze = c->analyze;
-        ret->retry = c->retry;
-        ret->checkpoint = c->checkpoint;
-        ret->limits = c->limits;
-        ret->deep_scan = c->deep_scan;
+        SHARED_SECTIONS(TO_ENTRY)
 }
 
 int conf_init_defaults(struct conf *c)
