@@ -4,6 +4,11 @@
  * reported as "FILE:LINE:COLUMN: message"; all of them are collected, not
  * just the first.
  *
+ * Every key is one row of keys[] below: where it may be written, its type,
+ * the offset of its field, its bounds or words, and its built-in value as
+ * the file would write it. The same rows read the file and make the
+ * defaults; defaults: and each databases entry go through the same code.
+ *
  * YAML merge keys ("<<: *base") are supported in every mapping, with the
  * usual semantics: keys written in the mapping itself win over merged ones,
  * and in "<<: [*a, *b]" a wins over b. A quoted "<<" is an ordinary key.
@@ -64,6 +69,9 @@ enum reason {
         PR_OVERFLOW,
         PR_RANGE,
         PR_EQUAL,
+        PR_BELOW, /* below the key's minimum */
+        PR_ABOVE, /* above the key's maximum */
+        PR_NOMEM,
 };
 
 static bool is_digit(char ch)
@@ -126,6 +134,25 @@ struct unit {
         uint64_t mult;
 };
 
+/* Largest first: conf_format_duration() writes the first that divides. */
+static const struct unit duration_units[] = {
+        { "w", MS_PER_W }, { "d", MS_PER_D }, { "h", MS_PER_H }, { "m", MS_PER_M }, { "s", MS_PER_S }, { "ms", 1 },
+};
+/* The binary units first, largest first: conf_format_size() writes the
+ * first that divides, which is at the latest B. */
+static const struct unit size_units[] = {
+        { "TiB", 1ull << 40 },
+        { "GiB", 1ull << 30 },
+        { "MiB", 1ull << 20 },
+        { "KiB", 1ull << 10 },
+        { "B", 1 },
+        { "kB", 1000ull },
+        { "MB", 1000ull * 1000 },
+        { "GB", 1000ull * 1000 * 1000 },
+        { "TB", 1000ull * 1000 * 1000 * 1000 },
+        { "", 1 },
+};
+
 /* n followed by suffix end, looked up in units; overflow is an error. */
 static enum reason apply_unit(const struct unit *units, size_t n_units, uint64_t n, const char *end,
                               uint64_t *ret)
@@ -143,10 +170,6 @@ static enum reason apply_unit(const struct unit *units, size_t n_units, uint64_t
 
 static enum reason duration_reason(const char *s, uint64_t *ret_ms)
 {
-        static const struct unit units[] = {
-                { "ms", 1 },           { "s", MS_PER_S }, { "m", MS_PER_M },
-                { "h", MS_PER_H },     { "d", MS_PER_D }, { "w", MS_PER_W },
-        };
         const char *end;
         uint64_t n;
         enum reason r;
@@ -161,33 +184,17 @@ static enum reason duration_reason(const char *s, uint64_t *ret_ms)
         if (*end == '\0')
                 /* a bare zero is unambiguous; any other bare number is not */
                 return n == 0 ? (*ret_ms = 0, PR_OK) : PR_NO_UNIT;
-        return apply_unit(units, sizeof(units) / sizeof(units[0]), n, end, ret_ms);
+        return apply_unit(duration_units, ELEMENTSOF(duration_units), n, end, ret_ms);
 }
 
 int conf_parse_duration(const char *s, uint64_t *ret_ms)
 {
-        uint64_t v;
-
-        if (!s || duration_reason(s, &v) != PR_OK)
-                return -EINVAL;
-        *ret_ms = v;
-        return 0;
+        /* duration_reason() writes *ret_ms only on success */
+        return s && duration_reason(s, ret_ms) == PR_OK ? 0 : -EINVAL;
 }
 
 static enum reason size_reason(const char *s, uint64_t *ret)
 {
-        static const struct unit units[] = {
-                { "", 1 },
-                { "B", 1 },
-                { "KiB", 1ull << 10 },
-                { "MiB", 1ull << 20 },
-                { "GiB", 1ull << 30 },
-                { "TiB", 1ull << 40 },
-                { "kB", 1000ull },
-                { "MB", 1000ull * 1000 },
-                { "GB", 1000ull * 1000 * 1000 },
-                { "TB", 1000ull * 1000 * 1000 * 1000 },
-        };
         const char *end;
         uint64_t n;
         enum reason r;
@@ -199,17 +206,13 @@ static enum reason size_reason(const char *s, uint64_t *ret)
                 return r;
         if (*end == '.' || *end == ',')
                 return PR_FRACTION;
-        return apply_unit(units, sizeof(units) / sizeof(units[0]), n, end, ret);
+        return apply_unit(size_units, ELEMENTSOF(size_units), n, end, ret);
 }
 
 int conf_parse_size(const char *s, uint64_t *ret_bytes)
 {
-        uint64_t v;
-
-        if (!s || size_reason(s, &v) != PR_OK)
-                return -EINVAL;
-        *ret_bytes = v;
-        return 0;
+        /* size_reason() writes *ret_bytes only on success */
+        return s && size_reason(s, ret_bytes) == PR_OK ? 0 : -EINVAL;
 }
 
 static enum reason percent_reason(const char *s, double *ret)
@@ -235,12 +238,8 @@ static enum reason percent_reason(const char *s, double *ret)
 
 int conf_parse_percent(const char *s, double *ret)
 {
-        double v;
-
-        if (!s || percent_reason(s, &v) != PR_OK)
-                return -EINVAL;
-        *ret = v;
-        return 0;
+        /* percent_reason() writes *ret only on success */
+        return s && percent_reason(s, ret) == PR_OK ? 0 : -EINVAL;
 }
 
 /* "H:MM" or "HH:MM", 00:00 to 23:59, into minutes after midnight. */
@@ -293,139 +292,368 @@ static enum reason window_reason(const char *s, struct window *ret)
 
 int conf_parse_window(const char *s, struct window *ret)
 {
-        struct window w;
-
-        if (!s || window_reason(s, &w) != PR_OK)
-                return -EINVAL;
-        *ret = w;
-        return 0;
+        /* window_reason() writes *ret only on success */
+        return s && window_reason(s, ret) == PR_OK ? 0 : -EINVAL;
 }
 
-/* The number of whole units and the largest unit that divides exactly. */
-const char *conf_format_duration(uint64_t ms, char *buf, size_t len)
+/* v as a number of the first of units that divides it exactly; zero as
+ * zero. The last unit must be worth 1. */
+static const char *format_units(const struct unit *units, uint64_t v, const char *zero, char *buf, size_t len)
 {
-        static const struct {
-                const char *name;
-                uint64_t ms;
-        } units[] = {
-                { "w", MS_PER_W }, { "d", MS_PER_D }, { "h", MS_PER_H },
-                { "m", MS_PER_M }, { "s", MS_PER_S }, { "ms", 1 },
-        };
-
-        if (ms == 0) {
-                snprintf(buf, len, "0");
+        if (v == 0) {
+                snprintf(buf, len, "%s", zero);
                 return buf;
         }
-        for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++)
-                if (ms % units[i].ms == 0) {
-                        snprintf(buf, len, "%" PRIu64 "%s", ms / units[i].ms, units[i].name);
-                        break;
-                }
+        while (v % units->mult != 0)
+                units++;
+        snprintf(buf, len, "%" PRIu64 "%s", v / units->mult, units->name);
         return buf;
+}
+
+const char *conf_format_duration(uint64_t ms, char *buf, size_t len)
+{
+        return format_units(duration_units, ms, "0", buf, len);
 }
 
 const char *conf_format_size(uint64_t bytes, char *buf, size_t len)
 {
-        static const struct {
-                const char *name;
-                uint64_t mult;
-        } units[] = {
-                { "TiB", 1ull << 40 }, { "GiB", 1ull << 30 }, { "MiB", 1ull << 20 },
-                { "KiB", 1ull << 10 }, { "B", 1 },
-        };
+        return format_units(size_units, bytes, "0B", buf, len);
+}
 
-        if (bytes == 0) {
-                snprintf(buf, len, "0B");
-                return buf;
-        }
-        for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++)
-                if (bytes % units[i].mult == 0) {
-                        snprintf(buf, len, "%" PRIu64 "%s", bytes / units[i].mult, units[i].name);
-                        break;
-                }
-        return buf;
+/* ---- words -------------------------------------------------------------- */
+
+/* A word a key accepts and the value it stands for. */
+struct word {
+        const char *name;
+        int value;
+};
+
+static const struct word integrity_words[] = {
+        { "none", INTEGRITY_NONE }, { "quick", INTEGRITY_QUICK }, { "full", INTEGRITY_FULL }, { NULL, 0 },
+};
+static const struct word mode_words[] = {
+        { "full", VACUUM_MODE_FULL }, { "incremental", VACUUM_MODE_INCREMENTAL }, { NULL, 0 },
+};
+/* YAML 1.2's core schema words, and 1.1's yes/no/on/off */
+static const struct word bool_words[] = {
+        { "true", 1 },  { "True", 1 },  { "TRUE", 1 },  { "yes", 1 }, { "on", 1 },  { "false", 0 },
+        { "False", 0 }, { "FALSE", 0 }, { "no", 0 },    { "off", 0 }, { NULL, 0 },
+};
+
+/* The first word for value, or "unknown". */
+static const char *word_name(const struct word *words, int value)
+{
+        for (; words->name; words++)
+                if (words->value == value)
+                        return words->name;
+        return "unknown";
 }
 
 const char *conf_integrity_name(enum integrity_level l)
 {
-        switch (l) {
-        case INTEGRITY_NONE:
-                return "none";
-        case INTEGRITY_QUICK:
-                return "quick";
-        case INTEGRITY_FULL:
-                return "full";
-        }
-        return "unknown";
+        return word_name(integrity_words, (int)l);
 }
 
 const char *conf_vacuum_mode_name(enum vacuum_mode m)
 {
-        switch (m) {
-        case VACUUM_MODE_FULL:
-                return "full";
-        case VACUUM_MODE_INCREMENTAL:
-                return "incremental";
+        return word_name(mode_words, (int)m);
+}
+
+/* ---- schema: one row per key -------------------------------------------- */
+
+/* Where a key may be written. */
+enum section {
+        SEC_TOP,
+        SEC_DEFAULTS,
+        SEC_DB, /* a databases: entry */
+        /* the sections defaults: and an entry share, in the order the hint
+         * "did you mean to put it under" tries them */
+        SEC_VACUUM,
+        SEC_ANALYZE,
+        SEC_RETRY,
+        SEC_CHECKPOINT,
+        SEC_LIMITS,
+        SEC_DEEP_SCAN,
+};
+
+#define IN(s) (1u << (s))
+#define IN_SHARED (IN(SEC_DEFAULTS) | IN(SEC_DB))
+#define IN_SECTIONS                                                                                 \
+        (IN(SEC_VACUUM) | IN(SEC_ANALYZE) | IN(SEC_RETRY) | IN(SEC_CHECKPOINT) | IN(SEC_LIMITS) | \
+         IN(SEC_DEEP_SCAN))
+
+/* "in vacuum", for messages */
+static const char *const section_label[] = {
+        [SEC_TOP] = "at top level",    [SEC_DEFAULTS] = "in defaults",   [SEC_DB] = "in databases entry",
+        [SEC_VACUUM] = "in vacuum",     [SEC_ANALYZE] = "in analyze",     [SEC_RETRY] = "in retry",
+        [SEC_CHECKPOINT] = "in checkpoint", [SEC_LIMITS] = "in limits", [SEC_DEEP_SCAN] = "in deep_scan",
+};
+
+/* The type of a key's value, and of the field it is stored in. */
+enum vtype {
+        V_DURATION, /* uint64_t ms, min..max */
+        V_SIZE,     /* uint64_t bytes */
+        V_PERCENT,  /* double, 0..100 */
+        V_FACTOR,   /* double, >= 1 */
+        V_WINDOW,   /* struct window */
+        V_WORD,     /* an enum (int-sized): one of words */
+        V_BOOL,     /* bool: one of bool_words */
+        V_INT,      /* int or unsigned, min..max */
+        V_COUNT,    /* uint64_t, min..max */
+        V_PATH,     /* char *, absolute, allocated */
+        V_SECTION,  /* a mapping of the keys of section sub */
+        V_LIST,     /* the databases: list, read by load_root() */
+};
+
+struct key {
+        const char *name;
+        unsigned in; /* IN() of each section it may be written in */
+        enum vtype type;
+        size_t offset;            /* of its field: in struct conf for SEC_TOP, else in struct db_conf */
+        const char *def;          /* the built-in value, as the file would say it; NULL: none */
+        int64_t min, max;         /* V_INT, V_COUNT; V_DURATION in ms */
+        const char *expect;       /* V_WORD, V_BOOL, V_INT, V_COUNT: what a message says is expected */
+        const struct word *words; /* V_WORD, V_BOOL */
+        enum section sub;         /* V_SECTION */
+        bool never;               /* V_DURATION: "never" is 0 */
+};
+
+/* ...: the built-in value, then any other fields */
+#define TOP(n, t, field, ...) \
+        { .name = n, .in = IN(SEC_TOP), .type = t, .offset = offsetof(struct conf, field), .def = __VA_ARGS__ }
+#define KEY(s, n, t, field, ...) \
+        { .name = n, .in = IN(s), .type = t, .offset = offsetof(struct db_conf, field), .def = __VA_ARGS__ }
+#define SECTION(n, s) { .name = n, .in = IN_SHARED, .type = V_SECTION, .sub = s }
+#define DURATION_MAX .max = (int64_t)MAX_DURATION_MS
+#define ROWS "a whole number of rows, 0 or more"
+
+/* Every key. The order within a section is the order of "expected one of"
+ * lists, and the first of equally close names is the one hinted at. */
+static const struct key keys[] = {
+        TOP("poll_interval", V_DURATION, poll_interval_ms, "5m", .min = 1, DURATION_MAX),
+        TOP("max_concurrent_jobs", V_INT, max_concurrent_jobs, "1", .min = 1, .max = 1024,
+            .expect = "a whole number from 1 to 1024"),
+        TOP("state_dir", V_PATH, state_dir, DEFAULT_STATE_DIR),
+        { .name = "defaults", .in = IN(SEC_TOP), .type = V_SECTION, .sub = SEC_DEFAULTS },
+        { .name = "databases", .in = IN(SEC_TOP), .type = V_LIST },
+
+        KEY(SEC_DB, "path", V_PATH, path, NULL),
+        SECTION("vacuum", SEC_VACUUM),
+        SECTION("analyze", SEC_ANALYZE),
+        SECTION("retry", SEC_RETRY),
+        SECTION("checkpoint", SEC_CHECKPOINT),
+        SECTION("limits", SEC_LIMITS),
+        SECTION("deep_scan", SEC_DEEP_SCAN),
+
+        KEY(SEC_VACUUM, "threshold", V_PERCENT, vacuum.threshold, "20%"),
+        KEY(SEC_VACUUM, "urgent_threshold", V_PERCENT, vacuum.urgent_threshold, "30%"),
+        KEY(SEC_VACUUM, "window", V_WINDOW, vacuum.window, "02:00-05:00"),
+        KEY(SEC_VACUUM, "min_interval", V_DURATION, vacuum.min_interval_ms, "6h", DURATION_MAX),
+        KEY(SEC_VACUUM, "min_reclaim", V_SIZE, vacuum.min_reclaim, "1MiB"),
+        KEY(SEC_VACUUM, "disk_space_factor", V_FACTOR, vacuum.disk_space_factor, "2.0"),
+        KEY(SEC_VACUUM, "integrity", V_WORD, vacuum.integrity, "quick", .words = integrity_words,
+            .expect = "none, quick or full"),
+        KEY(SEC_VACUUM, "mode", V_WORD, vacuum.mode, "full", .words = mode_words, .expect = "full or incremental"),
+        KEY(SEC_VACUUM, "allow_rowid_change", V_BOOL, vacuum.allow_rowid_change, "false", .words = bool_words,
+            .expect = "true or false"),
+        KEY(SEC_VACUUM, "unused_threshold", V_PERCENT, vacuum.unused_threshold, "30%"),
+
+        KEY(SEC_DEEP_SCAN, "interval", V_DURATION, deep_scan.interval_ms, "7d", DURATION_MAX, .never = true),
+        KEY(SEC_DEEP_SCAN, "in_window", V_BOOL, deep_scan.in_window, "true", .words = bool_words,
+            .expect = "true or false"),
+
+        KEY(SEC_ANALYZE, "interval", V_DURATION, analyze.interval_ms, "1d", DURATION_MAX, .never = true),
+        KEY(SEC_ANALYZE, "analysis_limit", V_INT, analyze.analysis_limit, "1000", .max = INT_MAX,
+            .expect = "0 (no limit) or a positive whole number"),
+        KEY(SEC_ANALYZE, "threshold", V_COUNT, analyze.threshold_rows, "50", .max = INT64_MAX, .expect = ROWS),
+        KEY(SEC_ANALYZE, "scale_factor", V_PERCENT, analyze.scale_factor_percent, "10%"),
+        KEY(SEC_ANALYZE, "large_table_rows", V_COUNT, analyze.large_table_rows, "1000000", .max = INT64_MAX,
+            .expect = ROWS),
+
+        KEY(SEC_CHECKPOINT, "wal_size_limit", V_SIZE, checkpoint.wal_size_limit, "64MiB"),
+        KEY(SEC_CHECKPOINT, "wal_size_ratio", V_PERCENT, checkpoint.wal_size_ratio, "100%"),
+        KEY(SEC_CHECKPOINT, "warn_after", V_DURATION, checkpoint.warn_after_ms, "1h", DURATION_MAX),
+
+        KEY(SEC_LIMITS, "job_timeout", V_DURATION, limits.job_timeout_ms, "30m", .min = 1, DURATION_MAX),
+        KEY(SEC_LIMITS, "vacuum_timeout_per_gib", V_DURATION, limits.vacuum_timeout_per_gib_ms, "10m", DURATION_MAX),
+        KEY(SEC_LIMITS, "max_matches", V_COUNT, limits.max_matches, "100000", .min = 1, .max = 100000000,
+            .expect = "a whole number from 1 to 100000000"),
+
+        KEY(SEC_RETRY, "busy_timeout", V_DURATION, retry.busy_timeout_ms, "50ms",
+            .max = (int64_t)MAX_BUSY_TIMEOUT_MS),
+        KEY(SEC_RETRY, "max_attempts", V_INT, retry.max_attempts, "8", .min = 1, .max = 1000,
+            .expect = "a whole number from 1 to 1000"),
+        KEY(SEC_RETRY, "initial_backoff", V_DURATION, retry.initial_backoff_ms, "1s", DURATION_MAX),
+        KEY(SEC_RETRY, "max_backoff", V_DURATION, retry.max_backoff_ms, "10m", DURATION_MAX),
+};
+
+#define N_KEYS ELEMENTSOF(keys)
+
+/* V_WORD stores an int into an enum field. */
+_Static_assert(sizeof(enum integrity_level) == sizeof(int) && sizeof(enum vacuum_mode) == sizeof(int),
+               "enum fields are int-sized");
+
+/* The key called name in section sec, or NULL. */
+static const struct key *find_key(enum section sec, const char *name)
+{
+        for (size_t i = 0; i < N_KEYS; i++)
+                if ((keys[i].in & IN(sec)) && strcmp(keys[i].name, name) == 0)
+                        return &keys[i];
+        return NULL;
+}
+
+/* The name of the key that holds section sec ("vacuum"). */
+static const char *section_name(enum section sec)
+{
+        for (size_t i = 0; i < N_KEYS; i++)
+                if (keys[i].type == V_SECTION && keys[i].sub == sec)
+                        return keys[i].name;
+        return NULL;
+}
+
+/* A parsed value, in the member the key's type names. */
+union value {
+        uint64_t u;       /* V_DURATION, V_SIZE, V_COUNT */
+        double d;         /* V_PERCENT, V_FACTOR */
+        struct window w;  /* V_WINDOW */
+        int i;            /* V_WORD, V_INT */
+        bool b;           /* V_BOOL */
+};
+
+/* Parse s as a value of key k into *v; PR_OK or why not. */
+static enum reason key_value(const struct key *k, const char *s, union value *v)
+{
+        const char *end;
+        enum reason r;
+        int64_t i;
+        bool neg;
+
+        switch (k->type) {
+        case V_DURATION:
+                r = k->never && strcmp(s, "never") == 0 ? (v->u = 0, PR_OK) : duration_reason(s, &v->u);
+                if (r == PR_OVERFLOW || (r == PR_OK && v->u > (uint64_t)k->max))
+                        return PR_ABOVE;
+                return r == PR_OK && v->u < (uint64_t)k->min ? PR_BELOW : r;
+        case V_SIZE:
+                return size_reason(s, &v->u);
+        case V_PERCENT:
+                return percent_reason(s, &v->d);
+        case V_FACTOR:
+                r = parse_decimal(s, &v->d, &end);
+                return r != PR_OK || *end != '\0' || v->d < 1.0 ? PR_RANGE : PR_OK;
+        case V_WINDOW:
+                return window_reason(s, &v->w);
+        case V_WORD:
+        case V_BOOL:
+                for (const struct word *wd = k->words; wd->name; wd++)
+                        if (strcmp(s, wd->name) == 0) {
+                                if (k->type == V_BOOL)
+                                        v->b = wd->value != 0;
+                                else
+                                        v->i = wd->value;
+                                return PR_OK;
+                        }
+                return PR_SYNTAX;
+        case V_INT:
+        case V_COUNT:
+                neg = *s == '-';
+                if (parse_digits(s + neg, &v->u, &end) != PR_OK || *end != '\0' || v->u > (uint64_t)INT64_MAX)
+                        return PR_SYNTAX;
+                i = neg ? -(int64_t)v->u : (int64_t)v->u;
+                if (i < k->min || i > k->max)
+                        return PR_RANGE;
+                if (k->type == V_INT)
+                        v->i = (int)i; /* the range fits an int */
+                return PR_OK;
+        case V_PATH:
+                return s[0] == '/' ? PR_OK : PR_SYNTAX;
+        case V_SECTION:
+        case V_LIST:
+                break;
         }
-        return "unknown";
+        return PR_SYNTAX;
+}
+
+/* Parse s as a value of key k into its field of base, which is written
+ * only on success (a V_PATH is copied, the old copy freed). Returns PR_OK
+ * or why not. */
+static enum reason key_parse(const struct key *k, const char *s, void *base)
+{
+        static const size_t size[] = {
+                [V_DURATION] = sizeof(uint64_t), [V_SIZE] = sizeof(uint64_t), [V_COUNT] = sizeof(uint64_t),
+                [V_PERCENT] = sizeof(double),    [V_FACTOR] = sizeof(double), [V_WINDOW] = sizeof(struct window),
+                [V_WORD] = sizeof(int),          [V_INT] = sizeof(int),       [V_BOOL] = sizeof(bool),
+        };
+        char *field = (char *)base + k->offset, *copy;
+        union value v;
+        enum reason r = key_value(k, s, &v);
+
+        if (r != PR_OK)
+                return r;
+        if (k->type == V_PATH) {
+                copy = strdup(s);
+                if (!copy)
+                        return PR_NOMEM;
+                free(*(char **)field);
+                memcpy(field, &copy, sizeof(copy));
+                return PR_OK;
+        }
+        /* every member of the union starts at its beginning */
+        memcpy(field, &v, size[k->type]);
+        return PR_OK;
 }
 
 /* ---- defaults ---------------------------------------------------------- */
 
-static void builtin_sections(struct vacuum_conf *v, struct analyze_conf *a, struct retry_conf *r,
-                             struct checkpoint_conf *k, struct limits_conf *lim, struct deep_scan_conf *ds)
+/* The built-in value of every key of the sections in mask into base (a
+ * struct conf for SEC_TOP, else a struct db_conf). 0 or -ENOMEM. */
+static int set_builtin(unsigned mask, void *base)
 {
-        *v = (struct vacuum_conf){
-                .threshold = 20.0,
-                .urgent_threshold = 30.0,
-                .window = { .always = false, .start_min = 2 * 60, .end_min = 5 * 60 },
-                .min_interval_ms = 6 * MS_PER_H,
-                .min_reclaim = 1ull << 20,
-                .disk_space_factor = 2.0,
-                .integrity = INTEGRITY_QUICK,
-                .mode = VACUUM_MODE_FULL,
-                .allow_rowid_change = false,
-                .unused_threshold = 30.0,
-        };
-        *ds = (struct deep_scan_conf){
-                .interval_ms = 7 * MS_PER_D,
-                .in_window = true,
-        };
-        *a = (struct analyze_conf){
-                .interval_ms = MS_PER_D,
-                .analysis_limit = 1000,
-                .threshold_rows = 50,
-                .scale_factor_percent = 10.0,
-                .large_table_rows = 1000000,
-        };
-        *k = (struct checkpoint_conf){
-                .wal_size_limit = 64ull << 20,
-                .wal_size_ratio = 100.0,
-                .warn_after_ms = MS_PER_H,
-        };
-        *lim = (struct limits_conf){
-                .job_timeout_ms = 30 * MS_PER_M,
-                .vacuum_timeout_per_gib_ms = 10 * MS_PER_M,
-                .max_matches = 100000,
-        };
-        *r = (struct retry_conf){
-                .busy_timeout_ms = 50,
-                .max_attempts = 8,
-                .initial_backoff_ms = MS_PER_S,
-                .max_backoff_ms = 10 * MS_PER_M,
-        };
+        for (size_t i = 0; i < N_KEYS; i++) {
+                enum reason r;
+
+                if (!(keys[i].in & mask) || !keys[i].def)
+                        continue;
+                r = key_parse(&keys[i], keys[i].def, base);
+                if (r == PR_NOMEM)
+                        return -ENOMEM;
+                /* a typo in the table above, which every test would hit */
+                if (r != PR_OK)
+                        abort();
+        }
+        return 0;
+}
+
+/* The sections a databases entry and struct conf's defaults share,
+ * copied one way or the other. */
+#define SHARED_SECTIONS(COPY) COPY(vacuum) COPY(analyze) COPY(retry) COPY(checkpoint) COPY(limits) COPY(deep_scan)
+#define TO_CONF(f) c->f = d->f;
+#define TO_ENTRY(f) ret->f = c->f;
+
+static void sections_to_conf(struct conf *c, const struct db_conf *d)
+{
+        SHARED_SECTIONS(TO_CONF)
+}
+
+void conf_db_defaults(const struct conf *c, struct db_conf *ret)
+{
+        *ret = (struct db_conf){ .path = NULL };
+        if (!c) {
+                /* no V_PATH among them: nothing to allocate */
+                (void)set_builtin(IN_SECTIONS, ret);
+                return;
+        }
+        SHARED_SECTIONS(TO_ENTRY)
 }
 
 int conf_init_defaults(struct conf *c)
 {
-        *c = (struct conf){
-                .poll_interval_ms = 5 * MS_PER_M,
-                .max_concurrent_jobs = 1,
-        };
-        builtin_sections(&c->vacuum, &c->analyze, &c->retry, &c->checkpoint, &c->limits, &c->deep_scan);
-        c->file = strdup("(built-in defaults)");
-        c->state_dir = strdup(DEFAULT_STATE_DIR);
-        if (!c->file || !c->state_dir) {
+        struct db_conf d;
+
+        *c = (struct conf){ .file = strdup("(built-in defaults)") };
+        conf_db_defaults(NULL, &d);
+        sections_to_conf(c, &d);
+        if (!c->file || set_builtin(IN(SEC_TOP), c) < 0) {
                 free(c->file);
                 free(c->state_dir);
                 c->file = c->state_dir = NULL;
@@ -472,179 +700,6 @@ const struct db_conf *conf_match(const struct conf *c, const char *db_path)
         }
         return NULL;
 }
-
-/* ---- schema ------------------------------------------------------------ */
-
-enum key_id {
-        K_POLL_INTERVAL,
-        K_MAX_CONCURRENT_JOBS,
-        K_STATE_DIR,
-        K_DEFAULTS,
-        K_DATABASES,
-        K_PATH,
-        K_VACUUM,
-        K_ANALYZE,
-        K_RETRY,
-        K_CHECKPOINT,
-        K_LIMITS,
-        K_DEEP_SCAN,
-        K_THRESHOLD,
-        K_URGENT_THRESHOLD,
-        K_WINDOW,
-        K_MIN_INTERVAL,
-        K_MIN_RECLAIM,
-        K_DISK_SPACE_FACTOR,
-        K_INTEGRITY,
-        K_MODE,
-        K_ALLOW_ROWID_CHANGE,
-        K_UNUSED_THRESHOLD,
-        K_DEEP_SCAN_INTERVAL,
-        K_IN_WINDOW,
-        K_INTERVAL,
-        K_ANALYSIS_LIMIT,
-        K_ANALYZE_THRESHOLD,
-        K_SCALE_FACTOR,
-        K_LARGE_TABLE_ROWS,
-        K_WAL_SIZE_LIMIT,
-        K_WAL_SIZE_RATIO,
-        K_WARN_AFTER,
-        K_JOB_TIMEOUT,
-        K_VACUUM_TIMEOUT_PER_GIB,
-        K_MAX_MATCHES,
-        K_BUSY_TIMEOUT,
-        K_MAX_ATTEMPTS,
-        K_INITIAL_BACKOFF,
-        K_MAX_BACKOFF,
-        K__COUNT,
-};
-
-enum vtype {
-        V_DURATION,
-        V_SIZE,
-        V_PERCENT,
-        V_WINDOW,
-        V_FACTOR,
-        V_INTEGRITY,
-        V_MODE,
-        V_BOOL,
-        V_INT,
-        V_PATH,
-        V_MAP,
-        V_SEQ,
-};
-
-struct key_def {
-        enum key_id id;
-        const char *name;
-        enum vtype type;
-        int64_t min, max; /* V_INT range; V_DURATION range in ms */
-        const char *expect; /* V_INT: what the message says is expected */
-        bool never;         /* V_DURATION: "never" means 0 */
-};
-
-struct level {
-        const char *label; /* "in vacuum", for messages */
-        const struct key_def *keys;
-        size_t n_keys;
-};
-
-#define LEVEL(label, keys) { label, keys, sizeof(keys) / sizeof(keys[0]) }
-
-static const struct key_def top_keys[] = {
-        { K_POLL_INTERVAL, "poll_interval", V_DURATION, 1, (int64_t)MAX_DURATION_MS, NULL, false },
-        { K_MAX_CONCURRENT_JOBS, "max_concurrent_jobs", V_INT, 1, 1024, "a whole number from 1 to 1024", false },
-        { K_STATE_DIR, "state_dir", V_PATH, 0, 0, NULL, false },
-        { K_DEFAULTS, "defaults", V_MAP, 0, 0, NULL, false },
-        { K_DATABASES, "databases", V_SEQ, 0, 0, NULL, false },
-};
-static const struct key_def defaults_keys[] = {
-        { K_VACUUM, "vacuum", V_MAP, 0, 0, NULL, false },
-        { K_ANALYZE, "analyze", V_MAP, 0, 0, NULL, false },
-        { K_RETRY, "retry", V_MAP, 0, 0, NULL, false },
-        { K_CHECKPOINT, "checkpoint", V_MAP, 0, 0, NULL, false },
-        { K_LIMITS, "limits", V_MAP, 0, 0, NULL, false },
-        { K_DEEP_SCAN, "deep_scan", V_MAP, 0, 0, NULL, false },
-};
-static const struct key_def db_keys[] = {
-        { K_PATH, "path", V_PATH, 0, 0, NULL, false },
-        { K_VACUUM, "vacuum", V_MAP, 0, 0, NULL, false },
-        { K_ANALYZE, "analyze", V_MAP, 0, 0, NULL, false },
-        { K_RETRY, "retry", V_MAP, 0, 0, NULL, false },
-        { K_CHECKPOINT, "checkpoint", V_MAP, 0, 0, NULL, false },
-        { K_LIMITS, "limits", V_MAP, 0, 0, NULL, false },
-        { K_DEEP_SCAN, "deep_scan", V_MAP, 0, 0, NULL, false },
-};
-static const struct key_def vacuum_keys[] = {
-        { K_THRESHOLD, "threshold", V_PERCENT, 0, 0, NULL, false },
-        { K_URGENT_THRESHOLD, "urgent_threshold", V_PERCENT, 0, 0, NULL, false },
-        { K_WINDOW, "window", V_WINDOW, 0, 0, NULL, false },
-        { K_MIN_INTERVAL, "min_interval", V_DURATION, 0, (int64_t)MAX_DURATION_MS, NULL, false },
-        { K_MIN_RECLAIM, "min_reclaim", V_SIZE, 0, 0, NULL, false },
-        { K_DISK_SPACE_FACTOR, "disk_space_factor", V_FACTOR, 0, 0, NULL, false },
-        { K_INTEGRITY, "integrity", V_INTEGRITY, 0, 0, NULL, false },
-        { K_MODE, "mode", V_MODE, 0, 0, NULL, false },
-        { K_ALLOW_ROWID_CHANGE, "allow_rowid_change", V_BOOL, 0, 0, NULL, false },
-        { K_UNUSED_THRESHOLD, "unused_threshold", V_PERCENT, 0, 0, NULL, false },
-};
-static const struct key_def deep_scan_keys[] = {
-        { K_DEEP_SCAN_INTERVAL, "interval", V_DURATION, 0, (int64_t)MAX_DURATION_MS, NULL, true },
-        { K_IN_WINDOW, "in_window", V_BOOL, 0, 0, NULL, false },
-};
-static const struct key_def analyze_keys[] = {
-        { K_INTERVAL, "interval", V_DURATION, 0, (int64_t)MAX_DURATION_MS, NULL, true },
-        { K_ANALYSIS_LIMIT, "analysis_limit", V_INT, 0, INT_MAX, "0 (no limit) or a positive whole number", false },
-        { K_ANALYZE_THRESHOLD, "threshold", V_INT, 0, INT64_MAX, "a whole number of rows, 0 or more", false },
-        { K_SCALE_FACTOR, "scale_factor", V_PERCENT, 0, 0, NULL, false },
-        { K_LARGE_TABLE_ROWS, "large_table_rows", V_INT, 0, INT64_MAX, "a whole number of rows, 0 or more", false },
-};
-static const struct key_def checkpoint_keys[] = {
-        { K_WAL_SIZE_LIMIT, "wal_size_limit", V_SIZE, 0, 0, NULL, false },
-        { K_WAL_SIZE_RATIO, "wal_size_ratio", V_PERCENT, 0, 0, NULL, false },
-        { K_WARN_AFTER, "warn_after", V_DURATION, 0, (int64_t)MAX_DURATION_MS, NULL, false },
-};
-static const struct key_def limits_keys[] = {
-        { K_JOB_TIMEOUT, "job_timeout", V_DURATION, 1, (int64_t)MAX_DURATION_MS, NULL, false },
-        { K_VACUUM_TIMEOUT_PER_GIB, "vacuum_timeout_per_gib", V_DURATION, 0, (int64_t)MAX_DURATION_MS, NULL, false },
-        { K_MAX_MATCHES, "max_matches", V_INT, 1, 100000000, "a whole number from 1 to 100000000", false },
-};
-static const struct key_def retry_keys[] = {
-        { K_BUSY_TIMEOUT, "busy_timeout", V_DURATION, 0, (int64_t)MAX_BUSY_TIMEOUT_MS, NULL, false },
-        { K_MAX_ATTEMPTS, "max_attempts", V_INT, 1, 1000, "a whole number from 1 to 1000", false },
-        { K_INITIAL_BACKOFF, "initial_backoff", V_DURATION, 0, (int64_t)MAX_DURATION_MS, NULL, false },
-        { K_MAX_BACKOFF, "max_backoff", V_DURATION, 0, (int64_t)MAX_DURATION_MS, NULL, false },
-};
-
-static const struct level top_level = LEVEL("at top level", top_keys);
-static const struct level defaults_level = LEVEL("in defaults", defaults_keys);
-static const struct level db_level = LEVEL("in databases entry", db_keys);
-static const struct level vacuum_level = LEVEL("in vacuum", vacuum_keys);
-static const struct level analyze_level = LEVEL("in analyze", analyze_keys);
-static const struct level retry_level = LEVEL("in retry", retry_keys);
-static const struct level checkpoint_level = LEVEL("in checkpoint", checkpoint_keys);
-static const struct level limits_level = LEVEL("in limits", limits_keys);
-static const struct level deep_scan_level = LEVEL("in deep_scan", deep_scan_keys);
-
-/* The sections that defaults: and a databases entry share, plus where
- * each effective value was set (NULL: inherited). */
-struct settings {
-        struct vacuum_conf vacuum;
-        struct analyze_conf analyze;
-        struct retry_conf retry;
-        struct checkpoint_conf checkpoint;
-        struct limits_conf limits;
-        struct deep_scan_conf deep_scan;
-        yaml_node_t *src[K__COUNT];
-};
-
-union value {
-        uint64_t u;
-        int64_t i;
-        double d;
-        bool b;
-        struct window w;
-        int e;
-        const char *s;
-};
 
 /* ---- diagnostics -------------------------------------------------------- */
 
@@ -842,6 +897,11 @@ static const char *found(const yaml_node_t *n, char *buf, size_t len)
 
 /* ---- alias bombs and cycles --------------------------------------------- */
 
+/* A walk of the whole document before any key is read, not a budget
+ * spent where pairs are read: a bomb may sit under keys that are never
+ * read (an x- anchor, an unknown key), and the walk is what says where it
+ * is ("aliases expand to more than ... here") before anything else. */
+
 struct walk {
         uint64_t *size;
         unsigned char *state; /* 0 new, 1 on the stack, 2 done */
@@ -929,21 +989,13 @@ static int check_expansion(struct loader *l, yaml_node_t *root)
 
 /* ---- mappings, with merge keys and duplicates ---------------------------- */
 
+/* The keys of one mapping (merges included), indexed by their row in keys[]. */
 struct pairs {
-        yaml_node_t *key[K__COUNT];
-        yaml_node_t *value[K__COUNT];
-        const struct key_def *def[K__COUNT];
-        enum key_id order[K__COUNT];
+        yaml_node_t *key[N_KEYS];
+        yaml_node_t *value[N_KEYS];
+        size_t order[N_KEYS]; /* rows, in the order found */
         size_t n;
 };
-
-static const struct key_def *find_key(const struct level *lv, const char *name)
-{
-        for (size_t i = 0; i < lv->n_keys; i++)
-                if (strcmp(lv->keys[i].name, name) == 0)
-                        return &lv->keys[i];
-        return NULL;
-}
 
 static char lower(char ch)
 {
@@ -978,30 +1030,18 @@ static unsigned distance(const char *a, const char *b)
         return row[lb];
 }
 
-/* The section a key of another level belongs to, for "put it under". */
-static const char *home_section(const struct level *lv, const char *name)
+/* The section a key of another section belongs to, for "put it under". */
+static const char *home_section(enum section sec, const char *name)
 {
-        static const struct {
-                const struct level *lv;
-                const char *name;
-        } sections[] = {
-                { &vacuum_level, "vacuum" },
-                { &analyze_level, "analyze" },
-                { &retry_level, "retry" },
-                { &checkpoint_level, "checkpoint" },
-                { &limits_level, "limits" },
-                { &deep_scan_level, "deep_scan" },
-        };
-
-        for (size_t i = 0; i < sizeof(sections) / sizeof(sections[0]); i++)
-                if (sections[i].lv != lv && find_key(sections[i].lv, name))
-                        return sections[i].name;
+        for (enum section s = SEC_VACUUM; s <= SEC_DEEP_SCAN; s++)
+                if (s != sec && find_key(s, name))
+                        return section_name(s);
         return NULL;
 }
 
-static void unknown_key(struct loader *l, const struct level *lv, const yaml_node_t *key)
+static void unknown_key(struct loader *l, enum section sec, const yaml_node_t *key)
 {
-        const char *name = scalar(key), *best = NULL, *home;
+        const char *name = scalar(key), *best = NULL, *home, *label = section_label[sec];
         unsigned best_d = 3;
         char v[64], list[256] = "";
 
@@ -1011,111 +1051,62 @@ static void unknown_key(struct loader *l, const struct level *lv, const yaml_nod
                 l->n_errors++;
                 return;
         }
-        for (size_t i = 0; i < lv->n_keys; i++) {
-                unsigned d = distance(name, lv->keys[i].name);
+        for (size_t i = 0; i < N_KEYS; i++) {
+                unsigned d = (keys[i].in & IN(sec)) ? distance(name, keys[i].name) : UINT_MAX;
 
                 if (d < best_d) {
                         best_d = d;
-                        best = lv->keys[i].name;
+                        best = keys[i].name;
                 }
         }
         show(name, v, sizeof(v));
         if (best) {
-                err_at(l, key, "unknown key '%s' %s, did you mean '%s'?", v, lv->label, best);
+                err_at(l, key, "unknown key '%s' %s, did you mean '%s'?", v, label, best);
                 return;
         }
-        home = home_section(lv, name);
-        if (home && lv == &top_level) {
-                err_at(l, key, "unknown key '%s' %s, did you mean to put it under 'defaults: %s:'?", v,
-                       lv->label, home);
+        home = home_section(sec, name);
+        if (home && sec == SEC_TOP) {
+                err_at(l, key, "unknown key '%s' %s, did you mean to put it under 'defaults: %s:'?", v, label,
+                       home);
                 return;
         }
         if (home) {
-                err_at(l, key, "unknown key '%s' %s, did you mean to put it under '%s:'?", v, lv->label, home);
+                err_at(l, key, "unknown key '%s' %s, did you mean to put it under '%s:'?", v, label, home);
                 return;
         }
-        if (lv == &top_level && find_key(&defaults_level, name)) {
-                err_at(l, key, "unknown key '%s' %s, did you mean to put it under 'defaults:'?", v, lv->label);
+        if (sec == SEC_TOP && find_key(SEC_DEFAULTS, name)) {
+                err_at(l, key, "unknown key '%s' %s, did you mean to put it under 'defaults:'?", v, label);
                 return;
         }
-        for (size_t i = 0; i < lv->n_keys; i++) {
-                if (i > 0)
+        for (size_t i = 0; i < N_KEYS; i++) {
+                if (!(keys[i].in & IN(sec)))
+                        continue;
+                if (*list)
                         strcat(list, ", ");
-                strcat(list, lv->keys[i].name);
+                strcat(list, keys[i].name);
         }
-        err_at(l, key, "unknown key '%s' %s: expected one of %s", v, lv->label, list);
+        err_at(l, key, "unknown key '%s' %s: expected one of %s", v, label, list);
 }
 
-static void collect_pairs(struct loader *l, yaml_node_t *map, const struct level *lv, struct pairs *out,
+static void collect_pairs(struct loader *l, yaml_node_t *map, enum section sec, struct pairs *out,
                           unsigned depth);
 
-static void merge_one(struct loader *l, yaml_node_t *src, const struct level *lv, struct pairs *out,
-                      unsigned depth)
+static void merge_one(struct loader *l, yaml_node_t *src, enum section sec, struct pairs *out, unsigned depth)
 {
         char buf[80];
 
         if (src->type == YAML_MAPPING_NODE)
-                collect_pairs(l, src, lv, out, depth + 1);
+                collect_pairs(l, src, sec, out, depth + 1);
         else
                 err_at(l, src, "invalid merge '<<' %s: expected a mapping or a list of mappings, found %s",
-                       lv->label, found(src, buf, sizeof(buf)));
+                       section_label[sec], found(src, buf, sizeof(buf)));
 }
 
-/* The known keys of mapping map into out, checking each key once; keys
- * already in out (written in an outer mapping, or merged earlier) win. */
-static void collect_pairs(struct loader *l, yaml_node_t *map, const struct level *lv, struct pairs *out,
-                          unsigned depth)
+/* The mappings merged into map with "<<", after its own keys so that
+ * those win. */
+static void collect_merged(struct loader *l, yaml_node_t *map, yaml_node_t *merge, enum section sec,
+                           struct pairs *out, unsigned depth)
 {
-        yaml_node_t *seen[K__COUNT] = { NULL };
-        yaml_node_t *merge = NULL;
-        char buf[80];
-
-        if (depth > MAX_DEPTH)
-                return; /* expanded_size() has refused such a document */
-        for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top; p++) {
-                yaml_node_t *k = node_at(l, p->key), *v = node_at(l, p->value);
-                const struct key_def *def;
-
-                if (!k || !v)
-                        continue;
-                if (k->type != YAML_SCALAR_NODE) {
-                        err_at(l, k, "invalid key %s: expected a name, found %s", lv->label,
-                               found(k, buf, sizeof(buf)));
-                        continue;
-                }
-                if (k->data.scalar.style == YAML_PLAIN_SCALAR_STYLE && strcmp(scalar(k), "<<") == 0) {
-                        if (merge)
-                                err_at(l, k, "duplicate key '<<' %s (first at %zu:%zu)", lv->label,
-                                       merge->start_mark.line + 1, merge->start_mark.column + 1);
-                        else
-                                merge = k;
-                        continue;
-                }
-                /* top-level "x-..." keys hold anchors for later aliases,
-                 * as in docker-compose files */
-                if (lv == &top_level && strncmp(scalar(k), "x-", 2) == 0)
-                        continue;
-                def = find_key(lv, scalar(k));
-                if (!def) {
-                        unknown_key(l, lv, k);
-                        continue;
-                }
-                if (seen[def->id]) {
-                        err_at(l, k, "duplicate key '%s' %s (first at %zu:%zu)", def->name, lv->label,
-                               seen[def->id]->start_mark.line + 1, seen[def->id]->start_mark.column + 1);
-                        continue;
-                }
-                seen[def->id] = k;
-                if (out->key[def->id])
-                        continue;
-                out->key[def->id] = k;
-                out->value[def->id] = v;
-                out->def[def->id] = def;
-                out->order[out->n++] = def->id;
-        }
-        if (!merge)
-                return;
-        /* merged after the explicit keys, so that those win */
         for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top; p++) {
                 yaml_node_t *src;
 
@@ -1130,18 +1121,75 @@ static void collect_pairs(struct loader *l, yaml_node_t *map, const struct level
                                 yaml_node_t *item = node_at(l, *it);
 
                                 if (item)
-                                        merge_one(l, item, lv, out, depth);
+                                        merge_one(l, item, sec, out, depth);
                         }
                 } else {
-                        merge_one(l, src, lv, out, depth);
+                        merge_one(l, src, sec, out, depth);
                 }
                 break;
         }
 }
 
+/* The known keys of mapping map into out, checking each key once; keys
+ * already in out (written in an outer mapping, or merged earlier) win. */
+static void collect_pairs(struct loader *l, yaml_node_t *map, enum section sec, struct pairs *out,
+                          unsigned depth)
+{
+        const char *label = section_label[sec];
+        yaml_node_t *seen[N_KEYS] = { NULL };
+        yaml_node_t *merge = NULL;
+        char buf[80];
+
+        if (depth > MAX_DEPTH)
+                return; /* expanded_size() has refused such a document */
+        for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top; p++) {
+                yaml_node_t *k = node_at(l, p->key), *v = node_at(l, p->value);
+                const struct key *def;
+                size_t id;
+
+                if (!k || !v)
+                        continue;
+                if (k->type != YAML_SCALAR_NODE) {
+                        err_at(l, k, "invalid key %s: expected a name, found %s", label, found(k, buf, sizeof(buf)));
+                        continue;
+                }
+                if (k->data.scalar.style == YAML_PLAIN_SCALAR_STYLE && strcmp(scalar(k), "<<") == 0) {
+                        if (merge)
+                                err_at(l, k, "duplicate key '<<' %s (first at %zu:%zu)", label,
+                                       merge->start_mark.line + 1, merge->start_mark.column + 1);
+                        else
+                                merge = k;
+                        continue;
+                }
+                /* top-level "x-..." keys hold anchors for later aliases,
+                 * as in docker-compose files */
+                if (sec == SEC_TOP && strncmp(scalar(k), "x-", 2) == 0)
+                        continue;
+                def = find_key(sec, scalar(k));
+                if (!def) {
+                        unknown_key(l, sec, k);
+                        continue;
+                }
+                id = (size_t)(def - keys);
+                if (seen[id]) {
+                        err_at(l, k, "duplicate key '%s' %s (first at %zu:%zu)", def->name, label,
+                               seen[id]->start_mark.line + 1, seen[id]->start_mark.column + 1);
+                        continue;
+                }
+                seen[id] = k;
+                if (out->key[id])
+                        continue;
+                out->key[id] = k;
+                out->value[id] = v;
+                out->order[out->n++] = id;
+        }
+        if (merge)
+                collect_merged(l, map, merge, sec, out, depth);
+}
+
 /* ---- values --------------------------------------------------------------- */
 
-static const char *type_noun(const struct key_def *k)
+static const char *type_noun(const struct key *k)
 {
         switch (k->type) {
         case V_DURATION:
@@ -1154,78 +1202,92 @@ static const char *type_noun(const struct key_def *k)
                 return "a window such as \"02:00-05:00\", or always";
         case V_FACTOR:
                 return "a number such as 2.0";
-        case V_INTEGRITY:
-                return "none, quick or full";
-        case V_MODE:
-                return "full or incremental";
+        case V_WORD:
         case V_BOOL:
-                return "true or false";
         case V_INT:
+        case V_COUNT:
                 return k->expect;
         case V_PATH:
                 return "an absolute path";
-        case V_MAP:
+        case V_SECTION:
                 return "a mapping";
-        case V_SEQ:
+        case V_LIST:
                 return "a list";
         }
         return "a value";
 }
 
-static bool parse_duration_value(struct loader *l, const struct key_def *k, yaml_node_t *n, const char *s,
-                                 const char *v, uint64_t *ret)
+/* Why value v of key k at node n was refused (r, from key_parse()). */
+static void value_error(struct loader *l, const struct key *k, yaml_node_t *n, const char *v, enum reason r)
 {
-        const char *expect = k->never ? DURATION_EXPECT ", 0 or never" : DURATION_EXPECT;
+        const char *dexpect = k->never ? DURATION_EXPECT ", 0 or never" : DURATION_EXPECT;
         char limit[32];
-        uint64_t ms = 0;
 
-        if (k->never && strcmp(s, "never") == 0) {
-                *ret = 0;
-                return true;
-        }
-        switch (duration_reason(s, &ms)) {
-        case PR_OK:
+        switch (k->type) {
+        case V_DURATION:
+                if (r == PR_NEGATIVE)
+                        err_at(l, n, "invalid duration '%s': negative durations are not allowed, %s", v, dexpect);
+                else if (r == PR_FRACTION)
+                        err_at(l, n, "invalid duration '%s': fractions are not supported, use a smaller unit (e.g. 90m for 1.5h)",
+                               v);
+                else if (r == PR_NO_UNIT)
+                        err_at(l, n, "invalid duration '%s': a unit is required, %s", v, dexpect);
+                else if (r == PR_BELOW)
+                        err_at(l, n, "invalid %s '%s': expected a duration greater than 0", k->name, v);
+                else if (r == PR_ABOVE)
+                        err_at(l, n, "invalid %s '%s': too large, expected at most %s", k->name, v,
+                               conf_format_duration((uint64_t)k->max, limit, sizeof(limit)));
+                else
+                        err_at(l, n, "invalid duration '%s': %s", v, dexpect);
+                return;
+        case V_SIZE:
+                if (r == PR_OVERFLOW)
+                        err_at(l, n, "invalid size '%s': too large, expected at most 16777215TiB", v);
+                else if (r == PR_FRACTION)
+                        err_at(l, n, "invalid size '%s': fractions are not supported, use a smaller unit (e.g. 1536KiB for 1.5MiB)",
+                               v);
+                else
+                        err_at(l, n, "invalid size '%s': %s", v, SIZE_EXPECT);
+                return;
+        case V_PERCENT:
+                if (r == PR_RANGE || r == PR_OVERFLOW || r == PR_NEGATIVE)
+                        err_at(l, n, "invalid percentage '%s': out of range, %s", v, PERCENT_EXPECT);
+                else
+                        err_at(l, n, "invalid percentage '%s': %s", v, PERCENT_EXPECT);
+                return;
+        case V_WINDOW:
+                if (r == PR_EQUAL)
+                        err_at(l, n, "invalid window '%s': start and end are equal, use always for no window", v);
+                else
+                        err_at(l, n, "invalid window '%s': %s", v, WINDOW_EXPECT);
+                return;
+        case V_FACTOR:
+                err_at(l, n, "invalid %s '%s': expected a number of at least 1 (e.g. 2.0)", k->name, v);
+                return;
+        case V_PATH:
+                if (k->in & IN(SEC_DB))
+                        err_at(l, n, "relative database path '%s': expected an absolute path starting with /", v);
+                else
+                        err_at(l, n, "invalid %s '%s': expected an absolute path starting with /", k->name, v);
+                return;
+        case V_WORD:
+        case V_BOOL:
+        case V_INT:
+        case V_COUNT:
+        case V_SECTION:
+        case V_LIST:
                 break;
-        case PR_NEGATIVE:
-                err_at(l, n, "invalid duration '%s': negative durations are not allowed, %s", v, expect);
-                return false;
-        case PR_FRACTION:
-                err_at(l, n, "invalid duration '%s': fractions are not supported, use a smaller unit (e.g. 90m for 1.5h)",
-                       v);
-                return false;
-        case PR_NO_UNIT:
-                err_at(l, n, "invalid duration '%s': a unit is required, %s", v, expect);
-                return false;
-        case PR_OVERFLOW:
-                ms = UINT64_MAX;
-                break;
-        default:
-                err_at(l, n, "invalid duration '%s': %s", v, expect);
-                return false;
         }
-        if (ms < (uint64_t)k->min) {
-                err_at(l, n, "invalid %s '%s': expected a duration greater than 0", k->name, v);
-                return false;
-        }
-        if (ms > (uint64_t)k->max) {
-                err_at(l, n, "invalid %s '%s': too large, expected at most %s", k->name, v,
-                       conf_format_duration((uint64_t)k->max, limit, sizeof(limit)));
-                return false;
-        }
-        *ret = ms;
-        return true;
+        err_at(l, n, "invalid %s '%s': expected %s", k->name, v, k->expect);
 }
 
-/* Parse the scalar n for key k into *val; false (and a message) if it is
- * not a valid value for k. */
-static bool parse_value(struct loader *l, const struct key_def *k, yaml_node_t *n, union value *val)
+/* The scalar n as a value of key k into its field of base; false (and a
+ * message) if it is not a valid one. */
+static bool parse_value(struct loader *l, const struct key *k, yaml_node_t *n, void *base)
 {
         char v[64], buf[80];
-        const char *s, *end;
+        const char *s;
         enum reason r;
-        uint64_t u;
-        int64_t i;
-        bool neg;
 
         if (n->type != YAML_SCALAR_NODE) {
                 err_at(l, n, "invalid value for '%s': expected %s, found %s", k->name, type_noun(k),
@@ -1233,7 +1295,6 @@ static bool parse_value(struct loader *l, const struct key_def *k, yaml_node_t *
                 return false;
         }
         s = scalar(n);
-        show(s, v, sizeof(v));
         if (strlen(s) != n->data.scalar.length) {
                 err_at(l, n, "invalid value for '%s': contains a NUL character", k->name);
                 return false;
@@ -1242,236 +1303,83 @@ static bool parse_value(struct loader *l, const struct key_def *k, yaml_node_t *
                 err_at(l, n, "missing value for '%s': expected %s", k->name, type_noun(k));
                 return false;
         }
-        switch (k->type) {
-        case V_DURATION:
-                return parse_duration_value(l, k, n, s, v, &val->u);
-        case V_SIZE:
-                r = size_reason(s, &val->u);
-                if (r == PR_OVERFLOW)
-                        err_at(l, n, "invalid size '%s': too large, expected at most 16777215TiB", v);
-                else if (r == PR_FRACTION)
-                        err_at(l, n, "invalid size '%s': fractions are not supported, use a smaller unit (e.g. 1536KiB for 1.5MiB)",
-                               v);
-                else if (r != PR_OK)
-                        err_at(l, n, "invalid size '%s': %s", v, SIZE_EXPECT);
-                return r == PR_OK;
-        case V_PERCENT:
-                r = percent_reason(s, &val->d);
-                if (r == PR_RANGE || r == PR_OVERFLOW || r == PR_NEGATIVE)
-                        err_at(l, n, "invalid percentage '%s': out of range, %s", v, PERCENT_EXPECT);
-                else if (r != PR_OK)
-                        err_at(l, n, "invalid percentage '%s': %s", v, PERCENT_EXPECT);
-                return r == PR_OK;
-        case V_WINDOW:
-                r = window_reason(s, &val->w);
-                if (r == PR_EQUAL)
-                        err_at(l, n, "invalid window '%s': start and end are equal, use always for no window", v);
-                else if (r != PR_OK)
-                        err_at(l, n, "invalid window '%s': %s", v, WINDOW_EXPECT);
-                return r == PR_OK;
-        case V_FACTOR:
-                r = parse_decimal(s, &val->d, &end);
-                if (r != PR_OK || *end != '\0' || val->d < 1.0) {
-                        err_at(l, n, "invalid %s '%s': expected a number of at least 1 (e.g. 2.0)", k->name, v);
-                        return false;
-                }
-                return true;
-        case V_INTEGRITY:
-                if (strcmp(s, "none") == 0)
-                        val->e = INTEGRITY_NONE;
-                else if (strcmp(s, "quick") == 0)
-                        val->e = INTEGRITY_QUICK;
-                else if (strcmp(s, "full") == 0)
-                        val->e = INTEGRITY_FULL;
-                else {
-                        err_at(l, n, "invalid integrity '%s': expected none, quick or full", v);
-                        return false;
-                }
-                return true;
-        case V_MODE:
-                if (strcmp(s, "full") == 0)
-                        val->e = VACUUM_MODE_FULL;
-                else if (strcmp(s, "incremental") == 0)
-                        val->e = VACUUM_MODE_INCREMENTAL;
-                else {
-                        err_at(l, n, "invalid mode '%s': expected full or incremental", v);
-                        return false;
-                }
-                return true;
-        case V_BOOL:
-                /* YAML 1.2's core schema words, and 1.1's yes/no/on/off */
-                if (!strcmp(s, "true") || !strcmp(s, "True") || !strcmp(s, "TRUE") || !strcmp(s, "yes") ||
-                    !strcmp(s, "on"))
-                        val->b = true;
-                else if (!strcmp(s, "false") || !strcmp(s, "False") || !strcmp(s, "FALSE") || !strcmp(s, "no") ||
-                         !strcmp(s, "off"))
-                        val->b = false;
-                else {
-                        err_at(l, n, "invalid %s '%s': expected true or false", k->name, v);
-                        return false;
-                }
-                return true;
-        case V_INT:
-                neg = *s == '-';
-                r = parse_digits(s + neg, &u, &end);
-                if (r == PR_OK && *end == '\0' && u <= (uint64_t)INT64_MAX) {
-                        i = neg ? -(int64_t)u : (int64_t)u;
-                        if (i >= k->min && i <= k->max) {
-                                val->i = i;
-                                return true;
-                        }
-                }
-                err_at(l, n, "invalid %s '%s': expected %s", k->name, v, k->expect);
-                return false;
-        case V_PATH:
-                if (s[0] != '/') {
-                        if (k->id == K_PATH)
-                                err_at(l, n, "relative database path '%s': expected an absolute path starting with /",
-                                       v);
-                        else
-                                err_at(l, n, "invalid %s '%s': expected an absolute path starting with /", k->name,
-                                       v);
-                        return false;
-                }
-                val->s = s;
-                return true;
-        case V_MAP:
-        case V_SEQ:
-                break;
-        }
-        return false;
+        r = key_parse(k, s, base);
+        if (r == PR_NOMEM)
+                l->oom = true;
+        else if (r != PR_OK)
+                value_error(l, k, n, show(s, v, sizeof(v)), r);
+        return r == PR_OK;
 }
 
-static void settings_set(struct settings *st, enum key_id id, const union value *v)
-{
-        switch (id) {
-        case K_THRESHOLD:
-                st->vacuum.threshold = v->d;
-                break;
-        case K_URGENT_THRESHOLD:
-                st->vacuum.urgent_threshold = v->d;
-                break;
-        case K_WINDOW:
-                st->vacuum.window = v->w;
-                break;
-        case K_MIN_INTERVAL:
-                st->vacuum.min_interval_ms = v->u;
-                break;
-        case K_MIN_RECLAIM:
-                st->vacuum.min_reclaim = v->u;
-                break;
-        case K_DISK_SPACE_FACTOR:
-                st->vacuum.disk_space_factor = v->d;
-                break;
-        case K_INTEGRITY:
-                st->vacuum.integrity = (enum integrity_level)v->e;
-                break;
-        case K_MODE:
-                st->vacuum.mode = (enum vacuum_mode)v->e;
-                break;
-        case K_ALLOW_ROWID_CHANGE:
-                st->vacuum.allow_rowid_change = v->b;
-                break;
-        case K_UNUSED_THRESHOLD:
-                st->vacuum.unused_threshold = v->d;
-                break;
-        case K_DEEP_SCAN_INTERVAL:
-                st->deep_scan.interval_ms = v->u;
-                break;
-        case K_IN_WINDOW:
-                st->deep_scan.in_window = v->b;
-                break;
-        case K_ANALYZE_THRESHOLD:
-                st->analyze.threshold_rows = (uint64_t)v->i;
-                break;
-        case K_SCALE_FACTOR:
-                st->analyze.scale_factor_percent = v->d;
-                break;
-        case K_LARGE_TABLE_ROWS:
-                st->analyze.large_table_rows = (uint64_t)v->i;
-                break;
-        case K_WAL_SIZE_LIMIT:
-                st->checkpoint.wal_size_limit = v->u;
-                break;
-        case K_WAL_SIZE_RATIO:
-                st->checkpoint.wal_size_ratio = v->d;
-                break;
-        case K_WARN_AFTER:
-                st->checkpoint.warn_after_ms = v->u;
-                break;
-        case K_JOB_TIMEOUT:
-                st->limits.job_timeout_ms = v->u;
-                break;
-        case K_VACUUM_TIMEOUT_PER_GIB:
-                st->limits.vacuum_timeout_per_gib_ms = v->u;
-                break;
-        case K_MAX_MATCHES:
-                st->limits.max_matches = (uint64_t)v->i;
-                break;
-        case K_INTERVAL:
-                st->analyze.interval_ms = v->u;
-                break;
-        case K_ANALYSIS_LIMIT:
-                st->analyze.analysis_limit = (int)v->i;
-                break;
-        case K_BUSY_TIMEOUT:
-                st->retry.busy_timeout_ms = v->u;
-                break;
-        case K_MAX_ATTEMPTS:
-                st->retry.max_attempts = (int)v->i;
-                break;
-        case K_INITIAL_BACKOFF:
-                st->retry.initial_backoff_ms = v->u;
-                break;
-        case K_MAX_BACKOFF:
-                st->retry.max_backoff_ms = v->u;
-                break;
-        default:
-                break;
-        }
-}
+/* ---- defaults: and databases entries -------------------------------------- */
 
-/* The pairs of mapping n, which key k holds; false when n is not one (a
- * null counts as an empty mapping). */
-static bool section_pairs(struct loader *l, const struct key_def *k, yaml_node_t *n, const struct level *lv,
-                          struct pairs *p)
+/* The settings of defaults: or of one databases entry, and where each was
+ * written: src[i] is the value node of keys[i], NULL where inherited. */
+struct entry {
+        struct db_conf d;
+        yaml_node_t *src[N_KEYS];
+};
+
+/* The pairs of mapping n, read as section sec, into *p; false when n is
+ * not a mapping, after the message "<what>, found <n>". */
+static bool mapping_pairs(struct loader *l, yaml_node_t *n, enum section sec, const char *what, struct pairs *p)
 {
         char buf[80];
 
         *p = (struct pairs){ .n = 0 };
-        if (is_null(n))
-                return true;
         if (n->type != YAML_MAPPING_NODE) {
-                err_at(l, n, "invalid value for '%s': expected a mapping, found %s", k->name,
-                       found(n, buf, sizeof(buf)));
+                err_at(l, n, "%s, found %s", what, found(n, buf, sizeof(buf)));
                 return false;
         }
-        collect_pairs(l, n, lv, p, 0);
+        collect_pairs(l, n, sec, p, 0);
         return true;
 }
 
-/* One vacuum:, analyze:, retry: or checkpoint: mapping applied over st. */
-static void apply_section(struct loader *l, const struct key_def *k, yaml_node_t *n, struct settings *st)
+/* The pairs of mapping n, which section key k holds; false when n is not
+ * one (a null counts as an empty mapping). */
+static bool section_pairs(struct loader *l, const struct key *k, yaml_node_t *n, struct pairs *p)
 {
-        const struct level *lv = k->id == K_VACUUM     ? &vacuum_level
-                                 : k->id == K_ANALYZE  ? &analyze_level
-                                 : k->id == K_RETRY    ? &retry_level
-                                 : k->id == K_LIMITS   ? &limits_level
-                                 : k->id == K_DEEP_SCAN ? &deep_scan_level
-                                                       : &checkpoint_level;
-        struct pairs p;
-        union value v;
+        char what[96];
 
-        if (!section_pairs(l, k, n, lv, &p))
-                return;
-        for (size_t i = 0; i < p.n; i++) {
-                enum key_id id = p.order[i];
+        *p = (struct pairs){ .n = 0 };
+        if (is_null(n))
+                return true;
+        snprintf(what, sizeof(what), "invalid value for '%s': expected a mapping", k->name);
+        return mapping_pairs(l, n, k->sub, what, p);
+}
 
-                if (parse_value(l, p.def[id], p.value[id], &v)) {
-                        settings_set(st, id, &v);
-                        st->src[id] = p.value[id];
-                }
+/* The values of p into base (struct conf at the top level, else struct
+ * db_conf) in the order written, noting in src (if any) where each was set.
+ * Sections and lists are the caller's. */
+static void apply_values(struct loader *l, const struct pairs *p, void *base, yaml_node_t **src)
+{
+        for (size_t i = 0; i < p->n; i++) {
+                size_t id = p->order[i];
+
+                if (keys[id].type == V_SECTION || keys[id].type == V_LIST)
+                        continue;
+                if (parse_value(l, &keys[id], p->value[id], base) && src)
+                        src[id] = p->value[id];
         }
+}
+
+/* The vacuum:, analyze:, ... mappings among p applied over e. */
+static void apply_sections(struct loader *l, const struct pairs *p, struct entry *e)
+{
+        struct pairs sp;
+
+        for (size_t i = 0; i < p->n; i++) {
+                size_t id = p->order[i];
+
+                if (keys[id].type == V_SECTION && section_pairs(l, &keys[id], p->value[id], &sp))
+                        apply_values(l, &sp, &e->d, e->src);
+        }
+}
+
+/* Where key name of section sec was set in e, or NULL. */
+static yaml_node_t *src_of(const struct entry *e, enum section sec, const char *name)
+{
+        return e->src[find_key(sec, name) - keys];
 }
 
 static const char *pct(double d, char *buf, size_t len)
@@ -1482,68 +1390,46 @@ static const char *pct(double d, char *buf, size_t len)
 
 /* Rules between keys, checked on the effective values. A value inherited
  * from defaults: is not blamed again in every databases entry. */
-static void check_settings(struct loader *l, const struct settings *st)
+static void check_settings(struct loader *l, const struct entry *e)
 {
+        const struct vacuum_conf *v = &e->d.vacuum;
+        const struct retry_conf *r = &e->d.retry;
+        yaml_node_t *n;
         char a[32], b[32];
 
-        if (st->vacuum.urgent_threshold < st->vacuum.threshold) {
-                if (st->src[K_URGENT_THRESHOLD])
-                        err_at(l, st->src[K_URGENT_THRESHOLD],
-                               "urgent_threshold %s is below threshold %s: expected a value at or above threshold",
-                               pct(st->vacuum.urgent_threshold, a, sizeof(a)),
-                               pct(st->vacuum.threshold, b, sizeof(b)));
-                else if (st->src[K_THRESHOLD])
-                        err_at(l, st->src[K_THRESHOLD],
-                               "threshold %s is above urgent_threshold %s: expected a value at or below urgent_threshold",
-                               pct(st->vacuum.threshold, a, sizeof(a)),
-                               pct(st->vacuum.urgent_threshold, b, sizeof(b)));
+        if (v->urgent_threshold < v->threshold) {
+                if ((n = src_of(e, SEC_VACUUM, "urgent_threshold")))
+                        err_at(l, n, "urgent_threshold %s is below threshold %s: expected a value at or above threshold",
+                               pct(v->urgent_threshold, a, sizeof(a)), pct(v->threshold, b, sizeof(b)));
+                else if ((n = src_of(e, SEC_VACUUM, "threshold")))
+                        err_at(l, n, "threshold %s is above urgent_threshold %s: expected a value at or below urgent_threshold",
+                               pct(v->threshold, a, sizeof(a)), pct(v->urgent_threshold, b, sizeof(b)));
         }
-        if (st->retry.max_backoff_ms < st->retry.initial_backoff_ms) {
-                if (st->src[K_MAX_BACKOFF])
-                        err_at(l, st->src[K_MAX_BACKOFF],
-                               "max_backoff %s is below initial_backoff %s: expected a value at or above initial_backoff",
-                               conf_format_duration(st->retry.max_backoff_ms, a, sizeof(a)),
-                               conf_format_duration(st->retry.initial_backoff_ms, b, sizeof(b)));
-                else if (st->src[K_INITIAL_BACKOFF])
-                        err_at(l, st->src[K_INITIAL_BACKOFF],
-                               "initial_backoff %s is above max_backoff %s: expected a value at or below max_backoff",
-                               conf_format_duration(st->retry.initial_backoff_ms, a, sizeof(a)),
-                               conf_format_duration(st->retry.max_backoff_ms, b, sizeof(b)));
+        if (r->max_backoff_ms < r->initial_backoff_ms) {
+                if ((n = src_of(e, SEC_RETRY, "max_backoff")))
+                        err_at(l, n, "max_backoff %s is below initial_backoff %s: expected a value at or above initial_backoff",
+                               conf_format_duration(r->max_backoff_ms, a, sizeof(a)),
+                               conf_format_duration(r->initial_backoff_ms, b, sizeof(b)));
+                else if ((n = src_of(e, SEC_RETRY, "initial_backoff")))
+                        err_at(l, n, "initial_backoff %s is above max_backoff %s: expected a value at or below max_backoff",
+                               conf_format_duration(r->initial_backoff_ms, a, sizeof(a)),
+                               conf_format_duration(r->max_backoff_ms, b, sizeof(b)));
         }
 }
 
-/* The vacuum:, analyze:, retry: and checkpoint: keys of a defaults: or
- * databases entry mapping. */
-static void apply_sections(struct loader *l, const struct pairs *p, struct settings *st)
-{
-        for (size_t i = 0; i < p->n; i++) {
-                enum key_id id = p->order[i];
-
-                if (id == K_VACUUM || id == K_ANALYZE || id == K_RETRY || id == K_CHECKPOINT || id == K_LIMITS ||
-                    id == K_DEEP_SCAN)
-                        apply_section(l, p->def[id], p->value[id], st);
-        }
-}
-
-static bool is_glob(const char *s)
-{
-        return strpbrk(s, "*?[") != NULL;
-}
-
-static int add_db(struct loader *l, yaml_node_t *entry, yaml_node_t *path_node, const char *path,
-                  const struct settings *st)
+/* The entry d (its path owned) appended to the configuration. */
+static int add_db(struct loader *l, yaml_node_t *node, yaml_node_t *path_node, const struct db_conf *d)
 {
         struct conf *c = l->conf;
-        struct db_conf *d;
 
         if (c->n_dbs == l->dbs_cap) {
                 size_t cap = l->dbs_cap ? 2 * l->dbs_cap : 8;
+                struct db_conf *v = realloc(c->dbs, cap * sizeof(*v));
                 yaml_mark_t *m;
 
-                d = realloc(c->dbs, cap * sizeof(*d));
-                if (!d)
+                if (!v)
                         return -ENOMEM;
-                c->dbs = d;
+                c->dbs = v;
                 m = realloc(l->path_marks, cap * sizeof(*m));
                 if (!m)
                         return -ENOMEM;
@@ -1551,53 +1437,38 @@ static int add_db(struct loader *l, yaml_node_t *entry, yaml_node_t *path_node, 
                 l->dbs_cap = cap;
         }
         l->path_marks[c->n_dbs] = path_node->start_mark;
-        d = &c->dbs[c->n_dbs];
-        *d = (struct db_conf){
-                .path = strdup(path),
-                .is_glob = is_glob(path),
-                .line = (unsigned)entry->start_mark.line + 1,
-                .column = (unsigned)entry->start_mark.column + 1,
-                .vacuum = st->vacuum,
-                .analyze = st->analyze,
-                .retry = st->retry,
-                .checkpoint = st->checkpoint,
-                .limits = st->limits,
-                .deep_scan = st->deep_scan,
-        };
-        if (!d->path)
-                return -ENOMEM;
+        c->dbs[c->n_dbs] = *d;
+        c->dbs[c->n_dbs].is_glob = strpbrk(d->path, "*?[") != NULL;
+        c->dbs[c->n_dbs].line = (unsigned)node->start_mark.line + 1;
+        c->dbs[c->n_dbs].column = (unsigned)node->start_mark.column + 1;
         c->n_dbs++;
         return 0;
 }
 
-static void load_db(struct loader *l, yaml_node_t *entry, const struct settings *defaults)
+/* One databases entry: a copy of the defaults with the entry's own keys
+ * applied. */
+static void load_db(struct loader *l, yaml_node_t *node, const struct db_conf *defaults)
 {
-        struct settings st = *defaults;
+        struct entry e = { .d = *defaults };
         struct pairs p;
-        union value v;
         yaml_node_t *pn;
-        char buf[80];
 
-        if (entry->type != YAML_MAPPING_NODE) {
-                err_at(l, entry, "invalid databases entry: expected a mapping such as '- path: /var/lib/app/main.db', found %s",
-                       found(entry, buf, sizeof(buf)));
+        if (!mapping_pairs(l, node, SEC_DB,
+                           "invalid databases entry: expected a mapping such as '- path: /var/lib/app/main.db'", &p))
                 return;
-        }
-        memset(st.src, 0, sizeof(st.src));
-        p = (struct pairs){ .n = 0 };
-        collect_pairs(l, entry, &db_level, &p, 0);
-        apply_sections(l, &p, &st);
-        check_settings(l, &st);
+        apply_sections(l, &p, &e);
+        check_settings(l, &e);
 
-        pn = p.value[K_PATH];
+        pn = p.value[find_key(SEC_DB, "path") - keys];
         if (!pn) {
-                err_at(l, entry, "databases entry without 'path': expected path: /absolute/file.db");
+                err_at(l, node, "databases entry without 'path': expected path: /absolute/file.db");
                 return;
         }
-        if (!parse_value(l, p.def[K_PATH], pn, &v))
-                return;
-        if (add_db(l, entry, pn, v.s, &st) < 0)
+        apply_values(l, &p, &e.d, NULL); /* the path, its only value */
+        if (e.d.path && add_db(l, node, pn, &e.d) < 0) {
+                free(e.d.path);
                 l->oom = true;
+        }
 }
 
 static int db_order_cmp(const void *a, const void *b)
@@ -1639,67 +1510,27 @@ static void check_duplicate_paths(struct loader *l)
         free(v);
 }
 
-static void load_root(struct loader *l, yaml_node_t *root)
+/* defaults: (n, or NULL when absent) over the built-in values, into *ret
+ * and the configuration's own copy. */
+static void load_defaults(struct loader *l, yaml_node_t *n, struct db_conf *ret)
 {
-        struct conf *c = l->conf;
-        struct settings def = { .src = { NULL } };
-        struct pairs p, dp;
-        yaml_node_t *dbs;
-        union value v;
+        struct entry e = { .d = { .path = NULL } };
+        struct pairs p;
+
+        conf_db_defaults(NULL, &e.d);
+        if (n && section_pairs(l, find_key(SEC_TOP, "defaults"), n, &p)) {
+                apply_sections(l, &p, &e);
+                check_settings(l, &e);
+        }
+        sections_to_conf(l->conf, &e.d);
+        *ret = e.d;
+}
+
+/* The databases: list, each entry starting from defaults. */
+static void load_dbs(struct loader *l, yaml_node_t *root, yaml_node_t *dbs, const struct db_conf *defaults)
+{
         char buf[80];
 
-        if (!root || is_null(root)) {
-                err_at_mark(l, root ? root->start_mark : (yaml_mark_t){ 0 },
-                            "empty configuration: expected a mapping with at least a 'databases' list");
-                return;
-        }
-        if (root->type != YAML_MAPPING_NODE) {
-                err_at(l, root, "invalid configuration: expected a mapping of keys at the top level, found %s",
-                       found(root, buf, sizeof(buf)));
-                return;
-        }
-        p = (struct pairs){ .n = 0 };
-        collect_pairs(l, root, &top_level, &p, 0);
-
-        for (size_t i = 0; i < p.n; i++) {
-                enum key_id id = p.order[i];
-
-                if (p.def[id]->type == V_MAP || p.def[id]->type == V_SEQ)
-                        continue;
-                if (!parse_value(l, p.def[id], p.value[id], &v))
-                        continue;
-                if (id == K_POLL_INTERVAL) {
-                        c->poll_interval_ms = v.u;
-                } else if (id == K_MAX_CONCURRENT_JOBS) {
-                        c->max_concurrent_jobs = (unsigned)v.i;
-                } else if (id == K_STATE_DIR) {
-                        char *s = strdup(v.s);
-
-                        if (!s) {
-                                l->oom = true;
-                                continue;
-                        }
-                        free(c->state_dir);
-                        c->state_dir = s;
-                }
-        }
-
-        /* defaults: first, wherever it is in the file, since every
-         * databases entry starts from it */
-        builtin_sections(&def.vacuum, &def.analyze, &def.retry, &def.checkpoint, &def.limits, &def.deep_scan);
-        if (p.value[K_DEFAULTS] &&
-            section_pairs(l, p.def[K_DEFAULTS], p.value[K_DEFAULTS], &defaults_level, &dp)) {
-                apply_sections(l, &dp, &def);
-                check_settings(l, &def);
-        }
-        c->vacuum = def.vacuum;
-        c->analyze = def.analyze;
-        c->retry = def.retry;
-        c->checkpoint = def.checkpoint;
-        c->deep_scan = def.deep_scan;
-        c->limits = def.limits;
-
-        dbs = p.value[K_DATABASES];
         if (!dbs) {
                 err_at(l, root, "missing 'databases': expected a list of databases to maintain");
                 return;
@@ -1718,9 +1549,29 @@ static void load_root(struct loader *l, yaml_node_t *root)
                 yaml_node_t *entry = node_at(l, *it);
 
                 if (entry)
-                        load_db(l, entry, &def);
+                        load_db(l, entry, defaults);
         }
         check_duplicate_paths(l);
+}
+
+static void load_root(struct loader *l, yaml_node_t *root)
+{
+        struct db_conf defaults;
+        struct pairs p;
+
+        if (!root || is_null(root)) {
+                err_at_mark(l, root ? root->start_mark : (yaml_mark_t){ 0 },
+                            "empty configuration: expected a mapping with at least a 'databases' list");
+                return;
+        }
+        if (!mapping_pairs(l, root, SEC_TOP, "invalid configuration: expected a mapping of keys at the top level",
+                           &p))
+                return;
+        apply_values(l, &p, l->conf, NULL);
+        /* defaults: first, wherever it is in the file, since every
+         * databases entry starts from it */
+        load_defaults(l, p.value[find_key(SEC_TOP, "defaults") - keys], &defaults);
+        load_dbs(l, root, p.value[find_key(SEC_TOP, "databases") - keys], &defaults);
 }
 
 /* ---- YAML ---------------------------------------------------------------- */
@@ -1936,5 +1787,24 @@ int conf_load(const char *path, struct conf **ret, struct conf_diag *diag)
 out:
         close(fd);
         flush_msgs(&l, diag);
+        return r;
+}
+
+int conf_load_report(const char *path, struct conf **ret, void (*report)(const char *line, void *userdata),
+                     void *userdata)
+{
+        struct conf_diag d = { 0 };
+        int r = conf_load(path, ret, &d);
+
+        for (size_t i = 0; i < d.n; i++)
+                report(d.msgs[i], userdata);
+        if (r < 0 && d.n == 0) {
+                /* only an allocation failure goes without a message */
+                char line[4200];
+
+                snprintf(line, sizeof(line), "%s: %s", path ? path : "(null)", strerror(-r));
+                report(line, userdata);
+        }
+        conf_diag_clear(&d);
         return r;
 }

@@ -119,8 +119,14 @@ struct conf_diag {
 };
 
 /* Fill c with every built-in default and no databases (c->file, c->state_dir
- * allocated). Returns 0 or -ENOMEM. */
+ * allocated). Returns 0 or -ENOMEM. The built-in values are those of the
+ * key table in conf.c, one row per key. */
 int conf_init_defaults(struct conf *c);
+
+/* The settings a databases: entry of c starts from, into *ret: c's
+ * defaults: section, or the built-in values when c is NULL. ret->path is
+ * NULL and nothing in *ret is allocated; cannot fail. */
+void conf_db_defaults(const struct conf *c, struct db_conf *ret);
 
 /* Load and validate path. On success returns 0 and hands over *ret; on
  * failure returns a negative errno-style code (-EINVAL for bad content,
@@ -128,12 +134,22 @@ int conf_init_defaults(struct conf *c);
  * (all of them, not just the first). diag may be NULL. */
 int conf_load(const char *path, struct conf **ret, struct conf_diag *diag);
 
-/* Same, from a buffer; name is used in messages. */
+/* conf_load(), each message handed to report() as one complete line
+ * without a newline, in file order; a failure that comes without a
+ * message (out of memory) is reported as "PATH: strerror". The one way
+ * sqlite-maintd and sqlite-maintctl load and show a configuration; report
+ * escapes or logs as its output needs. Returns what conf_load() returns. */
+int conf_load_report(const char *path, struct conf **ret, void (*report)(const char *line, void *userdata),
+                     void *userdata);
+
+/* Same as conf_load(), from a buffer of len bytes (need not be
+ * NUL-terminated; NULL counts as empty); name is used in messages. */
 int conf_load_buffer(const char *name, const char *buf, size_t len, struct conf **ret,
                      struct conf_diag *diag);
 
-/* NULL-safe; returns NULL. */
+/* Frees c and everything it holds. NULL-safe; returns NULL. */
 struct conf *conf_free(struct conf *c);
+/* Frees every message of d and empties it, ready for reuse. NULL-safe. */
 void conf_diag_clear(struct conf_diag *d);
 
 /* The first databases: entry whose path (or glob, fnmatch with FNM_PATHNAME)
@@ -147,9 +163,13 @@ int conf_parse_size(const char *s, uint64_t *ret_bytes);  /* 512KiB 1MiB 2GiB 1T
 int conf_parse_percent(const char *s, double *ret);       /* "20%" or "20" or "12.5%"; 0..100 */
 int conf_parse_window(const char *s, struct window *ret); /* "02:00-05:00", "22:00-03:00", "always" */
 
-/* Human-readable forms for messages and --dump output. buf >= 32 bytes. */
+/* Human-readable forms for messages (the largest unit that divides
+ * exactly: "90m", "1536KiB"); what they write parses back to the same
+ * value. buf >= 32 bytes; returns buf. */
 const char *conf_format_duration(uint64_t ms, char *buf, size_t len);
 const char *conf_format_size(uint64_t bytes, char *buf, size_t len);
 
+/* The word the configuration uses for l or m ("quick", "incremental"), or
+ * "unknown" for a value outside the enum. Static strings. */
 const char *conf_integrity_name(enum integrity_level l);
 const char *conf_vacuum_mode_name(enum vacuum_mode m);

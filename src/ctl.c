@@ -563,19 +563,13 @@ static int parse_command(const char *s, enum command *ret)
         return -EINVAL;
 }
 
-static int load_conf(const char *file, struct conf **ret)
+/* conf_load_report()'s sink: every message on stderr, escaped. */
+static void report(const char *line, void *userdata)
 {
-        struct conf_diag d = { 0 };
-        int r = conf_load(file, ret, &d);
-
-        for (size_t i = 0; i < d.n; i++)
-                out(stderr, "sqlite-maintctl: %s", d.msgs[i]);
-        if (r < 0 && d.n == 0)
-                out(stderr, "sqlite-maintctl: %s: %s", file, strerror(-r));
-        conf_diag_clear(&d);
-        return r;
+        out(stderr, "sqlite-maintctl: %s", line);
 }
 
+/* Long, but flat: one case per option, then the rules between options. */
 int main(int argc, char **argv)
 {
         enum { OPT_JSON = 0x100, OPT_ATTEMPTS, OPT_FORCE, OPT_FULL, OPT_DEEP, OPT_NO_SPACE_CHECK, OPT_ALLOW_ROWID_CHANGE };
@@ -595,7 +589,6 @@ int main(int argc, char **argv)
         struct ctl c = { .attempts = DEFAULT_ATTEMPTS };
         const char *config = NULL;
         struct db_conf defaults;
-        struct conf *builtin;
         int opt, code = EXIT_OK;
         char *end;
         long n;
@@ -659,26 +652,14 @@ int main(int argc, char **argv)
                 out(stderr, "sqlite-maintctl: %s: no database given", argv[optind]);
                 return EXIT_USAGE;
         }
-        if (config && load_conf(config, &c.conf) < 0)
+        if (config && conf_load_report(config, &c.conf, report, NULL) < 0)
                 return EXIT_USAGE;
-
         /* Without a matching entry: the config's defaults, or the built-in ones. */
-        builtin = c.conf;
-        if (!builtin) {
-                builtin = calloc(1, sizeof(*builtin));
-                if (!builtin || conf_init_defaults(builtin) < 0) {
-                        fputs("sqlite-maintctl: out of memory\n", stderr);
-                        free(builtin);
-                        return EXIT_FAILURE_OTHER;
-                }
-        }
-        defaults = (struct db_conf){ .vacuum = builtin->vacuum, .analyze = builtin->analyze, .retry = builtin->retry,
-                                     .checkpoint = builtin->checkpoint, .limits = builtin->limits,
-                                     .deep_scan = builtin->deep_scan };
+        conf_db_defaults(c.conf, &defaults);
 
         if (jobproc_init() < 0) {
                 fputs("sqlite-maintctl: cannot find its own executable (/proc/self/exe)\n", stderr);
-                conf_free(builtin);
+                conf_free(c.conf);
                 return EXIT_FAILURE_OTHER;
         }
         /* a job process that ends early must not kill the tool */
@@ -691,6 +672,6 @@ int main(int argc, char **argv)
                 code = worse(code, process(&c, argv[i], &defaults));
                 fflush(stdout);
         }
-        conf_free(builtin);
+        conf_free(c.conf);
         return code;
 }

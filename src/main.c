@@ -65,40 +65,33 @@ static int parse_level(const char *s)
         return -1;
 }
 
-/* Load file, printing (or logging) every diagnostic. */
-static int load_conf(const char *file, struct conf **ret, bool to_log)
+/* conf_load_report() sinks: the journal (or stderr through log.c) when
+ * running, plain stderr for --check-config. */
+static void report_log(const char *line, void *userdata)
 {
-        struct conf_diag d = { 0 };
-        int r = conf_load(file, ret, &d);
+        log_msg(LOG_ERR, "%s", line);
+}
+
+static void report_stderr(const char *line, void *userdata)
+{
         char safe[3 * 2048];
 
-        for (size_t i = 0; i < d.n; i++) {
-                if (to_log)
-                        log_msg(LOG_ERR, "%s", d.msgs[i]);
-                else /* a path in it may be a tenant's choice: escaped */
-                        fprintf(stderr, "%s\n", util_escape(d.msgs[i], safe, sizeof(safe)));
-        }
-        if (r < 0 && d.n == 0) {
-                if (to_log)
-                        log_msg(LOG_ERR, "%s: %s", file, strerror(-r));
-                else
-                        fprintf(stderr, "%s: %s\n", file, strerror(-r));
-        }
-        conf_diag_clear(&d);
-        return r;
+        /* a path in it may be a tenant's choice: escaped */
+        fprintf(stderr, "%s\n", util_escape(line, safe, sizeof(safe)));
 }
 
 static int check_config(const char *file)
 {
         struct conf *c = NULL;
 
-        if (load_conf(file, &c, false) < 0)
+        if (conf_load_report(file, &c, report_stderr, NULL) < 0)
                 return EXIT_CONFIG;
         conf_free(c);
         puts("configuration OK");
         return EXIT_SUCCESS;
 }
 
+/* Long, but flat: one case per option, then the rules between options. */
 int main(int argc, char **argv)
 {
         enum { OPT_LOG_TARGET = 0x100, OPT_LOG_LEVEL, OPT_ONCE, OPT_DRY_RUN, OPT_IGNORE_WINDOW };
@@ -172,7 +165,7 @@ int main(int argc, char **argv)
         }
         raise_fd_limit();
         /* Startup errors end here, before READY=1. */
-        if (load_conf(mo.conf_file, &c, true) < 0)
+        if (conf_load_report(mo.conf_file, &c, report_log, NULL) < 0)
                 return EXIT_CONFIG;
         r = manager_new(&m, &mo, c);
         if (r < 0)

@@ -815,6 +815,39 @@ static void test_files(void)
         CHECK(c == NULL);
 }
 
+/* Every message of the bad files, in full, as "NAME.yaml:LINE:COLUMN: text"
+ * lines (the directory cut off), gathered by test_bad_file() and compared
+ * with data/bad.messages: the "# expect:" lines match a part of each
+ * message, this the whole of it, byte for byte. */
+static FILE *bad_messages;
+
+static void record_messages(const struct conf_diag *d)
+{
+        static const char dir[] = TEST_DATA_DIR "/bad/";
+
+        for (size_t j = 0; j < d->n && bad_messages; j++) {
+                const char *m = d->msgs[j];
+
+                fprintf(bad_messages, "%s\n", strncmp(m, dir, strlen(dir)) == 0 ? m + strlen(dir) : m);
+        }
+}
+
+static char *read_file(const char *path)
+{
+        FILE *f = fopen(path, "r");
+        char *s = NULL;
+        size_t n = 0;
+
+        if (!f)
+                return NULL;
+        if (getdelim(&s, &n, '\0', f) < 0) {
+                free(s);
+                s = NULL;
+        }
+        fclose(f);
+        return s;
+}
+
 /* "# expect: 7:16: text" */
 struct expect {
         unsigned line, column;
@@ -853,6 +886,7 @@ static void test_bad_file(const char *path)
         r = conf_load(path, &c, &d);
         CHECK_MSG(r < 0 && c == NULL, "%s: accepted", path);
         conf_free(c);
+        record_messages(&d);
 
         for (size_t i = 0; i < n_ex; i++) {
                 char prefix[4200];
@@ -888,11 +922,13 @@ static void test_bad_files(void)
         DIR *dir = opendir(TEST_DATA_DIR "/bad");
         struct dirent *de;
         char *names[256];
-        size_t n = 0;
+        char *got = NULL, *want;
+        size_t n = 0, got_len = 0;
 
         CHECK(dir != NULL);
         if (!dir)
                 return;
+        bad_messages = open_memstream(&got, &got_len);
         while ((de = readdir(dir)) && n < 256) {
                 size_t len = strlen(de->d_name);
 
@@ -911,6 +947,16 @@ static void test_bad_files(void)
                 test_bad_file(path);
                 free(names[i]);
         }
+        if (bad_messages)
+                fclose(bad_messages);
+        bad_messages = NULL;
+        want = read_file(TEST_DATA_DIR "/bad.messages");
+        CHECK_MSG(want != NULL, "%s: %s", TEST_DATA_DIR "/bad.messages", strerror(errno));
+        CHECK_MSG(got && want && strcmp(got, want) == 0, "the messages of data/bad differ from data/bad.messages");
+        if (got && (!want || strcmp(got, want) != 0))
+                fprintf(stderr, "# got:\n%s", got);
+        free(got);
+        free(want);
 }
 
 int main(void)
