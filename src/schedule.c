@@ -151,6 +151,56 @@ int sched_compare(bool a_urgent, double a_frag, bool b_urgent, double b_frag)
         return 0;
 }
 
+/* Vacuums and checkpoints, then ANALYZE, then deep scans. */
+static int dispatch_rank(enum maint_op op)
+{
+        return op == MAINT_OP_DEEP_SCAN ? 2 : op == MAINT_OP_ANALYZE ? 1 : 0;
+}
+
+/* Whether a goes before b: by dispatch_rank, then sched_compare. */
+static bool dispatch_before(const struct sched_job *a, const struct sched_job *b)
+{
+        if (dispatch_rank(a->op) != dispatch_rank(b->op))
+                return dispatch_rank(a->op) < dispatch_rank(b->op);
+        return sched_compare(a->urgent, a->fragmentation_percent, b->urgent, b->fragmentation_percent) < 0;
+}
+
+struct sched_dispatch sched_dispatch(const struct sched_job *jobs, size_t n, unsigned running, unsigned max_running,
+                                     uint64_t now_ms, int minute_of_day, bool ignore_window)
+{
+        struct sched_dispatch d = { SCHED_DISPATCH_NONE, 0, UINT64_MAX };
+        const struct sched_job *best = NULL;
+
+        if (running >= max_running)
+                return d;
+        for (size_t i = 0; i < n; i++) {
+                const struct sched_job *j = &jobs[i];
+
+                if (j->in_use) /* one job per database */
+                        continue;
+                if (j->retry_at_ms > now_ms) {
+                        d.wake_ms = j->retry_at_ms < d.wake_ms ? j->retry_at_ms : d.wake_ms;
+                        continue;
+                }
+                if (!best || dispatch_before(j, best)) {
+                        best = j;
+                        d.index = i;
+                }
+        }
+        if (!best)
+                return d;
+        /* Queued (or backing off) past the end of its window. */
+        d.choice = best->reason == SCHED_REASON_THRESHOLD && !ignore_window &&
+                   !sched_in_window(&best->window, minute_of_day)
+                 ? SCHED_DISPATCH_WINDOW_CLOSED : SCHED_DISPATCH_START;
+        return d;
+}
+
+bool sched_hold_lasts(uint64_t until_ms, bool same_file, uint64_t now_ms)
+{
+        return same_file && !(until_ms && now_ms >= until_ms);
+}
+
 uint32_t sched_hash(const char *s)
 {
         uint32_t h = 2166136261u;
