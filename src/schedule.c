@@ -37,6 +37,23 @@ static bool unused_due(const struct dbstat *st, const struct vacuum_conf *vc, co
         return st->page_count + reclaimable_pages / 2 >= h->deep_page_count;
 }
 
+enum sched_reason sched_threshold(const struct dbstat *st, const struct vacuum_conf *vc)
+{
+        if (st->fragmentation_percent < vc->threshold)
+                return SCHED_REASON_BELOW;
+        if (st->estimated_wasted_space_bytes < vc->min_reclaim)
+                return SCHED_REASON_MIN_RECLAIM;
+        return SCHED_REASON_THRESHOLD;
+}
+
+enum sched_action sched_vacuum_action(const struct dbstat *st, const struct vacuum_conf *vc)
+{
+        /* Incremental vacuum only frees pages of an auto_vacuum=INCREMENTAL
+         * database; any other database gets the full VACUUM. */
+        return vc->mode == VACUUM_MODE_INCREMENTAL && st->auto_vacuum == AUTO_VACUUM_INCREMENTAL
+             ? SCHED_INCREMENTAL_VACUUM : SCHED_VACUUM;
+}
+
 struct sched_decision sched_vacuum(const struct dbstat *st, const struct vacuum_conf *vc,
                                    const struct sched_history *h, int64_t now_ms, int minute_of_day,
                                    bool ignore_window)
@@ -44,14 +61,15 @@ struct sched_decision sched_vacuum(const struct dbstat *st, const struct vacuum_
         struct sched_decision d = { SCHED_NONE, SCHED_REASON_BELOW, false };
         bool urgent = st->fragmentation_percent >= vc->urgent_threshold;
         bool unused = false;
+        enum sched_reason freelist;
 
         if (st->page_count == 0)
                 return d;
-        if (st->fragmentation_percent < vc->threshold || st->estimated_wasted_space_bytes < vc->min_reclaim) {
+        freelist = sched_threshold(st, vc);
+        if (freelist != SCHED_REASON_THRESHOLD) {
                 unused = unused_due(st, vc, h);
                 if (!unused) {
-                        if (st->fragmentation_percent >= vc->threshold)
-                                d.reason = SCHED_REASON_MIN_RECLAIM;
+                        d.reason = freelist;
                         return d;
                 }
                 urgent = false;
@@ -66,10 +84,8 @@ struct sched_decision sched_vacuum(const struct dbstat *st, const struct vacuum_
                 return d;
         }
         d.reason = urgent ? SCHED_REASON_URGENT : unused ? SCHED_REASON_UNUSED : SCHED_REASON_THRESHOLD;
-        /* Incremental vacuum only frees pages of an auto_vacuum=INCREMENTAL
-         * database; any other database gets the full VACUUM. */
-        d.action = !unused && vc->mode == VACUUM_MODE_INCREMENTAL && st->auto_vacuum == AUTO_VACUUM_INCREMENTAL
-                 ? SCHED_INCREMENTAL_VACUUM : SCHED_VACUUM;
+        /* the unused space inside pages only a full VACUUM packs */
+        d.action = unused ? SCHED_VACUUM : sched_vacuum_action(st, vc);
         return d;
 }
 

@@ -58,6 +58,17 @@ bool sched_in_window(const struct window *w, int minute_of_day);
  * manager re-evaluates at every poll anyway. */
 int sched_minutes_until_window(const struct window *w, int minute_of_day);
 
+/* The freelist rule alone: SCHED_REASON_BELOW under vacuum.threshold,
+ * SCHED_REASON_MIN_RECLAIM with less than min_reclaim bytes on the
+ * freelist, else SCHED_REASON_THRESHOLD. sched_vacuum() starts with it;
+ * sqlite-maintctl vacuum (without --force) asks it alone. */
+enum sched_reason sched_threshold(const struct dbstat *st, const struct vacuum_conf *vc);
+
+/* Incremental or full: SCHED_INCREMENTAL_VACUUM for vacuum.mode
+ * incremental on an auto_vacuum=INCREMENTAL database (it only frees the
+ * pages of such a database), SCHED_VACUUM for any other. */
+enum sched_action sched_vacuum_action(const struct dbstat *st, const struct vacuum_conf *vc);
+
 /* The VACUUM decision for one database: fragmentation at or above
  * threshold (urgent_threshold: window or not) with min_reclaim bytes on
  * the freelist; or, in the window and for a full VACUUM, the last deep

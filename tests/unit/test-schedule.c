@@ -500,6 +500,53 @@ static void test_window_end(void)
                 CHECK(sched_minutes_until_window_end(&always, m) == INT32_MAX);
 }
 
+static void test_threshold_rule(void)
+{
+        struct vacuum_conf vc = vconf();
+        struct dbstat st;
+
+        /* the freelist rule alone, as sqlite-maintctl vacuum asks it */
+        st = stat_at(19.99);
+        CHECK(sched_threshold(&st, &vc) == SCHED_REASON_BELOW);
+        st = stat_at(20.0); /* at the threshold: due */
+        CHECK(sched_threshold(&st, &vc) == SCHED_REASON_THRESHOLD);
+        st = stat_at(90.0); /* urgent is the daemon's business: still the threshold */
+        CHECK(sched_threshold(&st, &vc) == SCHED_REASON_THRESHOLD);
+        st.estimated_wasted_space_bytes = vc.min_reclaim - 1;
+        CHECK(sched_threshold(&st, &vc) == SCHED_REASON_MIN_RECLAIM);
+        st.estimated_wasted_space_bytes = vc.min_reclaim;
+        CHECK(sched_threshold(&st, &vc) == SCHED_REASON_THRESHOLD);
+        /* below both: the threshold is named */
+        st = stat_at(1.0);
+        st.estimated_wasted_space_bytes = 0;
+        CHECK(sched_threshold(&st, &vc) == SCHED_REASON_BELOW);
+        /* the window and min_interval are not its business */
+        st = stat_at(25.0);
+        vc.window = (struct window){ .always = false, .start_min = 0, .end_min = 1 };
+        CHECK(sched_threshold(&st, &vc) == SCHED_REASON_THRESHOLD);
+}
+
+static void test_vacuum_action(void)
+{
+        struct vacuum_conf vc = vconf();
+        struct dbstat st = stat_at(25.0);
+        static const enum auto_vacuum avs[] = { AUTO_VACUUM_NONE, AUTO_VACUUM_FULL, AUTO_VACUUM_INCREMENTAL };
+
+        /* full mode: always the full VACUUM */
+        for (size_t i = 0; i < sizeof(avs) / sizeof(avs[0]); i++) {
+                st.auto_vacuum = avs[i];
+                CHECK(sched_vacuum_action(&st, &vc) == SCHED_VACUUM);
+        }
+        /* incremental mode: incremental only on an auto_vacuum=INCREMENTAL database */
+        vc.mode = VACUUM_MODE_INCREMENTAL;
+        st.auto_vacuum = AUTO_VACUUM_INCREMENTAL;
+        CHECK(sched_vacuum_action(&st, &vc) == SCHED_INCREMENTAL_VACUUM);
+        st.auto_vacuum = AUTO_VACUUM_NONE;
+        CHECK(sched_vacuum_action(&st, &vc) == SCHED_VACUUM);
+        st.auto_vacuum = AUTO_VACUUM_FULL;
+        CHECK(sched_vacuum_action(&st, &vc) == SCHED_VACUUM);
+}
+
 /* A queued job: a VACUUM for the threshold at frag percent, window 02:00-05:00. */
 static struct sched_job qjob(double frag)
 {
@@ -824,6 +871,8 @@ int main(void)
         test_deep_scan_due();
         test_window_end();
         test_reason_names();
+        test_threshold_rule();
+        test_vacuum_action();
         test_dispatch_order();
         test_dispatch_backoff();
         test_dispatch_in_use();
