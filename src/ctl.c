@@ -388,24 +388,26 @@ static void print_human(struct ctl *c, const char *path, const struct maint_resu
         }
 }
 
-/* Threshold and min_reclaim, unless --force: SKIPPED with the reason. */
+/* Threshold and min_reclaim (the daemon's rule, sched_threshold), unless
+ * --force: SKIPPED with the reason. */
 static bool below_threshold(const struct vacuum_conf *v, const struct dbstat *st, struct maint_result *r)
 {
         char have[32], want[32];
 
-        if (st->fragmentation_percent < v->threshold) {
+        switch (sched_threshold(st, v)) {
+        case SCHED_REASON_BELOW:
                 snprintf(r->message, sizeof(r->message),
                          "fragmentation %.2f%% is below the threshold %.2f%% (use --force)",
                          st->fragmentation_percent, v->threshold);
                 return true;
-        }
-        if (st->estimated_wasted_space_bytes < v->min_reclaim) {
+        case SCHED_REASON_MIN_RECLAIM:
                 snprintf(r->message, sizeof(r->message), "only %s to reclaim, below min_reclaim %s (use --force)",
                          util_format_bytes(st->estimated_wasted_space_bytes, have, sizeof(have)),
                          util_format_bytes(v->min_reclaim, want, sizeof(want)));
                 return true;
+        default:
+                return false;
         }
-        return false;
 }
 
 /* The database a command works on: its directory, opened as the admin
@@ -468,9 +470,10 @@ static enum maint_status run_once(struct ctl *c, const struct target_db *t, cons
                 }
                 if (dc->vacuum.mode == VACUUM_MODE_INCREMENTAL) {
                         run_op(t, MAINT_OP_INCREMENTAL_VACUUM, o, r);
-                        /* Not an incremental database: a full VACUUM is what the admin asked. */
+                        /* Not an incremental database (the daemon's rule,
+                         * sched_vacuum_action): a full VACUUM is what the admin asked. */
                         if (r->status != MAINT_CANNOT || !r->have_before ||
-                            r->before.auto_vacuum == AUTO_VACUUM_INCREMENTAL)
+                            sched_vacuum_action(&r->before, &dc->vacuum) == SCHED_INCREMENTAL_VACUUM)
                                 return r->status;
                 }
                 return run_op(t, MAINT_OP_VACUUM, o, r);

@@ -73,6 +73,8 @@ struct manager {
         size_t running_n, running_cap;
         struct target **queue; /* waiting maintenance */
         size_t queue_n, queue_cap;
+        struct sched_job *jobs; /* the queue as sched_dispatch() sees it */
+        size_t jobs_cap;
         struct target **statq; /* waiting precise statistics reads, FIFO from statq_head */
         size_t statq_head, statq_n, statq_cap;
 
@@ -225,7 +227,7 @@ static bool still_held(struct target *t, const struct file_id *id)
 {
         if (!t->held)
                 return false;
-        if ((t->held_until && util_now_ms() >= t->held_until) || !file_id_equal(id, &t->held_id)) {
+        if (!sched_hold_lasts(t->held_until, file_id_equal(id, &t->held_id), util_now_ms())) {
                 t->held = false;
                 return false;
         }
@@ -1120,30 +1122,45 @@ static void job_finished(struct job *j, void *userdata)
         maybe_done(m);
 }
 
-/* Vacuums and checkpoints, then ANALYZE, then deep scans. */
-static int op_rank(enum maint_op op)
-{
-        return op == MAINT_OP_DEEP_SCAN ? 2 : op == MAINT_OP_ANALYZE ? 1 : 0;
-}
-
-/* Which queued target goes first: by op_rank, then sched_compare. */
-static bool better(const struct target *a, const struct target *b)
-{
-        if (op_rank(a->op) != op_rank(b->op))
-                return op_rank(a->op) < op_rank(b->op);
-        return sched_compare(a->urgent, a->stat.fragmentation_percent, b->urgent, b->stat.fragmentation_percent) < 0;
-}
-
 static void dispatch_cb(uv_timer_t *timer)
 {
         dispatch(timer->data);
 }
 
-/* Start what may start: precise reads, then maintenance up to the cap;
- * arm the dispatch timer for the earliest backoff still to run out. */
+/* The queue as sched_dispatch() sees it, into m->jobs. */
+static int describe_queue(struct manager *m)
+{
+        if (m->queue_n > m->jobs_cap) {
+                struct sched_job *v = realloc(m->jobs, m->queue_cap * sizeof(*v));
+
+                if (!v)
+                        return -ENOMEM;
+                m->jobs = v;
+                m->jobs_cap = m->queue_cap;
+        }
+        for (size_t i = 0; i < m->queue_n; i++) {
+                const struct target *t = m->queue[i];
+
+                m->jobs[i] = (struct sched_job){
+                        .op = t->op,
+                        .reason = t->reason,
+                        .urgent = t->urgent,
+                        .fragmentation_percent = t->stat.fragmentation_percent,
+                        .in_use = t->job || file_in_use(m, t),
+                        .retry_at_ms = t->retry_at,
+                        .window = t->dc->vacuum.window,
+                };
+        }
+        return 0;
+}
+
+/* Start what may start: precise reads, then maintenance as
+ * sched_dispatch() picks it; arm the dispatch timer for the earliest
+ * backoff still to run out. */
 static void dispatch(struct manager *m)
 {
         uint64_t now = util_now_ms(), next = UINT64_MAX;
+        int minute = minute_of_day();
 
         if (m->stopping)
                 return;
@@ -1163,36 +1180,30 @@ static void dispatch(struct manager *m)
                         log_msg(LOG_ERR, "%s: cannot start a statistics read, skipping", t->path);
                 }
         }
-        while (m->running_jobs < m->max_jobs) {
-                struct target *best = NULL;
+        for (;;) {
+                struct sched_dispatch d;
+                struct target *t;
 
-                for (size_t i = 0; i < m->queue_n; i++) {
-                        struct target *t = m->queue[i];
-
-                        if (t->job || file_in_use(m, t)) /* one job per database */
-                                continue;
-                        if (t->retry_at > now) {
-                                next = t->retry_at < next ? t->retry_at : next;
-                                continue;
-                        }
-                        if (!best || better(t, best))
-                                best = t;
-                }
-                if (!best)
+                if (describe_queue(m) < 0) {
+                        log_msg(LOG_ERR, "out of memory choosing the next job, trying again later");
                         break;
-                drop_from(m->queue, &m->queue_n, best);
-                best->queued = false;
-                /* Queued (or backing off) past the end of its window: a
-                 * later poll decides again. */
-                if (best->reason == SCHED_REASON_THRESHOLD && !m->ignore_window &&
-                    !sched_in_window(&best->dc->vacuum.window, minute_of_day())) {
+                }
+                d = sched_dispatch(m->jobs, m->queue_n, m->running_jobs, m->max_jobs, now, minute,
+                                   m->ignore_window);
+                next = d.wake_ms < next ? d.wake_ms : next;
+                if (d.choice == SCHED_DISPATCH_NONE)
+                        break;
+                t = m->queue[d.index];
+                drop_from(m->queue, &m->queue_n, t);
+                t->queued = false;
+                if (d.choice == SCHED_DISPATCH_WINDOW_CLOSED) { /* a later poll decides again */
                         log_msg(LOG_INFO, "%s: the window closed before VACUUM could start; waiting for the next one",
-                                best->path);
-                        best->logged_reason = SCHED_REASON_NONE;
+                                t->path);
+                        t->logged_reason = SCHED_REASON_NONE;
                         continue;
                 }
-                if (start_job(m, best, best->op) < 0)
-                        log_msg(LOG_ERR, "%s: cannot start %s, skipping", best->path, maint_op_name(best->op));
+                if (start_job(m, t, t->op) < 0)
+                        log_msg(LOG_ERR, "%s: cannot start %s, skipping", t->path, maint_op_name(t->op));
         }
         if (next != UINT64_MAX)
                 uv_timer_start(&m->dispatch_timer, dispatch_cb, next - now, 0);
@@ -1696,6 +1707,7 @@ struct manager *manager_free(struct manager *m)
         targets_clear(&m->refused);
         free(m->round);
         free(m->queue);
+        free(m->jobs);
         free(m->running);
         free(m->statq);
         state_free(m->state);

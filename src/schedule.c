@@ -37,6 +37,23 @@ static bool unused_due(const struct dbstat *st, const struct vacuum_conf *vc, co
         return st->page_count + reclaimable_pages / 2 >= h->deep_page_count;
 }
 
+enum sched_reason sched_threshold(const struct dbstat *st, const struct vacuum_conf *vc)
+{
+        if (st->fragmentation_percent < vc->threshold)
+                return SCHED_REASON_BELOW;
+        if (st->estimated_wasted_space_bytes < vc->min_reclaim)
+                return SCHED_REASON_MIN_RECLAIM;
+        return SCHED_REASON_THRESHOLD;
+}
+
+enum sched_action sched_vacuum_action(const struct dbstat *st, const struct vacuum_conf *vc)
+{
+        /* Incremental vacuum only frees pages of an auto_vacuum=INCREMENTAL
+         * database; any other database gets the full VACUUM. */
+        return vc->mode == VACUUM_MODE_INCREMENTAL && st->auto_vacuum == AUTO_VACUUM_INCREMENTAL
+             ? SCHED_INCREMENTAL_VACUUM : SCHED_VACUUM;
+}
+
 struct sched_decision sched_vacuum(const struct dbstat *st, const struct vacuum_conf *vc,
                                    const struct sched_history *h, int64_t now_ms, int minute_of_day,
                                    bool ignore_window)
@@ -44,14 +61,15 @@ struct sched_decision sched_vacuum(const struct dbstat *st, const struct vacuum_
         struct sched_decision d = { SCHED_NONE, SCHED_REASON_BELOW, false };
         bool urgent = st->fragmentation_percent >= vc->urgent_threshold;
         bool unused = false;
+        enum sched_reason freelist;
 
         if (st->page_count == 0)
                 return d;
-        if (st->fragmentation_percent < vc->threshold || st->estimated_wasted_space_bytes < vc->min_reclaim) {
+        freelist = sched_threshold(st, vc);
+        if (freelist != SCHED_REASON_THRESHOLD) {
                 unused = unused_due(st, vc, h);
                 if (!unused) {
-                        if (st->fragmentation_percent >= vc->threshold)
-                                d.reason = SCHED_REASON_MIN_RECLAIM;
+                        d.reason = freelist;
                         return d;
                 }
                 urgent = false;
@@ -66,10 +84,8 @@ struct sched_decision sched_vacuum(const struct dbstat *st, const struct vacuum_
                 return d;
         }
         d.reason = urgent ? SCHED_REASON_URGENT : unused ? SCHED_REASON_UNUSED : SCHED_REASON_THRESHOLD;
-        /* Incremental vacuum only frees pages of an auto_vacuum=INCREMENTAL
-         * database; any other database gets the full VACUUM. */
-        d.action = !unused && vc->mode == VACUUM_MODE_INCREMENTAL && st->auto_vacuum == AUTO_VACUUM_INCREMENTAL
-                 ? SCHED_INCREMENTAL_VACUUM : SCHED_VACUUM;
+        /* the unused space inside pages only a full VACUUM packs */
+        d.action = unused ? SCHED_VACUUM : sched_vacuum_action(st, vc);
         return d;
 }
 
@@ -149,6 +165,56 @@ int sched_compare(bool a_urgent, double a_frag, bool b_urgent, double b_frag)
         if (a_frag != b_frag)
                 return a_frag > b_frag ? -1 : 1;
         return 0;
+}
+
+/* Vacuums and checkpoints, then ANALYZE, then deep scans. */
+static int dispatch_rank(enum maint_op op)
+{
+        return op == MAINT_OP_DEEP_SCAN ? 2 : op == MAINT_OP_ANALYZE ? 1 : 0;
+}
+
+/* Whether a goes before b: by dispatch_rank, then sched_compare. */
+static bool dispatch_before(const struct sched_job *a, const struct sched_job *b)
+{
+        if (dispatch_rank(a->op) != dispatch_rank(b->op))
+                return dispatch_rank(a->op) < dispatch_rank(b->op);
+        return sched_compare(a->urgent, a->fragmentation_percent, b->urgent, b->fragmentation_percent) < 0;
+}
+
+struct sched_dispatch sched_dispatch(const struct sched_job *jobs, size_t n, unsigned running, unsigned max_running,
+                                     uint64_t now_ms, int minute_of_day, bool ignore_window)
+{
+        struct sched_dispatch d = { SCHED_DISPATCH_NONE, 0, UINT64_MAX };
+        const struct sched_job *best = NULL;
+
+        if (running >= max_running)
+                return d;
+        for (size_t i = 0; i < n; i++) {
+                const struct sched_job *j = &jobs[i];
+
+                if (j->in_use) /* one job per database */
+                        continue;
+                if (j->retry_at_ms > now_ms) {
+                        d.wake_ms = j->retry_at_ms < d.wake_ms ? j->retry_at_ms : d.wake_ms;
+                        continue;
+                }
+                if (!best || dispatch_before(j, best)) {
+                        best = j;
+                        d.index = i;
+                }
+        }
+        if (!best)
+                return d;
+        /* Queued (or backing off) past the end of its window. */
+        d.choice = best->reason == SCHED_REASON_THRESHOLD && !ignore_window &&
+                   !sched_in_window(&best->window, minute_of_day)
+                 ? SCHED_DISPATCH_WINDOW_CLOSED : SCHED_DISPATCH_START;
+        return d;
+}
+
+bool sched_hold_lasts(uint64_t until_ms, bool same_file, uint64_t now_ms)
+{
+        return same_file && !(until_ms && now_ms >= until_ms);
 }
 
 uint32_t sched_hash(const char *s)

@@ -4,10 +4,12 @@
 #pragma once
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "conf.h"
 #include "dbstat.h"
+#include "maint.h"
 
 enum sched_action {
         SCHED_NONE,
@@ -56,6 +58,17 @@ bool sched_in_window(const struct window *w, int minute_of_day);
  * manager re-evaluates at every poll anyway. */
 int sched_minutes_until_window(const struct window *w, int minute_of_day);
 
+/* The freelist rule alone: SCHED_REASON_BELOW under vacuum.threshold,
+ * SCHED_REASON_MIN_RECLAIM with less than min_reclaim bytes on the
+ * freelist, else SCHED_REASON_THRESHOLD. sched_vacuum() starts with it;
+ * sqlite-maintctl vacuum (without --force) asks it alone. */
+enum sched_reason sched_threshold(const struct dbstat *st, const struct vacuum_conf *vc);
+
+/* Incremental or full: SCHED_INCREMENTAL_VACUUM for vacuum.mode
+ * incremental on an auto_vacuum=INCREMENTAL database (it only frees the
+ * pages of such a database), SCHED_VACUUM for any other. */
+enum sched_action sched_vacuum_action(const struct dbstat *st, const struct vacuum_conf *vc);
+
 /* The VACUUM decision for one database: fragmentation at or above
  * threshold (urgent_threshold: window or not) with min_reclaim bytes on
  * the freelist; or, in the window and for a full VACUUM, the last deep
@@ -100,6 +113,50 @@ uint64_t sched_backoff_ms(const struct retry_conf *rc, int attempt, uint32_t rnd
 /* Queue order: negative when a goes first. Urgent before scheduled, then
  * the more fragmented first. */
 int sched_compare(bool a_urgent, double a_frag, bool b_urgent, double b_frag);
+
+/* One queued job as dispatch sees it; the manager describes each of its
+ * queue at each look. */
+struct sched_job {
+        enum maint_op op;
+        enum sched_reason reason;     /* why it was queued */
+        bool urgent;                  /* at or above urgent_threshold when queued */
+        double fragmentation_percent; /* the database's, when queued */
+        bool in_use;                  /* its file (device and inode) has a job running, under this path or another */
+        uint64_t retry_at_ms;         /* monotonic ms: backing off until then; 0 = not */
+        struct window window;         /* vacuum.window of its entry */
+};
+
+enum sched_dispatch_choice {
+        SCHED_DISPATCH_NONE,          /* nothing may start now */
+        SCHED_DISPATCH_START,         /* start jobs[index] */
+        SCHED_DISPATCH_WINDOW_CLOSED, /* drop jobs[index]: its window closed before it could start */
+};
+
+struct sched_dispatch {
+        enum sched_dispatch_choice choice;
+        size_t index;     /* into jobs, unless SCHED_DISPATCH_NONE */
+        uint64_t wake_ms; /* monotonic ms: the earliest retry still ahead; UINT64_MAX: none */
+};
+
+/* Which of n queued jobs goes next, with running jobs of at most
+ * max_running (limits: max_concurrent_jobs) at now_ms (monotonic ms) and
+ * minute_of_day (local time, 0..1439). None at the cap; else, of the jobs
+ * whose file has no job running and whose backoff has run out (retry_at_ms
+ * reached), the first by: vacuums and checkpoints, then ANALYZE, then deep
+ * scans; then sched_compare(); ties to the lowest index. A VACUUM queued
+ * for its threshold inside the window (SCHED_REASON_THRESHOLD) that the
+ * window closed on is dropped instead (unless ignore_window): a later poll
+ * decides again. wake_ms is the earliest retry_at_ms of the jobs still
+ * backing off (their file not in use), when dispatch should look again.
+ * Call it again after each START or WINDOW_CLOSED, with that job gone. */
+struct sched_dispatch sched_dispatch(const struct sched_job *jobs, size_t n, unsigned running, unsigned max_running,
+                                     uint64_t now_ms, int minute_of_day, bool ignore_window);
+
+/* Whether a hold on a database (a failure, a lack of space) still stands
+ * at now_ms (monotonic ms): until the file changes (same_file false), and,
+ * when until_ms is not 0, until until_ms: a hold ending exactly now has
+ * ended. */
+bool sched_hold_lasts(uint64_t until_ms, bool same_file, uint64_t now_ms);
 
 uint32_t sched_hash(const char *s); /* FNV-1a, for staggering */
 const char *sched_reason_name(enum sched_reason r);

@@ -500,6 +500,339 @@ static void test_window_end(void)
                 CHECK(sched_minutes_until_window_end(&always, m) == INT32_MAX);
 }
 
+static void test_threshold_rule(void)
+{
+        struct vacuum_conf vc = vconf();
+        struct dbstat st;
+
+        /* the freelist rule alone, as sqlite-maintctl vacuum asks it */
+        st = stat_at(19.99);
+        CHECK(sched_threshold(&st, &vc) == SCHED_REASON_BELOW);
+        st = stat_at(20.0); /* at the threshold: due */
+        CHECK(sched_threshold(&st, &vc) == SCHED_REASON_THRESHOLD);
+        st = stat_at(90.0); /* urgent is the daemon's business: still the threshold */
+        CHECK(sched_threshold(&st, &vc) == SCHED_REASON_THRESHOLD);
+        st.estimated_wasted_space_bytes = vc.min_reclaim - 1;
+        CHECK(sched_threshold(&st, &vc) == SCHED_REASON_MIN_RECLAIM);
+        st.estimated_wasted_space_bytes = vc.min_reclaim;
+        CHECK(sched_threshold(&st, &vc) == SCHED_REASON_THRESHOLD);
+        /* below both: the threshold is named */
+        st = stat_at(1.0);
+        st.estimated_wasted_space_bytes = 0;
+        CHECK(sched_threshold(&st, &vc) == SCHED_REASON_BELOW);
+        /* the window and min_interval are not its business */
+        st = stat_at(25.0);
+        vc.window = (struct window){ .always = false, .start_min = 0, .end_min = 1 };
+        CHECK(sched_threshold(&st, &vc) == SCHED_REASON_THRESHOLD);
+}
+
+static void test_vacuum_action(void)
+{
+        struct vacuum_conf vc = vconf();
+        struct dbstat st = stat_at(25.0);
+        static const enum auto_vacuum avs[] = { AUTO_VACUUM_NONE, AUTO_VACUUM_FULL, AUTO_VACUUM_INCREMENTAL };
+
+        /* full mode: always the full VACUUM */
+        for (size_t i = 0; i < sizeof(avs) / sizeof(avs[0]); i++) {
+                st.auto_vacuum = avs[i];
+                CHECK(sched_vacuum_action(&st, &vc) == SCHED_VACUUM);
+        }
+        /* incremental mode: incremental only on an auto_vacuum=INCREMENTAL database */
+        vc.mode = VACUUM_MODE_INCREMENTAL;
+        st.auto_vacuum = AUTO_VACUUM_INCREMENTAL;
+        CHECK(sched_vacuum_action(&st, &vc) == SCHED_INCREMENTAL_VACUUM);
+        st.auto_vacuum = AUTO_VACUUM_NONE;
+        CHECK(sched_vacuum_action(&st, &vc) == SCHED_VACUUM);
+        st.auto_vacuum = AUTO_VACUUM_FULL;
+        CHECK(sched_vacuum_action(&st, &vc) == SCHED_VACUUM);
+}
+
+/* A queued job: a VACUUM for the threshold at frag percent, window 02:00-05:00. */
+static struct sched_job qjob(double frag)
+{
+        return (struct sched_job){
+                .op = MAINT_OP_VACUUM,
+                .reason = SCHED_REASON_THRESHOLD,
+                .fragmentation_percent = frag,
+                .window = vconf().window,
+        };
+}
+
+#define NOW (1000 * DAY) /* monotonic */
+#define INSIDE (3 * 60)  /* minute of day inside the 02:00-05:00 window */
+#define OUTSIDE (12 * 60)
+
+/* The same, queued urgent. */
+static struct sched_job ujob(double frag)
+{
+        struct sched_job j = qjob(frag);
+
+        j.urgent = true;
+        j.reason = SCHED_REASON_URGENT;
+        return j;
+}
+
+/* sched_dispatch() with room for one more job, in the window. */
+static struct sched_dispatch pick(const struct sched_job *jobs, size_t n)
+{
+        return sched_dispatch(jobs, n, 0, 1, NOW, INSIDE, false);
+}
+
+/* The index of the job pick() starts; SIZE_MAX for none (or a drop). */
+static size_t starts(const struct sched_job *jobs, size_t n)
+{
+        struct sched_dispatch d = pick(jobs, n);
+
+        return d.choice == SCHED_DISPATCH_START ? d.index : SIZE_MAX;
+}
+
+/* A job of op, queued for reason. */
+static struct sched_job op_job(enum maint_op op, enum sched_reason reason, double frag)
+{
+        struct sched_job j = qjob(frag);
+
+        j.op = op;
+        j.reason = reason;
+        return j;
+}
+
+static void test_dispatch_order(void)
+{
+        struct sched_job q[4];
+        struct sched_dispatch d;
+
+        /* empty queue: nothing, and no wake-up */
+        d = pick(NULL, 0);
+        CHECK(d.choice == SCHED_DISPATCH_NONE && d.wake_ms == UINT64_MAX);
+
+        /* one job: it, and no wake-up */
+        q[0] = qjob(25.0);
+        d = pick(q, 1);
+        CHECK(d.choice == SCHED_DISPATCH_START && d.index == 0 && d.wake_ms == UINT64_MAX);
+
+        /* the most fragmented first, wherever it stands */
+        q[0] = qjob(25.0), q[1] = qjob(28.0), q[2] = qjob(21.0);
+        CHECK(starts(q, 3) == 1);
+
+        /* urgent first, whatever the figures; of two urgent, the more fragmented */
+        q[0] = qjob(90.0), q[1] = ujob(31.0);
+        CHECK(starts(q, 2) == 1);
+        q[0] = ujob(90.0);
+        CHECK(starts(q, 2) == 0);
+
+        /* equal fragmentation: the first in the queue */
+        q[0] = qjob(25.0), q[1] = qjob(25.0), q[2] = qjob(25.0);
+        CHECK(starts(q, 3) == 0);
+        q[0] = qjob(24.99);
+        CHECK(starts(q, 3) == 1);
+        q[0] = ujob(25.0), q[1] = ujob(25.0);
+        CHECK(starts(q, 3) == 0);
+
+        /* vacuums and checkpoints, then ANALYZE, then deep scans */
+        q[0] = op_job(MAINT_OP_DEEP_SCAN, SCHED_REASON_TIMER, 50.0);
+        q[1] = op_job(MAINT_OP_ANALYZE, SCHED_REASON_TIMER, 40.0);
+        q[2] = op_job(MAINT_OP_CHECKPOINT, SCHED_REASON_WAL_SIZE, 0.0);
+        CHECK(starts(q, 3) == 2);
+        CHECK(starts(q, 2) == 1);
+        CHECK(starts(q, 1) == 0);
+        /* a checkpoint and a VACUUM are of one rank: fragmentation decides */
+        q[3] = op_job(MAINT_OP_INCREMENTAL_VACUUM, SCHED_REASON_THRESHOLD, 21.0);
+        CHECK(starts(q, 4) == 3);
+        q[2].fragmentation_percent = 22.0;
+        CHECK(starts(q, 4) == 2);
+}
+
+static void test_dispatch_backoff(void)
+{
+        struct sched_job q[3];
+        struct sched_dispatch d;
+
+        /* backing off: passed over, and its retry is the next wake-up */
+        q[0] = qjob(90.0);
+        q[0].retry_at_ms = NOW + 1;
+        q[1] = qjob(21.0);
+        d = pick(q, 2);
+        CHECK(d.choice == SCHED_DISPATCH_START && d.index == 1 && d.wake_ms == NOW + 1);
+        /* only jobs backing off: nothing now, wake at the earliest retry */
+        q[1].retry_at_ms = NOW + 5000;
+        q[2] = qjob(50.0);
+        q[2].retry_at_ms = NOW + 20;
+        d = pick(q, 3);
+        CHECK(d.choice == SCHED_DISPATCH_NONE && d.wake_ms == NOW + 1);
+        q[0].retry_at_ms = NOW + 60000;
+        d = pick(q, 3);
+        CHECK(d.choice == SCHED_DISPATCH_NONE && d.wake_ms == NOW + 20);
+        /* a retry due exactly now runs now */
+        q[2].retry_at_ms = NOW;
+        d = pick(q, 3);
+        CHECK(d.choice == SCHED_DISPATCH_START && d.index == 2 && d.wake_ms == NOW + 5000);
+        /* one run out long ago, one never backed off */
+        q[0].retry_at_ms = 1;
+        q[1].retry_at_ms = 0;
+        d = pick(q, 2);
+        CHECK(d.choice == SCHED_DISPATCH_START && d.index == 0 && d.wake_ms == UINT64_MAX);
+}
+
+static void test_dispatch_in_use(void)
+{
+        struct sched_job q[3];
+        struct sched_dispatch d;
+
+        /* one job per database: a file with a job running is passed over */
+        q[0] = qjob(90.0);
+        q[0].in_use = true;
+        q[1] = qjob(21.0);
+        CHECK(starts(q, 2) == 1);
+        /* urgent or not */
+        q[0] = ujob(90.0);
+        q[0].in_use = true;
+        CHECK(starts(q, 2) == 1);
+        /* every file in use: nothing */
+        q[1].in_use = true;
+        d = pick(q, 2);
+        CHECK(d.choice == SCHED_DISPATCH_NONE && d.wake_ms == UINT64_MAX);
+        /* in use and backing off: no wake-up for it (the job's end dispatches) */
+        q[0].retry_at_ms = NOW + 10;
+        q[1].retry_at_ms = NOW + 10;
+        d = pick(q, 2);
+        CHECK(d.choice == SCHED_DISPATCH_NONE && d.wake_ms == UINT64_MAX);
+        q[2] = qjob(21.0);
+        q[2].retry_at_ms = NOW + 30;
+        d = pick(q, 3);
+        CHECK(d.choice == SCHED_DISPATCH_NONE && d.wake_ms == NOW + 30);
+}
+
+static void test_dispatch_cap(void)
+{
+        struct sched_job q[2] = { qjob(50.0), qjob(25.0) };
+        struct sched_dispatch d;
+
+        q[1].retry_at_ms = NOW + 100;
+        /* below the cap: the next one */
+        d = sched_dispatch(q, 2, 0, 2, NOW, INSIDE, false);
+        CHECK(d.choice == SCHED_DISPATCH_START && d.index == 0 && d.wake_ms == NOW + 100);
+        d = sched_dispatch(q, 2, 1, 2, NOW, INSIDE, false);
+        CHECK(d.choice == SCHED_DISPATCH_START && d.index == 0);
+        /* at the cap: nothing, and no wake-up (the end of a job dispatches) */
+        d = sched_dispatch(q, 2, 2, 2, NOW, INSIDE, false);
+        CHECK(d.choice == SCHED_DISPATCH_NONE && d.wake_ms == UINT64_MAX);
+        /* past it (a reload lowered max_concurrent_jobs) */
+        d = sched_dispatch(q, 2, 5, 2, NOW, INSIDE, false);
+        CHECK(d.choice == SCHED_DISPATCH_NONE && d.wake_ms == UINT64_MAX);
+        d = sched_dispatch(q, 2, 0, 0, NOW, INSIDE, false);
+        CHECK(d.choice == SCHED_DISPATCH_NONE);
+}
+
+static void test_dispatch_window(void)
+{
+        struct sched_job q[3];
+        struct sched_dispatch d;
+
+        /* queued for the threshold in the window; the window closed before it could start */
+        q[0] = qjob(25.0);
+        d = sched_dispatch(q, 1, 0, 1, NOW, OUTSIDE, false);
+        CHECK(d.choice == SCHED_DISPATCH_WINDOW_CLOSED && d.index == 0);
+        /* the window's edges: its start is inside, its end outside */
+        d = sched_dispatch(q, 1, 0, 1, NOW, 2 * 60, false);
+        CHECK(d.choice == SCHED_DISPATCH_START);
+        d = sched_dispatch(q, 1, 0, 1, NOW, 5 * 60 - 1, false);
+        CHECK(d.choice == SCHED_DISPATCH_START);
+        d = sched_dispatch(q, 1, 0, 1, NOW, 5 * 60, false);
+        CHECK(d.choice == SCHED_DISPATCH_WINDOW_CLOSED);
+        d = sched_dispatch(q, 1, 0, 1, NOW, 2 * 60 - 1, false);
+        CHECK(d.choice == SCHED_DISPATCH_WINDOW_CLOSED);
+        /* --ignore-window, or a window always open: it starts */
+        d = sched_dispatch(q, 1, 0, 1, NOW, OUTSIDE, true);
+        CHECK(d.choice == SCHED_DISPATCH_START);
+        q[0].window = (struct window){ .always = true };
+        d = sched_dispatch(q, 1, 0, 1, NOW, OUTSIDE, false);
+        CHECK(d.choice == SCHED_DISPATCH_START);
+        /* only a job queued for the threshold waits for the window: urgent,
+         * a checkpoint, ANALYZE, a deep scan and the unused space start */
+        static const struct {
+                enum maint_op op;
+                enum sched_reason reason;
+        } others[] = {
+                { MAINT_OP_VACUUM, SCHED_REASON_URGENT },
+                { MAINT_OP_VACUUM, SCHED_REASON_UNUSED },
+                { MAINT_OP_CHECKPOINT, SCHED_REASON_WAL_SIZE },
+                { MAINT_OP_CHECKPOINT, SCHED_REASON_AFTER_VACUUM },
+                { MAINT_OP_ANALYZE, SCHED_REASON_TIMER },
+                { MAINT_OP_DEEP_SCAN, SCHED_REASON_TIMER },
+        };
+        for (size_t i = 0; i < sizeof(others) / sizeof(others[0]); i++) {
+                q[0] = op_job(others[i].op, others[i].reason, 25.0);
+                d = sched_dispatch(q, 1, 0, 1, NOW, OUTSIDE, false);
+                CHECK_MSG(d.choice == SCHED_DISPATCH_START, "%s", sched_reason_name(others[i].reason));
+        }
+        /* the first pick is dropped, the next one starts; a window of its
+         * own (another entry) may still be open */
+        q[0] = qjob(40.0);
+        q[1] = qjob(30.0);
+        q[1].window = (struct window){ .always = false, .start_min = 11 * 60, .end_min = 13 * 60 };
+        q[2] = qjob(35.0);
+        d = sched_dispatch(q, 3, 0, 1, NOW, OUTSIDE, false);
+        CHECK(d.choice == SCHED_DISPATCH_WINDOW_CLOSED && d.index == 0);
+        q[0] = q[2]; /* dropped: the manager's swap-remove */
+        d = sched_dispatch(q, 2, 0, 1, NOW, OUTSIDE, false);
+        CHECK(d.choice == SCHED_DISPATCH_WINDOW_CLOSED && d.index == 0);
+        d = sched_dispatch(q + 1, 1, 0, 1, NOW, OUTSIDE, false);
+        CHECK(d.choice == SCHED_DISPATCH_START && d.index == 0);
+        /* a retry backing off past the window's end: dropped once due */
+        q[0] = qjob(25.0);
+        q[0].retry_at_ms = NOW + 1;
+        d = sched_dispatch(q, 1, 0, 1, NOW, OUTSIDE, false);
+        CHECK(d.choice == SCHED_DISPATCH_NONE && d.wake_ms == NOW + 1);
+        d = sched_dispatch(q, 1, 0, 1, NOW + 1, OUTSIDE, false);
+        CHECK(d.choice == SCHED_DISPATCH_WINDOW_CLOSED && d.wake_ms == UINT64_MAX);
+}
+
+/* The manager's way through its queue: pick, remove (swap with the last),
+ * until nothing may start; the order of the ops started into order[]. */
+static size_t drain(struct sched_job *q, size_t n, unsigned max, double *order)
+{
+        unsigned running = 0;
+        size_t k = 0;
+
+        for (;;) {
+                struct sched_dispatch d = sched_dispatch(q, n, running, max, NOW, INSIDE, false);
+
+                if (d.choice == SCHED_DISPATCH_NONE)
+                        return k;
+                if (d.choice == SCHED_DISPATCH_START) {
+                        order[k++] = q[d.index].fragmentation_percent;
+                        running++;
+                }
+                q[d.index] = q[--n];
+        }
+}
+
+static void test_dispatch_drain(void)
+{
+        struct sched_job q[5] = { qjob(21.0), qjob(60.0), ujob(33.0), qjob(45.0), qjob(27.0) };
+        double order[5];
+
+        /* up to the cap, in order: urgent, then the most fragmented */
+        CHECK(drain(q, 5, 3, order) == 3);
+        CHECK(order[0] == 33.0 && order[1] == 60.0 && order[2] == 45.0);
+}
+
+static void test_hold(void)
+{
+        uint64_t now = NOW;
+
+        /* until the file changes */
+        CHECK(sched_hold_lasts(0, true, now));
+        CHECK(sched_hold_lasts(0, true, UINT64_MAX));
+        CHECK(!sched_hold_lasts(0, false, now));
+        /* and for a while: a hold ending exactly now has ended */
+        CHECK(sched_hold_lasts(now + 1, true, now));
+        CHECK(!sched_hold_lasts(now, true, now));
+        CHECK(!sched_hold_lasts(now - 1, true, now));
+        /* a changed file ends it early */
+        CHECK(!sched_hold_lasts(now + 60 * MIN, false, now));
+}
+
 static void test_reason_names(void)
 {
         static const struct {
@@ -538,5 +871,14 @@ int main(void)
         test_deep_scan_due();
         test_window_end();
         test_reason_names();
+        test_threshold_rule();
+        test_vacuum_action();
+        test_dispatch_order();
+        test_dispatch_backoff();
+        test_dispatch_in_use();
+        test_dispatch_cap();
+        test_dispatch_window();
+        test_dispatch_drain();
+        test_hold();
         return test_summary();
 }
