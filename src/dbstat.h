@@ -10,6 +10,16 @@
 
 #define DBSTAT_HEADER_SIZE 100
 
+/* The files SQLite keeps beside a database, named by a suffix on its name:
+ * the rollback journal, the write-ahead log and its wal-index
+ * (fileformat2.html, "The Rollback Journal", "The Write-Ahead Log" and
+ * "WAL-Index Format"; wal.html). dbstat_side_suffixes is all three, in
+ * that order. */
+#define DBSTAT_SUFFIX_JOURNAL "-journal"
+#define DBSTAT_SUFFIX_WAL "-wal"
+#define DBSTAT_SUFFIX_SHM "-shm"
+static const char *const dbstat_side_suffixes[] = { DBSTAT_SUFFIX_JOURNAL, DBSTAT_SUFFIX_WAL, DBSTAT_SUFFIX_SHM };
+
 enum auto_vacuum {
         AUTO_VACUUM_NONE = 0,
         AUTO_VACUUM_FULL = 1,

@@ -276,7 +276,7 @@ enum read_mode {
  * in chunks holds more than its pages, a sparse one less). */
 static uint64_t disk_bytes(const char *path)
 {
-        static const char *const suffixes[] = { "", "-wal", "-journal" };
+        static const char *const suffixes[] = { "", DBSTAT_SUFFIX_WAL, DBSTAT_SUFFIX_JOURNAL };
         uint64_t sum = 0;
 
         for (size_t i = 0; i < ELEMENTSOF(suffixes); i++) {
@@ -355,9 +355,9 @@ static enum maint_status probe_files(const char *path, struct layout *l, struct 
         l->wal_format = false;
         l->lockless = false;
         l->journal_quiet = false;
-        l->journal_size = side_size(path, "-journal", &exists);
-        l->wal_size = side_size(path, "-wal", &exists);
-        side_size(path, "-shm", &l->shm);
+        l->journal_size = side_size(path, DBSTAT_SUFFIX_JOURNAL, &exists);
+        l->wal_size = side_size(path, DBSTAT_SUFFIX_WAL, &exists);
+        side_size(path, DBSTAT_SUFFIX_SHM, &l->shm);
         return MAINT_OK;
 }
 
@@ -1728,7 +1728,7 @@ static bool schema_unchanged(const struct vacuum_guard *g)
 
         if (g->fds->db < 0 || pread(g->fds->db, h, sizeof(h), 0) != (ssize_t)sizeof(h))
                 return false;
-        side_size(g->path, "-wal", &wal);
+        side_size(g->path, DBSTAT_SUFFIX_WAL, &wal);
         if (h[19] != 2 && !wal)
                 return ((uint32_t)h[40] << 24 | (uint32_t)h[41] << 16 | (uint32_t)h[42] << 8 | h[43]) ==
                        g->schema_version;
@@ -2172,7 +2172,7 @@ enum maint_status maint_checkpoint(const char *path, const struct maint_opts *o,
                            "readers keep the -wal in use: %llu of its %lld frames not yet in the database",
                            (unsigned long long)r->wal_frames_left, (long long)res[1]);
         }
-        wal = side_size(path, "-wal", &exists);
+        wal = side_size(path, DBSTAT_SUFFIX_WAL, &exists);
         r->wal_bytes_after = wal > 0 ? (uint64_t)wal : 0;
         r->have_after = dbstat_read_db(db, path, &r->after) == SQLITE_OK;
         db_close(path, db, cancel, true);
