@@ -29,6 +29,8 @@
 /* The most findings kept from a check: the b-trees' and each R*Tree's
  * (rtreecheck() stops at 100 too) and the full-text indexes'. */
 #define MAINT_MAX_PROBLEMS 1000
+/* Incremental vacuum: pages freed per transaction when the caller sets none. */
+#define INCREMENTAL_BATCH_PAGES 256
 /* A read of a file without its -wal is verified afterwards (see
  * read_unchanged); a read that raced a writer is tried this many times. */
 #define READ_ATTEMPTS 4
@@ -62,7 +64,7 @@ void maint_opts_from_conf(struct maint_opts *o, const struct vacuum_conf *v,
                 .integrity = v->integrity,
                 .disk_space_factor = v->disk_space_factor,
                 .analysis_limit = a->analysis_limit,
-                .incremental_batch_pages = 256,
+                .incremental_batch_pages = INCREMENTAL_BATCH_PAGES,
                 .incremental_pause_ms = 50,
                 .allow_rowid_change = v->allow_rowid_change,
                 .analyze_threshold_rows = a->threshold_rows,
@@ -2094,7 +2096,7 @@ static enum maint_status look_before_incremental(sqlite3 *db, const char *path, 
 enum maint_status maint_incremental_vacuum(const char *path, const struct maint_opts *o,
                                            struct maint_cancel *cancel, struct maint_result *r)
 {
-        uint32_t batch = o->incremental_batch_pages ? o->incremental_batch_pages : 256;
+        uint32_t batch = o->incremental_batch_pages ? o->incremental_batch_pages : INCREMENTAL_BATCH_PAGES;
         uint64_t t0, disk_before = disk_bytes(path);
         struct dbstat now;
         bool have;
