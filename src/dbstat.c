@@ -113,7 +113,11 @@ static int open_raw(const char *path, struct stat *st)
         return open_raw_at(AT_FDCWD, path, st);
 }
 
-uint64_t dbstat_header_page_count(const struct dbheader *h, uint64_t file_size)
+/* The database size in pages by the header's own rule (fileformat2.html,
+ * "In-header database size"): the in-header count when it is non-zero and
+ * the change counter equals version-valid-for, else the file size over the
+ * page size. */
+static uint64_t dbstat_header_page_count(const struct dbheader *h, uint64_t file_size)
 {
         if (h->page_count != 0 && h->change_counter == h->version_valid_for)
                 return h->page_count;

@@ -84,6 +84,8 @@ static void work_cb(uv_work_t *req)
                 (void)state_record_analyzed(j->state, j->path, j->res.tables, j->res.n_tables);
 }
 
+/* On the loop thread. status is never UV_ECANCELED: nothing calls
+ * uv_cancel(); job_cancel() asks the job itself to stop. */
 static void after_work_cb(uv_work_t *req, int status)
 {
         struct job *j = req->data;

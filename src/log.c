@@ -54,17 +54,12 @@ void log_setup(enum log_target t, const char *id)
                 util_strlcpy(ident, id, sizeof(ident));
 }
 
-enum log_target log_target(void)
-{
-        return target;
-}
-
 void log_set_max_level(int prio)
 {
         max_level = prio;
 }
 
-bool log_enabled(int prio)
+static bool log_enabled(int prio)
 {
         return prio <= max_level;
 }

@@ -162,7 +162,7 @@ const char *maint_op_name(enum maint_op op)
 /* What an SQLite failure means for the admin. A schema we cannot load or an
  * index on a function only the application defines is not corruption: the
  * database may be perfectly healthy, we just cannot maintain it. */
-enum maint_status maint_classify(int rc, const char *msg)
+static enum maint_status maint_classify(int rc, const char *msg)
 {
         msg = msg ? msg : "";
         switch (rc) {
@@ -770,7 +770,9 @@ static int query_ints(sqlite3 *db, const char *sql, const char *arg, int64_t *ou
 
 /* ---- integrity ------------------------------------------------------------------- */
 
-const char *maint_temp_dir(void)
+/* The directory SQLite puts temp files in (SQLITE_TMPDIR, TMPDIR, /var/tmp,
+ * /usr/tmp, /tmp, .), as SQLite's unix VFS chooses it. */
+static const char *maint_temp_dir(void)
 {
         const char *dirs[] = { sqlite3_temp_directory, getenv("SQLITE_TMPDIR"), getenv("TMPDIR"),
                                "/var/tmp", "/usr/tmp", "/tmp" };

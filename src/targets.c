@@ -133,7 +133,8 @@ void targets_remove(struct targets *ts, struct target *t)
         ts->n--;
 }
 
-bool target_is_side_file(const char *path)
+/* A -journal, -wal or -shm: SQLite's, never a database of its own. */
+static bool target_is_side_file(const char *path)
 {
         size_t n = strlen(path);
 
