@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
-/* A minimal test harness: CHECK() records a failure and goes on;
- * test_summary() prints "N passed, N failed" and returns the exit status. */
+/* A minimal test harness (plain lines, not TAP): CHECK() records a failure
+ * and goes on; test_summary() prints "N passed, N failed" and returns the
+ * exit status. */
 #pragma once
 
 #include <stdio.h>
