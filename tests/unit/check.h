@@ -4,30 +4,35 @@
  * exit status. */
 #pragma once
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
 static unsigned test_passed, test_failed;
 
+/* Counts one check; on a failure, starts its line on stderr (the caller
+ * ends it). Returns ok. */
+static inline bool check_record(bool ok, const char *file, int line, const char *expr)
+{
+        if (ok) {
+                test_passed++;
+                return true;
+        }
+        test_failed++;
+        fprintf(stderr, "%s:%d: FAIL: %s", file, line, expr);
+        return false;
+}
+
 #define CHECK(cond)                                                            \
         do {                                                                   \
-                if (cond) {                                                    \
-                        test_passed++;                                         \
-                } else {                                                       \
-                        test_failed++;                                         \
-                        fprintf(stderr, "%s:%d: FAIL: %s\n", __FILE__,         \
-                                __LINE__, #cond);                              \
-                }                                                              \
+                if (!check_record((cond), __FILE__, __LINE__, #cond))          \
+                        fputc('\n', stderr);                                   \
         } while (0)
 
 #define CHECK_MSG(cond, ...)                                                   \
         do {                                                                   \
-                if (cond) {                                                    \
-                        test_passed++;                                         \
-                } else {                                                       \
-                        test_failed++;                                         \
-                        fprintf(stderr, "%s:%d: FAIL: %s: ", __FILE__,         \
-                                __LINE__, #cond);                              \
+                if (!check_record((cond), __FILE__, __LINE__, #cond)) {        \
+                        fputs(": ", stderr);                                   \
                         fprintf(stderr, __VA_ARGS__);                          \
                         fputc('\n', stderr);                                   \
                 }                                                              \
