@@ -73,7 +73,7 @@ static void work_cb(uv_work_t *req)
         }
         jobproc_run(&jr, &j->cancel, &j->res);
         free(b);
-        j->finished_ms = state_now_ms();
+        j->finished_ms = util_wall_ms();
         /* Recorded here, not on the loop thread: it is an fsync'ing write. A
          * vacuum counts as done once it ran, even if the WAL stayed large. */
         if (j->state && j->res.status == MAINT_OK)

@@ -132,7 +132,7 @@ int jobproc_init(void)
 
 static uint64_t now_ms(void)
 {
-        return util_now_ms();
+        return util_monotonic_ms();
 }
 
 static int write_full(int fd, const void *buf, size_t n)

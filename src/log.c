@@ -235,7 +235,7 @@ static bool flood_allows(const struct log_entry *e)
 
         if (e->prio >= LOG_DEBUG || flood.summarizing || (at = db_path_field(e, &len)) == SIZE_MAX)
                 return true;
-        now = util_now_ms();
+        now = util_monotonic_ms();
         if (now - flood.window_start >= FLOOD_WINDOW_MS)
                 flood_new_window(now);
         d = flood_dir_of(e->buf + at, len);
@@ -312,7 +312,7 @@ static void log_summary(unsigned long n, const char *dir, unsigned long seconds)
 
 void log_flood_tick(bool end)
 {
-        uint64_t now = util_now_ms();
+        uint64_t now = util_monotonic_ms();
 
         if (flood.dropped && (end || now - flood.window_start >= FLOOD_WINDOW_MS))
                 flood_new_window(now);

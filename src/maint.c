@@ -1295,12 +1295,12 @@ static enum maint_status rowid_guard(sqlite3 *db, const struct maint_opts *o, st
 static void begin(struct maint_result *r, uint64_t *t0)
 {
         maint_result_clear(r);
-        *t0 = util_now_ms();
+        *t0 = util_monotonic_ms();
 }
 
 static enum maint_status finish(const char *path, struct maint_result *r, uint64_t t0)
 {
-        r->duration_ms = util_now_ms() - t0;
+        r->duration_ms = util_monotonic_ms() - t0;
         return r->status;
 }
 
