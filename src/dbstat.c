@@ -113,7 +113,11 @@ static int open_raw(const char *path, struct stat *st)
         return open_raw_at(AT_FDCWD, path, st);
 }
 
-uint64_t dbstat_header_page_count(const struct dbheader *h, uint64_t file_size)
+/* The database size in pages by the header's own rule (fileformat2.html,
+ * "In-header database size"): the in-header count when it is non-zero and
+ * the change counter equals version-valid-for, else the file size over the
+ * page size. */
+static uint64_t dbstat_header_page_count(const struct dbheader *h, uint64_t file_size)
 {
         if (h->page_count != 0 && h->change_counter == h->version_valid_for)
                 return h->page_count;
@@ -150,7 +154,8 @@ int dbstat_read_header_at(int dirfd, const char *path, struct dbstat *st)
                 /* An empty file is an empty database to SQLite. */
                 st->page_size = 4096;
                 util_strlcpy(st->journal_mode, "delete", sizeof(st->journal_mode));
-                r = side_file_size_at(dirfd, path, "-wal") > 0 || side_file_size_at(dirfd, path, "-journal") > 0 ? -EAGAIN : 0;
+                r = side_file_size_at(dirfd, path, DBSTAT_SUFFIX_WAL) > 0 ||
+                    side_file_size_at(dirfd, path, DBSTAT_SUFFIX_JOURNAL) > 0 ? -EAGAIN : 0;
                 goto out;
         }
         /* No lock guards a raw read: read twice and require the same bytes. */
@@ -178,8 +183,8 @@ int dbstat_read_header_at(int dirfd, const char *path, struct dbstat *st)
         st->auto_vacuum = header_auto_vacuum(&h);
         st->schema_cookie = h.schema_cookie;
         util_strlcpy(st->journal_mode, h.wal ? "wal" : "delete", sizeof(st->journal_mode));
-        wal = side_file_size_at(dirfd, path, "-wal");
-        journal = side_file_size_at(dirfd, path, "-journal");
+        wal = side_file_size_at(dirfd, path, DBSTAT_SUFFIX_WAL);
+        journal = side_file_size_at(dirfd, path, DBSTAT_SUFFIX_JOURNAL);
         st->wal_size_bytes = wal > 0 ? (uint64_t)wal : 0;
 
         /* When the header can be believed, see SQLITE-NOTES.md: the in-header
@@ -299,7 +304,7 @@ int dbstat_read_db(sqlite3 *db, const char *path, struct dbstat *st)
         st->auto_vacuum = av == 1 ? AUTO_VACUUM_FULL : av == 2 ? AUTO_VACUUM_INCREMENTAL : AUTO_VACUUM_NONE;
         if (stat(path, &sb) == 0)
                 st->file_size_bytes = (uint64_t)sb.st_size;
-        wal = side_file_size(path, "-wal");
+        wal = side_file_size(path, DBSTAT_SUFFIX_WAL);
         st->wal_size_bytes = wal > 0 ? (uint64_t)wal : 0;
         fill_derived(st);
         return SQLITE_OK;

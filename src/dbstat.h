@@ -10,6 +10,16 @@
 
 #define DBSTAT_HEADER_SIZE 100
 
+/* The files SQLite keeps beside a database, named by a suffix on its name:
+ * the rollback journal, the write-ahead log and its wal-index
+ * (fileformat2.html, "The Rollback Journal", "The Write-Ahead Log" and
+ * "WAL-Index Format"; wal.html). dbstat_side_suffixes is all three, in
+ * that order. */
+#define DBSTAT_SUFFIX_JOURNAL "-journal"
+#define DBSTAT_SUFFIX_WAL "-wal"
+#define DBSTAT_SUFFIX_SHM "-shm"
+static const char *const dbstat_side_suffixes[] = { DBSTAT_SUFFIX_JOURNAL, DBSTAT_SUFFIX_WAL, DBSTAT_SUFFIX_SHM };
+
 enum auto_vacuum {
         AUTO_VACUUM_NONE = 0,
         AUTO_VACUUM_FULL = 1,
@@ -44,7 +54,7 @@ struct dbheader {
 };
 
 /* Parse a header; returns 0, or -EINVAL when it is not an SQLite 3 header
- * with a sane page size. */
+ * with a sane page size. Exported for tests/unit/test-dbstat.c. */
 int dbstat_parse_header(const unsigned char h[DBSTAT_HEADER_SIZE], struct dbheader *ret);
 
 /* The cheap read: two preads of the header (which must agree), stat() of
@@ -54,17 +64,13 @@ int dbstat_parse_header(const unsigned char h[DBSTAT_HEADER_SIZE], struct dbhead
  * page count matching the file size); -EAGAIN when only a precise read can
  * tell; another negative errno when the file cannot be read (-ENOENT, -EACCES,
  * -EINVAL for not a database, ...).
- * Never call it on a database this process has open: close() drops locks. */
+ * Never call it on a database this process has open: close() drops locks.
+ * Only tests/unit/test-dbstat.c calls this form; the programs use
+ * dbstat_read_header_at(). */
 int dbstat_read_header(const char *path, struct dbstat *st);
 /* The same for name in the directory open as dirfd: openat() with
  * O_NOFOLLOW | O_NONBLOCK, side files by fstatat(). */
 int dbstat_read_header_at(int dirfd, const char *name, struct dbstat *st);
-
-/* The database size in pages by the header's own rule (fileformat2.html,
- * "In-header database size"): the in-header count when it is non-zero and
- * the change counter equals version-valid-for, else the file size over the
- * page size. */
-uint64_t dbstat_header_page_count(const struct dbheader *h, uint64_t file_size);
 
 /* Statistics of a WAL database from its files alone, as SQLite's recovery
  * would see them (walread.h): the size after the last commit in the -wal,

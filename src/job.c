@@ -73,7 +73,7 @@ static void work_cb(uv_work_t *req)
         }
         jobproc_run(&jr, &j->cancel, &j->res);
         free(b);
-        j->finished_ms = state_now_ms();
+        j->finished_ms = util_wall_ms();
         /* Recorded here, not on the loop thread: it is an fsync'ing write. A
          * vacuum counts as done once it ran, even if the WAL stayed large. */
         if (j->state && j->res.status == MAINT_OK)
@@ -84,6 +84,8 @@ static void work_cb(uv_work_t *req)
                 (void)state_record_analyzed(j->state, j->path, j->res.tables, j->res.n_tables);
 }
 
+/* On the loop thread. status is never UV_ECANCELED: nothing calls
+ * uv_cancel(); job_cancel() asks the job itself to stop. */
 static void after_work_cb(uv_work_t *req, int status)
 {
         struct job *j = req->data;

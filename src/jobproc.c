@@ -132,7 +132,7 @@ int jobproc_init(void)
 
 static uint64_t now_ms(void)
 {
-        return util_now_ms();
+        return util_monotonic_ms();
 }
 
 static int write_full(int fd, const void *buf, size_t n)
@@ -581,7 +581,6 @@ static bool dir_writer(const struct stat *dir, uid_t uid, char *who, size_t len)
  * jobproc_run promises to refuse. */
 static void check_files(const struct spec *sp, struct maint_result *r)
 {
-        static const char *const sides[] = { "-journal", "-wal", "-shm" };
         bool write = sp->op != MAINT_OP_STATS && sp->op != MAINT_OP_CHECK && sp->op != MAINT_OP_DEEP_SCAN;
         struct stat db, side, dir;
         char p[sizeof(sp->name) + 16], who[96] = "";
@@ -601,8 +600,8 @@ static void check_files(const struct spec *sp, struct maint_result *r)
         if (db.st_nlink != 1)
                 refuse(r, MAINT_PERMISSION, "has %ju hard links: it may be another user's file linked here, "
                        "which sqlite-maintd will not maintain under this name", (uintmax_t)db.st_nlink);
-        for (size_t i = 0; i < ELEMENTSOF(sides); i++) {
-                snprintf(p, sizeof(p), "%s%s", sp->name, sides[i]);
+        for (size_t i = 0; i < ELEMENTSOF(dbstat_side_suffixes); i++) {
+                snprintf(p, sizeof(p), "%s%s", sp->name, dbstat_side_suffixes[i]);
                 if (fstatat(AT_FDCWD, p, &side, AT_SYMLINK_NOFOLLOW) < 0)
                         continue;
                 if (!S_ISREG(side.st_mode))

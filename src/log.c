@@ -54,17 +54,12 @@ void log_setup(enum log_target t, const char *id)
                 util_strlcpy(ident, id, sizeof(ident));
 }
 
-enum log_target log_target(void)
-{
-        return target;
-}
-
 void log_set_max_level(int prio)
 {
         max_level = prio;
 }
 
-bool log_enabled(int prio)
+static bool log_enabled(int prio)
 {
         return prio <= max_level;
 }
@@ -240,7 +235,7 @@ static bool flood_allows(const struct log_entry *e)
 
         if (e->prio >= LOG_DEBUG || flood.summarizing || (at = db_path_field(e, &len)) == SIZE_MAX)
                 return true;
-        now = util_now_ms();
+        now = util_monotonic_ms();
         if (now - flood.window_start >= FLOOD_WINDOW_MS)
                 flood_new_window(now);
         d = flood_dir_of(e->buf + at, len);
@@ -317,7 +312,7 @@ static void log_summary(unsigned long n, const char *dir, unsigned long seconds)
 
 void log_flood_tick(bool end)
 {
-        uint64_t now = util_now_ms();
+        uint64_t now = util_monotonic_ms();
 
         if (flood.dropped && (end || now - flood.window_start >= FLOOD_WINDOW_MS))
                 flood_new_window(now);

@@ -31,9 +31,7 @@ struct log_entry {
 int log_parse_target(const char *s, enum log_target *ret);
 /* Resolve AUTO and remember the identifier (SYSLOG_IDENTIFIER=). */
 void log_setup(enum log_target target, const char *ident);
-enum log_target log_target(void);
 void log_set_max_level(int prio);
-bool log_enabled(int prio);
 
 void log_msg(int prio, const char *fmt, ...) LOG_PRINTF(2, 3);
 

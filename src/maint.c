@@ -29,6 +29,8 @@
 /* The most findings kept from a check: the b-trees' and each R*Tree's
  * (rtreecheck() stops at 100 too) and the full-text indexes'. */
 #define MAINT_MAX_PROBLEMS 1000
+/* Incremental vacuum: pages freed per transaction when the caller sets none. */
+#define INCREMENTAL_BATCH_PAGES 256
 /* A read of a file without its -wal is verified afterwards (see
  * read_unchanged); a read that raced a writer is tried this many times. */
 #define READ_ATTEMPTS 4
@@ -62,7 +64,7 @@ void maint_opts_from_conf(struct maint_opts *o, const struct vacuum_conf *v,
                 .integrity = v->integrity,
                 .disk_space_factor = v->disk_space_factor,
                 .analysis_limit = a->analysis_limit,
-                .incremental_batch_pages = 256,
+                .incremental_batch_pages = INCREMENTAL_BATCH_PAGES,
                 .incremental_pause_ms = 50,
                 .allow_rowid_change = v->allow_rowid_change,
                 .analyze_threshold_rows = a->threshold_rows,
@@ -160,7 +162,7 @@ const char *maint_op_name(enum maint_op op)
 /* What an SQLite failure means for the admin. A schema we cannot load or an
  * index on a function only the application defines is not corruption: the
  * database may be perfectly healthy, we just cannot maintain it. */
-enum maint_status maint_classify(int rc, const char *msg)
+static enum maint_status maint_classify(int rc, const char *msg)
 {
         msg = msg ? msg : "";
         switch (rc) {
@@ -276,7 +278,7 @@ enum read_mode {
  * in chunks holds more than its pages, a sparse one less). */
 static uint64_t disk_bytes(const char *path)
 {
-        static const char *const suffixes[] = { "", "-wal", "-journal" };
+        static const char *const suffixes[] = { "", DBSTAT_SUFFIX_WAL, DBSTAT_SUFFIX_JOURNAL };
         uint64_t sum = 0;
 
         for (size_t i = 0; i < ELEMENTSOF(suffixes); i++) {
@@ -355,9 +357,9 @@ static enum maint_status probe_files(const char *path, struct layout *l, struct 
         l->wal_format = false;
         l->lockless = false;
         l->journal_quiet = false;
-        l->journal_size = side_size(path, "-journal", &exists);
-        l->wal_size = side_size(path, "-wal", &exists);
-        side_size(path, "-shm", &l->shm);
+        l->journal_size = side_size(path, DBSTAT_SUFFIX_JOURNAL, &exists);
+        l->wal_size = side_size(path, DBSTAT_SUFFIX_WAL, &exists);
+        side_size(path, DBSTAT_SUFFIX_SHM, &l->shm);
         return MAINT_OK;
 }
 
@@ -768,7 +770,9 @@ static int query_ints(sqlite3 *db, const char *sql, const char *arg, int64_t *ou
 
 /* ---- integrity ------------------------------------------------------------------- */
 
-const char *maint_temp_dir(void)
+/* The directory SQLite puts temp files in (SQLITE_TMPDIR, TMPDIR, /var/tmp,
+ * /usr/tmp, /tmp, .), as SQLite's unix VFS chooses it. */
+static const char *maint_temp_dir(void)
 {
         const char *dirs[] = { sqlite3_temp_directory, getenv("SQLITE_TMPDIR"), getenv("TMPDIR"),
                                "/var/tmp", "/usr/tmp", "/tmp" };
@@ -1291,12 +1295,12 @@ static enum maint_status rowid_guard(sqlite3 *db, const struct maint_opts *o, st
 static void begin(struct maint_result *r, uint64_t *t0)
 {
         maint_result_clear(r);
-        *t0 = util_now_ms();
+        *t0 = util_monotonic_ms();
 }
 
 static enum maint_status finish(const char *path, struct maint_result *r, uint64_t t0)
 {
-        r->duration_ms = util_now_ms() - t0;
+        r->duration_ms = util_monotonic_ms() - t0;
         return r->status;
 }
 
@@ -1728,7 +1732,7 @@ static bool schema_unchanged(const struct vacuum_guard *g)
 
         if (g->fds->db < 0 || pread(g->fds->db, h, sizeof(h), 0) != (ssize_t)sizeof(h))
                 return false;
-        side_size(g->path, "-wal", &wal);
+        side_size(g->path, DBSTAT_SUFFIX_WAL, &wal);
         if (h[19] != 2 && !wal)
                 return ((uint32_t)h[40] << 24 | (uint32_t)h[41] << 16 | (uint32_t)h[42] << 8 | h[43]) ==
                        g->schema_version;
@@ -2094,7 +2098,7 @@ static enum maint_status look_before_incremental(sqlite3 *db, const char *path, 
 enum maint_status maint_incremental_vacuum(const char *path, const struct maint_opts *o,
                                            struct maint_cancel *cancel, struct maint_result *r)
 {
-        uint32_t batch = o->incremental_batch_pages ? o->incremental_batch_pages : 256;
+        uint32_t batch = o->incremental_batch_pages ? o->incremental_batch_pages : INCREMENTAL_BATCH_PAGES;
         uint64_t t0, disk_before = disk_bytes(path);
         struct dbstat now;
         bool have;
@@ -2172,7 +2176,7 @@ enum maint_status maint_checkpoint(const char *path, const struct maint_opts *o,
                            "readers keep the -wal in use: %llu of its %lld frames not yet in the database",
                            (unsigned long long)r->wal_frames_left, (long long)res[1]);
         }
-        wal = side_size(path, "-wal", &exists);
+        wal = side_size(path, DBSTAT_SUFFIX_WAL, &exists);
         r->wal_bytes_after = wal > 0 ? (uint64_t)wal : 0;
         r->have_after = dbstat_read_db(db, path, &r->after) == SQLITE_OK;
         db_close(path, db, cancel, true);

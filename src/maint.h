@@ -219,11 +219,6 @@ enum maint_status maint_checkpoint(const char *path, const struct maint_opts *o,
 void maint_result_clear(struct maint_result *r);
 
 
-/* The directory SQLite puts temp files in (SQLITE_TMPDIR, TMPDIR, /var/tmp,
- * /usr/tmp, /tmp, .), as SQLite's unix VFS chooses it. */
-const char *maint_temp_dir(void);
-
 const char *maint_status_name(enum maint_status s);   /* "ok", "busy", "not_a_database", ... */
 const char *maint_op_name(enum maint_op op);          /* "vacuum", "incremental_vacuum", ... */
 const char *maint_table_verdict_name(enum maint_table_verdict v); /* "analyzed", "unchanged", ... */
-enum maint_status maint_classify(int sqlite_rc, const char *errmsg);

@@ -159,7 +159,7 @@ static void target_added(void *userdata, struct target *t)
 
         if (h)
                 t->hist = h->hist;
-        t->hist.first_seen_ms = state_now_ms();
+        t->hist.first_seen_ms = util_wall_ms();
         /* One line per newcomer, but not ten thousand at startup. */
         if (m->expanded) {
                 struct log_entry e;
@@ -220,14 +220,14 @@ static int target_dirfd(const struct target *t)
 static void hold(struct target *t, uint64_t for_ms)
 {
         t->held = file_id_at(target_dirfd(t), t->name, &t->held_id) == 0;
-        t->held_until = for_ms ? util_now_ms() + for_ms : 0;
+        t->held_until = for_ms ? util_monotonic_ms() + for_ms : 0;
 }
 
 static bool still_held(struct target *t, const struct file_id *id)
 {
         if (!t->held)
                 return false;
-        if (!sched_hold_lasts(t->held_until, file_id_equal(id, &t->held_id), util_now_ms())) {
+        if (!sched_hold_lasts(t->held_until, file_id_equal(id, &t->held_id), util_monotonic_ms())) {
                 t->held = false;
                 return false;
         }
@@ -285,9 +285,9 @@ static void enqueue(struct manager *m, struct target *t, enum maint_op op, enum 
         if (m->dry_run) {
                 /* In memory only: the timer is not due again next poll. */
                 if (op == MAINT_OP_ANALYZE)
-                        t->hist.last_analyze_ms = state_now_ms();
+                        t->hist.last_analyze_ms = util_wall_ms();
                 if (op == MAINT_OP_DEEP_SCAN)
-                        t->hist.last_deep_scan_ms = state_now_ms();
+                        t->hist.last_deep_scan_ms = util_wall_ms();
                 return;
         }
         if (push(&m->queue, &m->queue_n, &m->queue_cap, t) < 0) {
@@ -332,7 +332,7 @@ static void decide(struct manager *m, struct target *t)
         const struct db_conf *dc = t->dc;
         struct sched_decision d;
         enum sched_reason ckpt;
-        int64_t now = state_now_ms();
+        int64_t now = util_wall_ms();
 
         d = sched_vacuum(&t->stat, &dc->vacuum, &t->hist, now, minute_of_day(), m->ignore_window);
         /* Refused for its rowids: not again until the schema changes. */
@@ -381,7 +381,7 @@ static void decide(struct manager *m, struct target *t)
         /* The -wal: given back when it grew too large, or owed since a VACUUM. */
         if (t->wal_owed && t->stat.wal_size_bytes == 0)
                 t->wal_owed = false; /* truncated meanwhile, by the application */
-        if (sched_checkpoint(&t->stat, &dc->checkpoint, t->wal_owed, &ckpt) && util_now_ms() >= t->ckpt_retry_at) {
+        if (sched_checkpoint(&t->stat, &dc->checkpoint, t->wal_owed, &ckpt) && util_monotonic_ms() >= t->ckpt_retry_at) {
                 enqueue(m, t, MAINT_OP_CHECKPOINT, ckpt, false);
                 return;
         }
@@ -502,7 +502,7 @@ static void poll_target(struct manager *m, struct target *t)
                 log_entry_send(&e, "%s: appeared, watching it", t->path);
                 t->reported_missing = false;
         }
-        if (still_held(t, &id) || util_now_ms() < t->not_before)
+        if (still_held(t, &id) || util_monotonic_ms() < t->not_before)
                 return;
 
         r = dbstat_read_header_at(target_dirfd(t), t->name, &st);
@@ -516,7 +516,7 @@ static void poll_target(struct manager *m, struct target *t)
         case -EAGAIN: /* only SQLite can tell */
                 /* ... and told already, of these very files: a WAL
                  * database held open and idle costs a stat, not a job */
-                if (t->have_stat && util_now_ms() - t->precise_at < PRECISE_REUSE_MAX_MS &&
+                if (t->have_stat && util_monotonic_ms() - t->precise_at < PRECISE_REUSE_MAX_MS &&
                     files_unchanged(t, t->precise_known, &t->precise_db, &t->precise_wal)) {
                         log_msg(LOG_DEBUG, "%s: unchanged since its last statistics read", t->path);
                         decide(m, t);
@@ -802,7 +802,7 @@ static void checkpoint_later(struct target *t, const struct maint_result *r)
 {
         const struct retry_conf *rc = &t->dc->retry;
         uint64_t warn = t->dc->checkpoint.warn_after_ms, backoff;
-        int64_t now = state_now_ms();
+        int64_t now = util_wall_ms();
         char bytes[32], since[32];
         struct log_entry e;
 
@@ -810,7 +810,7 @@ static void checkpoint_later(struct target *t, const struct maint_result *r)
                 t->ckpt_busy_since = now;
         t->ckpt_attempt++;
         backoff = sched_backoff_ms(rc, t->ckpt_attempt, (uint32_t)random());
-        t->ckpt_retry_at = util_now_ms() + backoff;
+        t->ckpt_retry_at = util_monotonic_ms() + backoff;
         log_msg(LOG_DEBUG, "%s: checkpoint busy (%s), trying again in %llu ms or later", t->path, r->message,
                 (unsigned long long)backoff);
         if ((uint64_t)(now - t->ckpt_busy_since) < warn || (t->ckpt_warned && (uint64_t)(now - t->ckpt_warned) < warn))
@@ -866,7 +866,7 @@ static void retry_later(struct manager *m, struct target *t, struct job *j)
                 return;
         t->queued = true;
         t->op = j->op;
-        t->retry_at = util_now_ms() + backoff;
+        t->retry_at = util_monotonic_ms() + backoff;
 }
 
 static void close_all(struct manager *m);
@@ -890,7 +890,7 @@ static void maybe_done(struct manager *m)
 static void hold_after_timeout(struct target *t)
 {
         t->timeouts++;
-        t->not_before = util_now_ms() + (t->timeouts > 5 ? TIMEOUT_HOLD_MAX_MS : TIMEOUT_HOLD_MS << (t->timeouts - 1));
+        t->not_before = util_monotonic_ms() + (t->timeouts > 5 ? TIMEOUT_HOLD_MAX_MS : TIMEOUT_HOLD_MS << (t->timeouts - 1));
 }
 
 static void stat_done(struct manager *m, struct target *t, struct job *j)
@@ -904,7 +904,7 @@ static void stat_done(struct manager *m, struct target *t, struct job *j)
                 t->precise_db = j->res.db_id;
                 t->precise_wal = j->res.wal_id;
                 t->precise_known = j->res.db_id.ino != 0;
-                t->precise_at = util_now_ms();
+                t->precise_at = util_monotonic_ms();
                 decide(m, t);
                 break;
         case MAINT_BUSY: /* the next poll looks again; say so once it lasts */
@@ -932,7 +932,7 @@ static void stat_done(struct manager *m, struct target *t, struct job *j)
                 log_field(&e, "REASON", "%s", maint_status_name(j->res.status));
                 log_field(&e, "SQLITE_ERROR", "%s", j->res.message);
                 log_entry_send(&e, "%s: reading its statistics %s; not looked at again for %s", t->path,
-                               j->res.message, conf_format_duration(t->not_before - util_now_ms(),
+                               j->res.message, conf_format_duration(t->not_before - util_monotonic_ms(),
                                                                     (char[32]){ 0 }, 32));
                 m->failures++;
                 break;
@@ -1056,9 +1056,9 @@ static void job_applied(struct manager *m, struct target *t, struct job *j)
                                 /* a reader kept the new database's -wal: owed */
                                 checkpoint_done(t);
                                 t->wal_owed = true;
-                                t->ckpt_busy_since = state_now_ms();
+                                t->ckpt_busy_since = util_wall_ms();
                                 t->ckpt_attempt = 1;
-                                t->ckpt_retry_at = util_now_ms() + sched_backoff_ms(&t->dc->retry, 1,
+                                t->ckpt_retry_at = util_monotonic_ms() + sched_backoff_ms(&t->dc->retry, 1,
                                                                                     (uint32_t)random());
                         }
                 }
@@ -1159,7 +1159,7 @@ static int describe_queue(struct manager *m)
  * backoff still to run out. */
 static void dispatch(struct manager *m)
 {
-        uint64_t now = util_now_ms(), next = UINT64_MAX;
+        uint64_t now = util_monotonic_ms(), next = UINT64_MAX;
         int minute = minute_of_day();
 
         if (m->stopping)

@@ -5,7 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 
 #include <sqlite3.h>
 
@@ -17,14 +16,6 @@ struct state {
         sqlite3 *db;
         pthread_mutex_t lock; /* workers record concurrently */
 };
-
-int64_t state_now_ms(void)
-{
-        struct timespec ts;
-
-        clock_gettime(CLOCK_REALTIME, &ts);
-        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 int state_open(const char *dir, struct state **ret, const char **errmsg)
 {

@@ -45,6 +45,3 @@ int state_analyze_baselines(struct state *s, const char *path, struct jobproc_ba
  * their history and recorded counts. Blocks (file system, fsync): call from
  * a worker. Returns the number of databases forgotten, or negative errno. */
 int state_prune(struct state *s);
-
-/* Wall-clock milliseconds. */
-int64_t state_now_ms(void);

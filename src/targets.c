@@ -133,15 +133,15 @@ void targets_remove(struct targets *ts, struct target *t)
         ts->n--;
 }
 
-bool target_is_side_file(const char *path)
+/* A -journal, -wal or -shm: SQLite's, never a database of its own. */
+static bool target_is_side_file(const char *path)
 {
-        static const char *const suffixes[] = { "-wal", "-shm", "-journal" };
         size_t n = strlen(path);
 
-        for (size_t i = 0; i < sizeof(suffixes) / sizeof(suffixes[0]); i++) {
-                size_t k = strlen(suffixes[i]);
+        for (size_t i = 0; i < ELEMENTSOF(dbstat_side_suffixes); i++) {
+                size_t k = strlen(dbstat_side_suffixes[i]);
 
-                if (n > k && strcmp(path + n - k, suffixes[i]) == 0)
+                if (n > k && strcmp(path + n - k, dbstat_side_suffixes[i]) == 0)
                         return true;
         }
         return false;

@@ -141,5 +141,3 @@ struct targets_events {
  * afterwards the caller deals with the unseen ones, whose dir is NULL.
  * Returns 0 or -ENOMEM. */
 int targets_expand(struct targets *ts, const struct targets_events *ev);
-
-bool target_is_side_file(const char *path);

@@ -12,7 +12,15 @@
 
 #include "util.h"
 
-uint64_t util_now_ms(void)
+int64_t util_wall_ms(void)
+{
+        struct timespec ts;
+
+        clock_gettime(CLOCK_REALTIME, &ts);
+        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+uint64_t util_monotonic_ms(void)
 {
         struct timespec ts;
 

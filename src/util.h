@@ -12,8 +12,11 @@
 #define STRINGIFY_(x) #x
 #define STRINGIFY(x) STRINGIFY_(x) /* a macro's value as a string literal */
 
-/* Milliseconds on the monotonic clock. */
-uint64_t util_now_ms(void);
+/* Milliseconds since the epoch on the wall clock (CLOCK_REALTIME): for
+ * dates, such as those the state file keeps across restarts. */
+int64_t util_wall_ms(void);
+/* Milliseconds on the monotonic clock: for durations and timeouts. */
+uint64_t util_monotonic_ms(void);
 void util_sleep_ms(uint64_t ms);
 
 /* An absolute form of path, made against the working directory without

@@ -35,7 +35,8 @@ struct vtab {
  * TABLE name USING module(args)"): the module, and FTS4's and FTS5's
  * content option and FTS4's compress and uncompress (fts3.c fts3InitVtab
  * reads options for fts4 only: to fts3, "content=''" declares a column).
- * Returns 0, or -EINVAL when it is not such a statement. */
+ * Returns 0, or -EINVAL when it is not such a statement. Exported for
+ * tests/unit/test-vtabs.c. */
 int vtab_parse(const char *sql, struct vtab *v);
 
 /* Every virtual table of main, from sqlite_schema (the modules are not

@@ -118,7 +118,7 @@ def test_directory_path(tmp_path, run_ctl, op):
     d.mkdir()
     r = run_ctl("--json", *op, d)
     o = r.one()
-    assert o["status"] in {"error", "io_error", "not_a_database", "cannot_maintain"}, r.describe()
+    assert o["status"] == "not_a_database", r.describe()
     assert r.rc == 1, r.describe()
     assert o.get("error"), r.describe()
     assert d.is_dir() and os.listdir(d) == []
@@ -134,7 +134,7 @@ def test_symlink_is_refused(tmp_path, run_ctl, make_fragmented_db, op):
     digest = sha256(target)
     r = run_ctl("--json", *op, link)
     o = r.one()
-    assert o["status"] in {"permission_denied", "error"}, r.describe()
+    assert o["status"] == "permission_denied", r.describe()
     assert r.rc == 1, r.describe()
     assert o["path"] == str(link)
     assert sha256(target) == digest

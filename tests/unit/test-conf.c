@@ -13,7 +13,7 @@
 
 #include "conf.h"
 #include "config.h"
-#include "tap.h"
+#include "check.h"
 
 #define MS_PER_S 1000ull
 #define MS_PER_M (60 * MS_PER_S)

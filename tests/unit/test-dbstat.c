@@ -12,7 +12,7 @@
 #include <sqlite3.h>
 
 #include "dbstat.h"
-#include "tap.h"
+#include "check.h"
 
 static char dir[] = "/tmp/test-dbstat-XXXXXX";
 

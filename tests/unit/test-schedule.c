@@ -4,7 +4,7 @@
 #include <string.h>
 
 #include "schedule.h"
-#include "tap.h"
+#include "check.h"
 
 #define MIN 60000LL
 #define HOUR (60 * MIN)

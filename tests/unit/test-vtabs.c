@@ -10,7 +10,7 @@
 
 #include <sqlite3.h>
 
-#include "tap.h"
+#include "check.h"
 #include "vtabs.h"
 
 /* sql parses, to module and kind */

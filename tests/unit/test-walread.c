@@ -24,7 +24,7 @@
 #include <sqlite3.h>
 
 #include "dbstat.h"
-#include "tap.h"
+#include "check.h"
 #include "walread.h"
 
 #define WAL_HDR 32
