@@ -186,6 +186,8 @@ static void print_json(struct ctl *c, const char *path, const char *op, const st
                 if (r->have_after)
                         json_fixed2(j, "fragmentation_after_percent", r->after.fragmentation_percent);
                 json_bool(j, "checkpoint_busy", r->checkpoint_busy);
+                if (r->check_after_skipped)
+                        json_str(j, "check_after", r->message);
                 if (r->status == MAINT_NOSPACE && r->space_needed) {
                         json_u64(j, "space_needed_bytes", r->space_needed);
                         json_u64(j, "temp_space_needed_bytes", r->space_needed_tmp);
@@ -377,6 +379,8 @@ static void print_human(struct ctl *c, const char *path, const struct maint_resu
                 if (r->checkpoint_busy)
                         out(stderr, "sqlite-maintctl: %s: warning: WAL checkpoint was busy (a reader is open); "
                             "the -wal file was not truncated", path);
+                if (r->check_after_skipped)
+                        out(stderr, "sqlite-maintctl: %s: warning: VACUUM done; %s", path, r->message);
                 break;
         case CMD_ANALYZE:
                 print_analyzed(path, r);

@@ -123,6 +123,7 @@ struct maint_result {
         uint64_t page_bytes_reclaimed;
         uint64_t duration_ms;
         bool checkpoint_busy;    /* wal_checkpoint(TRUNCATE) reported busy=1 */
+        bool check_after_skipped; /* VACUUM done, but the check after it never got its read lock (message says so) */
         uint64_t space_needed;   /* the space check's figures (bytes): beside the database (both, when one filesystem) */
         uint64_t space_needed_tmp; /* in the temp directory */
         uint64_t space_free_db, space_free_tmp;

@@ -727,8 +727,10 @@ static void log_result(struct manager *m, struct target *t, struct job *j)
                 log_field(&e, "REASON", "%s", sched_reason_name(t->reason));
                 if (r->n_tables)
                         log_field(&e, "RENUMBERED_TABLES", "%s", table_list(r, -1, list, sizeof(list)));
+                if (r->check_after_skipped)
+                        log_field(&e, "CHECK_AFTER", "%s", r->message);
                 log_entry_send(&e, "%s: %s done: fragmentation %.2f%% -> %.2f%%, reclaimed %s on disk (%s -> %s) "
-                               "in %llu ms%s%s", t->path,
+                               "in %llu ms%s%s%s%s", t->path,
                                j->op == MAINT_OP_VACUUM ? "VACUUM" : "incremental vacuum",
                                r->before.fragmentation_percent, r->after.fragmentation_percent,
                                util_format_bytes(r->bytes_reclaimed, bytes, sizeof(bytes)),
@@ -736,7 +738,8 @@ static void log_result(struct manager *m, struct target *t, struct job *j)
                                util_format_bytes(r->disk_bytes_after, (char[32]){ 0 }, 32),
                                (unsigned long long)r->duration_ms,
                                r->n_tables ? "; rowids renumbered 1..N (allowed) in " : "",
-                               r->n_tables ? table_list(r, -1, list, sizeof(list)) : "");
+                               r->n_tables ? table_list(r, -1, list, sizeof(list)) : "",
+                               r->check_after_skipped ? "; " : "", r->check_after_skipped ? r->message : "");
                 snprintf(m->last_action, sizeof(m->last_action), "vacuumed %s (%.2f%% -> %.2f%%)", t->path,
                          r->before.fragmentation_percent, r->after.fragmentation_percent);
                 if (r->checkpoint_busy) {

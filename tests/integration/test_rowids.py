@@ -948,6 +948,79 @@ def test_ctl_database_renamed_over_between_checks_and_vacuum(tmp_path):
     assert o["renumbered_tables"] == [{"name": "q", "rows": 200, "rowid_min": 201, "rowid_max": 400}], o
 
 
+# An application that takes its write lock as a commit does (BEGIN
+# EXCLUSIVE: no reader either, in rollback mode) and holds it for argv[3]
+# seconds, saying so in the file argv[2].
+HOLD_EXCLUSIVE = r"""
+import sqlite3, sys, time
+con = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=10)
+con.execute("BEGIN EXCLUSIVE")
+open(sys.argv[2], "w").close()
+time.sleep(float(sys.argv[3]))
+con.execute("COMMIT")
+con.close()
+"""
+
+
+@pytest.mark.parametrize("hold", ["short", "long"])
+def test_ctl_vacuum_done_though_the_check_after_meets_a_lock(tmp_path, hold):
+    """The VACUUM has committed and the application takes its write lock
+    before the check after it can read (gdb holds sqlite-maintctl there
+    until the application has the lock). A lock conflict now is no reason to
+    call the job busy, which would have it done again: the check waits for
+    the application (a short hold: it runs, and says nothing), and if the
+    lock outlasts its tries the VACUUM is reported done, with the note that
+    the check after did not run; the database is vacuumed and intact either
+    way."""
+    if GDB is None:
+        pytest.skip("gdb is not installed")
+    db = tmp_path / "x.db"
+    rh.make_page_db(db, "delete", 600, 35)
+    cs = rh.checksum(db)
+    cfg = tmp_path / "maintd.yaml"
+    cfg.write_text(config_text(tmp_path / "state", [db], retry={"busy_timeout": "50ms"}))
+    holder, ready = tmp_path / "hold.py", tmp_path / "locked"
+    holder.write_text(HOLD_EXCLUSIVE)
+    seconds = "0.3" if hold == "short" else "8"
+    script = tmp_path / "gdb.cmd"
+    script.write_text("\n".join([
+        "set pagination off",
+        "set confirm off",
+        *FOLLOW_JOB,
+        "break after_vacuum",                # the VACUUM committed; its check next
+        "run",
+        f"shell {helpers.PYTHON} {holder} {db} {ready} {seconds} & "
+        f"while [ ! -e {ready} ]; do sleep 0.01; done",
+        "delete",
+        "continue",
+        "quit",
+    ]) + "\n")
+    g = subprocess.run([GDB, "-q", "-batch", "-nx", "-x", str(script), "--args", helpers.MAINTCTL_BIN,
+                        "-c", str(cfg), "--json", "--attempts", "1", "vacuum", "--force", str(db)],
+                       capture_output=True, text=True, timeout=120)
+    assert re.search(r"Breakpoint 1(\.\d+)?, after_vacuum", g.stdout), g.stdout + g.stderr
+    o = helpers.ctl_json_in(g.stdout)
+    assert o["status"] == "ok", o
+    if hold == "short":
+        assert "check_after" not in o, o
+    else:
+        assert "did not run" in o["check_after"], o
+    deadline = time.monotonic() + 60
+    while True:  # the holder's lock gone (a long one outlasts the tool)
+        try:
+            assert helpers.quick_check(db, "integrity_check") == ["ok"]
+            break
+        except sqlite3.OperationalError:
+            assert time.monotonic() < deadline, "the application never let its lock go"
+            time.sleep(0.1)
+    con = sqlite3.connect(db)
+    try:
+        assert con.execute("PRAGMA freelist_count").fetchone()[0] == 0
+    finally:
+        con.close()
+    assert rh.checksum(db) == cs, "the rows changed"
+
+
 # --------------------------------------------------------------------------
 # The daemon
 
