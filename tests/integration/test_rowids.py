@@ -762,7 +762,11 @@ def test_ctl_vacuum_goes_through_continuous_commits(tmp_path, mode):
     assert res.rc == 0 and o["status"] == "ok", res.describe()
     assert any(t0 <= c <= t1 for c in rep["commits"]), \
         "the application committed nothing while sqlite-maintctl ran: the test proves nothing"
-    assert o["freelist_count"] == 0 and o["bytes_reclaimed"] > 0, res.describe()
+    # the pages are packed; the file system gets them back once the -wal is
+    # truncated, which an application committing all the time may delay
+    # (checkpoint_busy: the -wal still holds the new pages)
+    assert o["freelist_count"] == 0 and o["page_bytes_reclaimed"] > 0, res.describe()
+    assert o["bytes_reclaimed"] > 0 or o["checkpoint_busy"], res.describe()
     o = refused.one()
     assert refused.rc == ROWIDS_REFUSED and o["status"] == "rowids_would_change", refused.describe()
     assert o["renumbered_tables"] == [{"name": "q", "rows": 30, "rowid_min": 11, "rowid_max": 40}], refused.describe()
