@@ -953,16 +953,19 @@ def test_ctl_database_renamed_over_between_checks_and_vacuum(tmp_path):
 
 
 # An application that takes its write lock as a commit does (BEGIN
-# EXCLUSIVE: no reader either, in rollback mode) and holds it for argv[3]
-# seconds, saying so in the file argv[2].
+# EXCLUSIVE: no reader either, in rollback mode), says so in the file
+# argv[2], holds it until the file argv[3] appears, then lets it go and
+# says so in argv[4].
 HOLD_EXCLUSIVE = r"""
-import sqlite3, sys, time
+import os, sqlite3, sys, time
 con = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=10)
 con.execute("BEGIN EXCLUSIVE")
 open(sys.argv[2], "w").close()
-time.sleep(float(sys.argv[3]))
+while not os.path.exists(sys.argv[3]):
+    time.sleep(0.01)
 con.execute("COMMIT")
 con.close()
+open(sys.argv[4], "w").close()
 """
 
 
@@ -984,8 +987,16 @@ def test_ctl_vacuum_done_though_the_check_after_meets_a_lock(tmp_path, hold):
     cfg = tmp_path / "maintd.yaml"
     cfg.write_text(config_text(tmp_path / "state", [db], retry={"busy_timeout": "50ms"}))
     holder, ready = tmp_path / "hold.py", tmp_path / "locked"
+    release, released = tmp_path / "release", tmp_path / "released"
     holder.write_text(HOLD_EXCLUSIVE)
-    seconds = "0.3" if hold == "short" else "8"
+    # short: let go once the check has met the lock (the job stopped at its
+    # first wait); long: only after sqlite-maintctl has ended
+    short = [
+        "delete",
+        "break util_sleep_ms",               # the check met the lock and waits
+        "continue",
+        f"shell touch {release}; while [ ! -e {released} ]; do sleep 0.01; done",
+    ] if hold == "short" else []
     script = tmp_path / "gdb.cmd"
     script.write_text("\n".join([
         "set pagination off",
@@ -993,8 +1004,10 @@ def test_ctl_vacuum_done_though_the_check_after_meets_a_lock(tmp_path, hold):
         *FOLLOW_JOB,
         "break after_vacuum",                # the VACUUM committed; its check next
         "run",
-        f"shell {helpers.PYTHON} {holder} {db} {ready} {seconds} & "
+        # not on gdb's output: the pipe's end would wait for the holder
+        f"shell {helpers.PYTHON} {holder} {db} {ready} {release} {released} >/dev/null 2>&1 & "
         f"while [ ! -e {ready} ]; do sleep 0.01; done",
+        *short,
         "delete",
         "continue",
         "quit",
@@ -1002,7 +1015,10 @@ def test_ctl_vacuum_done_though_the_check_after_meets_a_lock(tmp_path, hold):
     g = subprocess.run([GDB, "-q", "-batch", "-nx", "-x", str(script), "--args", helpers.MAINTCTL_BIN,
                         "-c", str(cfg), "--json", "--attempts", "1", "vacuum", "--force", str(db)],
                        capture_output=True, text=True, timeout=120)
+    release.touch()
     assert re.search(r"Breakpoint 1(\.\d+)?, after_vacuum", g.stdout), g.stdout + g.stderr
+    if hold == "short":
+        assert re.search(r"Breakpoint 2(\.\d+)?, util_sleep_ms", g.stdout), g.stdout + g.stderr
     o = helpers.ctl_json_in(g.stdout)
     assert o["status"] == "ok", o
     if hold == "short":
@@ -1010,13 +1026,10 @@ def test_ctl_vacuum_done_though_the_check_after_meets_a_lock(tmp_path, hold):
     else:
         assert "did not run" in o["check_after"], o
     deadline = time.monotonic() + 60
-    while True:  # the holder's lock gone (a long one outlasts the tool)
-        try:
-            assert helpers.quick_check(db, "integrity_check") == ["ok"]
-            break
-        except sqlite3.OperationalError:
-            assert time.monotonic() < deadline, "the application never let its lock go"
-            time.sleep(0.1)
+    while not released.exists():  # the application's lock gone
+        assert time.monotonic() < deadline, "the application never let its lock go"
+        time.sleep(0.05)
+    assert helpers.quick_check(db, "integrity_check") == ["ok"]
     con = sqlite3.connect(db)
     try:
         assert con.execute("PRAGMA freelist_count").fetchone()[0] == 0
