@@ -1091,7 +1091,7 @@ PARSE_BOUND = 60         # seconds: bounds a hang, says nothing of speed
 
 
 def entries_config(state, size):
-    """A configuration of many database entries, at most size bytes."""
+    """A configuration of many database entries, exactly size bytes."""
     parts = [f"# many entries\npoll_interval: 10s\nstate_dir: {state}\ndatabases:\n"]
     n, i = len(parts[0]), 0
     while True:
@@ -1102,7 +1102,8 @@ def entries_config(state, size):
         n += len(line)
         i += 1
     text = "".join(parts)
-    text += "#" * (size - len(text) - 1) + "\n" if size - len(text) >= 2 else ""
+    pad = size - len(text.encode())
+    text += "#" * (pad - 1) + "\n" if pad >= 1 else ""  # a lone "\n" when one byte is left
     return text, i
 
 
