@@ -13,6 +13,15 @@
 #include "log.h"
 #include "util.h"
 
+/* One entry being built: its fields, packed into buf. */
+struct log_entry {
+        int prio;
+        size_t n_fields;
+        size_t off[LOG_MAX_FIELDS], len[LOG_MAX_FIELDS];
+        size_t used;
+        char buf[LOG_BUF_SIZE];
+};
+
 static enum log_target target = LOG_TARGET_CONSOLE;
 static int max_level = LOG_INFO;
 static char ident[64] = "sqlite-maintd";
@@ -86,13 +95,15 @@ static void console_line(int prio, const char *msg)
         fprintf(stderr, "%s%s\n", prio_prefix(prio), util_escape(msg, safe, sizeof(safe)));
 }
 
-void log_entry_init(struct log_entry *e, int prio, const char *message_id)
+static void add_field(struct log_entry *e, const char *key, const char *fmt, ...) LOG_PRINTF(3, 4);
+
+static void entry_init(struct log_entry *e, int prio, const char *message_id)
 {
         e->prio = prio;
         e->n_fields = 0;
         e->used = 0;
         if (message_id)
-                log_field(e, "MESSAGE_ID", "%s", message_id);
+                add_field(e, "MESSAGE_ID", "%s", message_id);
 }
 
 static void vfield(struct log_entry *e, const char *key, const char *fmt, va_list ap)
@@ -114,13 +125,34 @@ static void vfield(struct log_entry *e, const char *key, const char *fmt, va_lis
         e->used += (size_t)(k + v) + 1;
 }
 
-void log_field(struct log_entry *e, const char *key, const char *fmt, ...)
+static void add_field(struct log_entry *e, const char *key, const char *fmt, ...)
 {
         va_list ap;
 
         va_start(ap, fmt);
         vfield(e, key, fmt, ap);
         va_end(ap);
+}
+
+static void add_typed(struct log_entry *e, const struct log_field *f)
+{
+        if (!f->key)
+                return;
+        switch (f->type) {
+        case LOG_FIELD_TEXT:
+                if (f->text)
+                        add_field(e, f->key, "%s", f->text);
+                break;
+        case LOG_FIELD_U64:
+                add_field(e, f->key, "%llu", (unsigned long long)f->u);
+                break;
+        case LOG_FIELD_I64:
+                add_field(e, f->key, "%lld", (long long)f->i);
+                break;
+        case LOG_FIELD_PERCENT:
+                add_field(e, f->key, "%.2f", f->d);
+                break;
+        }
 }
 
 /* ---- floods ----------------------------------------------------------------
@@ -286,27 +318,31 @@ static void vsend(struct log_entry *e, const char *fmt, va_list ap)
                 console_line(e->prio, msg);
 }
 
-void log_entry_send(struct log_entry *e, const char *fmt, ...)
+void log_struct(int prio, const char *message_id, const struct log_field *fields, size_t n_fields, const char *fmt,
+                ...)
 {
+        struct log_entry e;
         va_list ap;
 
+        if (!log_enabled(prio))
+                return;
+        entry_init(&e, prio, message_id);
+        for (size_t i = 0; i < n_fields; i++)
+                add_typed(&e, &fields[i]);
         va_start(ap, fmt);
-        vsend(e, fmt, ap);
+        vsend(&e, fmt, ap);
         va_end(ap);
 }
 
 static void log_summary(unsigned long n, const char *dir, unsigned long seconds)
 {
-        struct log_entry e;
-
-        log_entry_init(&e, LOG_WARNING, NULL);
         if (dir)
-                log_entry_send(&e, "%lu journal entries about databases in %s were dropped in the last %lu s: each "
+                log_msg(LOG_WARNING, "%lu journal entries about databases in %s were dropped in the last %lu s: each "
                                "directory may have %d every %d s (and all together %d), so that one directory's "
                                "cannot push others' past journald's rate limit", n, dir, seconds, FLOOD_PER_DIR,
                                FLOOD_WINDOW_MS / 1000, FLOOD_ALL);
         else
-                log_entry_send(&e, "%lu more journal entries about databases were dropped in the last %lu s", n,
+                log_msg(LOG_WARNING, "%lu more journal entries about databases were dropped in the last %lu s", n,
                                seconds);
 }
 
@@ -325,7 +361,7 @@ void log_msg(int prio, const char *fmt, ...)
 
         if (!log_enabled(prio))
                 return;
-        log_entry_init(&e, prio, NULL);
+        entry_init(&e, prio, NULL);
         va_start(ap, fmt);
         vsend(&e, fmt, ap);
         va_end(ap);

@@ -12,9 +12,17 @@
 #include "state.h"
 #include "util.h"
 
+/* One database's history as state_load() found it. */
+struct remembered {
+        char *path;
+        struct sched_history hist;
+};
+
 struct state {
         sqlite3 *db;
         pthread_mutex_t lock; /* workers record concurrently */
+        struct remembered *loaded; /* sorted by path (strcmp) */
+        size_t n_loaded;
 };
 
 int state_open(const char *dir, struct state **ret, const char **errmsg)
@@ -118,14 +126,58 @@ struct state *state_free(struct state *s)
                 return NULL;
         sqlite3_close_v2(s->db);
         pthread_mutex_destroy(&s->lock);
+        for (size_t i = 0; i < s->n_loaded; i++)
+                free(s->loaded[i].path);
+        free(s->loaded);
         free(s);
         return NULL;
 }
 
-int state_load(struct state *s, state_load_cb cb, void *userdata)
+static int remembered_cmp(const void *a, const void *b)
+{
+        return strcmp(((const struct remembered *)a)->path, ((const struct remembered *)b)->path);
+}
+
+/* One row of the query below, kept. */
+static int remember(struct state *s, size_t *cap, sqlite3_stmt *st)
+{
+        int64_t r = sqlite3_column_int64(st, 6), n = sqlite3_column_int64(st, 7);
+        const char *path = (const char *)sqlite3_column_text(st, 0);
+
+        if (!path)
+                return 0;
+        if (s->n_loaded == *cap) {
+                size_t c = *cap ? *cap * 2 : 256;
+                struct remembered *v = realloc(s->loaded, c * sizeof(*v));
+
+                if (!v)
+                        return -ENOMEM;
+                s->loaded = v;
+                *cap = c;
+        }
+        s->loaded[s->n_loaded] = (struct remembered){
+                .path = strdup(path),
+                .hist = {
+                        .last_vacuum_ms = sqlite3_column_int64(st, 1),
+                        .last_analyze_ms = sqlite3_column_int64(st, 2),
+                        .last_deep_scan_ms = sqlite3_column_int64(st, 3),
+                        .deep_known = sqlite3_column_int(st, 4) != 0,
+                        .deep_unused_percent = sqlite3_column_double(st, 5),
+                        .deep_reclaimable_bytes = r > 0 ? (uint64_t)r : 0,
+                        .deep_page_count = n > 0 ? (uint64_t)n : 0,
+                },
+        };
+        if (!s->loaded[s->n_loaded].path)
+                return -ENOMEM;
+        s->n_loaded++;
+        return 0;
+}
+
+int state_load(struct state *s)
 {
         sqlite3_stmt *st;
-        int rc;
+        size_t cap = 0;
+        int rc, r = 0;
 
         rc = sqlite3_prepare_v2(s->db,
                                 "SELECT path, max(v), max(a), max(d), max(k), max(u), max(r), max(n) FROM ("
@@ -137,23 +189,21 @@ int state_load(struct state *s, state_load_cb cb, void *userdata)
                                 ") GROUP BY path", -1, &st, NULL);
         if (rc != SQLITE_OK)
                 return -EIO;
-        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-                int64_t r = sqlite3_column_int64(st, 6), n = sqlite3_column_int64(st, 7);
-                struct sched_history h = {
-                        .last_vacuum_ms = sqlite3_column_int64(st, 1),
-                        .last_analyze_ms = sqlite3_column_int64(st, 2),
-                        .last_deep_scan_ms = sqlite3_column_int64(st, 3),
-                        .deep_known = sqlite3_column_int(st, 4) != 0,
-                        .deep_unused_percent = sqlite3_column_double(st, 5),
-                        .deep_reclaimable_bytes = r > 0 ? (uint64_t)r : 0,
-                        .deep_page_count = n > 0 ? (uint64_t)n : 0,
-                };
-
-                if (sqlite3_column_text(st, 0))
-                        cb(userdata, (const char *)sqlite3_column_text(st, 0), &h);
-        }
+        while (r == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW)
+                r = remember(s, &cap, st);
         sqlite3_finalize(st);
-        return rc == SQLITE_DONE ? 0 : -EIO;
+        qsort(s->loaded, s->n_loaded, sizeof(*s->loaded), remembered_cmp);
+        return r < 0 ? r : rc == SQLITE_DONE ? 0 : -EIO;
+}
+
+bool state_history(const struct state *s, const char *path, struct sched_history *ret)
+{
+        const struct remembered key = { .path = (char *)path }, *found;
+
+        found = s->n_loaded ? bsearch(&key, s->loaded, s->n_loaded, sizeof(*s->loaded), remembered_cmp) : NULL;
+        if (found)
+                *ret = found->hist;
+        return found != NULL;
 }
 
 int state_record_deep_scan(struct state *s, const char *path, int64_t when_ms, const struct deep_stats *ds)

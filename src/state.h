@@ -3,6 +3,7 @@
  * SQLite file in state_dir so a restart neither repeats nor forgets work. */
 #pragma once
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "deepscan.h"
@@ -16,11 +17,14 @@ struct state;
 int state_open(const char *dir, struct state **ret, const char **errmsg);
 struct state *state_free(struct state *s);
 
-/* The history of one database: its last vacuum, analyze and deep scan (wall
- * clock ms, 0 = never) and the deep scan's figures (h->first_seen_ms 0). */
-typedef void (*state_load_cb)(void *userdata, const char *path, const struct sched_history *h);
-/* Call cb for every database remembered. Loop thread, at startup. */
-int state_load(struct state *s, state_load_cb cb, void *userdata);
+/* Read every database's history (its last vacuum, analyze and deep scan,
+ * wall clock ms, 0 = never; the deep scan's figures) into memory, for
+ * state_history(). Loop thread, at startup. 0, -EIO or -ENOMEM (what was
+ * read before stays usable). */
+int state_load(struct state *s);
+/* The history state_load() found for path, into *ret (first_seen_ms 0):
+ * true, or false when none was remembered. Loop thread. */
+bool state_history(const struct state *s, const char *path, struct sched_history *ret);
 
 /* Record that op (vacuum, incremental vacuum or analyze) finished on path at
  * when_ms (wall clock); a full VACUUM makes the last deep scan's figures

@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/queue.h>
 #include <sys/types.h>
 #include <time.h>
 
@@ -30,6 +31,38 @@ struct tdir {
         bool seen;
 };
 
+/* Where a database is, one value (docs/DESIGN.md, "A target's states").
+ * The manager moves a target from one to the next, and keeps each state's
+ * targets in one list (in brackets):
+ *
+ *   IDLE         polled in its turn: its header read, then decide()
+ *   STAT_QUEUED  [statq] its header needs SQLite (WAL): a precise read waits
+ *   STAT_RUNNING [running] that read runs in a job process
+ *   QUEUED       [queue] maintenance decided, waiting for a slot, its
+ *                window, or its backoff (retry_at) after a lock conflict
+ *   RUNNING      [running] its job runs
+ *   HELD         left alone: until the file changes or hold_until, or
+ *                (after a time limit) until hold_until whatever the file does
+ *   REMOVED      [running] dropped while its job ran: freed when it ends
+ *
+ *   IDLE -> QUEUED | STAT_QUEUED | HELD        (a poll)
+ *   STAT_QUEUED -> STAT_RUNNING | IDLE         (dispatch; the file in use, stopping)
+ *   STAT_RUNNING -> IDLE -> QUEUED | HELD      (its figures decided on)
+ *   QUEUED -> RUNNING | IDLE                   (dispatch; the window closed, stopping)
+ *   RUNNING -> IDLE | QUEUED | HELD            (done; a lock conflict backs off; failed)
+ *   HELD -> IDLE                               (the file changed, the hold ran out, a reload)
+ *   STAT_RUNNING | RUNNING -> REMOVED          (gone from the configuration or the disk)
+ */
+enum target_state {
+        TARGET_IDLE,
+        TARGET_STAT_QUEUED,
+        TARGET_STAT_RUNNING,
+        TARGET_QUEUED,
+        TARGET_RUNNING,
+        TARGET_HELD,
+        TARGET_REMOVED,
+};
+
 struct target {
         char *path;
         const char *name;         /* the file's name: after the last slash of path */
@@ -40,23 +73,26 @@ struct target {
         struct dbstat stat;
         bool have_stat;
 
-        struct job *job;          /* running, or NULL */
+        enum target_state state;
+        TAILQ_ENTRY(target) link;       /* in its state's list, if it has one */
+        TAILQ_ENTRY(target) round_link; /* in this poll's round, while in_round */
+        bool in_round;
+        struct job *job;          /* running (STAT_RUNNING, RUNNING, REMOVED), or NULL */
         dev_t dev;                /* the file as the last poll found it (st_dev, st_ino) */
         ino_t ino;
-        bool queued;              /* in the manager's queue, waiting to run */
-        bool want_precise;        /* waiting for a precise statistics read */
-        enum maint_op op;         /* queued operation */
+        enum maint_op op;         /* QUEUED: the operation */
         enum sched_reason reason;
         bool urgent;
         int attempt;              /* busy results in a row */
         int stat_busy;            /* polls in a row whose statistics read met a lock */
-        uint64_t retry_at;        /* monotonic ms; not before */
+        uint64_t retry_at;        /* QUEUED: monotonic ms; not before */
 
+        /* HELD: until the file changes from hold_id (when hold_on_change)
+         * or until hold_until (monotonic ms; 0 = no end), the first of them. */
+        struct file_id hold_id;
+        bool hold_on_change;
+        uint64_t hold_until;
         int timeouts;             /* jobs in a row stopped at their time limit */
-        uint64_t not_before;      /* monotonic ms: no look before (after a time limit) */
-        bool held;                /* failed: left alone until the file changes */
-        struct file_id held_id;
-        uint64_t held_until;      /* monotonic ms; 0 = until the file changes */
 
         /* VACUUM refused because it would renumber rowids: not tried again
          * until the schema changes (its cookie) or a reload. */
@@ -85,8 +121,9 @@ struct target {
         bool reported_missing;
         bool seen;                /* matched by this expansion */
         bool explicit_path;       /* configured as a plain path, not a glob */
-        bool removed;             /* dropped while its job runs: free when it ends */
 };
+
+TAILQ_HEAD(target_list, target);
 
 /* One databases: entry, with the admin's part of its path resolved once
  * when the configuration loads (targets_configure). */
