@@ -77,7 +77,9 @@ struct manager {
 
         bool once, dry_run, ignore_window;
         bool expanded; /* the first expansion is done */
-        bool stopping, closed;
+        bool loop_open; /* between uv_loop_init() and uv_loop_close() */
+        bool stopping;  /* a stop began: no new work, running jobs asked to stop */
+        bool closed;    /* every handle asked to close: the loop ends when they have */
         unsigned failures; /* jobs that ended badly: the --once exit status */
         unsigned long jobs_done;
 };
@@ -975,10 +977,13 @@ static void reload(struct manager *m)
         }
         conf_free(old);
         event_reloaded(m->conf_file, c->n_dbs, m->targets.n);
-        uv_timer_start(&m->poll_timer, poll_cb, 0, c->poll_interval_ms);
-        /* the set of databases may have changed: the state file forgets
-         * those whose files are gone now too */
-        prune_cb(&m->prune_timer);
+        /* With --once, the one poll is the one that began: no more. */
+        if (!m->once) {
+                uv_timer_start(&m->poll_timer, poll_cb, 0, c->poll_interval_ms);
+                /* the set of databases may have changed: the state file
+                 * forgets those whose files are gone now too */
+                prune_cb(&m->prune_timer);
+        }
         notify_ready();
         update_status(m);
 }
@@ -1021,6 +1026,23 @@ static void close_all(struct manager *m)
         signal(SIGTERM, SIG_IGN);
         signal(SIGINT, SIG_IGN);
         signal(SIGHUP, SIG_IGN);
+}
+
+/* The one way the loop ends, whether it ran or not: every handle closed,
+ * the loop run until they are, then closed. 0 or a libuv error. */
+static int finish_loop(struct manager *m)
+{
+        int r;
+
+        if (!m->loop_open)
+                return 0;
+        close_all(m);
+        uv_run(&m->loop, UV_RUN_DEFAULT);
+        r = uv_loop_close(&m->loop);
+        if (r != 0)
+                log_msg(LOG_ERR, "event loop did not close cleanly: %s", uv_strerror(r));
+        m->loop_open = false;
+        return r;
 }
 
 static void pool_started(uv_work_t *req)
@@ -1173,11 +1195,10 @@ int manager_new(struct manager **ret, const struct manager_options *o, struct co
         r = uv_loop_init(&m->loop);
         if (r < 0) {
                 log_msg(LOG_ERR, "cannot create the event loop: %s", uv_strerror(r));
-                m->loop.data = NULL;
                 manager_free(m);
                 return -EIO;
         }
-        m->loop.data = m;
+        m->loop_open = true;
         uv_timer_init(&m->loop, &m->poll_timer);
         uv_timer_init(&m->loop, &m->tick_timer);
         uv_timer_init(&m->loop, &m->dispatch_timer);
@@ -1210,8 +1231,7 @@ int manager_run(struct manager *m)
 
         if (targets_configure(&m->targets, m->conf) < 0 || expand(m) < 0) {
                 log_msg(LOG_ERR, "out of memory expanding the database paths");
-                close_all(m);
-                uv_run(&m->loop, UV_RUN_DEFAULT);
+                finish_loop(m);
                 return EXIT_FAILURE;
         }
         event_started(m->conf_file, m->targets.n, m->once, m->dry_run, m->conf->poll_interval_ms, m->max_jobs);
@@ -1226,11 +1246,8 @@ int manager_run(struct manager *m)
                 uv_timer_start(&m->prune_timer, prune_cb, PRUNE_FIRST_MS, PRUNE_INTERVAL_MS);
         }
 
-        uv_run(&m->loop, UV_RUN_DEFAULT);
-        r = uv_loop_close(&m->loop);
-        if (r != 0)
-                log_msg(LOG_ERR, "event loop did not close cleanly: %s", uv_strerror(r));
-        m->loop.data = NULL;
+        uv_run(&m->loop, UV_RUN_DEFAULT); /* until a stop has closed every handle */
+        r = finish_loop(m);
         event_stopped(m->jobs_done, m->failures);
         return r == 0 && (!m->once || m->failures == 0) ? EXIT_SUCCESS : EXIT_FAILURE;
 }
@@ -1239,11 +1256,7 @@ struct manager *manager_free(struct manager *m)
 {
         if (!m)
                 return NULL;
-        if (m->loop.data) { /* never ran: close the handles made in manager_new */
-                close_all(m);
-                uv_run(&m->loop, UV_RUN_DEFAULT);
-                uv_loop_close(&m->loop);
-        }
+        finish_loop(m); /* if it never ran: the handles made in manager_new */
         targets_clear(&m->targets);
         targets_clear(&m->refused);
         free(m->jobs);

@@ -21,7 +21,7 @@ from helpers import LockHolder
 from daemon_fixtures import (  # noqa: F401  (fixtures are used by name)
     WAIT, MSGID, M, app, checksum, config_text, daemon, db_stats, entry_matches, files_sha256,
     format_entries, fragmentation, freelist_count, integrity_check, journald, make_corrupt_db,
-    make_db, make_freelist_corrupt_db, notify_socket, polled, refragment, window_with_now)
+    make_db, make_freelist_corrupt_db, notify_socket, poll_round, polled, refragment, window_with_now)
 
 
 def _dirs(tmp_path):
@@ -690,6 +690,31 @@ def test_once_reports_corruption_found_while_polling(tmp_path, daemon, name):
     assert crit and crit[0]["PRIORITY"] == "2", format_entries(d.entries())
     assert files_sha256([bad]) == bad_files
     _assert_vacuumed_on_disk(hot, cs)
+
+
+def test_once_reload_does_not_start_more_polls(tmp_path, daemon, app):
+    """--once is one poll: a SIGHUP while its VACUUM waits for an
+    application's lock reloads the configuration, and the daemon still ends
+    after that poll's work, without a second round."""
+    dbs, state = _dirs(tmp_path)
+    db = dbs / "busy.db"
+    make_db(db, 35)
+    cs = checksum(db)
+    holder = app(db, begin="BEGIN IMMEDIATE", after=20, write_first=True)
+    conf = daemon.config(config_text(state, [dbs / "*.db"],
+                                     retry={"initial_backoff": "200ms", "max_backoff": "1s", "max_attempts": 1000,
+                                            "busy_timeout": "50ms"}))
+    d = daemon.start(conf, "--once")
+    d.wait_for_entry(msgid="RETRY", DB_PATH=db)
+    d.signal(signal.SIGHUP)
+    d.wait_for_entry(msgid="RELOADED")
+    holder.release()
+    assert d.wait(timeout=60) == 0, d.describe()
+    rc, out, err = holder.finish()
+    assert rc == 0 and err == "", f"the application saw an error (exit {rc}):\n{err}"
+    assert len(d.entries(msgid="VACUUM_DONE", DB_PATH=db)) == 1, format_entries(d.entries())
+    assert checksum(db) == cs
+    assert len(d.entries(poll_round)) == 1, format_entries(d.entries())
 
 
 def test_dry_run_once_changes_nothing(tmp_path, daemon):
