@@ -592,6 +592,50 @@ static int start_job(struct manager *m, struct target *t, enum maint_op op)
         return 0;
 }
 
+/* A job that did its work: what it leaves for the next decisions. */
+static void job_succeeded(struct target *t, const struct job *j)
+{
+        const struct maint_result *r = &j->res;
+        const struct deep_stats *d = &r->deep;
+
+        t->timeouts = 0;
+        switch (j->op) {
+        case MAINT_OP_ANALYZE:
+                t->hist.last_analyze_ms = j->finished_ms;
+                t->analyzed_db = r->db_id;
+                t->analyzed_wal = r->wal_id;
+                t->analyzed_known = true;
+                break;
+        case MAINT_OP_CHECKPOINT:
+                checkpoint_done(t);
+                break;
+        case MAINT_OP_DEEP_SCAN:
+                t->hist.last_deep_scan_ms = j->finished_ms;
+                t->hist.deep_known = r->have_deep;
+                t->hist.deep_unused_percent = deep_unused_percent(d->unused_bytes, d->btree_pages, d->page_size);
+                t->hist.deep_reclaimable_bytes = d->reclaimable_bytes;
+                t->hist.deep_page_count = d->page_count;
+                t->deep_db = r->db_id;
+                t->deep_wal = r->wal_id;
+                t->deep_known = r->have_deep;
+                break;
+        default: /* a VACUUM or an incremental vacuum */
+                t->hist.last_vacuum_ms = j->finished_ms;
+                /* the pages are packed: the deep scan's figures are history */
+                if (j->op == MAINT_OP_VACUUM)
+                        t->hist.deep_known = false;
+                if (r->checkpoint_busy) {
+                        /* a reader kept the new database's -wal: owed */
+                        checkpoint_done(t);
+                        t->wal_owed = true;
+                        t->ckpt_busy_since = util_wall_ms();
+                        t->ckpt_attempt = 1;
+                        t->ckpt_retry_at = util_monotonic_ms() + sched_backoff_ms(&t->dc->retry, 1, (uint32_t)random());
+                }
+                break;
+        }
+}
+
 /* What a finished maintenance job means for its target. */
 static void job_applied(struct manager *m, struct target *t, struct job *j)
 {
@@ -617,41 +661,7 @@ static void job_applied(struct manager *m, struct target *t, struct job *j)
         }
         switch (r->status) {
         case MAINT_OK:
-                t->timeouts = 0;
-                if (j->op == MAINT_OP_ANALYZE) {
-                        t->hist.last_analyze_ms = j->finished_ms;
-                        t->analyzed_db = r->db_id;
-                        t->analyzed_wal = r->wal_id;
-                        t->analyzed_known = true;
-                } else if (j->op == MAINT_OP_CHECKPOINT) {
-                        checkpoint_done(t);
-                } else if (j->op == MAINT_OP_DEEP_SCAN) {
-                        const struct deep_stats *d = &r->deep;
-
-                        t->hist.last_deep_scan_ms = j->finished_ms;
-                        t->hist.deep_known = r->have_deep;
-                        t->hist.deep_unused_percent = deep_unused_percent(d->unused_bytes, d->btree_pages,
-                                                                          d->page_size);
-                        t->hist.deep_reclaimable_bytes = d->reclaimable_bytes;
-                        t->hist.deep_page_count = d->page_count;
-                        t->deep_db = r->db_id;
-                        t->deep_wal = r->wal_id;
-                        t->deep_known = r->have_deep;
-                } else {
-                        t->hist.last_vacuum_ms = j->finished_ms;
-                        /* the pages are packed: the deep scan's figures are history */
-                        if (j->op == MAINT_OP_VACUUM)
-                                t->hist.deep_known = false;
-                        if (r->checkpoint_busy) {
-                                /* a reader kept the new database's -wal: owed */
-                                checkpoint_done(t);
-                                t->wal_owed = true;
-                                t->ckpt_busy_since = util_wall_ms();
-                                t->ckpt_attempt = 1;
-                                t->ckpt_retry_at = util_monotonic_ms() + sched_backoff_ms(&t->dc->retry, 1,
-                                                                                    (uint32_t)random());
-                        }
-                }
+                job_succeeded(t, j);
                 break;
         case MAINT_ROWIDS:
                 t->rowid_hold = r->have_before;
