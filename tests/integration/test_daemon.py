@@ -30,6 +30,20 @@ def _dirs(tmp_path):
     return dbs, tmp_path / "state"
 
 
+def _busy_db(tmp_path, app, daemon, retry, *args, mode="delete", begin="BEGIN IMMEDIATE", after=20,
+             write_first=True):
+    """A database 35% free pages whose lock an application in another
+    process holds (see App), and the daemon started on it with these retry
+    settings: (db, its checksum, the App, the Daemon)."""
+    dbs, state = _dirs(tmp_path)
+    db = dbs / "busy.db"
+    make_db(db, 35, mode=mode)
+    cs = checksum(db)
+    holder = app(db, begin=begin, after=after, write_first=write_first)
+    d = daemon.start(config_text(state, [dbs / "*.db"], retry=dict(retry, busy_timeout="50ms")), *args)
+    return db, cs, holder, d
+
+
 def _index(entries, entry):
     for i, e in enumerate(entries):
         if e.get("__CURSOR") == entry.get("__CURSOR"):
@@ -242,20 +256,15 @@ def test_analyze_on_timer_and_never(tmp_path, daemon):
     ("wal", "BEGIN IMMEDIATE", True),
 ], ids=["rollback-exclusive", "rollback-immediate-insert", "wal-immediate-insert"])
 def test_lock_conflict_retries_with_backoff(tmp_path, daemon, app, mode, begin, write_first):
-    dbs, state = _dirs(tmp_path)
-    db = dbs / "busy.db"
-    make_db(db, 35, mode=mode)
-    cs = checksum(db)
     # attempts enough that giving up would take longer than the test waits
     # for anything: the daemon must not give up before the lock goes
     initial_ms, max_ms, max_attempts = 200, 2000, 20
 
     # another process holds the lock until the daemon has backed off
     # twice, then lets go and goes on working
-    holder = app(db, begin=begin, after=20, write_first=write_first)
-    d = daemon.start(config_text(state, [dbs / "*.db"],
-                                 retry={"initial_backoff": f"{initial_ms}ms", "max_backoff": f"{max_ms}ms",
-                                        "max_attempts": max_attempts, "busy_timeout": "50ms"}))
+    db, cs, holder, d = _busy_db(tmp_path, app, daemon,
+                                 {"initial_backoff": f"{initial_ms}ms", "max_backoff": f"{max_ms}ms",
+                                  "max_attempts": max_attempts}, mode=mode, begin=begin, write_first=write_first)
     d.wait_for_entries(2, M("RETRY", DB_PATH=db))
     holder.release()
     done = d.wait_for_entry(msgid="VACUUM_DONE", DB_PATH=db, timeout=30)
@@ -295,14 +304,9 @@ def test_lock_conflict_retries_with_backoff(tmp_path, daemon, app, mode, begin, 
 
 
 def test_lock_held_too_long_gives_up_then_vacuums_later(tmp_path, daemon, app):
-    dbs, state = _dirs(tmp_path)
-    db = dbs / "busy.db"
-    make_db(db, 35)
-    cs = checksum(db)
-    holder = app(db, begin="BEGIN EXCLUSIVE", after=5, write_first=False)
-    d = daemon.start(config_text(state, [dbs / "*.db"],
-                                 retry={"initial_backoff": "100ms", "max_backoff": "200ms",
-                                        "max_attempts": 3, "busy_timeout": "50ms"}))
+    db, cs, holder, d = _busy_db(tmp_path, app, daemon,
+                                 {"initial_backoff": "100ms", "max_backoff": "200ms", "max_attempts": 3},
+                                 begin="BEGIN EXCLUSIVE", after=5, write_first=False)
     gave_up = d.wait_for_entry(msgid="GAVE_UP", DB_PATH=db)
     assert gave_up["PRIORITY"] == "4" and gave_up["ATTEMPT"] == "3", gave_up
     assert gave_up["OPERATION"] == "vacuum", gave_up
@@ -696,15 +700,8 @@ def test_once_reload_does_not_start_more_polls(tmp_path, daemon, app):
     """--once is one poll: a SIGHUP while its VACUUM waits for an
     application's lock reloads the configuration, and the daemon still ends
     after that poll's work, without a second round."""
-    dbs, state = _dirs(tmp_path)
-    db = dbs / "busy.db"
-    make_db(db, 35)
-    cs = checksum(db)
-    holder = app(db, begin="BEGIN IMMEDIATE", after=20, write_first=True)
-    conf = daemon.config(config_text(state, [dbs / "*.db"],
-                                     retry={"initial_backoff": "200ms", "max_backoff": "1s", "max_attempts": 1000,
-                                            "busy_timeout": "50ms"}))
-    d = daemon.start(conf, "--once")
+    db, cs, holder, d = _busy_db(tmp_path, app, daemon,
+                                 {"initial_backoff": "200ms", "max_backoff": "1s", "max_attempts": 1000}, "--once")
     d.wait_for_entry(msgid="RETRY", DB_PATH=db)
     d.signal(signal.SIGHUP)
     d.wait_for_entry(msgid="RELOADED")
