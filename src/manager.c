@@ -99,6 +99,7 @@ static int minute_of_day(void)
         return tm.tm_hour * 60 + tm.tm_min;
 }
 
+/* --- a target's state (targets.h) -------------------------------------- */
 
 /* The list a state keeps its targets in, or NULL. */
 static struct target_list *state_list(struct manager *m, enum target_state s)
@@ -123,7 +124,10 @@ static void set_state(struct manager *m, struct target *t, enum target_state s)
                         TAILQ_REMOVE(from, t, link);
                 if (to)
                         TAILQ_INSERT_TAIL(to, t, link);
-                m->queue_n += (to == &m->queue) - (from == &m->queue);
+                if (from == &m->queue)
+                        m->queue_n--;
+                if (to == &m->queue)
+                        m->queue_n++;
         }
         t->state = s;
 }
@@ -135,7 +139,6 @@ static void round_remove(struct manager *m, struct target *t)
                 t->in_round = false;
         }
 }
-
 
 static void update_status(struct manager *m)
 {
@@ -180,23 +183,23 @@ static void target_gone(struct manager *m, struct target *t, const char *why)
         target_drop(m, t);
 }
 
-/* A file we cannot maintain is reported once and left alone until it
- * changes (or for a while, for a lack of space). */
 static int target_dirfd(const struct target *t)
 {
         return t->dir ? t->dir->fd : -1;
 }
 
-static void hold(struct target *t, uint64_t for_ms)
+/* A file we cannot maintain is reported once and left alone until it
+ * changes (or for a while, for a lack of space): HELD. */
+static void hold(struct manager *m, struct target *t, uint64_t for_ms)
 {
         if (file_id_at(target_dirfd(t), t->name, &t->hold_id) < 0)
                 return;
-        t->state = TARGET_HELD;
+        set_state(m, t, TARGET_HELD);
         t->hold_on_change = true;
         t->hold_until = for_ms ? util_monotonic_ms() + for_ms : 0;
 }
 
-static bool still_held(struct target *t, const struct file_id *id)
+static bool still_held(struct manager *m, struct target *t, const struct file_id *id)
 {
         uint64_t now = util_monotonic_ms();
 
@@ -205,7 +208,7 @@ static bool still_held(struct target *t, const struct file_id *id)
         if (t->hold_on_change ? sched_hold_lasts(t->hold_until, file_id_equal(id, &t->hold_id), now)
                               : now < t->hold_until)
                 return true;
-        t->state = TARGET_IDLE;
+        set_state(m, t, TARGET_IDLE);
         return false;
 }
 
@@ -331,7 +334,7 @@ static void poll_failed(struct manager *m, struct target *t, enum maint_status s
 {
         event_poll_failed(t->path, s, why);
         m->failures++;
-        hold(t, 0);
+        hold(m, t, 0);
 }
 
 /* Whether another target's running job has t's file: one job per
@@ -370,7 +373,7 @@ static void poll_target(struct manager *m, struct target *t)
                 event_db_added(t->path, EVENT_ADDED_BACK);
                 t->reported_missing = false;
         }
-        if (still_held(t, &id))
+        if (still_held(m, t, &id))
                 return;
 
         r = dbstat_read_header_at(target_dirfd(t), t->name, &st);
@@ -494,10 +497,10 @@ static void maybe_done(struct manager *m)
 
 /* A job ran out of its time limit: not looked at again soon, whatever the
  * file does (1 h, doubling with each time limit in a row, up to a day). */
-static void hold_after_timeout(struct target *t)
+static void hold_after_timeout(struct manager *m, struct target *t)
 {
         t->timeouts++;
-        t->state = TARGET_HELD;
+        set_state(m, t, TARGET_HELD);
         t->hold_on_change = false;
         t->hold_until = util_monotonic_ms() +
                         (t->timeouts > 5 ? TIMEOUT_HOLD_MAX_MS : TIMEOUT_HOLD_MS << (t->timeouts - 1));
@@ -523,7 +526,7 @@ static void stat_done(struct manager *m, struct target *t, struct job *j)
                 target_gone(m, t, "does not exist (any more)");
                 break;
         case MAINT_TIMEOUT:
-                hold_after_timeout(t);
+                hold_after_timeout(m, t);
                 event_stats_timeout(t->path, j->res.message, t->hold_until - util_monotonic_ms());
                 m->failures++;
                 break;
@@ -674,20 +677,20 @@ static void job_applied(struct manager *m, struct target *t, struct job *j)
                 break;
         case MAINT_NOSPACE:
                 m->failures++;
-                hold(t, NOSPACE_HOLD_MS);
+                hold(m, t, NOSPACE_HOLD_MS);
                 break;
         case MAINT_TIMEOUT:
                 /* a deep scan stopped at the window's end: due again in the next */
                 if (deep_scan_window_end(t, j))
                         break;
                 m->failures++;
-                hold_after_timeout(t);
+                hold_after_timeout(m, t);
                 break;
         case MAINT_BUSY: /* stopping */
                 break;
         default:
                 m->failures++;
-                hold(t, 0);
+                hold(m, t, 0);
                 break;
         }
 }
@@ -976,7 +979,7 @@ static void reload(struct manager *m)
                 struct target *t = m->targets.v[i];
 
                 if (t->state == TARGET_HELD && t->hold_on_change)
-                        t->state = TARGET_IDLE; /* the new settings may fix it */
+                        set_state(m, t, TARGET_IDLE); /* the new settings may fix it */
                 t->rowid_hold = false;
                 t->logged_reason = SCHED_REASON_NONE;
         }
