@@ -26,6 +26,9 @@
 
 /* Precise statistics reads running at once, besides maintenance jobs. */
 #define STAT_JOBS_MAX 2
+/* Pool threads besides jobs and statistics reads: the expansion of the
+ * configured paths, and the state file's pruning. */
+#define POOL_SPARE 1
 /* Header reads of one poll are spread over this share of the interval. */
 #define POLL_SPREAD_PERCENT 80
 #define POLL_TICK_MIN_MS 20
@@ -54,6 +57,9 @@ struct manager {
 
         uv_timer_t poll_timer, tick_timer, dispatch_timer, watchdog_timer, prune_timer, flood_timer;
         uv_work_t prune_req;  /* state_prune() of databases whose files are gone */
+        uv_work_t list_req;   /* targets_list(): the walk of the configured paths */
+        struct listing *listing; /* being walked, or NULL */
+        bool expanded_now;    /* the targets were expanded since the last round began (start, reload) */
         bool pruning;
         int prune_result;
         uv_signal_t sig_hup, sig_term, sig_int;
@@ -484,7 +490,7 @@ static void close_all(struct manager *m);
 static void maybe_done(struct manager *m)
 {
         if (m->stopping) {
-                if (m->running_jobs + m->running_stats == 0 && !m->pruning)
+                if (m->running_jobs + m->running_stats == 0 && !m->pruning && !m->listing)
                         close_all(m);
                 else
                         update_status(m);
@@ -840,16 +846,20 @@ static void target_refused(void *userdata, const struct db_conf *dc, const char 
                 event_path_refused(path, dc->path, why);
 }
 
-/* Expand the paths and globs again; drop what no longer matches. */
-static int expand(struct manager *m)
+/* A walk of the paths and globs applied: new targets added, paths not
+ * followed reported, what no longer matches dropped. 0, -ENOMEM, or
+ * -ESTALE when a reload came after the walk began (nothing changed). */
+static int apply_listing(struct manager *m, struct listing *l)
 {
         const struct targets_events ev = { target_added, target_refused, m };
         int r;
 
+        if (targets_listing_stale(&m->targets, l))
+                return -ESTALE;
         for (size_t i = 0; i < m->refused.n; i++)
                 m->refused.v[i]->seen = false;
         m->refused_over = 0;
-        r = targets_expand(&m->targets, &ev);
+        r = targets_apply(&m->targets, l, &ev);
         if (m->refused_over && !m->refused_over_said)
                 event_refused_counted(m->refused_over, REFUSED_MAX);
         m->refused_over_said = m->refused_over > 0;
@@ -874,7 +884,24 @@ static int expand(struct manager *m)
                 target_drop(m, t);
         }
         m->expanded = true;
+        m->expanded_now = true;
         return 0;
+}
+
+/* The paths and globs expanded now, on the loop thread: at start, before
+ * READY=1, and at a reload, which must point every target at the new
+ * configuration before the old one is freed. */
+static int expand(struct manager *m)
+{
+        struct listing *l = targets_listing_new(&m->targets);
+        int r;
+
+        if (!l)
+                return -ENOMEM;
+        targets_list(l);
+        r = apply_listing(m, l);
+        targets_listing_free(l);
+        return r;
 }
 
 static void tick_cb(uv_timer_t *timer)
@@ -903,15 +930,14 @@ static void round_clear(struct manager *m)
         m->round_active = false;
 }
 
+/* A poll round over the targets as they are: their header reads spread
+ * over most of the interval. */
 static void start_round(struct manager *m)
 {
         uint64_t spread, tick;
         size_t n;
 
-        if (expand(m) < 0) {
-                log_msg(LOG_ERR, "out of memory expanding the database paths, skipping this poll");
-                return;
-        }
+        m->expanded_now = false;
         round_clear(m);
         for (size_t i = 0; i < m->targets.n; i++) {
                 TAILQ_INSERT_TAIL(&m->round, m->targets.v[i], round_link);
@@ -938,9 +964,56 @@ static void start_round(struct manager *m)
         uv_timer_start(&m->tick_timer, tick_cb, 0, tick ? tick : 1);
 }
 
+static void list_work(uv_work_t *req)
+{
+        struct manager *m = req->data;
+
+        targets_list(m->listing);
+}
+
+/* The walk is done: applied, then the round it was for. */
+static void list_done(uv_work_t *req, int status)
+{
+        struct manager *m = req->data;
+        struct listing *l = m->listing;
+        int r = m->stopping ? 0 : apply_listing(m, l);
+
+        m->listing = targets_listing_free(l);
+        if (m->stopping) {
+                maybe_done(m);
+                return;
+        }
+        if (r == -ESTALE) /* a reload expanded the new paths meanwhile */
+                return;
+        if (r < 0)
+                log_msg(LOG_ERR, "out of memory expanding the database paths, skipping this poll");
+        else
+                start_round(m);
+        update_status(m);
+}
+
+/* Each poll walks the configured paths on a worker (a directory of
+ * 100,000 names is far more than a header read), then starts its round;
+ * the first after start or a reload uses the walk just made. */
 static void poll_cb(uv_timer_t *timer)
 {
-        start_round(timer->data);
+        struct manager *m = timer->data;
+
+        if (m->expanded_now) {
+                start_round(m);
+                return;
+        }
+        if (m->listing) {
+                log_msg(LOG_DEBUG, "poll: the last walk of the database paths is still running; this poll is skipped");
+                return;
+        }
+        m->listing = targets_listing_new(&m->targets);
+        if (!m->listing) {
+                log_msg(LOG_ERR, "out of memory expanding the database paths, skipping this poll");
+                return;
+        }
+        if (uv_queue_work(&m->loop, &m->list_req, list_work, list_done) != 0)
+                m->listing = targets_listing_free(m->listing);
 }
 
 /* --- signals, reload, stop --------------------------------------------- */
@@ -984,9 +1057,9 @@ static void reload(struct manager *m)
                 t->logged_reason = SCHED_REASON_NONE;
         }
         m->max_jobs = c->max_concurrent_jobs;
-        if (m->max_jobs > m->pool_size - STAT_JOBS_MAX) {
-                event_jobs_capped(c->max_concurrent_jobs, m->pool_size - STAT_JOBS_MAX);
-                m->max_jobs = m->pool_size - STAT_JOBS_MAX;
+        if (m->max_jobs > m->pool_size - STAT_JOBS_MAX - POOL_SPARE) {
+                event_jobs_capped(c->max_concurrent_jobs, m->pool_size - STAT_JOBS_MAX - POOL_SPARE);
+                m->max_jobs = m->pool_size - STAT_JOBS_MAX - POOL_SPARE;
         }
         conf_free(old);
         event_reloaded(m->conf_file, c->n_dbs, m->targets.n);
@@ -1199,7 +1272,7 @@ int manager_new(struct manager **ret, const struct manager_options *o, struct co
         /* The pool is sized once, before its first use: jobs, plus room for
          * statistics reads so they never wait behind a long VACUUM. */
         m->max_jobs = m->conf->max_concurrent_jobs;
-        m->pool_size = m->max_jobs + STAT_JOBS_MAX;
+        m->pool_size = m->max_jobs + STAT_JOBS_MAX + POOL_SPARE;
         if (m->pool_size < 4)
                 m->pool_size = 4;
         snprintf(n, sizeof(n), "%u", m->pool_size);
@@ -1222,7 +1295,7 @@ int manager_new(struct manager **ret, const struct manager_options *o, struct co
         uv_signal_init(&m->loop, &m->sig_term);
         uv_signal_init(&m->loop, &m->sig_int);
         m->poll_timer.data = m->tick_timer.data = m->dispatch_timer.data = m->watchdog_timer.data = m;
-        m->prune_timer.data = m->prune_req.data = m->flood_timer.data = m;
+        m->prune_timer.data = m->prune_req.data = m->flood_timer.data = m->list_req.data = m;
         m->sig_hup.data = m->sig_term.data = m->sig_int.data = m;
         *ret = m;
         return 0;

@@ -192,7 +192,8 @@ int state_load(struct state *s)
         while (r == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW)
                 r = remember(s, &cap, st);
         sqlite3_finalize(st);
-        qsort(s->loaded, s->n_loaded, sizeof(*s->loaded), remembered_cmp);
+        if (s->n_loaded > 1)
+                qsort(s->loaded, s->n_loaded, sizeof(*s->loaded), remembered_cmp);
         return r < 0 ? r : rc == SQLITE_DONE ? 0 : -EIO;
 }
 

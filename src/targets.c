@@ -177,6 +177,7 @@ static size_t admin_prefix_len(const char *path)
 
 int targets_configure(struct targets *ts, const struct conf *c)
 {
+        ts->generation++;
         roots_clear(ts);
         ts->roots = calloc(c->n_dbs ? c->n_dbs : 1, sizeof(*ts->roots));
         if (!ts->roots)
@@ -209,22 +210,194 @@ int targets_configure(struct targets *ts, const struct conf *c)
         return 0;
 }
 
-/* ---- walking -------------------------------------------------------------- */
+/* ---- the listing: the walk, off the loop thread --------------------------- */
+
+/* What the walk met, in the order it met it. */
+enum record_kind {
+        REC_MATCH,   /* a database file, in the listed directory dir */
+        REC_MISSING, /* a plain path whose directory cannot be opened: still watched */
+        REC_REFUSED, /* a path not followed (why); with no path, nothing here yet */
+};
+
+struct record {
+        enum record_kind kind;
+        bool explicit_path;
+        size_t root;     /* index into roots */
+        size_t dir;      /* REC_MATCH: index into dirs */
+        size_t path;     /* offset into text */
+        const char *why; /* REC_REFUSED: a static string */
+};
+
+/* A directory a match was found in, opened by the walk. */
+struct listed_dir {
+        size_t path; /* offset into text: the admin's spelling */
+        int fd;      /* -1 once targets_apply() has taken it */
+        dev_t dev;
+        ino_t ino;
+};
+
+/* One databases: entry as the walk needs it: copies, so that a reload on
+ * the loop thread cannot free them under it. */
+struct listed_root {
+        char *path;
+        size_t prefix_len;
+        char *real;  /* the admin's part resolved; NULL while missing */
+        bool is_glob;
+        bool opened; /* the admin's part could be opened */
+};
+
+struct listing {
+        uint64_t generation; /* of the targets' configuration it was made from */
+        struct listed_root *roots;
+        size_t n_roots;
+        struct record *recs;
+        size_t n_recs, cap_recs;
+        struct listed_dir *dirs;
+        size_t n_dirs, cap_dirs;
+        char *text; /* every path, NUL-terminated, one after the other */
+        size_t text_len, text_cap;
+        int err;
+};
+
+struct listing *targets_listing_free(struct listing *l)
+{
+        if (!l)
+                return NULL;
+        for (size_t i = 0; i < l->n_roots; i++) {
+                free(l->roots[i].path);
+                free(l->roots[i].real);
+        }
+        for (size_t i = 0; i < l->n_dirs; i++)
+                if (l->dirs[i].fd >= 0)
+                        close(l->dirs[i].fd);
+        free(l->roots);
+        free(l->recs);
+        free(l->dirs);
+        free(l->text);
+        free(l);
+        return NULL;
+}
+
+struct listing *targets_listing_new(const struct targets *ts)
+{
+        struct listing *l = calloc(1, sizeof(*l));
+
+        if (!l)
+                return NULL;
+        l->generation = ts->generation;
+        l->roots = calloc(ts->n_roots ? ts->n_roots : 1, sizeof(*l->roots));
+        if (!l->roots)
+                return targets_listing_free(l);
+        l->n_roots = ts->n_roots;
+        for (size_t i = 0; i < ts->n_roots; i++) {
+                const struct entry_root *e = &ts->roots[i];
+                struct listed_root *r = &l->roots[i];
+
+                r->path = strdup(e->dc->path);
+                r->real = e->real ? strdup(e->real) : NULL;
+                if (!r->path || (e->real && !r->real))
+                        return targets_listing_free(l);
+                r->prefix_len = e->prefix_len;
+                r->is_glob = e->dc->is_glob;
+        }
+        return l;
+}
+
+/* s into the listing's text: its offset, or SIZE_MAX (l->err set). */
+static size_t add_text(struct listing *l, const char *s)
+{
+        size_t n = strlen(s) + 1, at = l->text_len;
+
+        if (l->text_len + n > l->text_cap) {
+                size_t cap = l->text_cap ? 2 * l->text_cap : 4096;
+                char *v;
+
+                while (cap < l->text_len + n)
+                        cap *= 2;
+                v = realloc(l->text, cap);
+                if (!v) {
+                        l->err = -ENOMEM;
+                        return SIZE_MAX;
+                }
+                l->text = v;
+                l->text_cap = cap;
+        }
+        memcpy(l->text + at, s, n);
+        l->text_len += n;
+        return at;
+}
+
+static void add_record(struct listing *l, struct record r, const char *path)
+{
+        if (l->err)
+                return;
+        if (l->n_recs == l->cap_recs) {
+                size_t cap = l->cap_recs ? 2 * l->cap_recs : 256;
+                struct record *v = realloc(l->recs, cap * sizeof(*v));
+
+                if (!v) {
+                        l->err = -ENOMEM;
+                        return;
+                }
+                l->recs = v;
+                l->cap_recs = cap;
+        }
+        r.path = path ? add_text(l, path) : SIZE_MAX;
+        if (!l->err)
+                l->recs[l->n_recs++] = r;
+}
 
 struct walk {
-        struct targets *ts;
-        struct entry_root *root;
-        const struct targets_events *ev;
-        uint64_t budget;   /* new databases this entry may still take (limits.max_matches) */
-        uint64_t marked;   /* databases this entry watches after this expansion */
-        bool over;         /* it matched more than it may watch */
-        int err;
+        struct listing *l;
+        size_t root;
 };
 
 static void refused(struct walk *w, const char *path, const char *why)
 {
-        if (w->ev->refused)
-                w->ev->refused(w->ev->userdata, w->root->dc, path, why);
+        add_record(w->l, (struct record){ .kind = REC_REFUSED, .root = w->root, .why = why }, path);
+}
+
+/* The directory at (open as fd) as one of the listing's, opened once per
+ * walk of it (*index: SIZE_MAX until then). */
+static size_t listed_dir(struct walk *w, const char *at, int fd, size_t *index)
+{
+        struct listing *l = w->l;
+        struct listed_dir *d;
+        struct stat st;
+
+        if (*index != SIZE_MAX || l->err)
+                return *index;
+        if (l->n_dirs == l->cap_dirs) {
+                size_t cap = l->cap_dirs ? 2 * l->cap_dirs : 16;
+                struct listed_dir *v = realloc(l->dirs, cap * sizeof(*v));
+
+                if (!v) {
+                        l->err = -ENOMEM;
+                        return SIZE_MAX;
+                }
+                l->dirs = v;
+                l->cap_dirs = cap;
+        }
+        d = &l->dirs[l->n_dirs];
+        if (fstat(fd, &st) < 0 || (d->fd = fcntl(fd, F_DUPFD_CLOEXEC, 3)) < 0)
+                return SIZE_MAX;
+        d->dev = st.st_dev;
+        d->ino = st.st_ino;
+        d->path = add_text(l, at);
+        if (l->err) {
+                close(d->fd);
+                return SIZE_MAX;
+        }
+        *index = l->n_dirs++;
+        return *index;
+}
+
+/* A database file: watched in its directory (dir SIZE_MAX when that could
+ * not be kept open: watched without one, as a missing one). */
+static void found(struct walk *w, const char *at, int fd, size_t *dir, const char *path, bool explicit_path)
+{
+        add_record(w->l, (struct record){ .kind = REC_MATCH, .explicit_path = explicit_path, .root = w->root,
+                                          .dir = listed_dir(w, at, fd, dir) }, path);
 }
 
 /* The entry's admin part, opened from / one component at a time without
@@ -233,12 +406,12 @@ static void refused(struct walk *w, const char *path, const char *why)
  * cannot be opened (missing: nothing matches). */
 static int open_root(struct walk *w)
 {
-        struct entry_root *e = w->root;
+        struct listed_root *e = &w->l->roots[w->root];
         char *copy, *save = NULL, *comp, at[PATH_MAX];
         int fd, next;
 
         if (!e->real) {
-                char *prefix = strndup(e->dc->path, e->prefix_len);
+                char *prefix = strndup(e->path, e->prefix_len);
 
                 e->real = prefix ? realpath(prefix, NULL) : NULL;
                 free(prefix);
@@ -251,7 +424,7 @@ static int open_root(struct walk *w)
                 free(copy);
                 if (fd >= 0)
                         close(fd);
-                w->err = -ENOMEM;
+                w->l->err = -ENOMEM;
                 return -1;
         }
         at[0] = '\0';
@@ -272,117 +445,10 @@ static int open_root(struct walk *w)
         return fd;
 }
 
-static int dir_cmp(const struct targets *ts, size_t i, const char *path)
-{
-        return strcmp(ts->dirs[i]->path, path);
-}
-
-/* The directory at path for this expansion: the one kept from the last,
- * if fd is still that directory, else a new one holding a duplicate of fd. */
-static struct tdir *get_dir(struct walk *w, const char *path, int fd)
-{
-        struct targets *ts = w->ts;
-        size_t lo = 0, hi = ts->n_dirs;
-        struct tdir *d;
-        struct stat st;
-
-        if (fstat(fd, &st) < 0)
-                return NULL;
-        while (lo < hi) {
-                size_t mid = lo + (hi - lo) / 2;
-                int c = dir_cmp(ts, mid, path);
-
-                if (c == 0) {
-                        d = ts->dirs[mid];
-                        if (d->dev != st.st_dev || d->ino != st.st_ino) {
-                                /* replaced since: this one from now on */
-                                int nfd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
-
-                                if (nfd < 0)
-                                        return NULL;
-                                close(d->fd);
-                                d->fd = nfd;
-                                d->dev = st.st_dev;
-                                d->ino = st.st_ino;
-                        }
-                        d->seen = true;
-                        return d;
-                }
-                if (c < 0)
-                        lo = mid + 1;
-                else
-                        hi = mid;
-        }
-        if (ts->n_dirs == ts->cap_dirs) {
-                size_t cap = ts->cap_dirs ? 2 * ts->cap_dirs : 16;
-                struct tdir **v = realloc(ts->dirs, cap * sizeof(*v));
-
-                if (!v)
-                        return NULL;
-                ts->dirs = v;
-                ts->cap_dirs = cap;
-        }
-        d = calloc(1, sizeof(*d));
-        if (!d || !(d->path = strdup(path)) || (d->fd = fcntl(fd, F_DUPFD_CLOEXEC, 3)) < 0) {
-                if (d)
-                        d->fd = -1;
-                return tdir_free(d);
-        }
-        d->dev = st.st_dev;
-        d->ino = st.st_ino;
-        d->seen = true;
-        memmove(ts->dirs + lo + 1, ts->dirs + lo, (ts->n_dirs - lo) * sizeof(*ts->dirs));
-        ts->dirs[lo] = d;
-        ts->n_dirs++;
-        return d;
-}
-
-/* path (dir/name), in directory d (NULL: missing), for this entry. */
-static void mark(struct walk *w, struct tdir *d, const char *path, bool explicit_path)
-{
-        const struct db_conf *dc = w->root->dc;
-        bool created;
-        struct target *t;
-
-        if (w->err)
-                return;
-        t = targets_find(w->ts, path);
-        if (t && t->seen) /* an earlier entry claimed it */
-                return;
-        /* Past limits.max_matches, what is watched stays watched and a
-         * newcomer waits for room: no file decides which others are
-         * watched by the order of a directory listing. */
-        if (!explicit_path) {
-                if (!t) {
-                        if (w->budget == 0) {
-                                if (!w->root->capped && w->ev->refused)
-                                        w->ev->refused(w->ev->userdata, dc, NULL,
-                                                       "matched more databases than limits.max_matches");
-                                w->root->capped = true;
-                                w->over = true;
-                                return;
-                        }
-                        w->budget--;
-                }
-                w->marked++;
-        }
-        t = targets_get(w->ts, path, &created);
-        if (!t) {
-                w->err = -ENOMEM;
-                return;
-        }
-        t->seen = true;
-        t->dc = dc;
-        t->dir = d;
-        t->explicit_path = explicit_path;
-        if (created && w->ev->added)
-                w->ev->added(w->ev->userdata, t);
-}
-
 static void walk_from(struct walk *w, int fd, const char *at, const char *rest);
 
 /* One entry of a listed directory that matched a glob component. */
-static void matched(struct walk *w, int fd, const char *at, const char *name, unsigned char type,
+static void matched(struct walk *w, int fd, const char *at, size_t *dir, const char *name, unsigned char type,
                     const char *rest)
 {
         char path[PATH_MAX];
@@ -416,21 +482,21 @@ static void matched(struct walk *w, int fd, const char *at, const char *name, un
         if (type == DT_LNK)
                 refused(w, path, "is a symbolic link; configure the real path instead");
         if (type == DT_REG)
-                mark(w, get_dir(w, at, fd), path, false);
+                found(w, at, fd, dir, path, false);
 }
 
 /* rest: the components still to match below at (open as fd). */
 static void walk_from(struct walk *w, int fd, const char *at, const char *rest)
 {
         const char *slash = strchr(rest, '/');
-        size_t n = slash ? (size_t)(slash - rest) : strlen(rest);
+        size_t n = slash ? (size_t)(slash - rest) : strlen(rest), dir = SIZE_MAX;
         char comp[NAME_MAX + 1], path[PATH_MAX];
         const char *next = slash ? slash + 1 : "";
         struct dirent *de;
         DIR *d;
         int sub;
 
-        if (w->err || n == 0 || n > NAME_MAX)
+        if (w->l->err || n == 0 || n > NAME_MAX)
                 return;
         memcpy(comp, rest, n);
         comp[n] = '\0';
@@ -438,7 +504,7 @@ static void walk_from(struct walk *w, int fd, const char *at, const char *rest)
                 if ((size_t)snprintf(path, sizeof(path), "%s/%s", strcmp(at, "/") == 0 ? "" : at, comp) >= sizeof(path))
                         return;
                 if (!*next) {
-                        mark(w, get_dir(w, at, fd), path, !w->root->dc->is_glob);
+                        found(w, at, fd, &dir, path, !w->l->roots[w->root].is_glob);
                         return;
                 }
                 sub = openat(fd, comp, DIR_FLAGS);
@@ -462,68 +528,245 @@ static void walk_from(struct walk *w, int fd, const char *at, const char *rest)
                         close(sub);
                 return;
         }
-        while ((de = readdir(d)) && !w->err) {
+        while ((de = readdir(d)) && !w->l->err) {
                 if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0 ||
                     fnmatch(comp, de->d_name, FNM_PERIOD) != 0)
                         continue;
-                matched(w, fd, at, de->d_name, de->d_type, next);
+                matched(w, fd, at, &dir, de->d_name, de->d_type, next);
         }
         closedir(d);
 }
 
-/* A plain path whose directory is missing is still watched: it may appear. */
-static void mark_missing(struct walk *w)
+void targets_list(struct listing *l)
 {
-        if (!w->root->dc->is_glob)
-                mark(w, NULL, w->root->dc->path, true);
+        for (size_t i = 0; i < l->n_roots && !l->err; i++) {
+                struct listed_root *e = &l->roots[i];
+                struct walk w = { .l = l, .root = i };
+                const char *rest = e->path + e->prefix_len;
+                char at[PATH_MAX];
+                int fd = open_root(&w);
+
+                if (fd < 0) {
+                        /* a plain path whose directory is missing is still watched: it may appear */
+                        if (!e->is_glob)
+                                add_record(l, (struct record){ .kind = REC_MISSING, .explicit_path = true,
+                                                               .root = i }, e->path);
+                        continue;
+                }
+                e->opened = true;
+                /* messages and paths keep the admin's spelling */
+                snprintf(at, sizeof(at), "%.*s", (int)e->prefix_len, e->path);
+                walk_from(&w, fd, at, *rest == '/' ? rest + 1 : rest);
+                close(fd);
+        }
 }
 
-int targets_expand(struct targets *ts, const struct targets_events *ev)
+/* ---- the listing applied, on the loop thread ------------------------------ */
+
+struct apply {
+        struct targets *ts;
+        struct entry_root *root;
+        const struct targets_events *ev;
+        uint64_t budget;   /* new databases this entry may still take (limits.max_matches) */
+        uint64_t marked;   /* databases this entry watches after this expansion */
+        bool over;         /* it matched more than it may watch */
+        int err;
+};
+
+static int dir_cmp(const struct targets *ts, size_t i, const char *path)
 {
+        return strcmp(ts->dirs[i]->path, path);
+}
+
+/* The listed directory as one of the targets' directories: the one kept
+ * from the last expansion, if it is still that directory (its descriptor
+ * kept), else the listing's. NULL on allocation failure. */
+static struct tdir *take_dir(struct targets *ts, struct listing *l, struct listed_dir *ld)
+{
+        const char *path = l->text + ld->path;
+        size_t lo = 0, hi = ts->n_dirs;
+        struct tdir *d;
+
+        while (lo < hi) {
+                size_t mid = lo + (hi - lo) / 2;
+                int c = dir_cmp(ts, mid, path);
+
+                if (c == 0) {
+                        d = ts->dirs[mid];
+                        if (d->dev != ld->dev || d->ino != ld->ino) {
+                                /* replaced since: this one from now on */
+                                close(d->fd);
+                                d->fd = ld->fd;
+                                ld->fd = -1;
+                                d->dev = ld->dev;
+                                d->ino = ld->ino;
+                        }
+                        d->seen = true;
+                        return d;
+                }
+                if (c < 0)
+                        lo = mid + 1;
+                else
+                        hi = mid;
+        }
+        if (ts->n_dirs == ts->cap_dirs) {
+                size_t cap = ts->cap_dirs ? 2 * ts->cap_dirs : 16;
+                struct tdir **v = realloc(ts->dirs, cap * sizeof(*v));
+
+                if (!v)
+                        return NULL;
+                ts->dirs = v;
+                ts->cap_dirs = cap;
+        }
+        d = calloc(1, sizeof(*d));
+        if (!d || !(d->path = strdup(path))) {
+                free(d);
+                return NULL;
+        }
+        d->fd = ld->fd;
+        ld->fd = -1;
+        d->dev = ld->dev;
+        d->ino = ld->ino;
+        d->seen = true;
+        memmove(ts->dirs + lo + 1, ts->dirs + lo, (ts->n_dirs - lo) * sizeof(*ts->dirs));
+        ts->dirs[lo] = d;
+        ts->n_dirs++;
+        return d;
+}
+
+/* path (dir/name), in directory d (NULL: missing), for this entry. */
+static void mark(struct apply *a, struct tdir *d, const char *path, bool explicit_path)
+{
+        const struct db_conf *dc = a->root->dc;
+        bool created;
+        struct target *t;
+
+        if (a->err)
+                return;
+        t = targets_find(a->ts, path);
+        if (t && t->seen) /* an earlier entry claimed it */
+                return;
+        /* Past limits.max_matches, what is watched stays watched and a
+         * newcomer waits for room: no file decides which others are
+         * watched by the order of a directory listing. */
+        if (!explicit_path) {
+                if (!t) {
+                        if (a->budget == 0) {
+                                if (!a->root->capped && a->ev->refused)
+                                        a->ev->refused(a->ev->userdata, dc, NULL,
+                                                       "matched more databases than limits.max_matches");
+                                a->root->capped = true;
+                                a->over = true;
+                                return;
+                        }
+                        a->budget--;
+                }
+                a->marked++;
+        }
+        t = targets_get(a->ts, path, &created);
+        if (!t) {
+                a->err = -ENOMEM;
+                return;
+        }
+        t->seen = true;
+        t->dc = dc;
+        t->dir = d;
+        t->explicit_path = explicit_path;
+        if (created && a->ev->added)
+                a->ev->added(a->ev->userdata, t);
+}
+
+bool targets_listing_stale(const struct targets *ts, const struct listing *l)
+{
+        return l->generation != ts->generation || l->n_roots != ts->n_roots;
+}
+
+/* The records of root i, from *k on, applied; *k left after them. */
+static void apply_root(struct apply *a, struct listing *l, struct tdir **dirs, size_t i, size_t *k)
+{
+        for (; *k < l->n_recs && l->recs[*k].root == i && !a->err; ++*k) {
+                const struct record *r = &l->recs[*k];
+                const char *path = r->path == SIZE_MAX ? NULL : l->text + r->path;
+
+                switch (r->kind) {
+                case REC_MATCH:
+                        if (r->dir != SIZE_MAX && !dirs[r->dir])
+                                dirs[r->dir] = take_dir(a->ts, l, &l->dirs[r->dir]);
+                        mark(a, r->dir != SIZE_MAX ? dirs[r->dir] : NULL, path, r->explicit_path);
+                        break;
+                case REC_MISSING:
+                        mark(a, NULL, path, true);
+                        break;
+                case REC_REFUSED:
+                        if (a->ev->refused)
+                                a->ev->refused(a->ev->userdata, a->root->dc, path, r->why);
+                        break;
+                }
+        }
+}
+
+int targets_apply(struct targets *ts, struct listing *l, const struct targets_events *ev)
+{
+        struct tdir **dirs;
+        size_t k = 0;
+
+        if (targets_listing_stale(ts, l))
+                return -ESTALE;
+        if (l->err)
+                return l->err;
+        dirs = calloc(l->n_dirs ? l->n_dirs : 1, sizeof(*dirs));
+        if (!dirs)
+                return -ENOMEM;
         for (size_t i = 0; i < ts->n; i++)
                 ts->v[i]->seen = false;
         for (size_t i = 0; i < ts->n_dirs; i++)
                 ts->dirs[i]->seen = false;
-
         for (size_t i = 0; i < ts->n_roots; i++) {
-                struct walk w = { .ts = ts, .root = &ts->roots[i], .ev = ev };
-                uint64_t max = w.root->dc->limits.max_matches;
-                const char *rest = w.root->dc->path + w.root->prefix_len;
-                char at[PATH_MAX];
-                int fd;
+                struct entry_root *e = &ts->roots[i];
+                uint64_t max = e->dc->limits.max_matches;
+                struct apply a = { .ts = ts, .root = e, .ev = ev, .budget = max > e->watched ? max - e->watched : 0 };
 
-                w.budget = max > w.root->watched ? max - w.root->watched : 0;
-                fd = open_root(&w);
-                if (w.err)
-                        return w.err;
-                if (fd < 0) {
-                        w.root->watched = 0;
-                        mark_missing(&w);
-                        if (w.err)
-                                return w.err;
+                /* resolved by the walk while it was missing here */
+                if (!e->real && l->roots[i].real)
+                        e->real = strdup(l->roots[i].real);
+                apply_root(&a, l, dirs, i, &k);
+                if (a.err) {
+                        free(dirs);
+                        return a.err;
+                }
+                if (!l->roots[i].opened) {
+                        e->watched = 0;
                         continue;
                 }
-                /* messages and paths keep the admin's spelling */
-                snprintf(at, sizeof(at), "%.*s", (int)w.root->prefix_len, w.root->dc->path);
-                walk_from(&w, fd, at, *rest == '/' ? rest + 1 : rest);
-                close(fd);
-                w.root->watched = w.marked;
-                if (!w.over)
-                        w.root->capped = false;
-                if (w.err)
-                        return w.err;
+                e->watched = a.marked;
+                if (!a.over)
+                        e->capped = false;
         }
+        free(dirs);
         /* A target not seen loses its directory; a directory not seen goes. */
         for (size_t i = 0; i < ts->n; i++)
                 if (!ts->v[i]->seen)
                         ts->v[i]->dir = NULL;
-        for (size_t i = 0, k = 0; i < ts->n_dirs; i++) {
+        for (size_t i = 0, k2 = 0; i < ts->n_dirs; i++) {
                 if (ts->dirs[i]->seen)
-                        ts->dirs[k++] = ts->dirs[i];
+                        ts->dirs[k2++] = ts->dirs[i];
                 else
                         tdir_free(ts->dirs[i]);
                 if (i + 1 == ts->n_dirs)
-                        ts->n_dirs = k;
+                        ts->n_dirs = k2;
         }
         return 0;
+}
+
+int targets_expand(struct targets *ts, const struct targets_events *ev)
+{
+        struct listing *l = targets_listing_new(ts);
+        int r;
+
+        if (!l)
+                return -ENOMEM;
+        targets_list(l);
+        r = targets_apply(ts, l, ev);
+        targets_listing_free(l);
+        return r;
 }

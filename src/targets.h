@@ -142,6 +142,7 @@ struct targets {
         size_t n_dirs, cap_dirs;
         struct entry_root *roots;
         size_t n_roots;
+        uint64_t generation; /* one more at each targets_configure() */
 };
 
 void targets_init(struct targets *ts);
@@ -168,13 +169,31 @@ struct targets_events {
         void *userdata;
 };
 
-/* Mark every target unseen, then expand each databases: entry (first entry
- * wins a path), marking and adding targets: from the admin's part, opened
- * anew component by component without following a symbolic link, each
- * further component is opened the same way or, when it holds glob
- * characters, matched against the directory's entries (fnmatch with
- * FNM_PERIOD, as glob(3)). Side files (-wal, -shm, -journal), directories
- * and symbolic links never match. New targets are reported through added();
- * afterwards the caller deals with the unseen ones, whose dir is NULL.
- * Returns 0 or -ENOMEM. */
+/* An expansion of every databases: entry, in two steps, so that the file
+ * system is walked off the loop thread:
+ *
+ * targets_listing_new() (loop thread) copies the entries' paths;
+ * targets_list() (any thread, touching nothing but the listing) walks
+ * them: from each admin's part, opened anew component by component
+ * without following a symbolic link, each further component is opened the
+ * same way or, when it holds glob characters, matched against the
+ * directory's entries (fnmatch with FNM_PERIOD, as glob(3)); side files
+ * (-wal, -shm, -journal), directories and symbolic links never match. It
+ * records what it meets in order, keeping each matching directory open
+ * (one fstat each, none per file);
+ * targets_apply() (loop thread) marks every target unseen, then applies
+ * the records (the first entry that matches a path has it;
+ * limits.max_matches: what is watched stays, newcomers wait), reporting
+ * new targets through added() and paths not followed through refused().
+ * Afterwards the caller deals with the unseen targets, whose dir is NULL.
+ * It returns 0, -ENOMEM, or -ESTALE when the listing was made before the
+ * last targets_configure() (nothing is changed: walk again). */
+struct listing;
+struct listing *targets_listing_new(const struct targets *ts);
+void targets_list(struct listing *l);
+bool targets_listing_stale(const struct targets *ts, const struct listing *l);
+int targets_apply(struct targets *ts, struct listing *l, const struct targets_events *ev);
+struct listing *targets_listing_free(struct listing *l);
+
+/* All three at once, on the calling thread (at start, at a reload). */
 int targets_expand(struct targets *ts, const struct targets_events *ev);
