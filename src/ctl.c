@@ -187,31 +187,26 @@ static void json_vacuum(struct json *j, const struct maint_result *r)
         }
 }
 
-/* vacuum's tables: refused, those whose rowids would change; done, those renumbered */
-static void json_renumbered_tables(struct json *j, const struct maint_result *r)
+/* One object per table: vacuum's (refused: those whose rowids would
+ * change; done: those renumbered) with their rowids, analyze's with their
+ * verdicts. */
+static void json_tables(struct json *j, const struct maint_result *r, bool analyze)
 {
-        json_array_begin(j, "renumbered_tables");
+        json_array_begin(j, analyze ? "tables" : "renumbered_tables");
         for (size_t i = 0; i < r->n_tables; i++) {
-                json_object_begin(j, NULL);
-                json_str(j, "name", r->tables[i].name);
-                json_u64(j, "rows", r->tables[i].rows);
-                json_i64(j, "rowid_min", r->tables[i].rowid_min);
-                json_i64(j, "rowid_max", r->tables[i].rowid_max);
-                json_object_end(j);
-        }
-        json_array_end(j);
-}
+                const struct maint_table *t = &r->tables[i];
 
-/* analyze's tables, each with its verdict */
-static void json_analyzed_tables(struct json *j, const struct maint_result *r)
-{
-        json_array_begin(j, "tables");
-        for (size_t i = 0; i < r->n_tables; i++) {
                 json_object_begin(j, NULL);
-                json_str(j, "name", r->tables[i].name);
-                json_str(j, "verdict", maint_table_verdict_name(r->tables[i].verdict));
-                json_u64(j, "rows", r->tables[i].rows);
-                json_u64(j, "statistics_rows", r->tables[i].baseline_rows);
+                json_str(j, "name", t->name);
+                if (analyze)
+                        json_str(j, "verdict", maint_table_verdict_name(t->verdict));
+                json_u64(j, "rows", t->rows);
+                if (analyze) {
+                        json_u64(j, "statistics_rows", t->baseline_rows);
+                } else {
+                        json_i64(j, "rowid_min", t->rowid_min);
+                        json_i64(j, "rowid_max", t->rowid_max);
+                }
                 json_object_end(j);
         }
         json_array_end(j);
@@ -252,9 +247,9 @@ static void print_json(struct ctl *c, const char *path, const char *op, const st
         if (r->rolled_back_journal)
                 json_bool(j, "rolled_back_journal", true);
         if (c->cmd == CMD_VACUUM && r->n_tables)
-                json_renumbered_tables(j, r);
+                json_tables(j, r, false);
         if (c->cmd == CMD_ANALYZE && (r->n_tables || r->status == MAINT_OK))
-                json_analyzed_tables(j, r);
+                json_tables(j, r, true);
         if (r->have_deep)
                 json_deep(j, &r->deep);
         if (r->n_vtabs)
