@@ -162,6 +162,74 @@ static void json_deep(struct json *j, const struct deep_stats *d)
         json_object_end(j);
 }
 
+/* vacuum's own figures: sizes before and after, and what stood in its way */
+static void json_vacuum(struct json *j, const struct maint_result *r)
+{
+        json_u64(j, "bytes_reclaimed", r->bytes_reclaimed);
+        if (r->wrote) {
+                json_u64(j, "disk_bytes_before", r->disk_bytes_before);
+                json_u64(j, "disk_bytes_after", r->disk_bytes_after);
+        }
+        json_u64(j, "page_bytes_reclaimed", r->page_bytes_reclaimed);
+        if (r->have_before)
+                json_fixed2(j, "fragmentation_before_percent", r->before.fragmentation_percent);
+        if (r->have_after)
+                json_fixed2(j, "fragmentation_after_percent", r->after.fragmentation_percent);
+        json_bool(j, "checkpoint_busy", r->checkpoint_busy);
+        if (r->check_after_skipped)
+                json_str(j, "check_after", r->message);
+        if (r->status == MAINT_NOSPACE && r->space_needed) {
+                json_u64(j, "space_needed_bytes", r->space_needed);
+                json_u64(j, "temp_space_needed_bytes", r->space_needed_tmp);
+                json_u64(j, "space_free_bytes", r->space_free_db);
+                json_u64(j, "temp_space_free_bytes", r->space_free_tmp);
+                json_str(j, "temp_dir", r->tmp_dir);
+        }
+}
+
+/* One object per table: vacuum's (refused: those whose rowids would
+ * change; done: those renumbered) with their rowids, analyze's with their
+ * verdicts. */
+static void json_tables(struct json *j, const struct maint_result *r, bool analyze)
+{
+        json_array_begin(j, analyze ? "tables" : "renumbered_tables");
+        for (size_t i = 0; i < r->n_tables; i++) {
+                const struct maint_table *t = &r->tables[i];
+
+                json_object_begin(j, NULL);
+                json_str(j, "name", t->name);
+                if (analyze)
+                        json_str(j, "verdict", maint_table_verdict_name(t->verdict));
+                json_u64(j, "rows", t->rows);
+                if (analyze) {
+                        json_u64(j, "statistics_rows", t->baseline_rows);
+                } else {
+                        json_i64(j, "rowid_min", t->rowid_min);
+                        json_i64(j, "rowid_max", t->rowid_max);
+                }
+                json_object_end(j);
+        }
+        json_array_end(j);
+}
+
+/* The full-text and R*Tree indexes a check covered, or could not */
+static void json_vtabs(struct json *j, const struct maint_result *r)
+{
+        json_array_begin(j, "virtual_tables");
+        for (size_t i = 0; i < r->n_vtabs; i++) {
+                json_object_begin(j, NULL);
+                json_str(j, "name", r->vtabs[i].name);
+                json_str(j, "kind", vtab_kind_key(r->vtabs[i].kind));
+                json_str(j, "verdict", vtab_verdict_name(r->vtabs[i].verdict));
+                if (r->vtabs[i].why)
+                        json_str(j, r->vtabs[i].verdict == VTAB_VERDICT_CANNOT ? "reason" : "error",
+                                 r->vtabs[i].why);
+                json_object_end(j);
+        }
+        json_array_end(j);
+}
+
+/* One JSON object per database: its figures, then what the command found. */
 static void print_json(struct ctl *c, const char *path, const char *op, const struct maint_result *r)
 {
         struct json *j = &c->j;
@@ -174,71 +242,18 @@ static void print_json(struct ctl *c, const char *path, const char *op, const st
         json_str(j, "status", maint_status_name(r->status));
         if (st)
                 json_stats(j, st);
-        if (c->cmd == CMD_VACUUM) {
-                json_u64(j, "bytes_reclaimed", r->bytes_reclaimed);
-                if (r->wrote) {
-                        json_u64(j, "disk_bytes_before", r->disk_bytes_before);
-                        json_u64(j, "disk_bytes_after", r->disk_bytes_after);
-                }
-                json_u64(j, "page_bytes_reclaimed", r->page_bytes_reclaimed);
-                if (r->have_before)
-                        json_fixed2(j, "fragmentation_before_percent", r->before.fragmentation_percent);
-                if (r->have_after)
-                        json_fixed2(j, "fragmentation_after_percent", r->after.fragmentation_percent);
-                json_bool(j, "checkpoint_busy", r->checkpoint_busy);
-                if (r->check_after_skipped)
-                        json_str(j, "check_after", r->message);
-                if (r->status == MAINT_NOSPACE && r->space_needed) {
-                        json_u64(j, "space_needed_bytes", r->space_needed);
-                        json_u64(j, "temp_space_needed_bytes", r->space_needed_tmp);
-                        json_u64(j, "space_free_bytes", r->space_free_db);
-                        json_u64(j, "temp_space_free_bytes", r->space_free_tmp);
-                        json_str(j, "temp_dir", r->tmp_dir);
-                }
-        }
+        if (c->cmd == CMD_VACUUM)
+                json_vacuum(j, r);
         if (r->rolled_back_journal)
                 json_bool(j, "rolled_back_journal", true);
-        if (c->cmd == CMD_VACUUM && r->n_tables) {
-                /* refused: the tables whose rowids would change; done: those renumbered */
-                json_array_begin(j, "renumbered_tables");
-                for (size_t i = 0; i < r->n_tables; i++) {
-                        json_object_begin(j, NULL);
-                        json_str(j, "name", r->tables[i].name);
-                        json_u64(j, "rows", r->tables[i].rows);
-                        json_i64(j, "rowid_min", r->tables[i].rowid_min);
-                        json_i64(j, "rowid_max", r->tables[i].rowid_max);
-                        json_object_end(j);
-                }
-                json_array_end(j);
-        }
-        if (c->cmd == CMD_ANALYZE && (r->n_tables || r->status == MAINT_OK)) {
-                json_array_begin(j, "tables");
-                for (size_t i = 0; i < r->n_tables; i++) {
-                        json_object_begin(j, NULL);
-                        json_str(j, "name", r->tables[i].name);
-                        json_str(j, "verdict", maint_table_verdict_name(r->tables[i].verdict));
-                        json_u64(j, "rows", r->tables[i].rows);
-                        json_u64(j, "statistics_rows", r->tables[i].baseline_rows);
-                        json_object_end(j);
-                }
-                json_array_end(j);
-        }
+        if (c->cmd == CMD_VACUUM && r->n_tables)
+                json_tables(j, r, false);
+        if (c->cmd == CMD_ANALYZE && (r->n_tables || r->status == MAINT_OK))
+                json_tables(j, r, true);
         if (r->have_deep)
                 json_deep(j, &r->deep);
-        if (r->n_vtabs) {
-                json_array_begin(j, "virtual_tables");
-                for (size_t i = 0; i < r->n_vtabs; i++) {
-                        json_object_begin(j, NULL);
-                        json_str(j, "name", r->vtabs[i].name);
-                        json_str(j, "kind", vtab_kind_key(r->vtabs[i].kind));
-                        json_str(j, "verdict", vtab_verdict_name(r->vtabs[i].verdict));
-                        if (r->vtabs[i].why)
-                                json_str(j, r->vtabs[i].verdict == VTAB_VERDICT_CANNOT ? "reason" : "error",
-                                         r->vtabs[i].why);
-                        json_object_end(j);
-                }
-                json_array_end(j);
-        }
+        if (r->n_vtabs)
+                json_vtabs(j, r);
         if (op)
                 json_u64(j, "duration_ms", r->duration_ms);
         if (r->status != MAINT_OK)
@@ -576,8 +591,9 @@ static void report(const char *line, void *userdata)
         out(stderr, "sqlite-maintctl: %s", line);
 }
 
-/* Long, but flat: one case per option, then the rules between options. */
-int main(int argc, char **argv)
+/* The options before and after the command, one case each: -1 to go on,
+ * else the exit status (--help, --version, a usage error). */
+static int parse_options(int argc, char **argv, struct ctl *c, const char **config)
 {
         enum { OPT_JSON = 0x100, OPT_ATTEMPTS, OPT_FORCE, OPT_FULL, OPT_DEEP, OPT_NO_SPACE_CHECK, OPT_ALLOW_ROWID_CHANGE };
         static const struct option options[] = {
@@ -593,24 +609,19 @@ int main(int argc, char **argv)
                 { "version", no_argument, NULL, 'V' },
                 { NULL, 0, NULL, 0 },
         };
-        struct ctl c = { .attempts = DEFAULT_ATTEMPTS };
-        const char *config = NULL;
-        struct db_conf defaults;
-        int opt, code = EXIT_OK;
         char *end;
         long n;
+        int opt;
 
-        if (argc == 2 && strcmp(argv[1], JOBPROC_ARG) == 0)
-                jobproc_child_main();
         while ((opt = getopt_long(argc, argv, "c:hV", options, NULL)) != -1) {
                 switch (opt) {
-                case 'c': config = optarg; break;
-                case OPT_JSON: c.json = true; break;
-                case OPT_FORCE: c.force = true; break;
-                case OPT_FULL: c.full = true; break;
-                case OPT_DEEP: c.deep = true; break;
-                case OPT_NO_SPACE_CHECK: c.no_space_check = true; break;
-                case OPT_ALLOW_ROWID_CHANGE: c.allow_rowid_change = true; break;
+                case 'c': *config = optarg; break;
+                case OPT_JSON: c->json = true; break;
+                case OPT_FORCE: c->force = true; break;
+                case OPT_FULL: c->full = true; break;
+                case OPT_DEEP: c->deep = true; break;
+                case OPT_NO_SPACE_CHECK: c->no_space_check = true; break;
+                case OPT_ALLOW_ROWID_CHANGE: c->allow_rowid_change = true; break;
                 case OPT_ATTEMPTS:
                         errno = 0;
                         n = strtol(optarg, &end, 10);
@@ -618,67 +629,95 @@ int main(int argc, char **argv)
                                 out(stderr, "sqlite-maintctl: --attempts takes a number from 1 to 100, not '%s'", optarg);
                                 return EXIT_USAGE;
                         }
-                        c.attempts = (int)n;
+                        c->attempts = (int)n;
                         break;
                 case 'h': usage(stdout); return EXIT_OK;
                 case 'V': printf("sqlite-maintctl %s\n", PACKAGE_VERSION); return EXIT_OK;
                 default: usage(stderr); return EXIT_USAGE;
                 }
         }
+        return -1;
+}
+
+/* The command, the options it takes (a table, checked in its order) and
+ * at least one database: -1 to go on, else EXIT_USAGE. */
+static int check_command(int argc, char **argv, struct ctl *c)
+{
+        const struct {
+                bool given;
+                unsigned commands; /* 1u << CMD_... */
+                const char *message;
+        } rules[] = {
+                { c->force, 1u << CMD_VACUUM | 1u << CMD_ANALYZE, "--force goes with vacuum or analyze" },
+                { c->allow_rowid_change, 1u << CMD_VACUUM, "--allow-rowid-change goes with vacuum" },
+                { c->no_space_check, 1u << CMD_VACUUM, "--no-space-check goes with vacuum" },
+                { c->full, 1u << CMD_CHECK, "--full goes with check" },
+                { c->deep, 1u << CMD_STATS, "--deep goes with stats" },
+        };
+
         if (optind >= argc) {
                 fputs("sqlite-maintctl: no command given\n", stderr);
                 usage(stderr);
                 return EXIT_USAGE;
         }
-        if (parse_command(argv[optind], &c.cmd) < 0) {
+        if (parse_command(argv[optind], &c->cmd) < 0) {
                 out(stderr, "sqlite-maintctl: unknown command '%s'", argv[optind]);
                 usage(stderr);
                 return EXIT_USAGE;
         }
-        if (c.force && c.cmd != CMD_VACUUM && c.cmd != CMD_ANALYZE) {
-                fputs("sqlite-maintctl: --force goes with vacuum or analyze\n", stderr);
-                return EXIT_USAGE;
-        }
-        if (c.allow_rowid_change && c.cmd != CMD_VACUUM) {
-                fputs("sqlite-maintctl: --allow-rowid-change goes with vacuum\n", stderr);
-                return EXIT_USAGE;
-        }
-        if (c.no_space_check && c.cmd != CMD_VACUUM) {
-                fputs("sqlite-maintctl: --no-space-check goes with vacuum\n", stderr);
-                return EXIT_USAGE;
-        }
-        if (c.full && c.cmd != CMD_CHECK) {
-                fputs("sqlite-maintctl: --full goes with check\n", stderr);
-                return EXIT_USAGE;
-        }
-        if (c.deep && c.cmd != CMD_STATS) {
-                fputs("sqlite-maintctl: --deep goes with stats\n", stderr);
-                return EXIT_USAGE;
-        }
+        for (size_t i = 0; i < ELEMENTSOF(rules); i++)
+                if (rules[i].given && !(rules[i].commands & 1u << c->cmd)) {
+                        fprintf(stderr, "sqlite-maintctl: %s\n", rules[i].message);
+                        return EXIT_USAGE;
+                }
         if (optind + 1 >= argc) {
                 out(stderr, "sqlite-maintctl: %s: no database given", argv[optind]);
                 return EXIT_USAGE;
         }
-        if (config && conf_load_report(config, &c.conf, report, NULL) < 0)
-                return EXIT_USAGE;
-        /* Without a matching entry: the config's defaults, or the built-in ones. */
-        conf_db_defaults(c.conf, &defaults);
+        return -1;
+}
+
+/* The command on each database named, in order: the worst exit status. */
+static int run_all(struct ctl *c, int argc, char **argv, const struct db_conf *defaults)
+{
+        int code = EXIT_OK;
 
         if (jobproc_init() < 0) {
                 fputs("sqlite-maintctl: cannot find its own executable (/proc/self/exe)\n", stderr);
-                conf_free(c.conf);
                 return EXIT_FAILURE_OTHER;
         }
         /* a job process that ends early must not kill the tool */
         signal(SIGPIPE, SIG_IGN);
         srandom((unsigned)time(NULL) ^ (unsigned)getpid()); /* backoff jitter */
-        json_init(&c.j, stdout);
-        if (c.cmd == CMD_STATS && !c.json && !c.deep)
+        json_init(&c->j, stdout);
+        if (c->cmd == CMD_STATS && !c->json && !c->deep)
                 print_table_header();
         for (int i = optind + 1; i < argc; i++) {
-                code = worse(code, process(&c, argv[i], &defaults));
+                code = worse(code, process(c, argv[i], defaults));
                 fflush(stdout);
         }
+        return code;
+}
+
+int main(int argc, char **argv)
+{
+        struct ctl c = { .attempts = DEFAULT_ATTEMPTS };
+        const char *config = NULL;
+        struct db_conf defaults;
+        int code;
+
+        if (argc == 2 && strcmp(argv[1], JOBPROC_ARG) == 0)
+                jobproc_child_main();
+        code = parse_options(argc, argv, &c, &config);
+        if (code < 0)
+                code = check_command(argc, argv, &c);
+        if (code >= 0)
+                return code;
+        if (config && conf_load_report(config, &c.conf, report, NULL) < 0)
+                return EXIT_USAGE;
+        /* Without a matching entry: the config's defaults, or the built-in ones. */
+        conf_db_defaults(c.conf, &defaults);
+        code = run_all(&c, argc, argv, &defaults);
         conf_free(c.conf);
         return code;
 }

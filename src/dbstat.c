@@ -134,13 +134,50 @@ int dbstat_read_header(const char *path, struct dbstat *st)
         return dbstat_read_header_at(AT_FDCWD, path, st);
 }
 
-int dbstat_read_header_at(int dirfd, const char *path, struct dbstat *st)
+/* The header of fd, read twice with the same bytes (no lock guards a raw
+ * read): 0, -EAGAIN when it moved or was cut short, -EINVAL when it is not
+ * a database's. */
+static int read_stable_header(int fd, struct dbheader *h)
 {
         unsigned char a[DBSTAT_HEADER_SIZE], b[DBSTAT_HEADER_SIZE];
+        ssize_t n1, n2;
+
+        n1 = pread(fd, a, sizeof(a), 0);
+        n2 = pread(fd, b, sizeof(b), 0);
+        if (n1 < 0 || n2 < 0)
+                return -errno;
+        if (n1 < (ssize_t)sizeof(a)) {
+                /* Cut short: a truncated database is SQLite's to judge
+                 * (SQLITE_CORRUPT), anything else is not a database. */
+                return n1 >= 16 && memcmp(a, "SQLite format 3", 16) == 0 ? -EAGAIN : -EINVAL;
+        }
+        if (dbstat_parse_header(a, h) < 0)
+                return -EINVAL; /* not a database */
+        if (n2 != n1 || memcmp(a, b, sizeof(a)) != 0)
+                return -EAGAIN;
+        return 0;
+}
+
+/* When the header can be believed, see SQLITE-NOTES.md: the in-header
+ * page count is valid only if non-zero and the change counter equals
+ * version-valid-for; a WAL database's header is stale while its -wal
+ * holds frames; a rollback database with a live journal is mid-write. */
+static bool header_believable(const struct dbheader *h, int64_t wal, int64_t journal, off_t file_size)
+{
+        if (wal != 0 || journal != 0)
+                return false;
+        if (h->page_count == 0 || h->change_counter != h->version_valid_for)
+                return false;
+        if ((uint64_t)h->page_count * h->page_size != (uint64_t)file_size)
+                return false;
+        return h->freelist_count <= h->page_count;
+}
+
+int dbstat_read_header_at(int dirfd, const char *path, struct dbstat *st)
+{
         struct dbheader h;
         struct stat s;
         int64_t wal, journal;
-        ssize_t n1, n2;
         int fd, r;
 
         /* O_NOFOLLOW as the SQLite open uses SQLITE_OPEN_NOFOLLOW; O_NONBLOCK
@@ -158,27 +195,9 @@ int dbstat_read_header_at(int dirfd, const char *path, struct dbstat *st)
                     side_file_size_at(dirfd, path, DBSTAT_SUFFIX_JOURNAL) > 0 ? -EAGAIN : 0;
                 goto out;
         }
-        /* No lock guards a raw read: read twice and require the same bytes. */
-        n1 = pread(fd, a, sizeof(a), 0);
-        n2 = pread(fd, b, sizeof(b), 0);
-        if (n1 < 0 || n2 < 0) {
-                r = -errno;
+        r = read_stable_header(fd, &h);
+        if (r < 0)
                 goto out;
-        }
-        if (n1 < (ssize_t)sizeof(a)) {
-                /* Cut short: a truncated database is SQLite's to judge
-                 * (SQLITE_CORRUPT), anything else is not a database. */
-                r = n1 >= 16 && memcmp(a, "SQLite format 3", 16) == 0 ? -EAGAIN : -EINVAL;
-                goto out;
-        }
-        if (dbstat_parse_header(a, &h) < 0) {
-                r = -EINVAL; /* not a database */
-                goto out;
-        }
-        if (n2 != n1 || memcmp(a, b, sizeof(a)) != 0) {
-                r = -EAGAIN;
-                goto out;
-        }
         st->page_size = h.page_size;
         st->auto_vacuum = header_auto_vacuum(&h);
         st->schema_cookie = h.schema_cookie;
@@ -186,19 +205,8 @@ int dbstat_read_header_at(int dirfd, const char *path, struct dbstat *st)
         wal = side_file_size_at(dirfd, path, DBSTAT_SUFFIX_WAL);
         journal = side_file_size_at(dirfd, path, DBSTAT_SUFFIX_JOURNAL);
         st->wal_size_bytes = wal > 0 ? (uint64_t)wal : 0;
-
-        /* When the header can be believed, see SQLITE-NOTES.md: the in-header
-         * page count is valid only if non-zero and the change counter equals
-         * version-valid-for; a WAL database's header is stale while its -wal
-         * holds frames; a rollback database with a live journal is mid-write. */
         r = -EAGAIN;
-        if (wal != 0 || journal != 0)
-                goto out;
-        if (h.page_count == 0 || h.change_counter != h.version_valid_for)
-                goto out;
-        if ((uint64_t)h.page_count * h.page_size != (uint64_t)s.st_size)
-                goto out;
-        if (h.freelist_count > h.page_count)
+        if (!header_believable(&h, wal, journal, s.st_size))
                 goto out;
         st->page_count = h.page_count;
         st->freelist_count = h.freelist_count;

@@ -300,16 +300,25 @@ static void sanitize_stat(struct dbstat *st)
                 st->auto_vacuum = AUTO_VACUUM_NONE;
 }
 
-/* The child's answer, which a hostile database could have shaped: every
- * field checked, every string bounded and terminated. */
-static bool decode_result(const char *data, size_t n, struct maint_result *r)
+/* A count of at most max, then an array of that many zeroed elements of
+ * size bytes (NULL for none) in *arr. */
+static bool get_array(struct reader *rd, uint32_t max, size_t size, uint32_t *n, void **arr)
 {
-        struct reader rd = { data, n };
-        uint32_t magic, size, np, nt, nv, nb;
+        *arr = NULL;
+        if (!get(rd, n, sizeof(*n)) || *n > max)
+                return false;
+        *arr = *n ? calloc(*n, size) : NULL;
+        return *n == 0 || *arr;
+}
+
+/* The result's fixed part, its own pointers and counts emptied */
+static bool decode_flat(struct reader *rd, struct maint_result *r)
+{
+        uint32_t magic, size;
         struct maint_result flat;
 
-        if (!get(&rd, &magic, sizeof(magic)) || magic != RESULT_MAGIC || !get(&rd, &size, sizeof(size)) ||
-            size != sizeof(flat) || !get(&rd, &flat, sizeof(flat)))
+        if (!get(rd, &magic, sizeof(magic)) || magic != RESULT_MAGIC || !get(rd, &size, sizeof(size)) ||
+            size != sizeof(flat) || !get(rd, &flat, sizeof(flat)))
                 return false;
         if ((unsigned)flat.status > MAINT_TIMEOUT)
                 return false;
@@ -324,70 +333,109 @@ static bool decode_result(const char *data, size_t n, struct maint_result *r)
         flat.deep.btrees = NULL;
         flat.deep.n_btrees = 0;
         *r = flat;
-        if (!get(&rd, &np, sizeof(np)) || np > 1000)
+        return true;
+}
+
+/* The problems found, one string each */
+static bool decode_problems(struct reader *rd, struct maint_result *r)
+{
+        uint32_t np;
+        void *a;
+
+        if (!get_array(rd, 1000, sizeof(*r->problems), &np, &a))
                 return false;
-        r->problems = np ? calloc(np, sizeof(*r->problems)) : NULL;
-        if (np && !r->problems)
-                return false;
+        r->problems = a;
         for (; r->n_problems < np; r->n_problems++)
-                if (!get_str(&rd, false, &r->problems[r->n_problems]))
+                if (!get_str(rd, false, &r->problems[r->n_problems]))
                         return false;
-        if (!get(&rd, &nt, sizeof(nt)) || nt > MAX_TABLES)
+        return true;
+}
+
+/* The tables, each with its verdict, name and statistics */
+static bool decode_tables(struct reader *rd, struct maint_result *r)
+{
+        uint32_t nt;
+        void *a;
+
+        if (!get_array(rd, MAX_TABLES, sizeof(*r->tables), &nt, &a))
                 return false;
-        r->tables = nt ? calloc(nt, sizeof(*r->tables)) : NULL;
-        if (nt && !r->tables)
-                return false;
+        r->tables = a;
         for (; r->n_tables < nt; r->n_tables++) {
                 struct maint_table *t = &r->tables[r->n_tables];
 
-                if (!get(&rd, t, sizeof(*t)))
+                if (!get(rd, t, sizeof(*t)))
                         return false;
                 t->name = t->stat = NULL;
-                if ((unsigned)t->verdict > TABLE_UNCHANGED || !get_str(&rd, false, &t->name) ||
-                    !get_str(&rd, true, &t->stat)) {
+                if ((unsigned)t->verdict > TABLE_UNCHANGED || !get_str(rd, false, &t->name) ||
+                    !get_str(rd, true, &t->stat)) {
                         free(t->name);
                         free(t->stat);
                         return false;
                 }
         }
-        if (!get(&rd, &nv, sizeof(nv)) || nv > MAX_TABLES)
+        return true;
+}
+
+/* The virtual tables a check looked at, kind and verdict in range */
+static bool decode_vtabs(struct reader *rd, struct maint_result *r)
+{
+        uint32_t nv;
+        void *a;
+
+        if (!get_array(rd, MAX_TABLES, sizeof(*r->vtabs), &nv, &a))
                 return false;
-        r->vtabs = nv ? calloc(nv, sizeof(*r->vtabs)) : NULL;
-        if (nv && !r->vtabs)
-                return false;
+        r->vtabs = a;
         for (; r->n_vtabs < nv; r->n_vtabs++) {
                 struct maint_vtab *v = &r->vtabs[r->n_vtabs];
                 uint32_t kind, verdict;
 
-                if (!get(&rd, &kind, sizeof(kind)) || kind > VTAB_RTREE || !get(&rd, &verdict, sizeof(verdict)) ||
+                if (!get(rd, &kind, sizeof(kind)) || kind > VTAB_RTREE || !get(rd, &verdict, sizeof(verdict)) ||
                     verdict > VTAB_VERDICT_CANNOT)
                         return false;
                 v->kind = (enum vtab_kind)kind;
                 v->verdict = (enum vtab_verdict)verdict;
-                if (!get_str(&rd, false, &v->name) || !get_str(&rd, true, &v->why)) {
+                if (!get_str(rd, false, &v->name) || !get_str(rd, true, &v->why)) {
                         free(v->name);
                         free(v->why);
                         return false;
                 }
         }
-        if (!get(&rd, &nb, sizeof(nb)) || nb > MAX_TABLES)
+        return true;
+}
+
+/* The deep scan's b-trees, each with its name and table */
+static bool decode_btrees(struct reader *rd, struct maint_result *r)
+{
+        uint32_t nb;
+        void *a;
+
+        if (!get_array(rd, MAX_TABLES, sizeof(*r->deep.btrees), &nb, &a))
                 return false;
-        r->deep.btrees = nb ? calloc(nb, sizeof(*r->deep.btrees)) : NULL;
-        if (nb && !r->deep.btrees)
-                return false;
+        r->deep.btrees = a;
         for (; r->deep.n_btrees < nb; r->deep.n_btrees++) {
                 struct btree_space *t = &r->deep.btrees[r->deep.n_btrees];
 
-                if (!get(&rd, t, sizeof(*t)))
+                if (!get(rd, t, sizeof(*t)))
                         return false;
                 t->name = t->table = NULL;
-                if (!get_str(&rd, false, &t->name) || !get_str(&rd, false, &t->table)) {
+                if (!get_str(rd, false, &t->name) || !get_str(rd, false, &t->table)) {
                         free(t->name);
                         free(t->table);
                         return false;
                 }
         }
-        return rd.left == 0;
+        return true;
+}
+
+/* The child's answer, which a hostile database could have shaped: every
+ * field checked, every string bounded and terminated; in encode_result's
+ * order, nothing left over. */
+static bool decode_result(const char *data, size_t n, struct maint_result *r)
+{
+        struct reader rd = { data, n };
+
+        return decode_flat(&rd, r) && decode_problems(&rd, r) && decode_tables(&rd, r) && decode_vtabs(&rd, r) &&
+               decode_btrees(&rd, r) && rd.left == 0;
 }
 
 /* ---- the child ------------------------------------------------------------ */
@@ -872,10 +920,94 @@ static void supervise(pid_t pid, int res_fd, int ctl_fd, uint64_t timeout_ms, st
         }
 }
 
+/* What the child is told: the request, without its pointers (another
+ * process), after look() has said who it runs as. */
+static void fill_spec(const struct jobproc_request *req, struct spec *sp)
+{
+        sp->magic = SPEC_MAGIC;
+        sp->size = sizeof(*sp);
+        sp->parent = getpid();
+        sp->op = req->op;
+        sp->opts = *req->opts;
+        sp->opts.analyze_baseline = NULL;
+        sp->opts.analyze_baseline_userdata = NULL;
+        sp->opts.display_path = NULL;
+        sp->timeout_ms = req->timeout_ms;
+        sp->n_baselines = req->n_baselines > MAX_BASELINES ? MAX_BASELINES : (uint32_t)req->n_baselines;
+        util_strlcpy(sp->name, req->name, sizeof(sp->name));
+        util_strlcpy(sp->display, req->display_path, sizeof(sp->display));
+}
+
+/* Fork and exec the job process, the pipes' ends and the directory on
+ * its fds 0..4: its pid, or -1 with errno. */
+static pid_t start_child(int dir, const int spec_p[2], const int res_p[2], const int ctl_p[2])
+{
+        static char *const argv[] = { (char *)"sqlite-maintd-job", (char *)JOBPROC_ARG, NULL };
+        pid_t pid = fork();
+
+        if (pid == 0) {
+                /* Only async-signal-safe calls until exec: this process may
+                 * have had other threads. */
+                if (dup2(spec_p[0], STDIN_FILENO) < 0 || dup2(res_p[1], STDOUT_FILENO) < 0 ||
+                    dup2(dir, CHILD_DIR_FD) < 0 || dup2(ctl_p[0], CHILD_CONTROL_FD) < 0 ||
+                    dup3(exe_fd, CHILD_EXE_FD, O_CLOEXEC) < 0)
+                        _exit(127);
+                syscall(SYS_close_range, CHILD_EXE_FD + 1, ~0U, 0);
+                syscall(SYS_execveat, CHILD_EXE_FD, "", argv, child_env, AT_EMPTY_PATH);
+                _exit(127);
+        }
+        return pid;
+}
+
+/* Reap the child, killed if it lingers past REAP_WAIT_MS, left to
+ * reap_strays() if even that does not end it: whether it was reaped
+ * (status set), and *killed if a SIGKILL went. */
+static bool end_child(pid_t pid, int *status, bool *killed)
+{
+        bool exited = reaped_within(pid, status, REAP_WAIT_MS);
+
+        if (!exited) {
+                /* past its limit and the grace, still there (stopped by its
+                 * owner, stuck in the kernel): killed (the daemon's
+                 * CAP_KILL), reaped later if it lingers in the kernel */
+                *killed = kill(pid, SIGKILL) == 0;
+                exited = reaped_within(pid, status, REAP_WAIT_MS);
+        }
+        if (!exited)
+                add_stray(pid);
+        return exited;
+}
+
+/* No answer came: why, from how the child ended. */
+static void explain_no_answer(struct maint_result *r, uint64_t timeout_ms, int status, bool halted, bool stopped,
+                              bool exited, bool killed)
+{
+        if (halted)
+                /* as if it ran out of time: held back the same way */
+                set(r, MAINT_TIMEOUT, "the job process was stopped by a signal (its owner may send it one): "
+                    "killed at once, so that it holds no job slot; the database is intact (SQLite's crash "
+                    "safety)");
+        else if (!exited || killed)
+                set(r, stopped ? MAINT_INTERRUPTED : MAINT_TIMEOUT, "the job did not end %llu ms after %s (its "
+                    "owner may have stopped it): killed%s; the database is intact (SQLite's crash safety)",
+                    (unsigned long long)(JOBPROC_GRACE_MS + PARENT_SLACK_MS),
+                    stopped ? "a stop request" : "its time limit", exited ? "" : ", not gone yet");
+        else if (WIFEXITED(status) && WEXITSTATUS(status) == CHILD_EXIT_TIMEOUT)
+                set(r, MAINT_TIMEOUT, "stopped after its time limit of %s; the database is intact (SQLite's "
+                    "crash safety)", conf_format_duration(timeout_ms, (char[32]){ 0 }, 32));
+        else if (WIFEXITED(status) && WEXITSTATUS(status) == CHILD_EXIT_STOPPED)
+                set(r, MAINT_INTERRUPTED, "stopped on request before it could end cleanly; the database is intact");
+        else if (WIFSIGNALED(status))
+                set(r, MAINT_ERROR, "the job process was killed by signal %d (%s)", WTERMSIG(status),
+                    strsignal(WTERMSIG(status)));
+        else
+                set(r, MAINT_ERROR, "the job process ended without an answer (exit status %d)",
+                    WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+}
+
 enum maint_status jobproc_run(const struct jobproc_request *req, struct maint_cancel *cancel,
                               struct maint_result *r)
 {
-        static char *const argv[] = { (char *)"sqlite-maintd-job", (char *)JOBPROC_ARG, NULL };
         int spec_p[2] = { -1, -1 }, res_p[2] = { -1, -1 }, ctl_p[2] = { -1, -1 }, dir = -1, status = 0;
         struct buf b = { 0 };
         struct spec sp;
@@ -889,39 +1021,17 @@ enum maint_status jobproc_run(const struct jobproc_request *req, struct maint_ca
         memset(&sp, 0, sizeof(sp));
         if (look(req, &sp, r) != MAINT_OK)
                 return r->status;
-        sp.magic = SPEC_MAGIC;
-        sp.size = sizeof(sp);
-        sp.parent = getpid();
-        sp.op = req->op;
-        sp.opts = *req->opts;
-        sp.opts.analyze_baseline = NULL;
-        sp.opts.analyze_baseline_userdata = NULL;
-        sp.opts.display_path = NULL;
-        sp.timeout_ms = req->timeout_ms;
-        sp.n_baselines = req->n_baselines > MAX_BASELINES ? MAX_BASELINES : (uint32_t)req->n_baselines;
-        util_strlcpy(sp.name, req->name, sizeof(sp.name));
-        util_strlcpy(sp.display, req->display_path, sizeof(sp.display));
+        fill_spec(req, &sp);
 
         dir = fcntl(req->dirfd, F_DUPFD_CLOEXEC, 10);
         if (dir < 0 || make_pipe(spec_p) < 0 || make_pipe(res_p) < 0 || make_pipe(ctl_p) < 0) {
                 set(r, MAINT_ERROR, "cannot set up a job process: %s", strerror(errno));
                 goto out;
         }
-        pid = fork();
+        pid = start_child(dir, spec_p, res_p, ctl_p);
         if (pid < 0) {
                 set(r, MAINT_ERROR, "cannot start a job process: %s", strerror(errno));
                 goto out;
-        }
-        if (pid == 0) {
-                /* Only async-signal-safe calls until exec: this process may
-                 * have had other threads. */
-                if (dup2(spec_p[0], STDIN_FILENO) < 0 || dup2(res_p[1], STDOUT_FILENO) < 0 ||
-                    dup2(dir, CHILD_DIR_FD) < 0 || dup2(ctl_p[0], CHILD_CONTROL_FD) < 0 ||
-                    dup3(exe_fd, CHILD_EXE_FD, O_CLOEXEC) < 0)
-                        _exit(127);
-                syscall(SYS_close_range, CHILD_EXE_FD + 1, ~0U, 0);
-                syscall(SYS_execveat, CHILD_EXE_FD, "", argv, child_env, AT_EMPTY_PATH);
-                _exit(127);
         }
         close(spec_p[0]);
         close(res_p[1]);
@@ -940,40 +1050,11 @@ enum maint_status jobproc_run(const struct jobproc_request *req, struct maint_ca
         /* End of file on the control pipe: the child ends itself at once. */
         close(ctl_p[1]);
         ctl_p[1] = -1;
-        exited = reaped_within(pid, &status, REAP_WAIT_MS);
-        if (!exited) {
-                /* past its limit and the grace, still there (stopped by its
-                 * owner, stuck in the kernel): killed (the daemon's
-                 * CAP_KILL), reaped later if it lingers in the kernel */
-                killed = kill(pid, SIGKILL) == 0;
-                exited = reaped_within(pid, &status, REAP_WAIT_MS);
-        }
-        if (!exited)
-                add_stray(pid);
+        exited = end_child(pid, &status, &killed);
         if (eof && !b.oom && decode_result(b.p, b.n, r))
                 goto out;
         maint_result_clear(r);
-        if (halted)
-                /* as if it ran out of time: held back the same way */
-                set(r, MAINT_TIMEOUT, "the job process was stopped by a signal (its owner may send it one): "
-                    "killed at once, so that it holds no job slot; the database is intact (SQLite's crash "
-                    "safety)");
-        else if (!exited || killed)
-                set(r, stopped ? MAINT_INTERRUPTED : MAINT_TIMEOUT, "the job did not end %llu ms after %s (its "
-                    "owner may have stopped it): killed%s; the database is intact (SQLite's crash safety)",
-                    (unsigned long long)(JOBPROC_GRACE_MS + PARENT_SLACK_MS),
-                    stopped ? "a stop request" : "its time limit", exited ? "" : ", not gone yet");
-        else if (WIFEXITED(status) && WEXITSTATUS(status) == CHILD_EXIT_TIMEOUT)
-                set(r, MAINT_TIMEOUT, "stopped after its time limit of %s; the database is intact (SQLite's "
-                    "crash safety)", conf_format_duration(req->timeout_ms, (char[32]){ 0 }, 32));
-        else if (WIFEXITED(status) && WEXITSTATUS(status) == CHILD_EXIT_STOPPED)
-                set(r, MAINT_INTERRUPTED, "stopped on request before it could end cleanly; the database is intact");
-        else if (WIFSIGNALED(status))
-                set(r, MAINT_ERROR, "the job process was killed by signal %d (%s)", WTERMSIG(status),
-                    strsignal(WTERMSIG(status)));
-        else
-                set(r, MAINT_ERROR, "the job process ended without an answer (exit status %d)",
-                    WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+        explain_no_answer(r, req->timeout_ms, status, halted, stopped, exited, killed);
 out:
         free(b.p);
         for (int *fd = (int[]){ spec_p[0], spec_p[1], res_p[0], res_p[1], ctl_p[0], ctl_p[1], dir, -2 }; *fd != -2;

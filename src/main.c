@@ -91,8 +91,17 @@ static int check_config(const char *file)
         return EXIT_SUCCESS;
 }
 
-/* Long, but flat: one case per option, then the rules between options. */
-int main(int argc, char **argv)
+/* What the command line asks for. */
+struct args {
+        struct manager_options mo;
+        enum log_target target;
+        int level;
+        bool check;
+};
+
+/* The options, one case each, then the rules between them: -1 to go on,
+ * else the exit status (--help, --version, --check-config, a usage error). */
+static int parse_options(int argc, char **argv, struct args *a)
 {
         enum { OPT_LOG_TARGET = 0x100, OPT_LOG_LEVEL, OPT_ONCE, OPT_DRY_RUN, OPT_IGNORE_WINDOW };
         static const struct option options[] = {
@@ -107,32 +116,24 @@ int main(int argc, char **argv)
                 { "version", no_argument, NULL, 'V' },
                 { NULL, 0, NULL, 0 },
         };
-        enum log_target target = LOG_TARGET_AUTO;
-        struct manager_options mo = { .conf_file = DEFAULT_CONFIG_FILE };
-        struct manager *m = NULL;
-        struct conf *c = NULL;
-        int level = LOG_INFO;
-        bool check = false;
-        int opt, r;
+        int opt;
 
-        if (argc == 2 && strcmp(argv[1], JOBPROC_ARG) == 0)
-                jobproc_child_main();
         while ((opt = getopt_long(argc, argv, "c:nhV", options, NULL)) != -1) {
                 switch (opt) {
-                case 'c': mo.conf_file = optarg; break;
-                case OPT_ONCE: mo.once = true; break;
-                case OPT_DRY_RUN: mo.dry_run = true; break;
-                case OPT_IGNORE_WINDOW: mo.ignore_window = true; break;
+                case 'c': a->mo.conf_file = optarg; break;
+                case OPT_ONCE: a->mo.once = true; break;
+                case OPT_DRY_RUN: a->mo.dry_run = true; break;
+                case OPT_IGNORE_WINDOW: a->mo.ignore_window = true; break;
                 case OPT_LOG_LEVEL:
-                        level = parse_level(optarg);
-                        if (level < 0) {
+                        a->level = parse_level(optarg);
+                        if (a->level < 0) {
                                 fprintf(stderr, "sqlite-maintd: --log-level takes debug, info, notice, warning or err, not '%s'\n", optarg);
                                 return 2;
                         }
                         break;
-                case 'n': check = true; break;
+                case 'n': a->check = true; break;
                 case OPT_LOG_TARGET:
-                        if (log_parse_target(optarg, &target) < 0) {
+                        if (log_parse_target(optarg, &a->target) < 0) {
                                 fprintf(stderr, "sqlite-maintd: --log-target takes auto, journal or console, not '%s'\n", optarg);
                                 return 2;
                         }
@@ -146,15 +147,25 @@ int main(int argc, char **argv)
                 fprintf(stderr, "sqlite-maintd: unexpected argument '%s'\n", argv[optind]);
                 return 2;
         }
-        if (check)
-                return check_config(mo.conf_file);
-        if (mo.ignore_window && !mo.once) {
+        if (a->check)
+                return check_config(a->mo.conf_file);
+        if (a->mo.ignore_window && !a->mo.once) {
                 fputs("sqlite-maintd: --ignore-window goes with --once\n", stderr);
                 return 2;
         }
+        return -1;
+}
 
-        log_setup(target, "sqlite-maintd");
-        log_set_max_level(level);
+/* Logging, SQLite and job processes set up, the configuration loaded,
+ * then the manager's loop until it ends: the exit status. */
+static int run_daemon(const struct args *a)
+{
+        struct manager *m = NULL;
+        struct conf *c = NULL;
+        int r;
+
+        log_setup(a->target, "sqlite-maintd");
+        log_set_max_level(a->level);
         if (maint_init() < 0) {
                 log_msg(LOG_ERR, "cannot initialize SQLite");
                 return EXIT_FAILURE;
@@ -165,12 +176,27 @@ int main(int argc, char **argv)
         }
         raise_fd_limit();
         /* Startup errors end here, before READY=1. */
-        if (conf_load_report(mo.conf_file, &c, report_log, NULL) < 0)
+        if (conf_load_report(a->mo.conf_file, &c, report_log, NULL) < 0)
                 return EXIT_CONFIG;
-        r = manager_new(&m, &mo, c);
+        r = manager_new(&m, &a->mo, c);
         if (r < 0)
                 return EXIT_FAILURE;
         r = manager_run(m);
         manager_free(m);
         return r;
+}
+
+int main(int argc, char **argv)
+{
+        struct args a = {
+                .mo = { .conf_file = DEFAULT_CONFIG_FILE },
+                .target = LOG_TARGET_AUTO,
+                .level = LOG_INFO,
+        };
+        int code;
+
+        if (argc == 2 && strcmp(argv[1], JOBPROC_ARG) == 0)
+                jobproc_child_main();
+        code = parse_options(argc, argv, &a);
+        return code >= 0 ? code : run_daemon(&a);
 }

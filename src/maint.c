@@ -1946,6 +1946,78 @@ static bool stale(uint64_t rows, uint64_t baseline, const struct maint_opts *o)
         return (double)moved > (double)o->analyze_threshold_rows + o->analyze_scale_factor * (double)baseline;
 }
 
+/* An index without statistics (created since the last ANALYZE) leaves
+ * the planner guessing: *complete is whether every index of table has
+ * its line in sqlite_stat1. A partial index may have no entries and never
+ * get statistics: not counted. SQLITE_ROW, or the error. */
+static int index_stats_complete(sqlite3 *db, const char *table, bool *complete)
+{
+        int64_t bare = 0;
+        int rc;
+
+        /* names as SQLite matches them (analyze.c analysisLoader:
+         * sqlite3FindTable, FindIndex, no case); the PRIMARY KEY of a
+         * WITHOUT ROWID table is the table's own row, under the table's
+         * name */
+        rc = query_ints(db, "SELECT count(*) FROM pragma_index_list(?1) AS il WHERE il.partial = 0 "
+                            "AND NOT EXISTS (SELECT 1 FROM main.sqlite_stat1 AS s "
+                            "WHERE s.tbl = ?1 COLLATE NOCASE AND (s.idx = il.name COLLATE NOCASE "
+                            "OR (il.origin = 'pk' AND s.idx = ?1 COLLATE NOCASE)))",
+                        table, &bare, 1);
+        if (rc == SQLITE_ROW)
+                *complete = bare == 0;
+        return rc;
+}
+
+/* One table's verdict into r->tables, from its statistics and its row
+ * count: SQLITE_OK, or the error. */
+static int look_at_table(sqlite3 *db, const char *name, bool have_stat1, const struct maint_opts *o,
+                         struct maint_result *r)
+{
+        uint64_t baseline = 0, known;
+        int64_t count = 0;
+        struct maint_table *t;
+        bool has_stats, ours;
+        char *text, *sql;
+        int rc;
+
+        has_stats = stat1_of(db, have_stat1, name, &text, &baseline, &rc);
+        if (rc != SQLITE_OK)
+                return rc;
+        sql = sqlite3_mprintf("SELECT count(*) FROM main.\"%w\"", name);
+        rc = sql ? query_ints(db, sql, NULL, &count, 1) : SQLITE_NOMEM;
+        sqlite3_free(sql);
+        if (rc == SQLITE_ROW && has_stats && count > 0)
+                rc = index_stats_complete(db, name, &has_stats);
+        if (rc != SQLITE_ROW) {
+                free(text);
+                return rc;
+        }
+        /* A sampled ANALYZE writes an estimated count; whoever knows
+         * the exact count behind statistics it wrote says so. */
+        ours = text && o->analyze_baseline && o->analyze_baseline(o->analyze_baseline_userdata, name, text, &known);
+        if (has_stats && ours)
+                baseline = known;
+        t = add_table(r, name, TABLE_UNCHANGED);
+        if (!t) {
+                free(text);
+                return SQLITE_NOMEM;
+        }
+        t->rows = (uint64_t)count;
+        t->baseline_rows = baseline;
+        t->stat = text;
+        if (!has_stats && count == 0)
+                t->verdict = TABLE_MISSING_EMPTY;
+        /* Sampled statistics never replace statistics sqlite-maintd
+         * did not sample itself (the application's full ANALYZE,
+         * shipped ones): analysis_limit only for a large table
+         * without any, or with ours. */
+        else if (o->analyze_all || !has_stats || stale(t->rows, baseline, o))
+                t->verdict = o->analysis_limit > 0 && t->rows > o->analyze_large_table_rows && (!text || ours)
+                           ? TABLE_ANALYZED_LIMITED : TABLE_ANALYZED;
+        return SQLITE_OK;
+}
+
 /* Read-only: every ordinary table's verdict into r->tables; those to
  * analyze get TABLE_ANALYZED (or _LIMITED) before the fact. */
 static enum maint_status look_before_analyze(sqlite3 *db, const char *path, const struct maint_opts *o,
@@ -1964,72 +2036,9 @@ static enum maint_status look_before_analyze(sqlite3 *db, const char *path, cons
         names = query_names(db, ORDINARY_TABLES_SQL, &rc);
         if (!names)
                 return fail_sqlite(r, db, rc, "cannot list tables");
-        for (size_t i = 0; names[i]; i++) {
-                uint64_t baseline = 0, known;
-                int64_t count = 0;
-                struct maint_table *t;
-                bool has_stats, ours;
-                char *text, *sql;
-
-                has_stats = stat1_of(db, have_stat1 != 0, names[i], &text, &baseline, &rc);
-                if (rc != SQLITE_OK)
-                        break;
-                sql = sqlite3_mprintf("SELECT count(*) FROM main.\"%w\"", names[i]);
-                rc = sql ? query_ints(db, sql, NULL, &count, 1) : SQLITE_NOMEM;
-                sqlite3_free(sql);
-                if (rc != SQLITE_ROW) {
-                        free(text);
-                        break;
-                }
-                rc = SQLITE_OK;
-                /* An index without statistics (created since the last
-                 * ANALYZE) leaves the planner guessing: the table's are
-                 * missing. A partial index may have no entries and never
-                 * get statistics: not counted. */
-                if (has_stats && count > 0) {
-                        int64_t bare = 0;
-
-                        /* names as SQLite matches them (analyze.c
-                         * analysisLoader: sqlite3FindTable, FindIndex, no
-                         * case); the PRIMARY KEY of a WITHOUT ROWID table
-                         * is the table's own row, under the table's name */
-                        rc = query_ints(db, "SELECT count(*) FROM pragma_index_list(?1) AS il WHERE il.partial = 0 "
-                                            "AND NOT EXISTS (SELECT 1 FROM main.sqlite_stat1 AS s "
-                                            "WHERE s.tbl = ?1 COLLATE NOCASE AND (s.idx = il.name COLLATE NOCASE "
-                                            "OR (il.origin = 'pk' AND s.idx = ?1 COLLATE NOCASE)))",
-                                        names[i], &bare, 1);
-                        if (rc != SQLITE_ROW) {
-                                free(text);
-                                break;
-                        }
-                        rc = SQLITE_OK;
-                        has_stats = bare == 0;
-                }
-                /* A sampled ANALYZE writes an estimated count; whoever knows
-                 * the exact count behind statistics it wrote says so. */
-                ours = text && o->analyze_baseline &&
-                       o->analyze_baseline(o->analyze_baseline_userdata, names[i], text, &known);
-                if (has_stats && ours)
-                        baseline = known;
-                t = add_table(r, names[i], TABLE_UNCHANGED);
-                if (!t) {
-                        free(text);
-                        rc = SQLITE_NOMEM;
-                        break;
-                }
-                t->rows = (uint64_t)count;
-                t->baseline_rows = baseline;
-                t->stat = text;
-                if (!has_stats && count == 0)
-                        t->verdict = TABLE_MISSING_EMPTY;
-                /* Sampled statistics never replace statistics sqlite-maintd
-                 * did not sample itself (the application's full ANALYZE,
-                 * shipped ones): analysis_limit only for a large table
-                 * without any, or with ours. */
-                else if (o->analyze_all || !has_stats || stale(t->rows, baseline, o))
-                        t->verdict = o->analysis_limit > 0 && t->rows > o->analyze_large_table_rows && (!text || ours)
-                                   ? TABLE_ANALYZED_LIMITED : TABLE_ANALYZED;
-        }
+        rc = SQLITE_OK;
+        for (size_t i = 0; names[i] && rc == SQLITE_OK; i++)
+                rc = look_at_table(db, names[i], have_stat1 != 0, o, r);
         free_names(names);
         if (rc != SQLITE_OK)
                 return fail_sqlite(r, db, rc, "cannot count the rows of the tables");

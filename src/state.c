@@ -25,27 +25,28 @@ struct state {
         size_t n_loaded;
 };
 
-int state_open(const char *dir, struct state **ret, const char **errmsg)
+/* state_open()'s explanations, handed out as *errmsg (startup, loop thread). */
+static char open_why[512], open_why_full[600];
+
+/* The directory, made only where it would be trusted (not inside a
+ * tenant's directory), and then trusted as it is: 0, or -errno with
+ * *errmsg. */
+static int make_state_dir(const char *dir, const char **errmsg)
 {
-        static char why[512], why_full[600]; /* startup, loop thread */
         struct stat st = { 0 };
-        struct state *s;
-        char *path;
         int rc;
 
-        *errmsg = NULL;
-        /* Made only where it would be trusted: not inside a tenant's directory. */
         if (lstat(dir, &st) < 0 && errno == ENOENT) {
                 char *parent = strdup(dir), *slash = parent ? strrchr(parent, '/') : NULL;
 
                 if (slash)
                         *(slash == parent ? slash + 1 : slash) = '\0';
-                rc = parent && util_trusted_parent(slash ? parent : ".", why, sizeof(why)) == -EPERM;
+                rc = parent && util_trusted_parent(slash ? parent : ".", open_why, sizeof(open_why)) == -EPERM;
                 free(parent);
                 if (rc) {
-                        snprintf(why_full, sizeof(why_full), "refusing the state directory: %s; it is not made there",
-                                 why);
-                        *errmsg = why_full;
+                        snprintf(open_why_full, sizeof(open_why_full),
+                                 "refusing the state directory: %s; it is not made there", open_why);
+                        *errmsg = open_why_full;
                         return -EPERM;
                 }
         }
@@ -55,12 +56,79 @@ int state_open(const char *dir, struct state **ret, const char **errmsg)
         }
         /* Whoever could write here could plant a symbolic link as state.db
          * and make root create or write the file it names. */
-        if (lstat(dir, &st) < 0 || !S_ISDIR(st.st_mode) || util_trusted_path(dir, why, sizeof(why)) < 0) {
-                snprintf(why_full, sizeof(why_full), "refusing the state directory: %s",
-                         S_ISDIR(st.st_mode) ? why : "not a directory (a symbolic link is not followed)");
-                *errmsg = why_full;
+        if (lstat(dir, &st) < 0 || !S_ISDIR(st.st_mode) || util_trusted_path(dir, open_why, sizeof(open_why)) < 0) {
+                snprintf(open_why_full, sizeof(open_why_full), "refusing the state directory: %s",
+                         S_ISDIR(st.st_mode) ? open_why : "not a directory (a symbolic link is not followed)");
+                *errmsg = open_why_full;
                 return -EPERM;
         }
+        return 0;
+}
+
+/* path (dir/state.db) opened, never through a symbolic link, and its
+ * tables made: an SQLite result code. */
+static int open_state_db(struct state *s, const char *path)
+{
+        int rc = sqlite3_open_v2(path, &s->db,
+                                 SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX |
+                                 SQLITE_OPEN_NOFOLLOW, NULL);
+
+        if (rc != SQLITE_OK)
+                return rc;
+        /* Our own file: waiting on its lock is harmless, and losing
+         * the last second of history on power loss costs little. */
+        sqlite3_busy_timeout(s->db, 5000);
+        return sqlite3_exec(s->db,
+                            "PRAGMA journal_mode=WAL;"
+                            "PRAGMA synchronous=NORMAL;"
+                            "CREATE TABLE IF NOT EXISTS history("
+                            "  path TEXT PRIMARY KEY,"
+                            "  last_vacuum_ms INTEGER NOT NULL DEFAULT 0,"
+                            "  last_analyze_ms INTEGER NOT NULL DEFAULT 0"
+                            ") WITHOUT ROWID;"
+                            "CREATE TABLE IF NOT EXISTS analyzed("
+                            "  path TEXT NOT NULL,"
+                            "  tbl TEXT NOT NULL,"
+                            "  rows INTEGER NOT NULL,"
+                            "  stat TEXT NOT NULL,"
+                            "  PRIMARY KEY(path, tbl)"
+                            ") WITHOUT ROWID;"
+                            "CREATE TABLE IF NOT EXISTS deep_scan("
+                            "  path TEXT PRIMARY KEY,"
+                            "  scanned_ms INTEGER NOT NULL,"
+                            "  known INTEGER NOT NULL,"
+                            "  unused_percent REAL NOT NULL,"
+                            "  reclaimable_bytes INTEGER NOT NULL,"
+                            "  page_count INTEGER NOT NULL"
+                            ") WITHOUT ROWID;",
+                            NULL, NULL, NULL);
+}
+
+/* Why state.db did not open: SQLite's static text for rc (sqlite3_errmsg()
+ * dies with the connection), or that it is a symbolic link. */
+static const char *state_db_error(const char *dir, int rc)
+{
+        char db[sizeof(open_why)];
+        struct stat st;
+
+        snprintf(db, sizeof(db), "%s/state.db", dir);
+        if (lstat(db, &st) == 0 && S_ISLNK(st.st_mode)) {
+                snprintf(open_why_full, sizeof(open_why_full), "%s is a symbolic link: not followed", db);
+                return open_why_full;
+        }
+        return sqlite3_errstr(rc);
+}
+
+int state_open(const char *dir, struct state **ret, const char **errmsg)
+{
+        struct state *s;
+        char *path;
+        int rc;
+
+        *errmsg = NULL;
+        rc = make_state_dir(dir, errmsg);
+        if (rc < 0)
+                return rc;
         s = calloc(1, sizeof(*s));
         if (!s)
                 return -ENOMEM;
@@ -70,49 +138,10 @@ int state_open(const char *dir, struct state **ret, const char **errmsg)
                 state_free(s);
                 return -ENOMEM;
         }
-        rc = sqlite3_open_v2(path, &s->db,
-                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX | SQLITE_OPEN_NOFOLLOW,
-                             NULL);
+        rc = open_state_db(s, path);
         sqlite3_free(path);
-        if (rc == SQLITE_OK) {
-                /* Our own file: waiting on its lock is harmless, and losing
-                 * the last second of history on power loss costs little. */
-                sqlite3_busy_timeout(s->db, 5000);
-                rc = sqlite3_exec(s->db,
-                                  "PRAGMA journal_mode=WAL;"
-                                  "PRAGMA synchronous=NORMAL;"
-                                  "CREATE TABLE IF NOT EXISTS history("
-                                  "  path TEXT PRIMARY KEY,"
-                                  "  last_vacuum_ms INTEGER NOT NULL DEFAULT 0,"
-                                  "  last_analyze_ms INTEGER NOT NULL DEFAULT 0"
-                                  ") WITHOUT ROWID;"
-                                  "CREATE TABLE IF NOT EXISTS analyzed("
-                                  "  path TEXT NOT NULL,"
-                                  "  tbl TEXT NOT NULL,"
-                                  "  rows INTEGER NOT NULL,"
-                                  "  stat TEXT NOT NULL,"
-                                  "  PRIMARY KEY(path, tbl)"
-                                  ") WITHOUT ROWID;"
-                                  "CREATE TABLE IF NOT EXISTS deep_scan("
-                                  "  path TEXT PRIMARY KEY,"
-                                  "  scanned_ms INTEGER NOT NULL,"
-                                  "  known INTEGER NOT NULL,"
-                                  "  unused_percent REAL NOT NULL,"
-                                  "  reclaimable_bytes INTEGER NOT NULL,"
-                                  "  page_count INTEGER NOT NULL"
-                                  ") WITHOUT ROWID;",
-                                  NULL, NULL, NULL);
-        }
         if (rc != SQLITE_OK) {
-                char db[sizeof(why)];
-
-                /* sqlite3_errmsg() dies with the connection: the static text */
-                *errmsg = sqlite3_errstr(rc);
-                snprintf(db, sizeof(db), "%s/state.db", dir);
-                if (lstat(db, &st) == 0 && S_ISLNK(st.st_mode)) {
-                        snprintf(why_full, sizeof(why_full), "%s is a symbolic link: not followed", db);
-                        *errmsg = why_full;
-                }
+                *errmsg = state_db_error(dir, rc);
                 state_free(s);
                 return -EIO;
         }
@@ -345,15 +374,14 @@ int state_analyze_baselines(struct state *s, const char *path, struct jobproc_ba
         return 0;
 }
 
-int state_prune(struct state *s)
+/* Every path the state knows, copied out under the lock: SQLITE_OK, or
+ * SQLITE_NOMEM (or the prepare's error) with what was copied so far. */
+static int known_paths(struct state *s, char ***paths, size_t *n)
 {
-        sqlite3_stmt *sel = NULL, *del = NULL, *del2 = NULL, *del3 = NULL;
-        struct stat st;
-        char **gone = NULL;
-        size_t n = 0, cap = 0;
-        int rc, r = 0;
+        sqlite3_stmt *sel = NULL;
+        size_t cap = 0;
+        int rc;
 
-        /* the list first, the files looked at outside the lock */
         pthread_mutex_lock(&s->lock);
         rc = sqlite3_prepare_v2(s->db, "SELECT path FROM history UNION SELECT path FROM analyzed UNION SELECT path FROM deep_scan", -1, &sel, NULL);
         while (rc == SQLITE_OK && sqlite3_step(sel) == SQLITE_ROW) {
@@ -361,24 +389,75 @@ int state_prune(struct state *s)
 
                 if (!p)
                         continue;
-                if (n == cap) {
-                        char **v = realloc(gone, (cap = cap ? 2 * cap : 64) * sizeof(*v));
+                if (*n == cap) {
+                        char **v = realloc(*paths, (cap = cap ? 2 * cap : 64) * sizeof(*v));
 
                         if (!v) {
                                 rc = SQLITE_NOMEM;
                                 break;
                         }
-                        gone = v;
+                        *paths = v;
                 }
-                if (!(gone[n] = strdup(p))) {
+                if (!((*paths)[*n] = strdup(p))) {
                         rc = SQLITE_NOMEM;
                         break;
                 }
-                n++;
+                (*n)++;
         }
         sqlite3_finalize(sel);
         pthread_mutex_unlock(&s->lock);
-        if (rc != SQLITE_OK)
+        return rc;
+}
+
+/* Each path's rows deleted, in one transaction under the lock: the
+ * number of paths, or -EIO (rolled back). */
+static int forget_paths(struct state *s, char *const *gone, size_t n)
+{
+        static const char *const sql[] = {
+                "DELETE FROM history WHERE path = ?1",
+                "DELETE FROM analyzed WHERE path = ?1",
+                "DELETE FROM deep_scan WHERE path = ?1",
+        };
+        sqlite3_stmt *del[ELEMENTSOF(sql)] = { NULL };
+        bool prepared, ok;
+        int r = 0;
+
+        pthread_mutex_lock(&s->lock);
+        prepared = sqlite3_exec(s->db, "BEGIN", NULL, NULL, NULL) == SQLITE_OK;
+        for (size_t k = 0; k < ELEMENTSOF(sql) && prepared; k++)
+                prepared = sqlite3_prepare_v2(s->db, sql[k], -1, &del[k], NULL) == SQLITE_OK;
+        if (prepared) {
+                for (size_t i = 0; i < n; i++) {
+                        if (!gone[i])
+                                continue;
+                        for (size_t k = 0; k < ELEMENTSOF(del); k++)
+                                sqlite3_bind_text(del[k], 1, gone[i], -1, SQLITE_STATIC);
+                        ok = true;
+                        for (size_t k = 0; k < ELEMENTSOF(del) && ok; k++)
+                                ok = sqlite3_step(del[k]) == SQLITE_DONE;
+                        if (!ok)
+                                r = -EIO;
+                        for (size_t k = 0; k < ELEMENTSOF(del); k++)
+                                sqlite3_reset(del[k]);
+                        r = r < 0 ? r : r + 1;
+                }
+                sqlite3_exec(s->db, r < 0 ? "ROLLBACK" : "COMMIT", NULL, NULL, NULL);
+        }
+        for (size_t k = 0; k < ELEMENTSOF(del); k++)
+                sqlite3_finalize(del[k]);
+        pthread_mutex_unlock(&s->lock);
+        return r;
+}
+
+int state_prune(struct state *s)
+{
+        char **gone = NULL;
+        struct stat st;
+        size_t n = 0;
+        int r = 0;
+
+        /* the list first, the files looked at outside the lock */
+        if (known_paths(s, &gone, &n) != SQLITE_OK)
                 r = -ENOMEM;
         for (size_t i = 0; i < n; i++)
                 if (r == 0 && lstat(gone[i], &st) == 0) {
@@ -388,31 +467,8 @@ int state_prune(struct state *s)
                         free(gone[i]); /* cannot tell: kept */
                         gone[i] = NULL;
                 }
-        pthread_mutex_lock(&s->lock);
-        if (r == 0 && sqlite3_exec(s->db, "BEGIN", NULL, NULL, NULL) == SQLITE_OK &&
-            sqlite3_prepare_v2(s->db, "DELETE FROM history WHERE path = ?1", -1, &del, NULL) == SQLITE_OK &&
-            sqlite3_prepare_v2(s->db, "DELETE FROM analyzed WHERE path = ?1", -1, &del2, NULL) == SQLITE_OK &&
-            sqlite3_prepare_v2(s->db, "DELETE FROM deep_scan WHERE path = ?1", -1, &del3, NULL) == SQLITE_OK) {
-                for (size_t i = 0; i < n; i++) {
-                        if (!gone[i])
-                                continue;
-                        sqlite3_bind_text(del, 1, gone[i], -1, SQLITE_STATIC);
-                        sqlite3_bind_text(del2, 1, gone[i], -1, SQLITE_STATIC);
-                        sqlite3_bind_text(del3, 1, gone[i], -1, SQLITE_STATIC);
-                        if (sqlite3_step(del) != SQLITE_DONE || sqlite3_step(del2) != SQLITE_DONE ||
-                            sqlite3_step(del3) != SQLITE_DONE)
-                                r = -EIO;
-                        sqlite3_reset(del);
-                        sqlite3_reset(del2);
-                        sqlite3_reset(del3);
-                        r = r < 0 ? r : r + 1;
-                }
-                sqlite3_exec(s->db, r < 0 ? "ROLLBACK" : "COMMIT", NULL, NULL, NULL);
-        }
-        sqlite3_finalize(del);
-        sqlite3_finalize(del2);
-        sqlite3_finalize(del3);
-        pthread_mutex_unlock(&s->lock);
+        if (r == 0)
+                r = forget_paths(s, gone, n);
         for (size_t i = 0; i < n; i++)
                 free(gone[i]);
         free(gone);

@@ -383,66 +383,88 @@ int util_trusted_parent(const char *dir, char *why, size_t len)
 /* Most symbolic links one path may go through (as the kernel's MAXSYMLINKS). */
 #define OPEN_DIR_MAX_LINKS 40
 
+/* util_open_dir_trusted_links()'s walk: what is still to walk below its
+ * fd, components separated by '/': rest points into buf[cur]; a link's
+ * target and what was left go to the other buffer. */
+struct dir_walk {
+        char buf[2][PATH_MAX * 2];
+        char *rest;
+        int cur, links;
+};
+
+/* The symbolic link comp in fd, owned by owner, followed: its target and
+ * the rest become the walk's rest. Returns the fd to go on from (fd, or /
+ * for an absolute target) or -errno with fd closed; a link another user
+ * can point elsewhere is refused. */
+static int follow_link(struct dir_walk *w, int fd, const char *dir, const char *comp, uid_t owner, char *why,
+                       size_t len)
+{
+        char target[PATH_MAX];
+        ssize_t k;
+        int m;
+
+        /* its owner can point it elsewhere at any time */
+        if (owner != 0 && owner != geteuid()) {
+                snprintf(why, len, "%s: %s is a symbolic link that user %u can point elsewhere: not "
+                         "followed", dir, comp, (unsigned)owner);
+                close(fd);
+                return -ELOOP;
+        }
+        k = readlinkat(fd, comp, target, sizeof(target) - 1);
+        if (k >= 0)
+                target[k] = '\0';
+        m = k < 0 ? -1 : snprintf(w->buf[!w->cur], sizeof(w->buf[!w->cur]), "%s%s%s", target,
+                                 w->rest[0] ? "/" : "", w->rest);
+        if (m < 0 || (size_t)m >= sizeof(w->buf[!w->cur]) || ++w->links > OPEN_DIR_MAX_LINKS) {
+                snprintf(why, len, "%s: cannot follow %s", dir, comp);
+                close(fd);
+                return -ELOOP;
+        }
+        w->cur = !w->cur;
+        w->rest = w->buf[w->cur];
+        if (target[0] == '/') {
+                close(fd);
+                fd = open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+                if (fd < 0)
+                        return -errno;
+        }
+        return fd;
+}
+
 int util_open_dir_trusted_links(const char *dir, char *why, size_t len)
 {
-        /* what is still to walk below fd, components separated by '/':
-         * rest points into buf[cur]; a link's target and what was left
-         * go to the other buffer */
-        char buf[2][PATH_MAX * 2], target[PATH_MAX], *rest;
-        int fd, cur = 0, links = 0;
+        struct dir_walk w = { .cur = 0, .links = 0 };
+        int fd;
 
         if (dir[0] != '/' || strlen(dir) >= PATH_MAX) {
                 snprintf(why, len, "%s: not an absolute path", dir);
                 return -EINVAL;
         }
-        snprintf(buf[cur], sizeof(buf[cur]), "%s", dir + 1);
-        rest = buf[cur];
+        snprintf(w.buf[w.cur], sizeof(w.buf[w.cur]), "%s", dir + 1);
+        w.rest = w.buf[w.cur];
         fd = open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (fd < 0)
                 return -errno;
-        while (rest[0]) {
-                char *slash = strchr(rest, '/'), comp[NAME_MAX + 1];
-                size_t n = slash ? (size_t)(slash - rest) : strlen(rest);
+        while (w.rest[0]) {
+                char *slash = strchr(w.rest, '/'), comp[NAME_MAX + 1];
+                size_t n = slash ? (size_t)(slash - w.rest) : strlen(w.rest);
                 struct stat st;
-                ssize_t k;
-                int next, m;
+                int next;
 
                 if (n > NAME_MAX) {
                         close(fd);
                         snprintf(why, len, "%s: a name too long", dir);
                         return -ENAMETOOLONG;
                 }
-                memcpy(comp, rest, n);
+                memcpy(comp, w.rest, n);
                 comp[n] = '\0';
-                rest += n + (slash ? 1 : 0);
+                w.rest += n + (slash ? 1 : 0);
                 if (n == 0 || strcmp(comp, ".") == 0)
                         continue;
                 if (fstatat(fd, comp, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode)) {
-                        /* its owner can point it elsewhere at any time */
-                        if (st.st_uid != 0 && st.st_uid != geteuid()) {
-                                snprintf(why, len, "%s: %s is a symbolic link that user %u can point elsewhere: not "
-                                         "followed", dir, comp, (unsigned)st.st_uid);
-                                close(fd);
-                                return -ELOOP;
-                        }
-                        k = readlinkat(fd, comp, target, sizeof(target) - 1);
-                        if (k >= 0)
-                                target[k] = '\0';
-                        m = k < 0 ? -1 : snprintf(buf[!cur], sizeof(buf[!cur]), "%s%s%s", target,
-                                                 rest[0] ? "/" : "", rest);
-                        if (m < 0 || (size_t)m >= sizeof(buf[!cur]) || ++links > OPEN_DIR_MAX_LINKS) {
-                                snprintf(why, len, "%s: cannot follow %s", dir, comp);
-                                close(fd);
-                                return -ELOOP;
-                        }
-                        cur = !cur;
-                        rest = buf[cur];
-                        if (target[0] == '/') {
-                                close(fd);
-                                fd = open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-                                if (fd < 0)
-                                        return -errno;
-                        }
+                        fd = follow_link(&w, fd, dir, comp, st.st_uid, why, len);
+                        if (fd < 0)
+                                return fd;
                         continue;
                 }
                 next = openat(fd, comp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
