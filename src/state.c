@@ -419,13 +419,17 @@ static int forget_paths(struct state *s, char *const *gone, size_t n)
                 "DELETE FROM deep_scan WHERE path = ?1",
         };
         sqlite3_stmt *del[ELEMENTSOF(sql)] = { NULL };
-        bool prepared, ok;
+        bool began, prepared, ok;
         int r = 0;
 
         pthread_mutex_lock(&s->lock);
-        prepared = sqlite3_exec(s->db, "BEGIN", NULL, NULL, NULL) == SQLITE_OK;
+        began = prepared = sqlite3_exec(s->db, "BEGIN", NULL, NULL, NULL) == SQLITE_OK;
         for (size_t k = 0; k < ELEMENTSOF(sql) && prepared; k++)
                 prepared = sqlite3_prepare_v2(s->db, sql[k], -1, &del[k], NULL) == SQLITE_OK;
+        if (began && !prepared) { /* the transaction is not left open */
+                sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+                r = -EIO;
+        }
         if (prepared) {
                 for (size_t i = 0; i < n; i++) {
                         if (!gone[i])
