@@ -12,7 +12,11 @@
  *   first      an empty set of targets (start, or every file new): each match
  *              is added (targets_get: a sorted insert)
  *   steady     every file already a target, as at every poll after the first
- *              (an untimed expansion first)
+ *              (an untimed expansion first): the walk and its application
+ *   list       steady, only the walk (targets_list), which the daemon runs on
+ *              a worker thread
+ *   apply      steady, only the application of a walk made untimed just
+ *              before (targets_apply): what the loop thread does per poll
  *   walk       the reference: opendir/readdir and fnmatch(FNM_PERIOD), one
  *              component at a time, counting the regular files that match;
  *              no path built, nothing kept
@@ -211,7 +215,7 @@ int main(int argc, char **argv)
                         break;
         }
         if (argc - i != 2) {
-                fprintf(stderr, "usage: %s [--max-matches N] [--drop-caches] first|steady|walk|glob|header GLOB\n",
+                fprintf(stderr, "usage: %s [--max-matches N] [--drop-caches] first|steady|list|apply|walk|glob|header GLOB\n",
                         argv[0]);
                 return 2;
         }
@@ -219,6 +223,10 @@ int main(int argc, char **argv)
         pattern = argv[i + 1];
 
         targets_init(&ts);
+        bool expands = strcmp(mode, "first") == 0 || strcmp(mode, "steady") == 0 || strcmp(mode, "list") == 0 ||
+                       strcmp(mode, "apply") == 0;
+        struct listing *l = NULL;
+
         if (strcmp(mode, "walk") != 0 && strcmp(mode, "glob") != 0) {
                 r = load(pattern, max_matches, &c);
                 if (r < 0 || targets_configure(&ts, c) < 0) {
@@ -259,14 +267,34 @@ int main(int argc, char **argv)
                 return 1;
         }
 
+        if (strcmp(mode, "apply") == 0 || strcmp(mode, "list") == 0) {
+                l = targets_listing_new(&ts);
+                if (!l) {
+                        fprintf(stderr, "out of memory\n");
+                        return 1;
+                }
+                if (strcmp(mode, "apply") == 0)
+                        targets_list(l);
+        }
         n_added = n_refused = 0;
         sample_now(&a);
-        if (strcmp(mode, "first") == 0 || strcmp(mode, "steady") == 0) {
-                if (targets_expand(&ts, &ev) < 0) {
+        if (expands) {
+                if (strcmp(mode, "list") == 0)
+                        targets_list(l);
+                if (strcmp(mode, "apply") == 0)
+                        r = targets_apply(&ts, l, &ev);
+                else if (strcmp(mode, "list") == 0)
+                        r = 0;
+                else
+                        r = targets_expand(&ts, &ev);
+                if (r < 0) {
                         fprintf(stderr, "out of memory\n");
                         return 1;
                 }
                 sample_now(&b);
+                if (strcmp(mode, "list") == 0)
+                        r = targets_apply(&ts, l, &ev);
+                l = targets_listing_free(l);
                 for (size_t k = 0; k < ts.n; k++)
                         matched += ts.v[k]->seen;
         } else if (strcmp(mode, "walk") == 0) {

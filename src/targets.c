@@ -84,6 +84,17 @@ static size_t lower_bound(const struct targets *ts, const char *path, bool *foun
         return lo;
 }
 
+struct target *target_new(const char *path)
+{
+        struct target *t = calloc(1, sizeof(*t));
+
+        if (!t || !(t->path = strdup(path)))
+                return target_free(t);
+        t->name = strrchr(t->path, '/') ? strrchr(t->path, '/') + 1 : t->path;
+        t->hash = sched_hash(path);
+        return t;
+}
+
 struct target *targets_find(const struct targets *ts, const char *path)
 {
         bool found;
@@ -110,11 +121,9 @@ struct target *targets_get(struct targets *ts, const char *path, bool *created)
                 ts->v = v;
                 ts->cap = cap;
         }
-        t = calloc(1, sizeof(*t));
-        if (!t || !(t->path = strdup(path)))
-                return target_free(t);
-        t->name = strrchr(t->path, '/') ? strrchr(t->path, '/') + 1 : t->path;
-        t->hash = sched_hash(path);
+        t = target_new(path);
+        if (!t)
+                return NULL;
         memmove(ts->v + i + 1, ts->v + i, (ts->n - i) * sizeof(*ts->v));
         ts->v[i] = t;
         ts->n++;
@@ -226,6 +235,11 @@ struct record {
         size_t dir;      /* REC_MATCH: index into dirs */
         size_t path;     /* offset into text */
         const char *why; /* REC_REFUSED: a static string */
+        /* targets_apply(): the target of that path (in the first record
+         * of the path, group), as the set held it or as this expansion
+         * added it; NULL while it has none */
+        struct target *known;
+        size_t group;
 };
 
 /* A directory a match was found in, opened by the walk. */
@@ -256,6 +270,8 @@ struct listing {
         size_t n_dirs, cap_dirs;
         char *text; /* every path, NUL-terminated, one after the other */
         size_t text_len, text_cap;
+        size_t *by_path; /* the indexes of the REC_MATCH and REC_MISSING records, sorted by path */
+        size_t n_by_path;
         int err;
 };
 
@@ -274,6 +290,7 @@ struct listing *targets_listing_free(struct listing *l)
         free(l->recs);
         free(l->dirs);
         free(l->text);
+        free(l->by_path);
         free(l);
         return NULL;
 }
@@ -537,6 +554,31 @@ static void walk_from(struct walk *w, int fd, const char *at, const char *rest)
         closedir(d);
 }
 
+/* qsort_r's: records by path. */
+static int by_path_cmp(const void *a, const void *b, void *userdata)
+{
+        const struct listing *l = userdata;
+
+        return strcmp(l->text + l->recs[*(const size_t *)a].path, l->text + l->recs[*(const size_t *)b].path);
+}
+
+/* The matches sorted by path, for targets_apply() to meet the targets in
+ * their own order: a merge, not a search per match. */
+static void sort_by_path(struct listing *l)
+{
+        if (l->err || l->n_recs == 0)
+                return;
+        l->by_path = malloc(l->n_recs * sizeof(*l->by_path));
+        if (!l->by_path) {
+                l->err = -ENOMEM;
+                return;
+        }
+        for (size_t i = 0; i < l->n_recs; i++)
+                if (l->recs[i].kind != REC_REFUSED)
+                        l->by_path[l->n_by_path++] = i;
+        qsort_r(l->by_path, l->n_by_path, sizeof(*l->by_path), by_path_cmp, l);
+}
+
 void targets_list(struct listing *l)
 {
         for (size_t i = 0; i < l->n_roots && !l->err; i++) {
@@ -559,12 +601,64 @@ void targets_list(struct listing *l)
                 walk_from(&w, fd, at, *rest == '/' ? rest + 1 : rest);
                 close(fd);
         }
+        sort_by_path(l);
+}
+
+/* Each path's target as the set holds it now (a merge of two sorted
+ * lists), in the first of its records (several entries may match it). */
+static void find_known(const struct targets *ts, struct listing *l)
+{
+        size_t k = 0;
+
+        for (size_t i = 0; i < l->n_by_path; i++) {
+                struct record *r = &l->recs[l->by_path[i]], *prev = i ? &l->recs[l->by_path[i - 1]] : NULL;
+                const char *path = l->text + r->path;
+                int c = 1;
+
+                if (prev && strcmp(l->text + prev->path, path) == 0) {
+                        r->group = prev->group;
+                        continue;
+                }
+                r->group = l->by_path[i];
+                while (k < ts->n && (c = strcmp(ts->v[k]->path, path)) < 0)
+                        k++;
+                r->known = k < ts->n && c == 0 ? ts->v[k] : NULL;
+        }
+}
+
+static int target_cmp(const void *a, const void *b)
+{
+        return strcmp((*(struct target *const *)a)->path, (*(struct target *const *)b)->path);
+}
+
+/* The targets this expansion added, into the sorted set: one merge. */
+static int add_new(struct targets *ts, struct target **added, size_t n)
+{
+        struct target **v;
+        size_t i = ts->n, j = n, k = ts->n + n;
+
+        if (n == 0)
+                return 0;
+        if (k > ts->cap) {
+                v = realloc(ts->v, k * sizeof(*v));
+                if (!v)
+                        return -ENOMEM;
+                ts->v = v;
+                ts->cap = k;
+        }
+        qsort(added, n, sizeof(*added), target_cmp);
+        while (j > 0) /* from the end, into the room after the old ones */
+                ts->v[--k] = i > 0 && strcmp(ts->v[i - 1]->path, added[j - 1]->path) > 0 ? ts->v[--i] : added[--j];
+        ts->n += n;
+        return 0;
 }
 
 /* ---- the listing applied, on the loop thread ------------------------------ */
 
 struct apply {
         struct targets *ts;
+        struct target **added; /* new targets, joining the set at the end */
+        size_t n_added, cap_added;
         struct entry_root *root;
         const struct targets_events *ev;
         uint64_t budget;   /* new databases this entry may still take (limits.max_matches) */
@@ -634,16 +728,36 @@ static struct tdir *take_dir(struct targets *ts, struct listing *l, struct liste
         return d;
 }
 
-/* path (dir/name), in directory d (NULL: missing), for this entry. */
-static void mark(struct apply *a, struct tdir *d, const char *path, bool explicit_path)
+/* A new target for path, joining the set when the expansion ends. */
+static struct target *new_target(struct apply *a, const char *path)
+{
+        struct target *t;
+
+        if (a->n_added == a->cap_added) {
+                size_t cap = a->cap_added ? 2 * a->cap_added : 64;
+                struct target **v = realloc(a->added, cap * sizeof(*v));
+
+                if (!v)
+                        return NULL;
+                a->added = v;
+                a->cap_added = cap;
+        }
+        t = target_new(path);
+        if (t)
+                a->added[a->n_added++] = t;
+        return t;
+}
+
+/* path (dir/name), in directory d (NULL: missing), for this entry; *known
+ * its target, if it has one (set when this adds it). */
+static void mark(struct apply *a, struct tdir *d, const char *path, struct target **known, bool explicit_path)
 {
         const struct db_conf *dc = a->root->dc;
-        bool created;
-        struct target *t;
+        struct target *t = *known;
+        bool created = false;
 
         if (a->err)
                 return;
-        t = targets_find(a->ts, path);
         if (t && t->seen) /* an earlier entry claimed it */
                 return;
         /* Past limits.max_matches, what is watched stays watched and a
@@ -663,7 +777,10 @@ static void mark(struct apply *a, struct tdir *d, const char *path, bool explici
                 }
                 a->marked++;
         }
-        t = targets_get(a->ts, path, &created);
+        if (!t) {
+                t = *known = new_target(a, path);
+                created = true;
+        }
         if (!t) {
                 a->err = -ENOMEM;
                 return;
@@ -692,10 +809,11 @@ static void apply_root(struct apply *a, struct listing *l, struct tdir **dirs, s
                 case REC_MATCH:
                         if (r->dir != SIZE_MAX && !dirs[r->dir])
                                 dirs[r->dir] = take_dir(a->ts, l, &l->dirs[r->dir]);
-                        mark(a, r->dir != SIZE_MAX ? dirs[r->dir] : NULL, path, r->explicit_path);
+                        mark(a, r->dir != SIZE_MAX ? dirs[r->dir] : NULL, path, &l->recs[r->group].known,
+                             r->explicit_path);
                         break;
                 case REC_MISSING:
-                        mark(a, NULL, path, true);
+                        mark(a, NULL, path, &l->recs[r->group].known, true);
                         break;
                 case REC_REFUSED:
                         if (a->ev->refused)
@@ -707,6 +825,7 @@ static void apply_root(struct apply *a, struct listing *l, struct tdir **dirs, s
 
 int targets_apply(struct targets *ts, struct listing *l, const struct targets_events *ev)
 {
+        struct apply a = { .ts = ts, .ev = ev };
         struct tdir **dirs;
         size_t k = 0;
 
@@ -717,23 +836,23 @@ int targets_apply(struct targets *ts, struct listing *l, const struct targets_ev
         dirs = calloc(l->n_dirs ? l->n_dirs : 1, sizeof(*dirs));
         if (!dirs)
                 return -ENOMEM;
+        find_known(ts, l);
         for (size_t i = 0; i < ts->n; i++)
                 ts->v[i]->seen = false;
         for (size_t i = 0; i < ts->n_dirs; i++)
                 ts->dirs[i]->seen = false;
-        for (size_t i = 0; i < ts->n_roots; i++) {
+        for (size_t i = 0; i < ts->n_roots && !a.err; i++) {
                 struct entry_root *e = &ts->roots[i];
                 uint64_t max = e->dc->limits.max_matches;
-                struct apply a = { .ts = ts, .root = e, .ev = ev, .budget = max > e->watched ? max - e->watched : 0 };
 
+                a.root = e;
+                a.budget = max > e->watched ? max - e->watched : 0;
+                a.marked = 0;
+                a.over = false;
                 /* resolved by the walk while it was missing here */
                 if (!e->real && l->roots[i].real)
                         e->real = strdup(l->roots[i].real);
                 apply_root(&a, l, dirs, i, &k);
-                if (a.err) {
-                        free(dirs);
-                        return a.err;
-                }
                 if (!l->roots[i].opened) {
                         e->watched = 0;
                         continue;
@@ -743,6 +862,16 @@ int targets_apply(struct targets *ts, struct listing *l, const struct targets_ev
                         e->capped = false;
         }
         free(dirs);
+        /* the new targets join the set, after an error too (added() has
+         * told of them), unless there is no room for them */
+        if (add_new(ts, a.added, a.n_added) < 0) {
+                for (size_t i = 0; i < a.n_added; i++)
+                        target_free(a.added[i]);
+                a.err = -ENOMEM;
+        }
+        free(a.added);
+        if (a.err)
+                return a.err;
         /* A target not seen loses its directory; a directory not seen goes. */
         for (size_t i = 0; i < ts->n; i++)
                 if (!ts->v[i]->seen)

@@ -150,6 +150,8 @@ void targets_clear(struct targets *ts);
 struct target *targets_find(const struct targets *ts, const char *path);
 /* Find or add; NULL on allocation failure. */
 struct target *targets_get(struct targets *ts, const char *path, bool *created);
+/* A target for path, in no set; NULL on allocation failure. */
+struct target *target_new(const char *path);
 /* Take t out of the set (it is not freed). */
 void targets_remove(struct targets *ts, struct target *t);
 struct target *target_free(struct target *t);
