@@ -54,16 +54,6 @@ def make_fragmented_db():
 
 
 @pytest.fixture
-def table_checksum():
-    return helpers.table_checksum
-
-
-@pytest.fixture
-def sha256():
-    return helpers.sha256
-
-
-@pytest.fixture
 def lock_holder():
     """lock_holder(path, begin='BEGIN EXCLUSIVE', stmts=(), user=None) ->
     LockHolder: a second process that holds the lock until .release()."""

@@ -113,7 +113,7 @@ def make_hot_journal(path):
     back)."""
     path = str(path)
     make_test_db(path, "delete")
-    committed, before = helpers.table_checksum(path), sha256(path)
+    committed, before = helpers.checksum(path), sha256(path)
     w = subprocess.Popen([helpers.PYTHON, "-c", r"""
 import sqlite3, sys, time
 con = sqlite3.connect(sys.argv[1], isolation_level=None)
@@ -174,7 +174,7 @@ def sqlite_figures(files_prefix, tmp_dir):
     try:
         copy = os.path.join(d, "copy.db")
         copy_files(files_prefix, copy)
-        p = helpers.pragmas(copy)
+        p = helpers.db_stats(copy)
     finally:
         shutil.rmtree(d)
     p["fragmentation"] = round(100.0 * p["freelist_count"] / p["page_count"], 2) if p["page_count"] else 0.0
@@ -421,8 +421,8 @@ def test_hot_journal_reported_not_rolled_back(tmp_path, daemon, journald):
     assert "vacuumed" in r.out, r.describe()
     assert not os.path.exists(db + "-journal")
     assert helpers.quick_check(db, "integrity_check") == ["ok"]
-    assert helpers.table_checksum(db) == committed, "the rows are not the committed ones"
-    after = helpers.pragmas(db)
+    assert helpers.checksum(db) == committed, "the rows are not the committed ones"
+    after = helpers.db_stats(db)
     assert after["freelist_count"] == 0
     assert after["page_count"] == want["page_count"] - want["freelist_count"], (after, want)
     assert re.search(r"(?i)rolled back|hot journal", r.out + r.err), \
@@ -441,7 +441,7 @@ def test_hot_journal_vacuum_json(tmp_path):
                                 helpers.expected_fragmentation(want["freelist_count"], want["page_count"]),
                                 "fragmentation_before_percent")
     assert o["freelist_count"] == 0 and o["page_count"] == want["page_count"] - want["freelist_count"], o
-    assert helpers.table_checksum(db) == committed
+    assert helpers.checksum(db) == committed
     assert helpers.quick_check(db, "integrity_check") == ["ok"]
 
 
@@ -632,7 +632,7 @@ def test_idle_wal_database_costs_a_stat(tmp_path, daemon, journald):
     size and time of the database and its -wal), the figures of the last
     read stand: the poll says so instead of reading again. A commit
     changes the -wal, and the next poll reads the new figures."""
-    from daemon_fixtures import fragment_to, make_db
+    from helpers import fragment_to, make_db
 
     db = str(tmp_path / "held.db")
     con = make_db(db, 5, mode="wal", rows=200, keep_open=True)
