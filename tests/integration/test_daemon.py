@@ -547,7 +547,8 @@ def test_sigterm_during_vacuum(tmp_path, daemon, big_db_template, sigterms, when
     t = time.monotonic()
     d.signal(signal.SIGTERM)
     if sigterms == 2:
-        time.sleep(0.05)
+        # the second once the daemon has taken the first (it is stopping)
+        d.wait_notify("STOPPING=1")
         d.signal(signal.SIGTERM)
     rc = d.wait(30)
     took = time.monotonic() - t
