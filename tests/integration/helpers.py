@@ -328,12 +328,10 @@ def make_db(path, frag, mode="delete", rows=1000, blob=BLOB, index=False, auto_v
         assert busy == 0
     fragment_to(con, frag, blob)
     assert con.execute("PRAGMA auto_vacuum").fetchone()[0] == {"none": 0, "full": 1, "incremental": 2}[auto_vacuum]
-    if keep_open:
-        fl, pc = _page_counts(con)
-        got = 100.0 * fl / pc
-    else:
-        con.close()
-        got = fragmentation(path)
+    fl, pc = _page_counts(con)
+    got = 100.0 * fl / pc
+    if not keep_open:
+        con.close()  # the last connection: a WAL database is checkpointed, its -wal and -shm removed
     assert abs(got - frag) <= 3, f"{path}: made {got:.2f}% fragmentation, wanted {frag}%"
     return con if keep_open else got
 
@@ -356,9 +354,10 @@ def refragment(path, frag, blob=BLOB):
         con.execute("COMMIT")
         if con.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
             con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        fl, pc = _page_counts(con)
     finally:
         con.close()
-    got = fragmentation(path)
+    got = 100.0 * fl / pc
     assert got >= frag - 3, f"{path}: refragmented to {got:.2f}%, wanted {frag}%"
     return got
 
@@ -766,12 +765,17 @@ def manifest_valid(row):
 # --------------------------------------------------------------------------
 # What a user would ask SQLite, or check on a file
 
-def db_stats(path):
-    """What a user would ask SQLite about a database, from a read-only
-    connection (it never checkpoints a WAL nor writes anything): dict of
-    page_count, freelist_count, page_size, journal_mode, auto_vacuum (as a
-    word) and fragmentation (the free pages, percent of all)."""
-    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+def db_stats(path, recover=False):
+    """What a user would ask SQLite about a database: dict of page_count,
+    freelist_count, page_size, journal_mode, auto_vacuum (as a word) and
+    fragmentation (the free pages, percent of all). From a read-only
+    connection, which never checkpoints a WAL nor writes anything (it may
+    leave a WAL database's -wal and -shm behind); recover=True: from a
+    normal read-write one, as an application opens the file: a hot
+    journal is rolled back, a WAL recovered, and checkpointed away at its
+    close."""
+    con = sqlite3.connect(str(path) if recover else f"file:{path}?mode=ro", uri=not recover,
+                          isolation_level=None, timeout=30)
     try:
         con.execute("BEGIN")
         fl, pc = _page_counts(con)

@@ -174,7 +174,7 @@ def sqlite_figures(files_prefix, tmp_dir):
     try:
         copy = os.path.join(d, "copy.db")
         copy_files(files_prefix, copy)
-        p = helpers.db_stats(copy)
+        p = helpers.db_stats(copy, recover=True)
     finally:
         shutil.rmtree(d)
     p["fragmentation"] = round(100.0 * p["freelist_count"] / p["page_count"], 2) if p["page_count"] else 0.0

@@ -134,7 +134,7 @@ def source(tmp_path_factory):
             p = tmp_path_factory.mktemp(f"src-{shape}-{mode}") / "app.db"
             rows, frag = SHAPES[shape]
             helpers.make_db(p, frag, mode, rows, index=True)
-            prag = helpers.db_stats(p)   # a normal connection: the real journal mode
+            prag = helpers.db_stats(p, recover=True)   # a normal connection: the real journal mode
             assert prag["journal_mode"] == mode, prag
             # and the file says so too (header bytes 18/19: 2 is WAL)
             assert helpers.header_field(p, 18, 1) == (2 if mode == "wal" else 1), mode
