@@ -756,6 +756,4 @@ def app():
     yield start
     for x in apps:
         x.kill()
-        for s in (x.proc.stdin, x.proc.stdout, x.proc.stderr):
-            with contextlib.suppress(OSError):
-                s.close()
+        x.close()

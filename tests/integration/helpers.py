@@ -1074,12 +1074,14 @@ def db_space_needed(path, factor=2.0):
 # --------------------------------------------------------------------------
 # The application, in other processes
 
+# Any SQLite error ends it with a traceback and exit status 1.
 LOCK_HOLDER_SCRIPT = r"""
-import json, sqlite3, sys
-path, begin = sys.argv[1], sys.argv[2]
-stmts = sys.argv[3:]
-con = sqlite3.connect(path, isolation_level=None, timeout=10)
-con.execute("PRAGMA wal_autocheckpoint=0")
+import json, sqlite3, sys, time
+path, begin, timeout, autocheckpoint = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4] == "1"
+stmts = sys.argv[5:]
+con = sqlite3.connect(path, isolation_level=None, timeout=timeout)
+if not autocheckpoint:
+    con.execute("PRAGMA wal_autocheckpoint=0")
 if begin:
     con.execute(begin)
 for s in stmts:
@@ -1096,20 +1098,28 @@ for line in sys.stdin:
         print("done", flush=True)
     elif cmd.startswith("Q "):
         print(json.dumps(con.execute(cmd[2:]).fetchall()), flush=True)
+    elif cmd.startswith("WORK "):
+        # go on working as an application does: small write transactions, reads
+        for i in range(int(cmd[5:])):
+            con.execute("INSERT INTO app(note) VALUES(?)", (f"after {i}",))
+            con.execute("SELECT count(*) FROM t").fetchone()
+            time.sleep(0.05)
+        print("ok", con.execute("SELECT count(*) FROM app").fetchone()[0], flush=True)
     elif cmd == "EXIT":
         break
 con.close()
-print("closed", flush=True)
 """
 
 
 class LockHolder:
-    """A separate Python process with its own connection to path: runs
-    `begin` (e.g. "BEGIN EXCLUSIVE") and the statements, says "locked", and
-    holds the lock until release()."""
+    """A separate Python process with its own connection to path (busy
+    timeout `timeout` seconds; wal_autocheckpoint=0 unless autocheckpoint):
+    runs `begin` (e.g. "BEGIN EXCLUSIVE") and the statements, says
+    "locked", and holds the lock until release()."""
 
-    def __init__(self, path, begin="BEGIN EXCLUSIVE", stmts=(), user=None):
-        argv = [PYTHON, "-c", LOCK_HOLDER_SCRIPT, str(path), begin or ""] + list(stmts)
+    def __init__(self, path, begin="BEGIN EXCLUSIVE", stmts=(), user=None, timeout=10, autocheckpoint=False):
+        argv = [PYTHON, "-c", LOCK_HOLDER_SCRIPT, str(path), begin or "", str(timeout),
+                "1" if autocheckpoint else "0"] + list(stmts)
         if user is not None:
             argv = AS_NOBODY + argv
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -1182,73 +1192,36 @@ class AppProcess(LockHolder):
         super().__init__(path, begin, stmts, user)
 
 
-APP_SCRIPT = r"""
-import sqlite3, sys, time
-path, begin, after, write_first = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1"
-con = sqlite3.connect(path, isolation_level=None, timeout=30)
-con.execute(begin)
-if write_first:
-    con.execute("INSERT INTO app(note) VALUES('held')")
-print("locked", flush=True)
-sys.stdin.readline()  # the test says when to let go
-if not write_first:
-    con.execute("INSERT INTO app(note) VALUES('held')")
-con.execute("COMMIT")
-print("released", flush=True)
-# Go on working as an application does: small write transactions, reads.
-for i in range(after):
-    con.execute("INSERT INTO app(note) VALUES(?)", (f"after {i}",))
-    con.execute("SELECT count(*) FROM t").fetchone()
-    time.sleep(0.05)
-n = con.execute("SELECT count(*) FROM app").fetchone()[0]
-con.close()
-print(f"ok {n}", flush=True)
-"""
+class App(LockHolder):
+    """A make_db database's application in another process: it opens a
+    transaction with `begin`, holds it, with an INSERT into app made at the
+    start (write_first) or just before the COMMIT, until the test calls
+    release(); then it does `after` more small transactions (WORK) with a
+    30 s busy timeout, and finish() waits for its end."""
 
-
-class App:
-    """A separate process using a make_db database the way an application
-    does: it opens a transaction with `begin`, holds it, with an INSERT
-    into app made at the start (write_first) or just before the COMMIT,
-    until the test calls release(); then it does `after` more small
-    transactions with a 30 s busy timeout. Any SQLite error ends it with a
-    traceback and exit status 1."""
+    HELD = "INSERT INTO app(note) VALUES('held')"
 
     def __init__(self, path, begin="BEGIN EXCLUSIVE", after=20, write_first=True):
-        self.proc = subprocess.Popen([PYTHON, "-c", APP_SCRIPT, str(path), begin, str(after),
-                                      "1" if write_first else "0"],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True)
-        line = self._readline(15)
-        if line != "locked":
-            self.kill()
-            raise AssertionError(f"the app did not take its lock: {line!r} {self.proc.stderr.read()}")
+        self.after, self.write_first = after, write_first
+        super().__init__(path, begin, [self.HELD] if write_first else [], timeout=30, autocheckpoint=True)
 
-    def _readline(self, timeout):
-        r, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        return self.proc.stdout.readline().strip() if r else None
-
-    def release(self, timeout=20):
-        """Commit the held transaction; returns once it is committed."""
-        self.proc.stdin.write("release\n")
-        self.proc.stdin.flush()
-        line = self._readline(timeout)
-        if line != "released":
-            raise AssertionError(f"the app did not commit its held transaction: {line!r}")
+    def release(self, how="COMMIT"):
+        """Commit the held transaction; returns once it is committed, the
+        application working on."""
+        if not self.write_first:
+            self.sql(self.HELD)
+        super().release(how)
+        self.send(f"WORK {self.after}")
 
     def finish(self, timeout=60):
-        """(exit status, stdout, stderr)."""
+        """(exit status, stdout, stderr) once it has done its work."""
+        self.send("EXIT")
         try:
             out, err = self.proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.kill()
             raise AssertionError(f"the app did not finish in {timeout}s") from None
         return self.proc.returncode, out, err
-
-    def kill(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=15)
 
 
 # A writer: small write transactions (BEGIN IMMEDIATE, a couple of rows,

@@ -44,7 +44,7 @@ import pytest
 import helpers
 from daemon_fixtures import (  # noqa: F401  (fixtures are used by name)
     MSGID, WAIT, config_text, daemon, format_entries, journald)
-from helpers import LockHolder, run_ctl, sha256
+from helpers import AppProcess, LockHolder, run_ctl, sha256
 
 READS = (("stats",), ("check",), ("check", "--full"))
 # A journal entry of any of these for a database means something was
@@ -81,14 +81,6 @@ def make_test_db(path, mode):
         con.close()
     for s in ("-journal", "-wal", "-shm"):
         assert not os.path.exists(path + s), f"{path + s} left behind by a clean close"
-
-
-class App(LockHolder):
-    """An application's connection in another process (autocommit,
-    wal_autocheckpoint=0), idle after its statements."""
-
-    def __init__(self, path, stmts):
-        super().__init__(path, "", stmts)
 
 
 # An application's statements, the last one a write; the deletes leave the
@@ -288,7 +280,7 @@ def layout(kind, d):
         return
     if kind == "wal-app-open":
         make_test_db(db, "wal")
-        app = App(db, APP_WRITES)
+        app = AppProcess(db, stmts=APP_WRITES)
         try:
             assert helpers.file_size(db + "-wal") > 0 and os.path.exists(db + "-shm")
             yield db
@@ -317,7 +309,7 @@ def layout(kind, d):
         src = os.path.join(srcdir, "src.db")
         make_test_db(src, "wal")
         empty = kind == "wal-crashed-empty"  # an application that only read
-        app = App(src, ["SELECT count(*) FROM t"] if empty else APP_WRITES)
+        app = AppProcess(src, stmts=["SELECT count(*) FROM t"] if empty else APP_WRITES)
         try:
             assert (helpers.file_size(src + "-wal") == 0) == empty and os.path.exists(src + "-wal")
             assert os.path.exists(src + "-shm")
@@ -605,7 +597,7 @@ def test_hot_journal_beside_wal_files_is_reported(tmp_path):
     # the -wal and -shm of a WAL database an application had open (idle)
     src = os.path.join(d, "src.db")
     make_test_db(src, "wal")
-    app = App(src, ["SELECT count(*) FROM t"])
+    app = AppProcess(src, stmts=["SELECT count(*) FROM t"])
     try:
         shutil.copyfile(src + "-wal", db + "-wal")
         shutil.copyfile(src + "-shm", db + "-shm")
