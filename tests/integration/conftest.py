@@ -29,7 +29,7 @@ def ctl_bin():
 
 @pytest.fixture
 def run_ctl(ctl_bin):
-    """run_ctl(*args, env=, cwd=, user=) -> CtlResult (rc, out, err, json list)."""
+    """run_ctl(*args, env=, cwd=, user=) -> CtlResult (.rc, .out, .err, .json)."""
     return helpers.run_ctl
 
 

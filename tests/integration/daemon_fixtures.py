@@ -433,9 +433,6 @@ class NotifyListener:
         raise AssertionError(f"no notification matching {what or predicate} within {timeout}s "
                              f"(after index {after}); received: {got}")
 
-    def wait_for_assignment(self, assignment, timeout=WAIT, after=0, alive=None):
-        return self.wait_for(lambda m: m.has(assignment), timeout, after, what=assignment, alive=alive)
-
     def close(self):
         self._stop = True
         self._thread.join(timeout=5)

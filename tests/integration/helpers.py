@@ -104,10 +104,6 @@ class CtlResult:
     raw: bytes = b""                                        # stdout as written
     bad_lines: list = dataclasses.field(default_factory=list)  # lenient: lines that are not a JSON object
 
-    def __iter__(self):
-        # (rc, stdout, stderr, parsed json list), as the brief asks
-        return iter((self.rc, self.out, self.err, self.json))
-
     def describe(self, limit=6000):
         out = self.raw.decode("utf-8", "replace")
         return (f"command: {' '.join(map(str, self.args))}\n"
