@@ -29,7 +29,7 @@ def ctl_bin():
 
 @pytest.fixture
 def run_ctl(ctl_bin):
-    """run_ctl(*args, env=, cwd=, user=) -> CtlResult (rc, out, err, json list)."""
+    """run_ctl(*args, env=, cwd=, user=) -> CtlResult (.rc, .out, .err, .json)."""
     return helpers.run_ctl
 
 
@@ -51,16 +51,6 @@ def make_fragmented_db():
     for app in apps:
         app.close()
         app.kill()
-
-
-@pytest.fixture
-def table_checksum():
-    return helpers.table_checksum
-
-
-@pytest.fixture
-def sha256():
-    return helpers.sha256
 
 
 @pytest.fixture

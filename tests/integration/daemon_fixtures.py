@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: MIT
-"""Fixtures and helpers for the sqlite-maintd integration tests: a real
-journald (started here if none is listening), a real NOTIFY_SOCKET listener,
-the daemon itself as a subprocess, and real fragmented database files.
+"""Fixtures for the sqlite-maintd integration tests: a real journald
+(started here if none is listening), a real NOTIFY_SOCKET listener, the
+daemon itself as a subprocess and its configuration, and an application in
+another process (helpers.App). Databases and files: helpers.py.
 
 Import the fixtures into a test module with
     from daemon_fixtures import journald, notify_socket, daemon  # noqa: F401
@@ -12,15 +13,12 @@ import contextlib
 import dataclasses
 import datetime
 import fcntl
-import hashlib
 import json
-import math
 import os
 import re
 import shutil
 import signal
 import socket
-import sqlite3
 import subprocess
 import tempfile
 import threading
@@ -30,10 +28,6 @@ import pytest
 
 import helpers
 
-MAINTD_BIN = os.environ.get("MAINTD_BIN", helpers.MAINTD_BIN)
-MAINTCTL_BIN = os.environ.get("MAINTCTL_BIN", helpers.MAINTCTL_BIN)
-SOURCE_ROOT = helpers.SOURCE_ROOT
-PYTHON = helpers.PYTHON
 
 JOURNALD_BIN = "/lib/systemd/systemd-journald"
 JOURNAL_DIR = "/run/systemd/journal"
@@ -46,7 +40,7 @@ WAIT = 20
 # --------------------------------------------------------------------------
 # MESSAGE_IDs, read from the source so the tests never hold a stale copy
 
-def load_msgids(root=SOURCE_ROOT):
+def load_msgids(root=helpers.SOURCE_ROOT):
     """{"VACUUM_DONE": "ebba...", ...} parsed from src/msgid.h."""
     path = os.path.join(root, "src", "msgid.h")
     with open(path) as f:
@@ -439,9 +433,6 @@ class NotifyListener:
         raise AssertionError(f"no notification matching {what or predicate} within {timeout}s "
                              f"(after index {after}); received: {got}")
 
-    def wait_for_assignment(self, assignment, timeout=WAIT, after=0, alive=None):
-        return self.wait_for(lambda m: m.has(assignment), timeout, after, what=assignment, alive=alive)
-
     def close(self):
         self._stop = True
         self._thread.join(timeout=5)
@@ -708,7 +699,7 @@ class DaemonFactory:
                 e.pop(k, None)
             else:
                 e[k] = str(v)
-        argv = [MAINTD_BIN, "-c", str(config), "--log-target=journal"]
+        argv = [helpers.MAINTD_BIN, "-c", str(config), "--log-target=journal"]
         if log_level:
             argv.append(f"--log-level={log_level}")
         argv += [str(a) for a in args]
@@ -736,7 +727,7 @@ class DaemonFactory:
 @pytest.fixture
 def daemon(journald, tmp_path):
     """daemon.start(config_path_or_text, *args, env=, notify=) -> Daemon."""
-    b = MAINTD_BIN
+    b = helpers.MAINTD_BIN
     if not (os.path.isfile(b) and os.access(b, os.X_OK)):
         pytest.fail(f"sqlite-maintd not built: {b} (set MAINTD_BIN)", pytrace=False)
     f = DaemonFactory(journald, tmp_path)
@@ -747,251 +738,7 @@ def daemon(journald, tmp_path):
 
 
 # --------------------------------------------------------------------------
-# Databases
-
-def db_stats(path):
-    """(freelist_count, page_count, fragmentation percent) from a fresh
-    connection, as a user would ask SQLite."""
-    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        fl = con.execute("PRAGMA freelist_count").fetchone()[0]
-        pc = con.execute("PRAGMA page_count").fetchone()[0]
-    finally:
-        con.close()
-    return fl, pc, (100.0 * fl / pc if pc else 0.0)
-
-
-def freelist_count(path):
-    return db_stats(path)[0]
-
-
-def fragmentation(path):
-    return db_stats(path)[2]
-
-
-def _con_stats(con):
-    fl = con.execute("PRAGMA freelist_count").fetchone()[0]
-    pc = con.execute("PRAGMA page_count").fetchone()[0]
-    return fl, pc
-
-
-def _evenly(ids, k):
-    k = max(0, min(k, len(ids)))
-    return [ids[int(i * len(ids) / k)] for i in range(k)] if k else []
-
-
-def fragment_to(con, target, blob=4000, tolerance=1.0):
-    """Delete (or re-insert) rows of t, evenly spread, until the freelist is
-    target percent of the pages. Each row fills one page, so a deleted row
-    frees about one page."""
-    for _ in range(20):
-        fl, pc = _con_stats(con)
-        pct = 100.0 * fl / pc
-        if abs(pct - target) <= tolerance:
-            return pct
-        if pct < target:
-            k = max(1, math.ceil(target / 100.0 * pc - fl))
-            ids = [r[0] for r in con.execute("SELECT id FROM t ORDER BY id")]
-            victims = _evenly(ids, k)
-            con.execute("BEGIN")
-            con.executemany("DELETE FROM t WHERE id = ?", [(i,) for i in victims])
-            con.execute("COMMIT")
-        else:
-            k = max(1, math.floor(fl - target / 100.0 * pc))
-            con.execute("BEGIN")
-            con.executemany("INSERT INTO t(b) VALUES(randomblob(?))", [(blob,)] * k)
-            con.execute("COMMIT")
-    fl, pc = _con_stats(con)
-    return 100.0 * fl / pc
-
-
-def make_db(path, frag, mode="delete", rows=1000, blob=4000, index=False, keep_open=False):
-    """A real database of about rows*blob bytes: table t(id, b) of random
-    blobs, one per page, and table app for an application's own writes;
-    then rows deleted evenly until frag percent of the pages are free
-    (checked to within 3 points with a fresh connection).
-
-    mode "wal": with keep_open the connection (wal_autocheckpoint=0) is
-    returned and kept open, so the deletes stay in the -wal; the caller
-    closes it. index=True adds a table with an index and rows for ANALYZE."""
-    path = str(path)
-    con = sqlite3.connect(path, isolation_level=None)
-    jm = con.execute(f"PRAGMA journal_mode={'WAL' if mode == 'wal' else 'DELETE'}").fetchone()[0]
-    assert jm == ("wal" if mode == "wal" else "delete"), jm
-    if mode == "wal":
-        con.execute("PRAGMA wal_autocheckpoint=0")
-    con.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, b BLOB)")
-    con.execute("CREATE TABLE app(id INTEGER PRIMARY KEY, note TEXT)")
-    con.execute("BEGIN")
-    con.executemany("INSERT INTO t(id, b) VALUES(?, randomblob(?))", [(i, blob) for i in range(1, rows + 1)])
-    if index:
-        con.execute("CREATE TABLE kv(k INTEGER, v TEXT)")
-        con.execute("CREATE INDEX kv_k ON kv(k)")
-        con.executemany("INSERT INTO kv VALUES(?, ?)", [(i % 50, f"v{i}") for i in range(2000)])
-    con.execute("COMMIT")
-    if mode == "wal":
-        busy = con.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
-        assert busy == 0
-    fragment_to(con, frag, blob)
-    if keep_open:
-        fl, pc = _con_stats(con)
-        got = 100.0 * fl / pc
-    else:
-        con.close()
-        got = fragmentation(path)
-    assert abs(got - frag) <= 3, f"{path}: made {got:.2f}% fragmentation, wanted {frag}%"
-    return con if keep_open else None
-
-
-def refragment(path, frag, blob=4000):
-    """Fragment an existing make_db database again (e.g. after a VACUUM)."""
-    con = sqlite3.connect(str(path), isolation_level=None)
-    try:
-        fragment_to(con, frag, blob)
-    finally:
-        con.close()
-    got = fragmentation(path)
-    assert abs(got - frag) <= 3, f"{path}: made {got:.2f}% fragmentation, wanted {frag}%"
-    return got
-
-
-def checksum(path, table="t"):
-    """sha256 of every row of table, ordered by id."""
-    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    h = hashlib.sha256()
-    try:
-        n = 0
-        for row in con.execute(f"SELECT * FROM {table} ORDER BY id"):
-            h.update(repr(row).encode())
-            n += 1
-        h.update(f"rows {n}".encode())
-    finally:
-        con.close()
-    return h.hexdigest()
-
-
-def integrity_check(path):
-    return helpers.quick_check(str(path), "integrity_check")
-
-
-def files_sha256(paths):
-    """{path: sha256 or None when absent} of each file and its side files."""
-    out = {}
-    for p in paths:
-        for f in (str(p), str(p) + "-journal", str(p) + "-wal", str(p) + "-shm"):
-            out[f] = helpers.sha256(f) if os.path.exists(f) else None
-    return out
-
-
-def make_corrupt_db(path):
-    """A fragmented database whose table b-tree is damaged in the middle
-    (helpers.make_corrupt_db, which asserts quick_check reports it)."""
-    helpers.make_corrupt_db(str(path))
-    problems = helpers.quick_check(str(path))
-    assert problems != ["ok"], problems
-    return problems
-
-
-def make_freelist_corrupt_db(path, frag=35):
-    """A fragmented database whose freelist also lists a page the table
-    uses (a "2nd reference"): quick_check reports it, yet a plain VACUUM
-    would run without complaint and rewrite the file, so only a check made
-    before the VACUUM keeps the daemon's hands off it."""
-    path = str(path)
-    make_db(path, frag)
-    con = sqlite3.connect(path)
-    try:
-        ps = con.execute("PRAGMA page_size").fetchone()[0]
-        leaves = [r[0] for r in con.execute(
-            "SELECT pageno FROM dbstat WHERE name = 't' AND pagetype = 'leaf' ORDER BY pageno")]
-    finally:
-        con.close()
-    victim = leaves[len(leaves) // 2]
-    with open(path, "r+b") as f:
-        f.seek(32)
-        trunk = int.from_bytes(f.read(4), "big")
-        assert trunk, "no freelist"
-        f.seek((trunk - 1) * ps + 4)
-        assert int.from_bytes(f.read(4), "big") > 0, "the first freelist trunk page lists no leaves"
-        f.seek((trunk - 1) * ps + 8)  # the first leaf entry of the trunk page
-        f.write(victim.to_bytes(4, "big"))
-    problems = helpers.quick_check(path)
-    assert problems != ["ok"] and "2nd reference" in problems[0], problems
-    return problems
-
-
-# --------------------------------------------------------------------------
 # An application in another process
-
-APP_SCRIPT = r"""
-import sqlite3, sys, time
-path, begin, after, write_first = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1"
-con = sqlite3.connect(path, isolation_level=None, timeout=30)
-con.execute(begin)
-if write_first:
-    con.execute("INSERT INTO app(note) VALUES('held')")
-print("locked", flush=True)
-sys.stdin.readline()  # the test says when to let go
-if not write_first:
-    con.execute("INSERT INTO app(note) VALUES('held')")
-con.execute("COMMIT")
-print("released", flush=True)
-# Go on working as an application does: small write transactions, reads.
-for i in range(after):
-    con.execute("INSERT INTO app(note) VALUES(?)", (f"after {i}",))
-    con.execute("SELECT count(*) FROM t").fetchone()
-    time.sleep(0.05)
-n = con.execute("SELECT count(*) FROM app").fetchone()[0]
-con.close()
-print(f"ok {n}", flush=True)
-"""
-
-
-class App:
-    """A separate process using the database the way an application does:
-    it opens a transaction with `begin`, holds it, with an INSERT into app
-    made at the start (write_first) or just before the COMMIT, until the
-    test calls release(); then it does `after` more small transactions with
-    a 30 s busy timeout. Any SQLite error ends it with a traceback and exit
-    status 1."""
-
-    def __init__(self, path, begin="BEGIN EXCLUSIVE", after=20, write_first=True):
-        self.proc = subprocess.Popen([PYTHON, "-c", APP_SCRIPT, str(path), begin, str(after),
-                                      "1" if write_first else "0"],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True)
-        line = self._readline(15)
-        if line != "locked":
-            self.kill()
-            raise AssertionError(f"the app did not take its lock: {line!r} {self.proc.stderr.read()}")
-
-    def _readline(self, timeout):
-        import select
-        r, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        return self.proc.stdout.readline().strip() if r else None
-
-    def release(self, timeout=WAIT):
-        """Commit the held transaction; returns once it is committed."""
-        self.proc.stdin.write("release\n")
-        self.proc.stdin.flush()
-        line = self._readline(timeout)
-        if line != "released":
-            raise AssertionError(f"the app did not commit its held transaction: {line!r}")
-
-    def finish(self, timeout=60):
-        """(exit status, stdout, stderr)."""
-        try:
-            out, err = self.proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise AssertionError(f"the app did not finish in {timeout}s") from None
-        return self.proc.returncode, out, err
-
-    def kill(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=15)
-
 
 @pytest.fixture
 def app():
@@ -999,13 +746,11 @@ def app():
     apps = []
 
     def start(*a, **kw):
-        x = App(*a, **kw)
+        x = helpers.App(*a, **kw)
         apps.append(x)
         return x
 
     yield start
     for x in apps:
         x.kill()
-        for s in (x.proc.stdin, x.proc.stdout, x.proc.stderr):
-            with contextlib.suppress(OSError):
-                s.close()
+        x.close()

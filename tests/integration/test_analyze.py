@@ -27,8 +27,8 @@ import time
 import pytest
 
 from daemon_fixtures import (  # noqa: F401  (fixtures are used by name)
-    MSGID, M, config_text, daemon, format_entries, journald)
-from helpers import PYTHON, AppProcess, LockHolder, header_field, run_ctl, sha256
+    M, MSGID, config_text, daemon, format_entries, journald)
+from helpers import PYTHON, AppProcess, header_field, LockHolder, run_ctl, sha256, snapshot
 
 # Every wait is bounded by this: a hang must fail, a slow machine must not.
 SLOW = 90
@@ -150,15 +150,6 @@ def files_present(path):
     return {s: os.path.exists(str(path) + s) for s in ("-journal", "-wal", "-shm")}
 
 
-def files_sha256(path, sides=("", "-journal", "-wal", "-shm")):
-    """{suffix: sha256, or None when the file is absent}."""
-    out = {}
-    for s in sides:
-        p = str(path) + s
-        out[s or "db"] = sha256(p) if os.path.exists(p) else None
-    return out
-
-
 # --------------------------------------------------------------------------
 # The journal
 
@@ -255,7 +246,7 @@ def test_full_statistics_of_a_skewed_index_survive_the_timer(tmp_path, daemon, m
     # the plan over the whole (a, b) index does at least a hundred times the work
     assert bad_work >= 100 * max(good_work, 1), (good_work, bad_work)
 
-    digest = files_sha256(db)
+    digest = snapshot([db])
     d = daemon.start(config_text(state, [db], analyze={"interval": "1s"}))
 
     # The timer's first job looks at the table and leaves it alone...
@@ -266,7 +257,7 @@ def test_full_statistics_of_a_skewed_index_survive_the_timer(tmp_path, daemon, m
     assert skipped(first) == {"unchanged": ["events"]}, first
     # ...and the timer keeps coming: the files are unchanged, not reopened.
     wait(d, for_db(db, is_unchanged_shortcut), count=3)
-    assert files_sha256(db) == digest, "the database or a side file changed"
+    assert snapshot([db]) == digest, "the database or a side file changed"
     assert stat1(db) == good_stat
     assert query_plan(db) == good_plan
 
@@ -376,18 +367,18 @@ def test_unchanged_database_is_not_reanalyzed(tmp_path, daemon, mode):
         app_run(db, "ANALYZE")
         stat = [tuple(r) for r in stat1(db)]
     assert len(stat) == 1 and stat[0][:2] == ("t", "t_k") and stat[0][2].split()[0] == str(701 if app else 700), stat
-    digest = files_sha256(db)
+    digest = snapshot([db])
     try:
         d = daemon.start(config_text(state, [db], analyze={"interval": "1s"}))
         job = wait(d, for_db(db, is_job))[0]
         assert skipped(job) == {"unchanged": ["t"]} and job["PRIORITY"] == "7", job
-        assert files_sha256(db) == digest
+        assert snapshot([db]) == digest
         # at least three timers, each a positive sign that the daemon decided
         seen = 0
         while seen < 3:
             got = wait(d, for_db(db, is_unchanged_shortcut), count=seen + 1)
             seen = len(got)
-            assert files_sha256(db) == digest, f"a file changed after {seen} timer(s)"
+            assert snapshot([db]) == digest, f"a file changed after {seen} timer(s)"
         es = analyze_entries(d, db)
         assert [e for e in es if is_job(e)] == [job], "the database was looked at again\n" + format_entries(es)
         assert all(e["PRIORITY"] == "7" for e in es), format_entries(es)
@@ -396,7 +387,7 @@ def test_unchanged_database_is_not_reanalyzed(tmp_path, daemon, mode):
         else:
             assert stat1(db) == stat
         assert d.stop() == 0, d.describe()
-        assert files_sha256(db) == digest
+        assert snapshot([db]) == digest
     finally:
         if app:
             app.close()
@@ -824,13 +815,13 @@ def test_without_rowid_statistics_are_current(tmp_path, daemon):
     db = dbs / "wr.db"
     _make_without_rowid(db)
     full = stat1(db)
-    digest = files_sha256(db)
+    digest = snapshot([db])
     for _ in range(2):
         r = run_ctl("--json", "analyze", db)
         assert r.rc == 0, r.describe()
         assert _tables(r) == {"kv": ("unchanged", 3000, 3000)}, r.describe()
         assert stat1(db) == full
-        assert files_sha256(db) == digest, "sqlite-maintctl analyze wrote to the database"
+        assert snapshot([db]) == digest, "sqlite-maintctl analyze wrote to the database"
 
     # The daemon, which samples any table above 100 rows it analyzes: the
     # timer comes again and again, and never rewrites the statistics.
@@ -839,7 +830,7 @@ def test_without_rowid_statistics_are_current(tmp_path, daemon):
     assert job["PRIORITY"] == "7" and job["TABLES_ANALYZED"] == "", job
     assert skipped(job) == {"unchanged": ["kv"]}, job
     wait(d, for_db(db, is_unchanged_shortcut), count=2)
-    assert files_sha256(db) == digest
+    assert snapshot([db]) == digest
     # a write that moves no row count: the next timer reads the table again
     t = now_us()
     app_run(db, "UPDATE kv SET v = 'changed' WHERE a = 0 AND b = 0")
@@ -870,12 +861,12 @@ def test_statistics_under_another_case_are_current(tmp_path):
             "INSERT INTO sqlite_stat1 VALUES('NOTES', 'NOTES_K', '300 10')")
     hand = stat1(db)
     assert hand == [("NOTES", "NOTES_K", "300 10")], hand
-    digest = files_sha256(db)
+    digest = snapshot([db])
     r = run_ctl("--json", "analyze", db)
     assert r.rc == 0, r.describe()
     assert _tables(r) == {"Notes": ("unchanged", 300, 300)}, r.describe()
     assert stat1(db) == hand, "a second row was added"
-    assert files_sha256(db) == digest
+    assert snapshot([db]) == digest
 
 
 # --------------------------------------------------------------------------

@@ -14,8 +14,8 @@ import sqlite3
 import pytest
 
 from daemon_fixtures import (  # noqa: F401  (fixtures are used by name)
-    checksum, config_text, daemon, journald, make_db, window_with_now)
-from helpers import AppProcess, disk_bytes, file_size, pragmas, quick_check, table_checksum
+    config_text, daemon, journald, window_with_now)
+from helpers import AppProcess, checksum, db_stats, disk_bytes, file_size, make_db, quick_check
 
 KIB = 1024
 TAIL = 512 * KIB   # zero bytes written past the last page
@@ -32,7 +32,7 @@ def _append_zeros(path, n=TAIL):
         f.flush()
         os.fsync(f.fileno())
     assert os.path.getsize(path) == before + n
-    p = pragmas(path)
+    p = db_stats(path)
     assert p["page_count"] * p["page_size"] == before, (p, before)
     assert quick_check(path) == ["ok"]
 
@@ -45,7 +45,7 @@ def _full_db(path, rows=2000):
     con.executemany("INSERT INTO t(name, data) VALUES (?, randomblob(1000))", [(f"r{i}",) for i in range(rows)])
     con.execute("COMMIT")
     con.close()
-    assert pragmas(path)["freelist_count"] == 0
+    assert db_stats(path)["freelist_count"] == 0
 
 
 def _assert_disk_figures(o, measured_before, path):
@@ -63,7 +63,7 @@ def test_file_longer_than_its_pages(tmp_path, run_ctl):
     db = tmp_path / "tail.db"
     _full_db(db)
     _append_zeros(db)
-    before, cs = pragmas(db), table_checksum(db)
+    before, cs = db_stats(db), checksum(db)
     disk_before = disk_bytes(db)
 
     r = run_ctl("--json", "vacuum", "--force", db)
@@ -74,10 +74,10 @@ def test_file_longer_than_its_pages(tmp_path, run_ctl):
     # not a page was freed, yet the file system got the tail back
     assert o["page_bytes_reclaimed"] == 0, o
     assert o["bytes_reclaimed"] >= TAIL - 8 * KIB > 200 * KIB, o
-    after = pragmas(db)
+    after = db_stats(db)
     assert after["page_count"] == before["page_count"]
     assert os.path.getsize(db) == after["page_count"] * after["page_size"]
-    assert table_checksum(db) == cs and quick_check(db, "integrity_check") == ["ok"]
+    assert checksum(db) == cs and quick_check(db, "integrity_check") == ["ok"]
 
     # the human line says the same figure
     _append_zeros(db)
@@ -94,12 +94,12 @@ def test_daemon_counts_the_tail_too(tmp_path, daemon):
     make_db(str(db) + ".making", 35)
     os.rename(str(db) + ".making", db)
     _append_zeros(db)
-    before, cs = pragmas(db), checksum(db)
+    before, cs = db_stats(db), checksum(db, "t")
     disk_before = disk_bytes(db)
 
     d = daemon.start(config_text(state, [db], vacuum={"window": window_with_now(True)}))
     done = d.wait_for_entry(msgid="VACUUM_DONE", DB_PATH=db, timeout=30)
-    after = pragmas(db)
+    after = db_stats(db)
     pages_freed = (before["page_count"] - after["page_count"]) * before["page_size"]
     assert int(done["PAGE_BYTES_RECLAIMED"]) == pages_freed > 0, done
     assert int(done["DISK_BYTES_BEFORE"]) == disk_before, (done, disk_before)
@@ -108,7 +108,7 @@ def test_daemon_counts_the_tail_too(tmp_path, daemon):
     # the tail is in it, beyond the pages
     assert int(done["BYTES_RECLAIMED"]) >= pages_freed + TAIL - 8 * KIB, done
     assert os.path.getsize(db) == after["page_count"] * after["page_size"]
-    assert checksum(db) == cs and after["freelist_count"] == 0
+    assert checksum(db, "t") == cs and after["freelist_count"] == 0
     assert d.stop() == 0, d.describe()
 
 
@@ -131,11 +131,11 @@ def test_big_wal_given_back(tmp_path, run_ctl):
         for _ in range(4):
             app.sql("UPDATE t SET data = randomblob(1000)")
         wal = str(db) + "-wal"
-        p = pragmas(db)
+        p = db_stats(db)
         wal_disk = os.stat(wal).st_blocks * 512
         assert file_size(wal) > 3 * p["page_count"] * p["page_size"], (file_size(wal), p)
         assert p["freelist_count"] <= 2, p
-        cs = table_checksum(db)
+        cs = checksum(db)
         disk_before = disk_bytes(db)
 
         r = run_ctl("--json", "vacuum", "--force", db)
@@ -148,7 +148,7 @@ def test_big_wal_given_back(tmp_path, run_ctl):
         assert o["page_bytes_reclaimed"] <= 4 * p["page_size"], o
         assert o["bytes_reclaimed"] >= wal_disk - abs(o["disk_bytes_after"] - (disk_before - wal_disk)), o
         assert o["bytes_reclaimed"] > 2 * p["page_count"] * p["page_size"], o
-        assert table_checksum(db) == cs
+        assert checksum(db) == cs
         # the application goes on
         assert app.query("SELECT count(*) FROM t") == [(1500,)]
         app.sql("INSERT INTO t(name, data) VALUES ('after', x'00')")
@@ -182,7 +182,7 @@ def test_leftover_journal(tmp_path, run_ctl, journal_mode):
         with open(journal, "rb") as f:
             assert f.read(28) == b"\0" * 28   # the header zeroed: not hot
     journal_disk = os.stat(journal).st_blocks * 512
-    before, cs = pragmas(db), table_checksum(db)
+    before, cs = db_stats(db), checksum(db)
     disk_before = disk_bytes(db)
     assert disk_before == os.stat(db).st_blocks * 512 + journal_disk
 
@@ -192,7 +192,7 @@ def test_leftover_journal(tmp_path, run_ctl, journal_mode):
     assert o["status"] == "ok", r.describe()
     assert "rolled_back_journal" not in o, r.describe()
     _assert_disk_figures(o, disk_before, db)
-    after = pragmas(db)
+    after = db_stats(db)
     pages_freed = (before["page_count"] - after["page_count"]) * before["page_size"]
     assert o["page_bytes_reclaimed"] == pages_freed > 0, o
     # whatever became of the -journal is in the figure
@@ -200,4 +200,4 @@ def test_leftover_journal(tmp_path, run_ctl, journal_mode):
     assert o["disk_bytes_after"] == os.stat(db).st_blocks * 512 + left, o
     if journal_mode == "persist":
         assert o["bytes_reclaimed"] >= pages_freed + journal_disk - left - 8 * KIB, o
-    assert table_checksum(db) == cs and quick_check(db, "integrity_check") == ["ok"]
+    assert checksum(db) == cs and quick_check(db, "integrity_check") == ["ok"]

@@ -26,12 +26,13 @@ import subprocess
 import time
 
 
-import reliability_helpers as rh
+import helpers
 from daemon_fixtures import (  # noqa: F401  (fixtures are used by name)
-    MAINTCTL_BIN, MSGID, config_text, daemon, format_entries, journald)
+    MSGID, config_text, daemon, format_entries, journald)
+from helpers import MAINTCTL_BIN
 
 SEED = int(os.environ.get("MAINTD_CRASH_SEED", "20240611"))
-SANITIZED = rh.sanitized()
+SANITIZED = helpers.sanitized()
 KILLS = 20 if SANITIZED else 36          # at least 30 in the plain build
 MAX_ROUNDS = KILLS + 40                  # bounds the rounds that end without a kill or miss a phase
 ANCHOR_WAIT = 20                         # bounds the wait for an aimed moment, should it never come
@@ -169,10 +170,10 @@ def test_sigkill_at_any_moment_loses_nothing(tmp_path, daemon):
     paths = [dbs / d[0] for d in DATABASES]
     big, wal = str(paths[0]), str(paths[1])
     for (name, mode, pages, frag, av), p in zip(DATABASES, paths):
-        rh.make_page_db(p, mode=mode, rows=pages, frag=frag, auto_vacuum=av)
+        helpers.make_db(p, frag, mode, pages, index=True, auto_vacuum=av)
     expected, frag_now, free_now = {}, {}, {}
     for (name, _, _, frag, _), p in zip(DATABASES, paths):
-        problems, cs, fl, pc = rh.open_and_verify(p)
+        problems, cs, fl, pc = helpers.open_and_verify(p)
         assert problems == ["ok"], (p, problems)
         expected[str(p)], frag_now[str(p)], free_now[str(p)] = cs, 100.0 * fl / pc, fl
     cfg = daemon.config(_config(state, paths), name="chaos.yaml")
@@ -190,11 +191,11 @@ def test_sigkill_at_any_moment_loses_nothing(tmp_path, daemon):
         # fragmented again (new rows in, old rows out: a new checksum).
         for (name, _, _, frag, _), p in zip(DATABASES, paths):
             if frag_now[str(p)] < REFRAGMENT_BELOW:
-                rh.refragment(p, frag)
-                problems, expected[str(p)], fl, pc = rh.open_and_verify(p)
+                helpers.refragment(p, frag)
+                problems, expected[str(p)], fl, pc = helpers.open_and_verify(p)
                 assert problems == ["ok"], problems
                 frag_now[str(p)], free_now[str(p)] = 100.0 * fl / pc, fl
-        before = {str(p): rh.side_file_sizes(p) for p in paths}
+        before = {str(p): helpers.side_file_sizes(p) for p in paths}
         hot_left = {str(p): _journal_magic(p) not in NOT_HOT for p in paths}
 
         tool = rng.choice(tools)
@@ -211,10 +212,10 @@ def test_sigkill_at_any_moment_loses_nothing(tmp_path, daemon):
         pid = proc.pid
 
         def big_open():
-            return any(f == big for f, _ in rh.open_files(pid))
+            return any(f == big for f, _ in helpers.open_files(pid))
 
         def temp_open():
-            return any(f.startswith(sqltmp + "/") and s > 0 for f, s in rh.open_files(pid))
+            return any(f.startswith(sqltmp + "/") and s > 0 for f, s in helpers.open_files(pid))
 
         wal_at_start = before[wal].get("-wal", 0)
         journal_at_start = _journal_id(big)
@@ -249,7 +250,7 @@ def test_sigkill_at_any_moment_loses_nothing(tmp_path, daemon):
                 # one an earlier kill may have left)
                 "journal-start": copying_back,
                 # the VACUUM of wal.db is appending the new database to the -wal
-                "wal-start": lambda: rh.side_file_sizes(wal).get("-wal", 0) > wal_at_start + 256 * 1024,
+                "wal-start": lambda: helpers.side_file_sizes(wal).get("-wal", 0) > wal_at_start + 256 * 1024,
                 # the VACUUM of big.db is committed: its journal is gone, its
                 # header lists no free page
                 "late": lambda: _journal_id(big) is None and _header_freelist(big) == 0,
@@ -261,16 +262,16 @@ def test_sigkill_at_any_moment_loses_nothing(tmp_path, daemon):
                 time.sleep(rng.uniform(0, 1.0))
 
         def look():
-            files = rh.open_files(pid)
+            files = helpers.open_files(pid)
             return {
                 "open": {f for f, _ in files},
                 "temp": [(f, s) for f, s in files if f.startswith(sqltmp + "/")],
-                "sides": {str(p): rh.side_file_sizes(p) for p in paths},
+                "sides": {str(p): helpers.side_file_sizes(p) for p in paths},
                 "journal": _journal_id(big),
             }
 
         r.at = time.monotonic() - t0
-        r.killed, r.seen = rh.freeze_and_kill(proc, look)
+        r.killed, r.seen = helpers.freeze_and_kill(proc, look)
         if d is not None:
             d.close()
         if not r.killed:
@@ -299,7 +300,7 @@ def test_sigkill_at_any_moment_loses_nothing(tmp_path, daemon):
         check_dir.mkdir()
         for (name, mode, _, frag, _), p in zip(DATABASES, paths):
             target = str(p)
-            sides = rh.side_file_sizes(p)
+            sides = helpers.side_file_sizes(p)
             hot[str(p)] = _journal_magic(p) not in NOT_HOT
             if hot[str(p)]:
                 r.notes.append(f"{name}: hot journal")
@@ -308,7 +309,7 @@ def test_sigkill_at_any_moment_loses_nothing(tmp_path, daemon):
                 shutil.copyfile(p, target)
                 for s in sides:  # not -shm: a lone opener rebuilds it from the -wal
                     shutil.copyfile(str(p) + s, target + s)
-            problems, cs, fl, pc = rh.open_and_verify(target)
+            problems, cs, fl, pc = helpers.open_and_verify(target)
             ctx = (f"round {n} ({tool}, plan {plan}, killed {r.at:.3f}s after start, "
                    f"side files at the kill {sides}, checked {'a copy' if leave else 'in place'})")
             assert problems == ["ok"], f"{p}: integrity_check after the kill: {problems[:10]}\n{ctx}\n" + \
@@ -361,9 +362,9 @@ def test_sigkill_at_any_moment_loses_nothing(tmp_path, daemon):
 
     # The last round may have left a hot journal: open every file in place.
     for (name, _, _, _, _), p in zip(DATABASES, paths):
-        problems, cs, fl, pc = rh.open_and_verify(p)
+        problems, cs, fl, pc = helpers.open_and_verify(p)
         assert problems == ["ok"] and cs == expected[str(p)], f"{p} at the end: {problems[:5]}\n" + "\n".join(log)
-    st = rh.open_and_verify(state / "state.db")[0]
+    st = helpers.open_and_verify(state / "state.db")[0]
     assert st == ["ok"], f"the daemon's state.db: {st}"
 
     phases = {}
@@ -391,9 +392,9 @@ def test_restart_after_completed_work_does_not_repeat_it(tmp_path, daemon):
     dbs.mkdir()
     state = tmp_path / "state"
     a, w, fresh = dbs / "a.db", dbs / "w.db", dbs / "fresh.db"
-    rh.make_page_db(a, "delete", 1200, 35)
-    rh.make_page_db(w, "wal", 800, 35)
-    cs = {str(p): rh.checksum(p) for p in (a, w)}
+    helpers.make_db(a, 35, "delete", 1200, index=True)
+    helpers.make_db(w, 35, "wal", 800, index=True)
+    cs = {str(p): helpers.checksum(p) for p in (a, w)}
     cfg = daemon.config(config_text(state, [dbs / "*.db"], poll_interval="200ms",
                                     vacuum={"window": "always", "min_interval": "1h", "min_reclaim": 0},
                                     analyze={"interval": "1h"}), name="restart.yaml")
@@ -402,18 +403,18 @@ def test_restart_after_completed_work_does_not_repeat_it(tmp_path, daemon):
     for p in (a, w):
         first.wait_for_entry(msgid="VACUUM_DONE", DB_PATH=p)
         first.wait_for_entry(msgid="ANALYZE_DONE", DB_PATH=p)
-    killed, _ = rh.freeze_and_kill(first.proc)
+    killed, _ = helpers.freeze_and_kill(first.proc)
     assert killed, first.describe()
     for p in (a, w):
-        problems, got, fl, pc = rh.open_and_verify(p)
+        problems, got, fl, pc = helpers.open_and_verify(p)
         assert problems == ["ok"] and got == cs[str(p)], (p, problems)
         assert fl == 0, f"{p}: VACUUM_DONE was logged, yet {fl} pages are free"
 
     # fragmented again: without its history the daemon would vacuum both now
     for p in (a, w):
-        rh.refragment(p, 35)
-    freelists = {str(p): rh.db_stats(p)[0] for p in (a, w)}
-    rh.make_page_db(str(fresh) + ".making", "delete", 600, 35)
+        helpers.refragment(p, 35)
+    freelists = {str(p): helpers.freelist_count(p) for p in (a, w)}
+    helpers.make_db(str(fresh) + ".making", 35, "delete", 600, index=True)
     os.rename(str(fresh) + ".making", fresh)
 
     second = daemon.start(cfg)
@@ -432,6 +433,6 @@ def test_restart_after_completed_work_does_not_repeat_it(tmp_path, daemon):
         sched = [e for e in es if e.get("DB_PATH") == str(p) and e.get("MESSAGE_ID") == MSGID["SCHEDULED"]
                  and e.get("REASON") in ("urgent", "threshold", "timer") and e.get("OPERATION") != "deep_scan"]
         assert not sched, f"{p}: work scheduled again after the restart\n" + format_entries(es)
-        assert rh.db_stats(p)[0] == freelists[str(p)], f"{p} was vacuumed again"
+        assert helpers.freelist_count(p) == freelists[str(p)], f"{p} was vacuumed again"
     assert second.stop() == 0, second.describe()
 

@@ -14,9 +14,9 @@ import time
 import pytest
 
 import helpers
-from helpers import (PYTHON, make_corrupt_db, mentions_figure, pragmas, quick_check,
-                     run_as_nobody, sha256, side_files, table_checksum, file_size)
-from reliability_helpers import open_files
+from helpers import (
+    PYTHON, checksum, db_stats, file_size, make_corrupt_db, mentions_figure, open_files, quick_check,
+    run_as_nobody, sha256, side_files)
 
 FAILURES = {"busy", "corrupt", "not_a_database", "cannot_maintain", "no_space",
             "io_error", "permission_denied", "missing", "interrupted", "error"}
@@ -208,13 +208,13 @@ def test_locked_rollback_database_is_busy(tmp_path, run_ctl, make_fragmented_db,
     assert sha256(db) == digest
 
     holder.release("ROLLBACK")
-    before, cs = pragmas(db), table_checksum(db)
+    before, cs = db_stats(db), checksum(db)
     r = run_ctl("--json", "--attempts", "1", "vacuum", "--force", db)
     assert r.rc == 0, r.describe()
     assert r.one()["status"] == "ok", r.describe()
-    after = pragmas(db)
+    after = db_stats(db)
     assert after["freelist_count"] == 0 and after["page_count"] < before["page_count"]
-    assert table_checksum(db) == cs
+    assert checksum(db) == cs
 
 
 def test_locked_wal_database_is_busy(tmp_path, run_ctl, make_fragmented_db, lock_holder):
@@ -234,16 +234,16 @@ def test_locked_wal_database_is_busy(tmp_path, run_ctl, make_fragmented_db, lock
     assert o["error"].startswith("still busy after 1 attempt (the last: "), r.describe()
 
     holder.release("COMMIT")
-    before = pragmas(db)
+    before = db_stats(db)
     assert before["freelist_count"] > 0
-    cs = table_checksum(db)
+    cs = checksum(db)
     r = run_ctl("--json", "--attempts", "1", "vacuum", "--force", db)
     assert r.rc == 0, r.describe()
     o = r.one()
     assert o["status"] == "ok", r.describe()
     assert o["checkpoint_busy"] is False, r.describe()
-    assert pragmas(db)["freelist_count"] == 0
-    assert table_checksum(db) == cs
+    assert db_stats(db)["freelist_count"] == 0
+    assert checksum(db) == cs
     assert file_size(str(db) + "-wal") == 0
     holder.sql("INSERT INTO t(name, data) VALUES ('after', x'02')")
     con_rows = subprocess.run(
@@ -303,7 +303,7 @@ def test_busy_then_released_during_backoff(tmp_path, ctl_bin, make_fragmented_db
     assert p.returncode == 0, (p.returncode, out, err)
     import json
     assert json.loads(out.splitlines()[0])["status"] == "ok", out
-    assert pragmas(db)["freelist_count"] == 0
+    assert db_stats(db)["freelist_count"] == 0
 
 
 # ---------------------------------------------------------------- several databases
@@ -313,7 +313,7 @@ def test_several_databases_one_bad_does_not_stop_the_rest(tmp_path, run_ctl, mak
     make_corrupt_db(corrupt)
     make_fragmented_db(good, delete_fraction=0.4, seed=5)
     corrupt_digest = sha256(corrupt)
-    before, cs = pragmas(good), table_checksum(good)
+    before, cs = db_stats(good), checksum(good)
 
     r = run_ctl("--json", "vacuum", corrupt, missing, good)
     assert r.rc == 3, r.describe()
@@ -324,9 +324,9 @@ def test_several_databases_one_bad_does_not_stop_the_rest(tmp_path, run_ctl, mak
     assert st[str(good)]["status"] == "ok", r.describe()
     assert sha256(corrupt) == corrupt_digest
     assert not missing.exists()
-    after = pragmas(good)
+    after = db_stats(good)
     assert after["freelist_count"] == 0 and after["page_count"] < before["page_count"]
-    assert table_checksum(good) == cs
+    assert checksum(good) == cs
 
 
 def test_exit_status_precedence(tmp_path, run_ctl, make_fragmented_db, lock_holder):
@@ -420,7 +420,7 @@ def test_sqlite_tmpdir_wins_over_tmpdir(tmp_path, tmpfs, run_ctl, make_fragmente
     r = run_ctl("--json", "vacuum", "--force", db, env={"SQLITE_TMPDIR": bigtmp, "TMPDIR": small})
     assert r.rc == 0, r.describe()
     assert r.one()["status"] == "ok", r.describe()
-    assert pragmas(db)["freelist_count"] == 0
+    assert db_stats(db)["freelist_count"] == 0
 
 
 def test_no_space_exit_status_precedence(tmp_path, tmpfs, run_ctl, make_fragmented_db, lock_holder):

@@ -8,15 +8,14 @@ import re
 
 import pytest
 
-from helpers import (assert_stats_match, file_size, header_field, pragmas, sha256,
-                     side_files)
+from helpers import assert_stats_match, db_stats, file_size, header_field, sha256, side_files
 
 
 @pytest.mark.parametrize("page_size", [4096, 8192])
 def test_stats_rollback_fragmented(tmp_path, run_ctl, make_fragmented_db, page_size):
     db = tmp_path / "rollback.db"
     make_fragmented_db(db, mode="delete", delete_fraction=0.4, page_size=page_size)
-    p = pragmas(db)
+    p = db_stats(db)
     assert p["freelist_count"] > 0.3 * p["page_count"], "fixture is not fragmented"
     assert p["auto_vacuum"] == "none" and p["page_size"] == page_size
     before = sha256(db)
@@ -40,7 +39,7 @@ def test_stats_wal_with_stale_header(tmp_path, run_ctl, make_fragmented_db):
     SQLite says otherwise, and the tool must report what SQLite says."""
     db = tmp_path / "wal.db"
     app = make_fragmented_db(db, mode="wal", delete_fraction=0.4, keep_open=True)
-    p = pragmas(db)
+    p = db_stats(db)
     wal = str(db) + "-wal"
     assert p["journal_mode"] == "wal"
     assert p["freelist_count"] > 0.3 * p["page_count"]
@@ -67,7 +66,7 @@ def test_stats_wal_with_stale_header(tmp_path, run_ctl, make_fragmented_db):
 def test_stats_auto_vacuum(tmp_path, run_ctl, make_fragmented_db, auto_vacuum):
     db = tmp_path / f"av-{auto_vacuum}.db"
     make_fragmented_db(db, rows=400, delete_fraction=0.3, auto_vacuum=auto_vacuum)
-    p = pragmas(db)
+    p = db_stats(db)
     assert p["auto_vacuum"] == auto_vacuum
     if auto_vacuum == "full":
         assert p["freelist_count"] == 0     # full auto_vacuum frees at commit
@@ -118,7 +117,7 @@ def test_stats_several_databases_in_order(tmp_path, run_ctl, make_fragmented_db)
 def test_stats_human_table(tmp_path, run_ctl, make_fragmented_db):
     db = tmp_path / "human.db"
     make_fragmented_db(db, mode="delete", delete_fraction=0.4)
-    p = pragmas(db)
+    p = db_stats(db)
     frag = p["freelist_count"] / p["page_count"] * 100
     r = run_ctl("stats", db)
     assert r.rc == 0, r.describe()

@@ -11,9 +11,9 @@ import sqlite3
 
 import pytest
 
-from helpers import (PYTHON, assert_stats_match, assert_two_decimals, disk_bytes, expected_fragmentation,
-                     file_size, header_field, pragmas, quick_check, run_as_nobody, sha256, table_checksum,
-                     write_config)
+from helpers import (
+    PYTHON, assert_stats_match, assert_two_decimals, checksum, db_stats, disk_bytes, expected_fragmentation,
+    file_size, header_field, quick_check, run_as_nobody, sha256, write_config)
 
 
 def _assert_vacuumed(r, db, before, checksum_before, mode, disk_before=None):
@@ -23,11 +23,11 @@ def _assert_vacuumed(r, db, before, checksum_before, mode, disk_before=None):
     o = r.one()
     assert o["status"] == "ok", r.describe()
     assert o["operation"] == "vacuum"
-    after = pragmas(db)
+    after = db_stats(db)
     # the free pages are gone and the data is identical
     assert after["freelist_count"] == 0, after
     assert after["page_count"] < before["page_count"]
-    assert table_checksum(db) == checksum_before
+    assert checksum(db) == checksum_before
     assert quick_check(db) == ["ok"]
     assert after["journal_mode"] == mode
     # the JSON object describes the database after the operation
@@ -54,9 +54,9 @@ def _assert_vacuumed(r, db, before, checksum_before, mode, disk_before=None):
 def test_vacuum_rollback_mode(tmp_path, run_ctl, make_fragmented_db):
     db = tmp_path / "rollback.db"
     make_fragmented_db(db, mode="delete", delete_fraction=0.35)
-    before = pragmas(db)
+    before = db_stats(db)
     assert 0.3 < before["freelist_count"] / before["page_count"] < 0.4
-    cs = table_checksum(db)
+    cs = checksum(db)
     size_before = os.path.getsize(db)
     disk_before = disk_bytes(db)
 
@@ -74,10 +74,10 @@ def test_vacuum_wal_mode_truncates_wal(tmp_path, run_ctl, make_fragmented_db):
     db = tmp_path / "wal.db"
     app = make_fragmented_db(db, mode="wal", delete_fraction=0.35, keep_open=True)
     wal = str(db) + "-wal"
-    before = pragmas(db)
+    before = db_stats(db)
     assert file_size(wal) > 0
     assert header_field(db, 36) != before["freelist_count"]
-    cs = table_checksum(db)
+    cs = checksum(db)
     disk_before = disk_bytes(db)  # the -wal with the deletes counts: it is given back too
 
     r = run_ctl("--json", "vacuum", db)
@@ -97,10 +97,10 @@ def test_vacuum_wal_mode_truncates_wal(tmp_path, run_ctl, make_fragmented_db):
 def test_vacuum_below_threshold_is_skipped_then_forced(tmp_path, run_ctl, make_fragmented_db, mode):
     db = tmp_path / f"low-{mode}.db"
     app = make_fragmented_db(db, mode=mode, delete_fraction=0.10, keep_open=(mode == "wal"))
-    before = pragmas(db)
+    before = db_stats(db)
     assert 0.05 < before["freelist_count"] / before["page_count"] < 0.15
     digest, wal_digest = sha256(db), (sha256(str(db) + "-wal") if app else None)
-    cs = table_checksum(db)
+    cs = checksum(db)
 
     r = run_ctl("--json", "vacuum", db)
     assert r.rc == 0, r.describe()
@@ -110,7 +110,7 @@ def test_vacuum_below_threshold_is_skipped_then_forced(tmp_path, run_ctl, make_f
     assert sha256(db) == digest
     if app:
         assert sha256(str(db) + "-wal") == wal_digest
-    assert pragmas(db)["freelist_count"] == before["freelist_count"]
+    assert db_stats(db)["freelist_count"] == before["freelist_count"]
     assert_two_decimals(o["fragmentation_percent"],
                         expected_fragmentation(before["freelist_count"], before["page_count"]),
                         "fragmentation_percent")
@@ -125,7 +125,7 @@ def test_vacuum_small_reclaim_is_skipped(tmp_path, run_ctl, make_fragmented_db):
     """Half the pages are free but that is far less than min_reclaim (1 MiB)."""
     db = tmp_path / "small.db"
     make_fragmented_db(db, rows=150, delete_fraction=0.5)
-    before = pragmas(db)
+    before = db_stats(db)
     assert before["freelist_count"] / before["page_count"] > 0.3
     assert before["freelist_count"] * before["page_size"] < 1024 * 1024
     digest = sha256(db)
@@ -134,7 +134,7 @@ def test_vacuum_small_reclaim_is_skipped(tmp_path, run_ctl, make_fragmented_db):
     assert r.one()["status"] == "skipped", r.describe()
     assert sha256(db) == digest
 
-    cs = table_checksum(db)
+    cs = checksum(db)
     r = run_ctl("--json", "vacuum", "--force", db)
     _assert_vacuumed(r, db, before, cs, "delete")
 
@@ -169,8 +169,8 @@ def test_vacuum_per_database_threshold_from_config(tmp_path, run_ctl, make_fragm
         "    vacuum:\n"
         "      threshold: 5%\n"
         "      min_reclaim: 0\n"))
-    before = pragmas(db)
-    cs = table_checksum(db)
+    before = db_stats(db)
+    cs = checksum(db)
     other_digest = sha256(other)
 
     r = run_ctl("-c", conf, "--json", "vacuum", db)
@@ -191,7 +191,7 @@ def test_vacuum_config_defaults_threshold(tmp_path, run_ctl, make_fragmented_db)
     conf = write_config(tmp_path / "maintd.yaml",
                         "defaults:\n  vacuum:\n    threshold: 8%\n    min_reclaim: 0\n"
                         + _unrelated_entry(tmp_path))
-    before, cs = pragmas(db), table_checksum(db)
+    before, cs = db_stats(db), checksum(db)
     r = run_ctl("vacuum", db, "--json", "-c", conf)
     _assert_vacuumed(r, db, before, cs, "delete")
 
@@ -239,9 +239,9 @@ def test_vacuum_rich_schema(tmp_path, run_ctl, mode):
     trusted_schema=OFF), triggers, a view and FTS5: vacuumed, not corrupt."""
     db = tmp_path / f"rich-{mode}.db"
     _make_rich_db(db, mode)
-    before = pragmas(db)
+    before = db_stats(db)
     assert before["freelist_count"] > 0
-    cs = table_checksum(db)
+    cs = checksum(db)
 
     r = run_ctl("--json", "vacuum", "--force", db)
     _assert_vacuumed(r, db, before, cs, mode)
@@ -299,7 +299,7 @@ def test_analyze_creates_sqlite_stat1(tmp_path, run_ctl, make_fragmented_db):
     con = sqlite3.connect(str(db))
     assert con.execute("SELECT count(*) FROM sqlite_master WHERE name='sqlite_stat1'").fetchone()[0] == 0
     con.close()
-    cs = table_checksum(db)
+    cs = checksum(db)
 
     r = run_ctl("--json", "analyze", db)
     assert r.rc == 0, r.describe()
@@ -314,7 +314,7 @@ def test_analyze_creates_sqlite_stat1(tmp_path, run_ctl, make_fragmented_db):
     finally:
         con.close()
     assert any(t == "t" and i == "t_name" for t, i, _ in stat), stat
-    assert table_checksum(db) == cs
+    assert checksum(db) == cs
     assert quick_check(db) == ["ok"]
 
 
@@ -421,12 +421,12 @@ def test_kept_journal_survives_vacuum_and_analyze(nobody_dir, run_ctl, make_frag
     assert p.returncode != 0, f"user nobody can create files in {nobody_dir}"
     p = _nobody_writes(db, mode)
     assert p.returncode == 0 and p.stdout.strip() == "1", p.stderr
-    before, cs = pragmas(db), table_checksum(db)
+    before, cs = db_stats(db), checksum(db)
 
     r = run_ctl("--json", "vacuum", "--force", db)
     assert r.rc == 0 and r.one()["status"] == "ok", r.describe()
-    assert pragmas(db)["freelist_count"] == 0 and pragmas(db)["page_count"] < before["page_count"]
-    assert table_checksum(db) == cs
+    assert db_stats(db)["freelist_count"] == 0 and db_stats(db)["page_count"] < before["page_count"]
+    assert checksum(db) == cs
     _assert_journal_kept(db, mode, nobody.pw_uid)
     p = _nobody_writes(db, mode)
     assert p.returncode == 0 and p.stdout.strip() == "2", f"the application cannot write after the VACUUM: {p.stderr}"
@@ -444,9 +444,9 @@ def test_kept_journal_survives_vacuum_and_analyze(nobody_dir, run_ctl, make_frag
 def test_delete_mode_leaves_no_journal(tmp_path, run_ctl, make_fragmented_db):
     db = tmp_path / "delete.db"
     make_fragmented_db(db, delete_fraction=0.35)
-    assert pragmas(db)["journal_mode"] == "delete"
+    assert db_stats(db)["journal_mode"] == "delete"
     for args in (("vacuum", "--force"), ("analyze",)):
         r = run_ctl("--json", *args, db)
         assert r.rc == 0 and r.one()["status"] == "ok", r.describe()
         assert not os.path.exists(str(db) + "-journal"), f"{' '.join(args)} left a -journal behind"
-    assert pragmas(db)["freelist_count"] == 0
+    assert db_stats(db)["freelist_count"] == 0

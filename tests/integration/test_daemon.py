@@ -16,12 +16,13 @@ import time
 
 import pytest
 
-import reliability_helpers as rh
-from helpers import LockHolder
+import helpers
 from daemon_fixtures import (  # noqa: F401  (fixtures are used by name)
-    WAIT, MSGID, M, app, checksum, config_text, daemon, db_stats, entry_matches, files_sha256,
-    format_entries, fragmentation, freelist_count, integrity_check, journald, make_corrupt_db,
-    make_db, make_freelist_corrupt_db, notify_socket, poll_round, polled, refragment, window_with_now)
+    M, MSGID, WAIT, app, config_text, daemon, entry_matches, format_entries, journald, notify_socket, poll_round,
+    polled, window_with_now)
+from helpers import (
+    checksum, db_stats, fragmentation, freelist_count, LockHolder, make_corrupt_db, make_db,
+    make_freelist_corrupt_db, quick_check, refragment, snapshot)
 
 
 def _dirs(tmp_path):
@@ -38,7 +39,7 @@ def _busy_db(tmp_path, app, daemon, retry, *args, mode="delete", begin="BEGIN IM
     dbs, state = _dirs(tmp_path)
     db = dbs / "busy.db"
     make_db(db, 35, mode=mode)
-    cs = checksum(db)
+    cs = checksum(db, "t")
     holder = app(db, begin=begin, after=after, write_first=write_first)
     d = daemon.start(config_text(state, [dbs / "*.db"], retry=dict(retry, busy_timeout="50ms")), *args)
     return db, cs, holder, d
@@ -61,19 +62,19 @@ def _create_atomically(path, frag, **kw):
     os.rename(tmp, path)
 
 
-def _assert_vacuum_done_entry(e, path, before, after):
+def _assert_vacuum_done_entry(e, path, before, pages_after):
     """The fields of a VACUUM_DONE entry agree with what SQLite said about
-    the file before (db_stats) and after."""
+    the file before (db_stats) and its page count after."""
     assert e["PRIORITY"] == "6", e
     assert e["SYSLOG_IDENTIFIER"] == "sqlite-maintd"
     assert e["MESSAGE_ID"] == MSGID["VACUUM_DONE"]
     assert e["DB_PATH"] == str(path)
     assert e["OPERATION"] == "vacuum"
     assert re.fullmatch(r"\d+\.\d\d", e["FRAGMENTATION_BEFORE"]), e["FRAGMENTATION_BEFORE"]
-    assert abs(float(e["FRAGMENTATION_BEFORE"]) - before[2]) <= 0.01, (e["FRAGMENTATION_BEFORE"], before)
+    assert abs(float(e["FRAGMENTATION_BEFORE"]) - before["fragmentation"]) <= 0.01, (e["FRAGMENTATION_BEFORE"], before)
     assert e["FRAGMENTATION_AFTER"] == "0.00", e
     page_size = 4096
-    freed = (before[1] - after[1]) * page_size
+    freed = (before["page_count"] - pages_after) * page_size
     assert int(e["PAGE_BYTES_RECLAIMED"]) == freed, (e["PAGE_BYTES_RECLAIMED"], freed)
     # what the file system got back: the files' disk space before and after
     assert int(e["BYTES_RECLAIMED"]) == int(e["DISK_BYTES_BEFORE"]) - int(e["DISK_BYTES_AFTER"]) > 0, e
@@ -81,10 +82,11 @@ def _assert_vacuum_done_entry(e, path, before, after):
 
 
 def _assert_vacuumed_on_disk(path, cs, mode="delete"):
-    fl, pc, _ = db_stats(path)
+    s = db_stats(path)
+    fl, pc = s["freelist_count"], s["page_count"]
     assert fl == 0, f"{path} still has {fl} free pages"
-    assert checksum(path) == cs, f"{path}: rows changed"
-    assert integrity_check(path) == ["ok"]
+    assert checksum(path, "t") == cs, f"{path}: rows changed"
+    assert quick_check(path, "integrity_check") == ["ok"]
     con = sqlite3.connect(str(path))
     try:
         assert con.execute("PRAGMA journal_mode").fetchone()[0] == mode
@@ -112,15 +114,15 @@ def test_urgent_vacuumed_at_once_others_left_alone(tmp_path, daemon):
     make_db(hot, 35)
     make_db(warm, 25)
     make_db(cool, 5)
-    hot_before, hot_cs = db_stats(hot), checksum(hot)
+    hot_before, hot_cs = db_stats(hot), checksum(hot, "t")
     warm_fl = freelist_count(warm)
-    untouched = files_sha256([warm, cool])
+    untouched = snapshot([warm, cool])
 
     # the window is two hours away: only the urgent one may run now
     d = daemon.start(config_text(state, [dbs / "*.db"], poll_interval="1s"))
     done = d.wait_for_entry(msgid="VACUUM_DONE", DB_PATH=hot)
     hot_pages = _assert_vacuumed_on_disk(hot, hot_cs)
-    _assert_vacuum_done_entry(done, hot, hot_before, (0, hot_pages, 0.0))
+    _assert_vacuum_done_entry(done, hot, hot_before, hot_pages)
 
     es = d.entries()
     sched = [i for i, e in enumerate(es) if entry_matches(e, "SCHEDULED", DB_PATH=hot, REASON="urgent")]
@@ -134,7 +136,7 @@ def test_urgent_vacuumed_at_once_others_left_alone(tmp_path, daemon):
     d.wait_for_polls([warm, cool], 3)
     assert d.alive(), d.describe()
     assert freelist_count(warm) == warm_fl
-    assert files_sha256([warm, cool]) == untouched
+    assert snapshot([warm, cool]) == untouched
     es = d.entries()
     for p in (warm, cool):
         bad = [e for e in es if e.get("DB_PATH") == str(p) and e.get("MESSAGE_ID") in
@@ -152,13 +154,13 @@ def test_threshold_vacuum_inside_window(tmp_path, daemon):
     dbs, state = _dirs(tmp_path)
     warm = dbs / "warm.db"
     make_db(warm, 25)
-    before, cs = db_stats(warm), checksum(warm)
+    before, cs = db_stats(warm), checksum(warm, "t")
 
     d = daemon.start(config_text(state, [dbs / "*.db"], vacuum={"window": window_with_now(True)}))
     done = d.wait_for_entry(msgid="VACUUM_DONE", DB_PATH=warm)
     assert done["REASON"] == "threshold", done
     pages = _assert_vacuumed_on_disk(warm, cs)
-    _assert_vacuum_done_entry(done, warm, before, (0, pages, 0.0))
+    _assert_vacuum_done_entry(done, warm, before, pages)
     es = d.entries()
     sched = [i for i, e in enumerate(es) if entry_matches(e, "SCHEDULED", DB_PATH=warm, REASON="threshold")]
     assert sched and sched[0] < _index(es, done), format_entries(es)
@@ -174,15 +176,15 @@ def test_wal_database_vacuumed_and_wal_truncated(tmp_path, daemon):
     con = make_db(db, 35, mode="wal", keep_open=True)
     try:
         assert os.path.getsize(wal) > 0
-        before, cs = db_stats(db), checksum(db)
-        assert abs(before[2] - 35) <= 3
+        before, cs = db_stats(db), checksum(db, "t")
+        assert abs(before["fragmentation"] - 35) <= 3
 
         d = daemon.start(config_text(state, [dbs / "*.db"]))
         done = d.wait_for_entry(msgid="VACUUM_DONE", DB_PATH=db)
         # the -wal is still there (our connection is open) but empty
         assert os.path.getsize(wal) == 0, f"-wal is {os.path.getsize(wal)} bytes after the VACUUM"
         pages = _assert_vacuumed_on_disk(db, cs, mode="wal")
-        _assert_vacuum_done_entry(done, db, before, (0, pages, 0.0))
+        _assert_vacuum_done_entry(done, db, before, pages)
         assert not d.entries(msgid="CHECKPOINT_BUSY"), format_entries(d.entries())
         # the application's connection still works
         con.execute("INSERT INTO app(note) VALUES('after vacuum')")
@@ -292,9 +294,9 @@ def test_lock_conflict_retries_with_backoff(tmp_path, daemon, app, mode, begin, 
         assert r["OPERATION"] == "vacuum" and r["SQLITE_ERROR"], r
     # the VACUUM ran once the lock was gone, and lost nothing
     assert float(done["FRAGMENTATION_BEFORE"]) >= 30
-    assert checksum(db) == cs
+    assert checksum(db, "t") == cs
     assert freelist_count(db) == 0
-    assert integrity_check(db) == ["ok"]
+    assert quick_check(db, "integrity_check") == ["ok"]
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
         assert con.execute("SELECT count(*) FROM app").fetchone()[0] == 21
@@ -332,7 +334,7 @@ def test_locked_at_every_poll_is_reported(tmp_path, daemon, app):
     dbs, state = _dirs(tmp_path)
     db = dbs / "held.db"
     make_db(db, 35)
-    cs = checksum(db)
+    cs = checksum(db, "t")
     holder = app(db, begin="BEGIN EXCLUSIVE", after=3, write_first=True)
     d = daemon.start(config_text(state, [dbs / "*.db"],
                                  retry={"initial_backoff": "100ms", "max_backoff": "200ms",
@@ -371,8 +373,8 @@ def test_corrupt_database_reported_and_never_vacuumed(tmp_path, daemon, damage):
         make_freelist_corrupt_db(bad)
     assert fragmentation(bad) >= 30  # urgent: the daemon will want to VACUUM it
     make_db(good, 35)
-    bad_files = files_sha256([bad])
-    good_cs = checksum(good)
+    bad_files = snapshot([bad])
+    good_cs = checksum(good, "t")
 
     d = daemon.start(config_text(state, [dbs / "*.db"]))
     crit = d.wait_for_entry(msgid="CORRUPT", DB_PATH=bad)
@@ -385,7 +387,7 @@ def test_corrupt_database_reported_and_never_vacuumed(tmp_path, daemon, damage):
     # changes): three more polls of its neighbour are three more rounds
     d.wait_for_polls(good, 3)
     assert d.alive(), d.describe()
-    assert files_sha256([bad]) == bad_files, "the corrupt database was modified"
+    assert snapshot([bad]) == bad_files, "the corrupt database was modified"
     es = d.entries()
     assert len([e for e in es if entry_matches(e, "CORRUPT", DB_PATH=bad)]) == 1, \
         "the corruption should be reported once, not at every poll\n" + format_entries(es)
@@ -412,7 +414,7 @@ def test_deleted_database_reported_once(tmp_path, daemon):
 
     # the others are still maintained: a new urgent one gets vacuumed
     _create_atomically(c, 35)
-    cs = checksum(c)
+    cs = checksum(c, "t")
     d.wait_for_entry(msgid="VACUUM_DONE", DB_PATH=c)
     _assert_vacuumed_on_disk(c, cs)
     d.wait_for_polls([a, c], 3)
@@ -438,7 +440,7 @@ def test_configured_path_deleted_and_recreated(tmp_path, daemon):
 
     # it comes back (fragmented): watched again, and maintained
     _create_atomically(x, 35)
-    cs = checksum(x)
+    cs = checksum(x, "t")
     d.wait_for_entry(msgid="DB_ADDED", DB_PATH=x)
     d.wait_for_entry(msgid="VACUUM_DONE", DB_PATH=x)
     _assert_vacuumed_on_disk(x, cs)
@@ -456,7 +458,7 @@ def test_reload_adds_database(tmp_path, daemon):
     a, new = dbs / "a.db", extra / "new.db"
     make_db(a, 5)
     make_db(new, 35)
-    new_before, new_cs = db_stats(new), checksum(new)
+    new_before, new_cs = db_stats(new), checksum(new, "t")
     cfg = daemon.config(config_text(state, [dbs / "*.db"]), name="maintd.yaml")
     d = daemon.start(cfg)
 
@@ -475,7 +477,7 @@ def test_reload_adds_database(tmp_path, daemon):
     assert rel.get("CONFIG_FILE") == cfg, rel
     done = d.wait_for_entry(msgid="VACUUM_DONE", DB_PATH=new)
     pages = _assert_vacuumed_on_disk(new, new_cs)
-    _assert_vacuum_done_entry(done, new, new_before, (0, pages, 0.0))
+    _assert_vacuum_done_entry(done, new, new_before, pages)
     assert not d.entries(msgid="RELOAD_FAILED")
     assert d.stop() == 0, d.describe()
 
@@ -505,7 +507,7 @@ def test_reload_with_broken_config_keeps_old_one(tmp_path, daemon):
 
     # the old configuration is still in force: its glob, its thresholds
     _create_atomically(late, 35)
-    cs = checksum(late)
+    cs = checksum(late, "t")
     d.wait_for_entry(msgid="VACUUM_DONE", DB_PATH=late)
     _assert_vacuumed_on_disk(late, cs)
     assert d.stop() == 0, d.describe()
@@ -520,7 +522,7 @@ def big_db_template(tmp_path_factory):
     and copied for each test."""
     p = tmp_path_factory.mktemp("big") / "big.db"
     make_db(p, 35, rows=20000)
-    return p, checksum(p), db_stats(p)
+    return p, checksum(p, "t"), db_stats(p)
 
 
 @pytest.mark.parametrize("sigterms,when", [(1, "start"), (2, "start"), (1, "copy-back")],
@@ -549,7 +551,8 @@ def test_sigterm_during_vacuum(tmp_path, daemon, big_db_template, sigterms, when
     t = time.monotonic()
     d.signal(signal.SIGTERM)
     if sigterms == 2:
-        time.sleep(0.05)
+        # the second once the daemon has taken the first (it is stopping)
+        d.wait_notify("STOPPING=1")
         d.signal(signal.SIGTERM)
     rc = d.wait(30)
     took = time.monotonic() - t
@@ -561,14 +564,14 @@ def test_sigterm_during_vacuum(tmp_path, daemon, big_db_template, sigterms, when
 
     # either finished or not started, never half done; nothing lost
     assert not os.path.exists(str(db) + "-journal"), "a hot journal was left behind"
-    assert integrity_check(db) == ["ok"]
-    assert checksum(db) == cs
+    assert quick_check(db, "integrity_check") == ["ok"]
+    assert checksum(db, "t") == cs
     es = d.entries()
     fl = freelist_count(db)
     if d.entries(msgid="VACUUM_DONE", DB_PATH=db):
         assert fl == 0
     else:
-        assert fl == before[0], (fl, before)
+        assert fl == before["freelist_count"], (fl, before)
         assert [e for e in es if entry_matches(e, "JOB_FAILED", DB_PATH=db) and "interrupted" in e["MESSAGE"]], \
             format_entries(es)
     print(f"stopped in {took:.2f}s, freelist {fl}")
@@ -642,13 +645,13 @@ def test_once_vacuums_what_is_due_and_exits(tmp_path, daemon):
     hot, cool = dbs / "hot.db", dbs / "cool.db"
     make_db(hot, 35)
     make_db(cool, 5)
-    cs = checksum(hot)
-    cool_files = files_sha256([cool])
+    cs = checksum(hot, "t")
+    cool_files = snapshot([cool])
 
     d, rc = daemon.run_once(config_text(state, [dbs / "*.db"]))
     assert rc == 0, d.describe()
     _assert_vacuumed_on_disk(hot, cs)
-    assert files_sha256([cool]) == cool_files
+    assert snapshot([cool]) == cool_files
     assert d.entries(msgid="VACUUM_DONE", DB_PATH=hot)
     assert not d.entries(msgid="VACUUM_DONE", DB_PATH=cool)
 
@@ -659,13 +662,13 @@ def test_once_exits_1_when_a_job_fails(tmp_path, daemon):
     make_db(hot, 35)
     make_corrupt_db(bad)
     assert fragmentation(bad) >= 30
-    cs = checksum(hot)
-    bad_files = files_sha256([bad])
+    cs = checksum(hot, "t")
+    bad_files = snapshot([bad])
 
     d, rc = daemon.run_once(config_text(state, [dbs / "*.db"]))
     assert rc == 1, d.describe()
     assert d.entries(msgid="CORRUPT", DB_PATH=bad), format_entries(d.entries())
-    assert files_sha256([bad]) == bad_files
+    assert snapshot([bad]) == bad_files
     _assert_vacuumed_on_disk(hot, cs)
 
 
@@ -685,14 +688,14 @@ def test_once_reports_corruption_found_while_polling(tmp_path, daemon, name):
     bad, hot = dbs / "bad.db", dbs / "hot.db"
     shutil.copyfile(src, bad)
     make_db(hot, 35)
-    cs = checksum(hot)
-    bad_files = files_sha256([bad])
+    cs = checksum(hot, "t")
+    bad_files = snapshot([bad])
 
     d, rc = daemon.run_once(config_text(state, [dbs / "*.db"]))
     assert rc == 1, d.describe()
     crit = d.entries(msgid="CORRUPT", DB_PATH=bad)
     assert crit and crit[0]["PRIORITY"] == "2", format_entries(d.entries())
-    assert files_sha256([bad]) == bad_files
+    assert snapshot([bad]) == bad_files
     _assert_vacuumed_on_disk(hot, cs)
 
 
@@ -710,7 +713,7 @@ def test_once_reload_does_not_start_more_polls(tmp_path, daemon, app):
     rc, out, err = holder.finish()
     assert rc == 0 and err == "", f"the application saw an error (exit {rc}):\n{err}"
     assert len(d.entries(msgid="VACUUM_DONE", DB_PATH=db)) == 1, format_entries(d.entries())
-    assert checksum(db) == cs
+    assert checksum(db, "t") == cs
     assert len(d.entries(poll_round)) == 1, format_entries(d.entries())
 
 
@@ -720,12 +723,12 @@ def test_dry_run_once_changes_nothing(tmp_path, daemon):
     make_db(hot, 35)
     make_db(warm, 25)
     make_db(cool, 5)
-    files = files_sha256([hot, warm, cool])
+    files = snapshot([hot, warm, cool])
 
     d, rc = daemon.run_once(config_text(state, [dbs / "*.db"], vacuum={"window": window_with_now(True)}),
                             "--dry-run")
     assert rc == 0, d.describe()
-    assert files_sha256([hot, warm, cool]) == files, "--dry-run changed a file"
+    assert snapshot([hot, warm, cool]) == files, "--dry-run changed a file"
     es = d.entries()
     for p, reason in ((hot, "urgent"), (warm, "threshold")):
         s = [e for e in es if entry_matches(e, "SCHEDULED", DB_PATH=p, REASON=reason)]
@@ -842,14 +845,14 @@ def test_same_file_under_other_paths_while_vacuum_runs(tmp_path, daemon, bind_mo
     make_db(db, 50, rows=60000, blob=3000)
     bind_mount(dbs, other)
     assert os.stat(double).st_ino == os.stat(link).st_ino == os.stat(db).st_ino
-    cs = checksum(db)
+    cs = checksum(db, "t")
     never = {"threshold": "99%", "urgent_threshold": "99%"}
     cfg = config_text(state, [db, {"path": double, "vacuum": never}, {"path": other / "*.db", "vacuum": never}],
                       poll_interval="200ms", max_concurrent_jobs=2,
                       vacuum={"window": "always", "integrity": "quick"})
 
     stop = tmp_path / "stop-inserting"
-    ins = rh.Script(INSERTER_SCRIPT, db, stop)
+    ins = helpers.Script(INSERTER_SCRIPT, db, stop)
     try:
         # the application has committed before the daemon starts...
         deadline = time.monotonic() + WAIT
@@ -876,8 +879,8 @@ def test_same_file_under_other_paths_while_vacuum_runs(tmp_path, daemon, bind_mo
     assert [e["DB_PATH"] for e in es if e.get("MESSAGE_ID") == MSGID["VACUUM_DONE"]] == [str(db)], \
         format_entries(es)
     assert float(done["FRAGMENTATION_BEFORE"]) >= 45, done
-    assert integrity_check(db) == ["ok"]
-    assert checksum(db) == cs, "the rows of t changed"
+    assert quick_check(db, "integrity_check") == ["ok"]
+    assert checksum(db, "t") == cs, "the rows of t changed"
     assert _app_ids(db) == rep["committed"], "the rows the application committed are not all there"
     assert freelist_count(db) == 0
     assert d.stop() == 0, d.describe()
@@ -896,7 +899,7 @@ def test_same_file_under_two_due_paths_never_two_jobs_at_once(tmp_path, daemon):
     db = dbs / "x.db"
     double = f"{dbs}//x.db"
     make_db(db, 50, rows=60000, blob=3000)
-    cs = checksum(db)
+    cs = checksum(db, "t")
     cfg = config_text(state, [db, double], poll_interval="200ms", max_concurrent_jobs=2,
                       vacuum={"window": "always"},
                       retry={"busy_timeout": "50ms", "max_attempts": 50, "initial_backoff": "300ms",
@@ -909,7 +912,7 @@ def test_same_file_under_two_due_paths_never_two_jobs_at_once(tmp_path, daemon):
         for p in (db, double):
             d.wait_for_entry(msgid="RETRY", DB_PATH=p, timeout=3 * WAIT)
         # the application: waiting for its own lock now, inserting from the release on
-        ins = rh.Script(INSERTER_SCRIPT, db, stop)
+        ins = helpers.Script(INSERTER_SCRIPT, db, stop)
         holder.release("ROLLBACK")
         done = d.wait_for_entry(lambda e: e.get("MESSAGE_ID") in JOB_ENDS - {MSGID["GAVE_UP"]}
                                 and e.get("DB_PATH") in (str(db), double), timeout=6 * WAIT)
@@ -927,8 +930,8 @@ def test_same_file_under_two_due_paths_never_two_jobs_at_once(tmp_path, daemon):
     assert not [e for e in es if e.get("MESSAGE_ID") in (MSGID["CORRUPT"], MSGID["JOB_FAILED"])], \
         format_entries(es)
     assert done["MESSAGE_ID"] == MSGID["VACUUM_DONE"], format_entries(es)
-    assert integrity_check(db) == ["ok"]
-    assert checksum(db) == cs, "the rows of t changed"
+    assert quick_check(db, "integrity_check") == ["ok"]
+    assert checksum(db, "t") == cs, "the rows of t changed"
     assert _app_ids(db) == rep["committed"], "the rows the application committed are not all there"
     assert freelist_count(db) == 0
     assert d.stop() == 0, d.describe()

@@ -29,8 +29,8 @@ import pytest
 
 import helpers
 from daemon_fixtures import (  # noqa: F401  (fixtures are used by name)
-    M, checksum, config_text, daemon, files_sha256, format_entries, journald)
-from helpers import PYTHON, pragmas, quick_check, sha256
+    M, config_text, daemon, format_entries, journald)
+from helpers import PYTHON, checksum, db_stats, quick_check, sha256, snapshot
 
 ANALYZER = shutil.which("sqlite3_analyzer") or "/usr/bin/sqlite3_analyzer"
 POLL = 1.0
@@ -89,7 +89,7 @@ def deep(run_ctl, db, *extra):
 def test_unused_space_the_freelist_does_not_see(tmp_path, run_ctl):
     db = tmp_path / "sparse.db"
     make_sparse_pages_db(db)
-    before = pragmas(db)
+    before = db_stats(db)
     assert before["freelist_count"] == 0, before
     ps = before["page_size"]
 
@@ -128,15 +128,15 @@ def test_unused_space_the_freelist_does_not_see(tmp_path, run_ctl):
     assert f"({d['unused_percent']:.2f}%)" in r.out and "t_name (on t)" in r.out, r.describe()
 
     # a VACUUM gives back about what the scan predicted
-    cs = checksum(db)
+    cs = checksum(db, "t")
     r = run_ctl("--json", "vacuum", "--force", db)
     assert r.rc == 0 and r.one()["status"] == "ok", r.describe()
-    after = pragmas(db)
+    after = db_stats(db)
     freed = (before["page_count"] - after["page_count"]) * ps
     assert after["page_count"] <= 0.7 * before["page_count"], (before, after)
     assert 0.75 * predicted <= freed <= predicted + 4 * ps, (freed, predicted)
     assert r.one()["page_bytes_reclaimed"] == freed
-    assert checksum(db) == cs and quick_check(db, "integrity_check") == ["ok"]
+    assert checksum(db, "t") == cs and quick_check(db, "integrity_check") == ["ok"]
     # and afterwards the pages are full again: little left to give back
     d = deep(run_ctl, db)["deep"]
     assert d["unused_percent"] < 15, d
@@ -166,12 +166,12 @@ def test_reclaimable_is_what_a_vacuum_gives_back(tmp_path, run_ctl, row_bytes):
     nothing."""
     db = tmp_path / f"packed-{row_bytes}.db"
     make_packed_db(db, row_bytes)
-    before = pragmas(db)
+    before = db_stats(db)
     ps = before["page_size"]
     d = deep(run_ctl, db)["deep"]
     r = run_ctl("--json", "vacuum", "--force", db)
     assert r.rc == 0 and r.one()["status"] == "ok", r.describe()
-    freed = (before["page_count"] - pragmas(db)["page_count"]) * ps
+    freed = (before["page_count"] - db_stats(db)["page_count"]) * ps
     assert freed <= 2 * ps, (freed, before)
     assert d["reclaimable_bytes"] <= freed + 4 * ps, (
         f"rows of {row_bytes} bytes, packed by VACUUM ({d['unused_percent']}% of the bytes unused): "
@@ -421,7 +421,7 @@ def test_daemon_vacuums_unused_space(tmp_path, daemon, run_ctl):
     dbs.mkdir()
     db = dbs / "sparse.db"
     make_sparse_pages_db(db)
-    before, cs = pragmas(db), checksum(db)
+    before, cs = db_stats(db), checksum(db, "t")
     assert before["freelist_count"] == 0
     ctl = deep(run_ctl, db)["deep"]
     assert ctl["unused_percent"] >= 25
@@ -435,9 +435,9 @@ def test_daemon_vacuums_unused_space(tmp_path, daemon, run_ctl):
     assert done["REASON"] == "unused-space", done
     assert _ts(scan) < _ts(sched) <= _ts(done), format_entries(d.entries())
 
-    after = pragmas(db)
+    after = db_stats(db)
     assert after["page_count"] <= 0.7 * before["page_count"], (before, after)
-    assert checksum(db) == cs and quick_check(db, "integrity_check") == ["ok"]
+    assert checksum(db, "t") == cs and quick_check(db, "integrity_check") == ["ok"]
     freed = (before["page_count"] - after["page_count"]) * before["page_size"]
     assert int(done["PAGE_BYTES_RECLAIMED"]) == freed, done
     assert 0.75 * ctl["reclaimable_bytes"] <= freed, (freed, ctl)
@@ -466,8 +466,8 @@ def test_daemon_unused_threshold_zero_is_off(tmp_path, daemon, run_ctl):
     off, on = dbs / "off.db", dbs / "on.db"
     make_sparse_pages_db(off, seed=5)
     make_sparse_pages_db(on, seed=6)
-    off_files = files_sha256([off])
-    on_pages = pragmas(on)["page_count"]
+    off_files = snapshot([off])
+    on_pages = db_stats(on)["page_count"]
 
     d = daemon.start(_deep_conf(state, [_db_entry(off, vacuum={"unused_threshold": 0}), _db_entry(on)]))
     scan = d.wait_for_entry(msgid="DEEP_SCAN", DB_PATH=off)
@@ -476,13 +476,13 @@ def test_daemon_unused_threshold_zero_is_off(tmp_path, daemon, run_ctl):
                      f"{off}: deep scan due, but the database is unchanged" in e.get("MESSAGE", ""))
     done = d.wait_for_entry(msgid="VACUUM_DONE", DB_PATH=on, timeout=30)
     assert done["REASON"] == "unused-space", done
-    assert pragmas(on)["page_count"] <= 0.7 * on_pages
+    assert db_stats(on)["page_count"] <= 0.7 * on_pages
 
     es = d.entries()
     bad = [e for e in es if e.get("DB_PATH") == str(off) and (
         M("SCHEDULED", OPERATION="vacuum")(e) or M("VACUUM_DONE")(e) or M("JOB_FAILED")(e))]
     assert not bad, "off.db was to be left alone:\n" + format_entries(es)
-    assert files_sha256([off]) == off_files
+    assert snapshot([off]) == off_files
     assert d.stop() == 0, d.describe()
 
 
@@ -496,7 +496,7 @@ def test_daemon_leaves_pages_vacuum_cannot_pack(tmp_path, daemon):
     dbs.mkdir()
     db = dbs / "packed.db"
     make_packed_db(db, 2100, rows=1500)
-    files = files_sha256([db])
+    files = snapshot([db])
     cfg = config_text(state, [_db_entry(db)], poll_interval=f"{POLL:g}s",
                       vacuum={"threshold": "90%", "urgent_threshold": "95%", "window": "always",
                               "min_interval": "1s", "min_reclaim": "1MiB", "unused_threshold": "25%"})
@@ -509,7 +509,7 @@ def test_daemon_leaves_pages_vacuum_cannot_pack(tmp_path, daemon):
     bad = [e for e in es if e.get("DB_PATH") == str(db) and (
         M("SCHEDULED", OPERATION="vacuum")(e) or M("VACUUM_DONE")(e))]
     assert not bad, "a VACUUM that can give nothing back:\n" + format_entries(es)
-    assert files_sha256([db]) == files
+    assert snapshot([db]) == files
     assert d.stop() == 0, d.describe()
 
 
@@ -545,11 +545,11 @@ def test_deep_scan_changes_no_file(tmp_path, run_ctl, mode):
     db = tmp_path / f"{mode}.db"
     app = _make_mode(db, mode, tmp_path)
     try:
-        files = files_sha256([db])
+        files = snapshot([db])
         mtimes = {f: os.stat(f).st_mtime_ns for f, h in files.items() if h}
         o = deep(run_ctl, db)
         assert o["deep"]["btree_pages"] > 100, o
-        assert files_sha256([db]) == files, f"{mode}: a file changed, appeared or went away"
+        assert snapshot([db]) == files, f"{mode}: a file changed, appeared or went away"
         assert {f: os.stat(f).st_mtime_ns for f in mtimes} == mtimes
         if app:
             # the application's connection goes on as before
@@ -881,7 +881,7 @@ def test_estimate_is_at_most_what_a_vacuum_gives_back(tmp_path, run_ctl, shape, 
     file seemed to have hundreds of KiB to give back."""
     db = tmp_path / f"{shape}.db"
     make_every_third_deleted(db, shape, seed)
-    ps = pragmas(db)["page_size"]
+    ps = db_stats(db)["page_size"]
     est = deep(run_ctl, db)["deep"]["reclaimable_bytes"]
     copy = tmp_path / f"{shape}-vacuumed.db"
     real = _vacuumed_copy(db, copy)
@@ -908,7 +908,7 @@ def test_daemon_does_not_vacuum_a_packed_file_again(tmp_path, daemon, run_ctl):
     dbs.mkdir()
     db = dbs / "packed-mixed.db"
     make_every_third_deleted(db, "mixed_10_2000", vacuum=True)
-    ps = pragmas(db)["page_size"]
+    ps = db_stats(db)["page_size"]
     ctl = deep(run_ctl, db)["deep"]
     assert ctl["unused_percent"] > 10 and ctl["reclaimable_bytes"] < ps, ctl
 
@@ -916,7 +916,7 @@ def test_daemon_does_not_vacuum_a_packed_file_again(tmp_path, daemon, run_ctl):
     first = d.wait_for_entry(msgid="DEEP_SCAN", DB_PATH=db, timeout=60)
     _assert_deep_entry(first, ctl)
     assert float(first["UNUSED_PERCENT"]) > 10 and int(first["RECLAIMABLE_BYTES"]) < ps, first
-    pages = pragmas(db)["page_count"]
+    pages = db_stats(db)["page_count"]
     # a small change, so that the next scan runs and is decided on again
     con = sqlite3.connect(str(db), isolation_level=None)
     con.execute("INSERT INTO t(b) VALUES (randomblob(100))")
@@ -929,7 +929,7 @@ def test_daemon_does_not_vacuum_a_packed_file_again(tmp_path, daemon, run_ctl):
     bad = [e for e in es if e.get("DB_PATH") == str(db) and (
         M("SCHEDULED", OPERATION="vacuum")(e) or M("VACUUM_DONE")(e) or M("JOB_FAILED")(e))]
     assert not bad, "a VACUUM of a packed file:\n" + format_entries(es)
-    assert pragmas(db)["page_count"] >= pages
+    assert db_stats(db)["page_count"] >= pages
     assert d.stop() == 0, d.describe()
 
 
@@ -944,7 +944,7 @@ def test_daemon_deep_scan_finds_corruption(tmp_path, daemon):
     dbs.mkdir()
     db = dbs / "damaged.db"
     helpers.make_corrupt_db(db)
-    files = files_sha256([db])
+    files = snapshot([db])
     d = daemon.start(_deep_conf(state, [_db_entry(db)]))
     crit = d.wait_for_entry(msgid="CORRUPT", DB_PATH=db, timeout=60)
     assert crit["PRIORITY"] == "2" and crit["OPERATION"] == "deep_scan", crit
@@ -953,5 +953,5 @@ def test_daemon_deep_scan_finds_corruption(tmp_path, daemon):
     es = d.entries()
     assert not [e for e in es if M("DEEP_SCAN", DB_PATH=db)(e) or M("VACUUM_DONE", DB_PATH=db)(e)], \
         format_entries(es)
-    assert files_sha256([db]) == files
+    assert snapshot([db]) == files
     assert d.stop() == 0, d.describe()

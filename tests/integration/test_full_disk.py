@@ -18,9 +18,9 @@ import shutil
 import pytest
 
 import helpers
-import reliability_helpers as rh
 from daemon_fixtures import (  # noqa: F401  (fixtures are used by name)
-    checksum, config_text, daemon, files_sha256, format_entries, journald)
+    config_text, daemon, format_entries, journald)
+from helpers import checksum, snapshot
 
 MiB = 1024 * 1024
 
@@ -31,8 +31,8 @@ def _make_on_big_fs(tmp_path, name, mode, pages, frag):
     src = tmp_path / "src"
     src.mkdir(exist_ok=True)
     p = src / name
-    rh.make_page_db(p, mode, pages, frag)
-    return p, rh.checksum(p)
+    helpers.make_db(p, frag, mode, pages, index=True)
+    return p, helpers.checksum(p)
 
 
 def _place(src, dst_dir):
@@ -100,13 +100,13 @@ def test_space_check_refuses_and_leaves_database_alone(tmp_path, tmpfs, daemon, 
     size = os.path.getsize(db)
     assert 5 * MiB <= size <= 6 * MiB, size
     needs = helpers.db_space_needed(db)
-    files = files_sha256([db])
-    free_db, free_tmp = rh.free_bytes(os.path.dirname(db)), rh.free_bytes(tmp_dir)
+    files = snapshot([db])
+    free_db, free_tmp = helpers.free_bytes(os.path.dirname(db)), helpers.free_bytes(tmp_dir)
     assert (free_db if short == "db" else free_tmp) < (needs[0] if short == "db" else needs[1])
 
     _assert_refusal(_ctl_vacuum(db, tmp_dir), db, needs, free_db, tmp_dir, free_tmp, short)
-    assert files_sha256([db]) == files, "the refused VACUUM changed the database"
-    assert rh.free_bytes(small) == (free_db if short == "db" else free_tmp), "the refused VACUUM wrote"
+    assert snapshot([db]) == files, "the refused VACUUM changed the database"
+    assert helpers.free_bytes(small) == (free_db if short == "db" else free_tmp), "the refused VACUUM wrote"
 
     # the daemon, once, outside any window: NO_SPACE, nothing touched
     cfg = config_text(tmp_path / "state", [db])
@@ -121,8 +121,8 @@ def test_space_check_refuses_and_leaves_database_alone(tmp_path, tmpfs, daemon, 
     short_free = free_db if short == "db" else free_tmp
     assert helpers.mentions_figure(e["MESSAGE"], short_free, rel=0.05), e["MESSAGE"]
     assert not d.entries(msgid="VACUUM_DONE"), format_entries(d.entries())
-    assert files_sha256([db]) == files, "the daemon changed the database it refused to VACUUM"
-    problems, got, fl, _ = rh.open_and_verify(db)
+    assert snapshot([db]) == files, "the daemon changed the database it refused to VACUUM"
+    problems, got, fl, _ = helpers.open_and_verify(db)
     assert problems == ["ok"] and got == cs and fl > 0
 
 
@@ -151,8 +151,8 @@ def test_vacuum_running_out_of_space_leaves_database_intact(tmp_path, tmpfs, mod
         small = tmpfs("1m" if full == "tmp" else "2m")
         tmp_dir = small
         db = _place(src, tmp_path)
-    files = files_sha256([db])
-    free_before = rh.free_bytes(small)
+    files = snapshot([db])
+    free_before = helpers.free_bytes(small)
 
     res, text = _ctl_vacuum(db, tmp_dir, "--no-space-check")
     for r in (res, text):
@@ -165,24 +165,24 @@ def test_vacuum_running_out_of_space_leaves_database_intact(tmp_path, tmpfs, mod
 
     # the space it took is given back: nothing left behind fills the disk
     leftovers = {f: os.path.getsize(os.path.join(small, f)) for f in os.listdir(small)}
-    assert rh.free_bytes(small) >= free_before - 64 * 1024, \
-        f"{free_before - rh.free_bytes(small)} bytes less free on {small} after the failed VACUUM: {leftovers}"
+    assert helpers.free_bytes(small) >= free_before - 64 * 1024, \
+        f"{free_before - helpers.free_bytes(small)} bytes less free on {small} after the failed VACUUM: {leftovers}"
     assert not os.path.exists(db + "-journal"), leftovers
     if mode == "wal":
         assert helpers.file_size(db + "-wal") == 0, leftovers
     # the database: every row as before
-    problems, got, fl, _ = rh.open_and_verify(db)
+    problems, got, fl, _ = helpers.open_and_verify(db)
     assert problems == ["ok"], problems
     assert got == cs
     if full != "tmp-at-commit":
         # and in fact every byte: the VACUUM never wrote it
-        assert files_sha256([db]) == files, "the failed VACUUM changed the database file"
+        assert snapshot([db]) == files, "the failed VACUUM changed the database file"
         assert fl > 0
     else:
         # never half done: untouched, or completely vacuumed
-        assert files_sha256([db]) == files or fl == 0, "a failed VACUUM left the file changed, not vacuumed"
+        assert snapshot([db]) == files or fl == 0, "a failed VACUUM left the file changed, not vacuumed"
         print(f"{mode}: SQLITE_FULL reported; the database was "
-              f"{'left untouched' if files_sha256([db]) == files else 'vacuumed all the same (freelist 0)'}")
+              f"{'left untouched' if snapshot([db]) == files else 'vacuumed all the same (freelist 0)'}")
 
 
 def test_wal_vacuum_out_of_space_next_to_an_open_application(tmp_path, tmpfs):
@@ -200,12 +200,12 @@ def test_wal_vacuum_out_of_space_next_to_an_open_application(tmp_path, tmpfs):
     app = helpers.AppProcess(db)
     try:
         assert app.query("SELECT count(*) FROM t")[0][0] > 0
-        free_before = rh.free_bytes(small)
+        free_before = helpers.free_bytes(small)
         res = helpers.run_ctl("--json", "vacuum", "--force", "--no-space-check", db,
                               env={"SQLITE_TMPDIR": tmp_dir})
         assert res.rc == 4 and res.one()["status"] == "no_space", res.describe()
         leftovers = {f: os.path.getsize(os.path.join(small, f)) for f in os.listdir(small)}
-        lost = free_before - rh.free_bytes(small)
+        lost = free_before - helpers.free_bytes(small)
         assert lost <= 64 * 1024, \
             f"after the failed VACUUM {lost} bytes stay taken on {small} while the application is " \
             f"connected: {leftovers}"
@@ -214,6 +214,6 @@ def test_wal_vacuum_out_of_space_next_to_an_open_application(tmp_path, tmpfs):
     finally:
         app.close()
         app.kill()
-    problems, _, fl, _ = rh.open_and_verify(db)
+    problems, _, fl, _ = helpers.open_and_verify(db)
     assert problems == ["ok"] and fl > 0, problems
     assert checksum(db, "t") == rows

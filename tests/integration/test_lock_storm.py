@@ -23,9 +23,10 @@ lets go: no test counts the work done in a span of time."""
 import hashlib
 import sqlite3
 
-import reliability_helpers as rh
+import helpers
 from daemon_fixtures import (  # noqa: F401  (fixtures are used by name)
-    MSGID, WAIT, app, checksum, config_text, daemon, format_entries, journald)
+    MSGID, WAIT, app, config_text, daemon, format_entries, journald)
+from helpers import checksum
 
 # A bound on how long the applications in other processes run if the test
 # never tells them to stop; the test itself stops them.
@@ -75,7 +76,7 @@ def test_application_writes_through_repeated_maintenance(tmp_path, daemon):
     dbs.mkdir()
     paths = {"delete": dbs / "rollback.db", "wal": dbs / "wal.db"}
     for mode, p in paths.items():
-        rh.make_page_db(p, mode, 1500, 30)
+        helpers.make_db(p, 30, mode, 1500, index=True)
     initial = {mode: _blob_hashes(p) for mode, p in paths.items()}
     max_attempts = 8
     cfg = config_text(tmp_path / "state", list(paths.values()), poll_interval="200ms", max_concurrent_jobs=2,
@@ -91,7 +92,7 @@ def test_application_writes_through_repeated_maintenance(tmp_path, daemon):
     # then: a fifth of the time); it writes until the daemon has vacuumed
     # each database 4 times and analyzed it, however long that takes
     vacuums = 4
-    writers = {mode: rh.Script(rh.WRITER_SCRIPT, p, stop, 0.7, 0.5, 100, APP_MAX_SECONDS)
+    writers = {mode: helpers.Script(helpers.WRITER_SCRIPT, p, stop, 0.7, 0.5, 100, APP_MAX_SECONDS)
                for mode, p in paths.items()}
     try:
         d = daemon.start(cfg, log_level="info")
@@ -129,12 +130,12 @@ def test_application_writes_through_repeated_maintenance(tmp_path, daemon):
         assert _of(es, "ANALYZE_DONE", p), format_entries(es)
         # every row the application committed is there, with its bytes; the
         # rows it deleted are gone
-        problems, _, _, _ = rh.open_and_verify(p)
+        problems, _, _, _ = helpers.open_and_verify(p)
         assert problems == ["ok"], problems
         now = _blob_hashes(p)
         assert sorted(now) == rep["ids"], f"{mode}: the rows differ from what the application committed"
         for i, h in now.items():
-            want = initial[mode][i] if i in initial[mode] else hashlib.sha256(rh.writer_blob(i)).digest()
+            want = initial[mode][i] if i in initial[mode] else hashlib.sha256(helpers.writer_blob(i)).digest()
             assert h == want, f"{mode}: row {i} changed"
         summary.append(f"{mode}: {rep['write_tx']} write transactions, {rep['reads']} reads, "
                        f"{rep['punches']} mass deletes, {rep['batches']} 100 ms batch transactions in {rep['seconds']:.1f}s, 0 errors, slowest statement "
@@ -156,8 +157,8 @@ def test_long_exclusive_lock_backs_off_and_others_are_maintained(tmp_path, daemo
     dbs.mkdir()
     held_w, held, h1, h2, h3 = (dbs / n for n in ("held-write.db", "held.db", "h1.db", "h2.db", "h3.db"))
     for p, mode in ((held_w, "delete"), (held, "delete"), (h1, "delete"), (h2, "wal"), (h3, "delete")):
-        rh.make_page_db(p, mode, 600, 35)
-    cs = {str(p): checksum(p) for p in (held_w, held, h1, h2, h3)}
+        helpers.make_db(p, 35, mode, 600, index=True)
+    cs = {str(p): checksum(p, "t") for p in (held_w, held, h1, h2, h3)}
     max_attempts = 4
     # held-write: BEGIN EXCLUSIVE and a write (a live journal: even the
     # statistics read is locked out); held: BEGIN EXCLUSIVE, the write at
@@ -197,9 +198,9 @@ def test_long_exclusive_lock_backs_off_and_others_are_maintained(tmp_path, daemo
     es = d.entries()
     _assert_attempts_bounded(es, max_attempts)
     for p in (held_w, held, h1, h2, h3):
-        problems, _, fl, _ = rh.open_and_verify(p)
+        problems, _, fl, _ = helpers.open_and_verify(p)
         assert problems == ["ok"] and fl == 0, (p, problems, fl)
-        assert checksum(p) == cs[str(p)], f"{p}: rows of t changed"
+        assert checksum(p, "t") == cs[str(p)], f"{p}: rows of t changed"
     assert not _of(es, "CORRUPT") and not _of(es, "JOB_FAILED"), format_entries(es)
     assert d.stop() == 0, d.describe()
 
@@ -217,8 +218,8 @@ def test_vacuum_waiting_for_its_lock_does_not_starve_new_readers(tmp_path, daemo
     dbs = tmp_path / "dbs"
     dbs.mkdir()
     db = dbs / "read.db"
-    rh.make_page_db(db, "delete", 1000, 35)
-    cs = checksum(db)
+    helpers.make_db(db, 35, "delete", 1000, index=True)
+    cs = checksum(db, "t")
     # an application's long read transaction: a SHARED lock, so a VACUUM
     # cannot get EXCLUSIVE
     reader_txn = lock_holder(db, begin="BEGIN", stmts=("SELECT count(*) FROM t",))
@@ -228,9 +229,9 @@ def test_vacuum_waiting_for_its_lock_does_not_starve_new_readers(tmp_path, daemo
     # ends, then fail. If they did not, this loop could not tell a starving
     # daemon from a good one.
     stop = tmp_path / "stop-reading-control"
-    readers = rh.Script(rh.READER_SCRIPT, db, stop, READ_TIMEOUT_MS, APP_MAX_SECONDS)
+    readers = helpers.Script(helpers.READER_SCRIPT, db, stop, READ_TIMEOUT_MS, APP_MAX_SECONDS)
     try:
-        waiter = rh.Script(rh.EXCLUSIVE_WAITER_SCRIPT, db, 3.0)
+        waiter = helpers.Script(helpers.EXCLUSIVE_WAITER_SCRIPT, db, 3.0)
         waited = waiter.result()
     finally:
         stop.touch()
@@ -248,7 +249,7 @@ def test_vacuum_waiting_for_its_lock_does_not_starve_new_readers(tmp_path, daemo
         starts until it has reported tries_wanted VACUUM attempts that met
         the lock."""
         stop = tmp_path / f"stop-reading-{state}"
-        readers = rh.Script(rh.READER_SCRIPT, db, stop, READ_TIMEOUT_MS, APP_MAX_SECONDS)
+        readers = helpers.Script(helpers.READER_SCRIPT, db, stop, READ_TIMEOUT_MS, APP_MAX_SECONDS)
         try:
             d = daemon.start(config_text(tmp_path / state, [db], poll_interval="200ms",
                                          vacuum={"window": "always", "min_interval": 0},
@@ -283,9 +284,9 @@ def test_vacuum_waiting_for_its_lock_does_not_starve_new_readers(tmp_path, daemo
     # the application ends its read: the VACUUM goes through
     reader_txn.release("COMMIT")
     d.wait_for_entry(msgid="VACUUM_DONE", DB_PATH=db)
-    problems, _, fl, _ = rh.open_and_verify(db)
+    problems, _, fl, _ = helpers.open_and_verify(db)
     assert problems == ["ok"] and fl == 0, (problems, fl)
-    assert checksum(db) == cs
+    assert checksum(db, "t") == cs
     assert d.stop() == 0, d.describe()
     print(f"control (BEGIN EXCLUSIVE, 3 s busy timeout): {control['failures']} of "
           f"{control['reads'] + control['failures']} new read transactions failed ({waited})\n"

@@ -12,9 +12,8 @@ import tempfile
 import pytest
 
 from daemon_fixtures import (  # noqa: F401  (fixtures are used by name)
-    config_text, daemon, journald, make_db, notify_socket,
-)
-from helpers import AS_NOBODY, PYTHON
+    config_text, daemon, journald, notify_socket)
+from helpers import AS_NOBODY, PYTHON, make_db
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to own files as another user")
 

@@ -44,7 +44,7 @@ import pytest
 import helpers
 from daemon_fixtures import (  # noqa: F401  (fixtures are used by name)
     MSGID, WAIT, config_text, daemon, format_entries, journald)
-from helpers import LockHolder, run_ctl, sha256
+from helpers import AppProcess, LockHolder, run_ctl, sha256
 
 READS = (("stats",), ("check",), ("check", "--full"))
 # A journal entry of any of these for a database means something was
@@ -83,14 +83,6 @@ def make_test_db(path, mode):
         assert not os.path.exists(path + s), f"{path + s} left behind by a clean close"
 
 
-class App(LockHolder):
-    """An application's connection in another process (autocommit,
-    wal_autocheckpoint=0), idle after its statements."""
-
-    def __init__(self, path, stmts):
-        super().__init__(path, "", stmts)
-
-
 # An application's statements, the last one a write; the deletes leave the
 # main file's header stale (the freelist is in the -wal).
 APP_WRITES = ["DELETE FROM t WHERE id % 7 = 0",
@@ -113,7 +105,7 @@ def make_hot_journal(path):
     back)."""
     path = str(path)
     make_test_db(path, "delete")
-    committed, before = helpers.table_checksum(path), sha256(path)
+    committed, before = helpers.checksum(path), sha256(path)
     w = subprocess.Popen([helpers.PYTHON, "-c", r"""
 import sqlite3, sys, time
 con = sqlite3.connect(sys.argv[1], isolation_level=None)
@@ -174,7 +166,7 @@ def sqlite_figures(files_prefix, tmp_dir):
     try:
         copy = os.path.join(d, "copy.db")
         copy_files(files_prefix, copy)
-        p = helpers.pragmas(copy)
+        p = helpers.db_stats(copy, recover=True)
     finally:
         shutil.rmtree(d)
     p["fragmentation"] = round(100.0 * p["freelist_count"] / p["page_count"], 2) if p["page_count"] else 0.0
@@ -288,7 +280,7 @@ def layout(kind, d):
         return
     if kind == "wal-app-open":
         make_test_db(db, "wal")
-        app = App(db, APP_WRITES)
+        app = AppProcess(db, stmts=APP_WRITES)
         try:
             assert helpers.file_size(db + "-wal") > 0 and os.path.exists(db + "-shm")
             yield db
@@ -317,7 +309,7 @@ def layout(kind, d):
         src = os.path.join(srcdir, "src.db")
         make_test_db(src, "wal")
         empty = kind == "wal-crashed-empty"  # an application that only read
-        app = App(src, ["SELECT count(*) FROM t"] if empty else APP_WRITES)
+        app = AppProcess(src, stmts=["SELECT count(*) FROM t"] if empty else APP_WRITES)
         try:
             assert (helpers.file_size(src + "-wal") == 0) == empty and os.path.exists(src + "-wal")
             assert os.path.exists(src + "-shm")
@@ -421,8 +413,8 @@ def test_hot_journal_reported_not_rolled_back(tmp_path, daemon, journald):
     assert "vacuumed" in r.out, r.describe()
     assert not os.path.exists(db + "-journal")
     assert helpers.quick_check(db, "integrity_check") == ["ok"]
-    assert helpers.table_checksum(db) == committed, "the rows are not the committed ones"
-    after = helpers.pragmas(db)
+    assert helpers.checksum(db) == committed, "the rows are not the committed ones"
+    after = helpers.db_stats(db)
     assert after["freelist_count"] == 0
     assert after["page_count"] == want["page_count"] - want["freelist_count"], (after, want)
     assert re.search(r"(?i)rolled back|hot journal", r.out + r.err), \
@@ -441,7 +433,7 @@ def test_hot_journal_vacuum_json(tmp_path):
                                 helpers.expected_fragmentation(want["freelist_count"], want["page_count"]),
                                 "fragmentation_before_percent")
     assert o["freelist_count"] == 0 and o["page_count"] == want["page_count"] - want["freelist_count"], o
-    assert helpers.table_checksum(db) == committed
+    assert helpers.checksum(db) == committed
     assert helpers.quick_check(db, "integrity_check") == ["ok"]
 
 
@@ -605,7 +597,7 @@ def test_hot_journal_beside_wal_files_is_reported(tmp_path):
     # the -wal and -shm of a WAL database an application had open (idle)
     src = os.path.join(d, "src.db")
     make_test_db(src, "wal")
-    app = App(src, ["SELECT count(*) FROM t"])
+    app = AppProcess(src, stmts=["SELECT count(*) FROM t"])
     try:
         shutil.copyfile(src + "-wal", db + "-wal")
         shutil.copyfile(src + "-shm", db + "-shm")
@@ -632,7 +624,7 @@ def test_idle_wal_database_costs_a_stat(tmp_path, daemon, journald):
     size and time of the database and its -wal), the figures of the last
     read stand: the poll says so instead of reading again. A commit
     changes the -wal, and the next poll reads the new figures."""
-    from daemon_fixtures import fragment_to, make_db
+    from helpers import fragment_to, make_db
 
     db = str(tmp_path / "held.db")
     con = make_db(db, 5, mode="wal", rows=200, keep_open=True)

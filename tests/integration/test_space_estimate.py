@@ -51,9 +51,9 @@ import threading
 import pytest
 
 import helpers
-import reliability_helpers as rh
 from daemon_fixtures import (  # noqa: F401  (fixtures are used by name)
-    config_text, daemon, files_sha256, format_entries, journald)
+    config_text, daemon, format_entries, journald)
+from helpers import snapshot
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -104,7 +104,7 @@ def row_digests(path):
 class Source:
     path: str
     mode: str        # delete | wal
-    pragmas: dict    # helpers.pragmas(): page_count, freelist_count, page_size, journal_mode
+    pragmas: dict    # helpers.db_stats(): page_count, freelist_count, page_size, journal_mode
     digests: dict    # row_digests()
     size: int
 
@@ -133,8 +133,8 @@ def source(tmp_path_factory):
         if (shape, mode) not in made:
             p = tmp_path_factory.mktemp(f"src-{shape}-{mode}") / "app.db"
             rows, frag = SHAPES[shape]
-            rh.make_page_db(p, mode, rows, frag)
-            prag = helpers.pragmas(p)   # a normal connection: the real journal mode
+            helpers.make_db(p, frag, mode, rows, index=True)
+            prag = helpers.db_stats(p, recover=True)   # a normal connection: the real journal mode
             assert prag["journal_mode"] == mode, prag
             # and the file says so too (header bytes 18/19: 2 is WAL)
             assert helpers.header_field(p, 18, 1) == (2 if mode == "wal" else 1), mode
@@ -157,7 +157,7 @@ def set_free(mnt, free):
     p = subprocess.run(["mount", "-o", f"remount,size={used + free}", str(mnt)],
                        capture_output=True, text=True, timeout=30)
     assert p.returncode == 0, f"cannot resize the tmpfs {mnt}: {p.stderr}"
-    assert rh.free_bytes(mnt) == free, (mnt, rh.free_bytes(mnt), free)
+    assert helpers.free_bytes(mnt) == free, (mnt, helpers.free_bytes(mnt), free)
 
 
 @dataclasses.dataclass
@@ -172,7 +172,7 @@ class Place:
         return self.db_fs == self.tmp_fs
 
     def free(self):
-        return rh.free_bytes(self.db_fs), rh.free_bytes(self.tmp_fs)
+        return helpers.free_bytes(self.db_fs), helpers.free_bytes(self.tmp_fs)
 
     def reset(self, src):
         """A fresh copy of the source database (for one more try)."""
@@ -259,9 +259,9 @@ def assert_vacuumed(res, pl, src, free_before):
     # one row per page: the new file is the live pages, give or take an
     # interior page
     assert abs(size - src.live_bytes) <= 0.02 * src.live_bytes, (size, src.live_bytes)
-    assert rh.free_bytes(pl.db_fs) == free_before + _up(src.size) - _up(size), \
-        (rh.free_bytes(pl.db_fs), free_before, src.size, size)
-    problems, _, fl, pc = rh.open_and_verify(pl.db)
+    assert helpers.free_bytes(pl.db_fs) == free_before + _up(src.size) - _up(size), \
+        (helpers.free_bytes(pl.db_fs), free_before, src.size, size)
+    problems, _, fl, pc = helpers.open_and_verify(pl.db)
     assert problems == ["ok"], problems
     assert fl == 0 and pc * src.pragmas["page_size"] == size, (fl, pc, size)
     assert row_digests(pl.db) == src.digests, "rows changed by the VACUUM"
@@ -309,7 +309,7 @@ def pl_mode(pl):
 
 
 def assert_untouched(pl, files, free_db, free_tmp):
-    assert files_sha256([pl.db]) == files, "the refused VACUUM changed the database's files"
+    assert snapshot([pl.db]) == files, "the refused VACUUM changed the database's files"
     assert os.listdir(pl.tmp_dir) == [], f"left in the temp directory: {os.listdir(pl.tmp_dir)}"
     assert pl.free() == (free_db, free_db if pl.same else free_tmp), "the refused VACUUM took space"
 
@@ -382,7 +382,7 @@ def test_vacuumed_above_refused_below_the_estimate(tmpfs, source, mode, case, sa
         else:
             free_db, free_tmp = _free_for(needs[0], sides[0]), _free_for(needs[1], sides[1])
         set_frees(pl, free_db, free_tmp)
-        files = files_sha256([pl.db])
+        files = snapshot([pl.db])
 
         if min(s for s in sides if s is not None) > 0:
             res = ctl_vacuum(pl)
@@ -407,7 +407,7 @@ def test_vacuumed_above_refused_below_the_estimate(tmpfs, source, mode, case, sa
         if app:
             app.close()
             app.kill()
-    problems, _, fl, _ = rh.open_and_verify(pl.db)
+    problems, _, fl, _ = helpers.open_and_verify(pl.db)
     assert problems == ["ok"] and fl == src.pragmas["freelist_count"], (problems, fl)
 
 
@@ -514,7 +514,7 @@ def test_daemon_once_vacuums_or_refuses_by_the_estimate(tmp_path, tmpfs, daemon,
     pl = place(tmpfs, src, True)
     free = _free_for(needs[0] + needs[1], +1 if fits else -1)
     set_free(pl.db_fs, free)
-    files = files_sha256([pl.db])
+    files = snapshot([pl.db])
 
     cfg = config_text(tmp_path / "state", [pl.db])
     d = daemon.start(cfg, "--once", "--ignore-window", env={"SQLITE_TMPDIR": pl.tmp_dir}, log_level="info",
@@ -545,8 +545,8 @@ def assert_vacuumed_files(pl, src, free_before):
     assert os.listdir(pl.tmp_dir) == [], os.listdir(pl.tmp_dir)
     size = os.path.getsize(pl.db)
     assert abs(size - src.live_bytes) <= 0.02 * src.live_bytes, (size, src.live_bytes)
-    assert rh.free_bytes(pl.db_fs) == free_before + _up(src.size) - _up(size)
-    problems, _, fl, _ = rh.open_and_verify(pl.db)
+    assert helpers.free_bytes(pl.db_fs) == free_before + _up(src.size) - _up(size)
+    problems, _, fl, _ = helpers.open_and_verify(pl.db)
     assert problems == ["ok"] and fl == 0, (problems, fl)
     assert row_digests(pl.db) == src.digests, "rows changed by the VACUUM"
 

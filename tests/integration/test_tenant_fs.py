@@ -51,7 +51,8 @@ import pytest
 
 import helpers
 from daemon_fixtures import (  # noqa: F401  (fixtures are used by name)
-    MSGID, config_text, daemon, format_entries, fragmentation, journald, make_db)
+    MSGID, config_text, daemon, format_entries, journald)
+from helpers import fragmentation, make_db
 
 PYTHON = "/usr/bin/python3"  # the tenant cannot run a root-only interpreter (e.g. a pyenv shim)
 pytestmark = [

@@ -31,8 +31,8 @@ import pytest
 
 import helpers
 from daemon_fixtures import (  # noqa: F401  (fixtures are used by name)
-    JOURNAL_SOCKET, MAINTCTL_BIN, MAINTD_BIN, MSGID, PYTHON, SOURCE_ROOT, M, config_text, daemon, format_entries,
-    journald, make_corrupt_db)
+    JOURNAL_SOCKET, M, MSGID, config_text, daemon, format_entries, journald)
+from helpers import MAINTCTL_BIN, MAINTD_BIN, PYTHON, SOURCE_ROOT, make_corrupt_db
 
 # Generous bounds on waits that end with a positive sign; none is a speed claim.
 LONG_WAIT = 120

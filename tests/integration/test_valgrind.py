@@ -19,8 +19,8 @@ import pytest
 
 import helpers
 from daemon_fixtures import (  # noqa: F401  (fixtures are used by name)
-    MAINTCTL_BIN, MAINTD_BIN, Daemon, config_text, db_stats, fragmentation, journald, make_db,
-    notify_socket)
+    config_text, Daemon, journald, notify_socket)
+from helpers import MAINTCTL_BIN, MAINTD_BIN, db_stats, fragmentation, make_db
 
 VALGRIND = "/usr/bin/valgrind"
 VG_ERROR_EXIT = 99

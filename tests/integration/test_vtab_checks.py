@@ -26,8 +26,9 @@ import zlib
 
 import pytest
 
-from daemon_fixtures import M, MSGID, config_text, daemon, format_entries, journald  # noqa: F401  (fixtures)
-from helpers import SOURCE_ROOT, pragmas, quick_check, sha256, table_checksum, write_config
+from daemon_fixtures import (  # noqa: F401  (fixtures are used by name)
+    M, MSGID, config_text, daemon, format_entries, journald)
+from helpers import SOURCE_ROOT, checksum, db_stats, quick_check, sha256, write_config
 
 WORDS = ["alpha", "beta", "gamma", "delta", "omega", "sigma", "kappa", "lambda", "theta", "zeta"]
 
@@ -129,7 +130,7 @@ def _rtreecheck(db, table):
 def _real_tables_digest(db):
     """The rows of every real table (shadow tables included) and the
     schema, without loading a module: a VACUUM must leave them unchanged."""
-    return table_checksum(db, include_stat=True, virtual=False)
+    return checksum(db, virtual=False, stat=True)
 
 
 # --------------------------------------------------------------------------
@@ -186,7 +187,7 @@ def _assert_vacuumed(r, db, before, digest):
     assert r.rc == 0, r.describe()
     o = r.one()
     assert o["status"] == "ok", r.describe()
-    after = pragmas(db)
+    after = db_stats(db)
     assert after["freelist_count"] == 0, after
     assert after["page_count"] < before["page_count"], (before, after)
     assert _real_tables_digest(db) == digest
@@ -242,7 +243,7 @@ def test_auxiliary_tables_beside_healthy_fts(tmp_path, run_ctl, full_conf):
     _assert_check_ok(r, o, db, {"docs": "full_text", "notes": "full_text", "old": "full_text"})
     assert sha256(db) == digest
 
-    before, rows = pragmas(db), _real_tables_digest(db)
+    before, rows = db_stats(db), _real_tables_digest(db)
     r = _vacuum(run_ctl, full_conf, db)
     _assert_vacuumed(r, db, before, rows)
     con = _connect(db)
@@ -326,7 +327,7 @@ def test_contentless_fts5_is_checked(tmp_path, run_ctl, full_conf):
     con.close()
     r, o = _check(run_ctl, db)
     _assert_check_ok(r, o, db, {"c5": "full_text"})
-    before, rows = pragmas(db), _real_tables_digest(db)
+    before, rows = db_stats(db), _real_tables_digest(db)
     _assert_vacuumed(_vacuum(run_ctl, full_conf, db), db, before, rows)
 
 
@@ -416,7 +417,7 @@ def test_external_content(tmp_path, run_ctl, full_conf, module):
 
     r, o = _check(run_ctl, db)
     _assert_check_ok(r, o, db, {"docs_idx": "full_text"})
-    before, rows = pragmas(db), _real_tables_digest(db)
+    before, rows = db_stats(db), _real_tables_digest(db)
     _assert_vacuumed(_vacuum(run_ctl, full_conf, db), db, before, rows)
 
     # the application changes its table without telling the index
@@ -449,7 +450,7 @@ def test_rtree_healthy_then_damaged(tmp_path, run_ctl, full_conf):
 
     r, o = _check(run_ctl, db)
     _assert_check_ok(r, o, db, {"boxes": "rtree", "spans": "rtree"})
-    before, rows = pragmas(db), _real_tables_digest(db)
+    before, rows = db_stats(db), _real_tables_digest(db)
     _assert_vacuumed(_vacuum(run_ctl, full_conf, db), db, before, rows)
 
     # boxes: a row points at a node that does not exist; spans: a leaf
@@ -552,7 +553,7 @@ def test_geopackage_spatial_index(tmp_path, run_ctl, full_conf):
 
     r, o = _check(run_ctl, db)
     _assert_check_ok(r, o, db, {"rtree_features_geom": "rtree"})
-    before, rows = pragmas(db), _real_tables_digest(db)
+    before, rows = db_stats(db), _real_tables_digest(db)
     _assert_vacuumed(_vacuum(run_ctl, full_conf, db), db, before, rows)
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
@@ -757,7 +758,7 @@ def test_daemon_full_integrity(tmp_path, daemon):
     cannot = d.wait_for_entry(msgid="CANNOT_MAINTAIN", DB_PATH=contentless)
     assert "notes" in cannot["SQLITE_ERROR"] and "contentless" in cannot["SQLITE_ERROR"], cannot
     d.wait_for_entry(msgid="VACUUM_DONE", DB_PATH=healthy, timeout=30)
-    assert _real_tables_digest(healthy) == rows and pragmas(healthy)["freelist_count"] == 0
+    assert _real_tables_digest(healthy) == rows and db_stats(healthy)["freelist_count"] == 0
     es = d.entries()
     for p, digest in digests.items():
         assert sha256(p) == digest, f"{p} was written"

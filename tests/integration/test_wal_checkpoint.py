@@ -26,9 +26,8 @@ import pytest  # noqa: F401
 
 import helpers
 from daemon_fixtures import (  # noqa: F401  (fixtures are used by name)
-    MSGID, checksum, config_text, daemon, db_stats, format_entries, freelist_count, integrity_check,
-    journald, make_db)
-from helpers import sha256
+    MSGID, config_text, daemon, format_entries, journald)
+from helpers import checksum, db_stats, freelist_count, make_db, quick_check, sha256
 
 # Bounds a hang only: every wait ends at the first matching entry.
 LONG = 90
@@ -165,8 +164,8 @@ def test_checkpoint_owed_after_vacuum_with_a_reader(tmp_path, daemon, lock_holde
     dbs, state = _dirs(tmp_path)
     db = dbs / "a.db"
     make_db(db, 35, mode="wal")
-    fl, pc, _ = db_stats(db)
-    rows = checksum(db)
+    pc = db_stats(db)["page_count"]
+    rows = checksum(db, "t")
 
     # The application keeps its connection open and is inside a read
     # transaction (its snapshot: the database before the VACUUM).
@@ -205,8 +204,8 @@ def test_checkpoint_owed_after_vacuum_with_a_reader(tmp_path, daemon, lock_holde
     assert d.stop() == 0, d.describe()
 
     # The database is intact, and the application's connection still works.
-    assert integrity_check(db) == ["ok"]
-    assert checksum(db) == rows
+    assert quick_check(db, "integrity_check") == ["ok"]
+    assert checksum(db, "t") == rows
     assert freelist_count(db) == 0
     assert app.query("SELECT count(*) FROM t") == n
     app.sql("INSERT INTO app(note) VALUES('after the checkpoint')")
@@ -235,7 +234,7 @@ def test_wal_past_its_size_checkpointed_others_left_alone(tmp_path, daemon, lock
     assert wal[big] < 64 << 20
     assert db_size[small] < wal[small] < SQLITE_AUTOCHECKPOINT_BYTES, (wal, db_size)
     assert SQLITE_AUTOCHECKPOINT_BYTES < wal[mid] < db_size[mid], (wal, db_size)
-    rows = checksum(big)
+    rows = checksum(big, "t")
     n = apps[big].query("SELECT count(*) FROM t")
     untouched = {p: sha256(str(p) + "-wal") for p in (small, mid)}
 
@@ -263,8 +262,8 @@ def test_wal_past_its_size_checkpointed_others_left_alone(tmp_path, daemon, lock
         assert sha256(str(p) + "-wal") == untouched[p], f"{p}-wal changed"
     assert d.stop() == 0, d.describe()
 
-    assert integrity_check(big) == ["ok"]
-    assert checksum(big) == rows
+    assert quick_check(big, "integrity_check") == ["ok"]
+    assert checksum(big, "t") == rows
     assert apps[big].query("SELECT count(*) FROM t") == n
     apps[big].sql("INSERT INTO app(note) VALUES('after the checkpoint')")
 
@@ -313,5 +312,5 @@ def test_readers_that_never_let_go(tmp_path, daemon, lock_holder, writer):
     assert res["failures"] == 0, res
     assert res["writes"] > seen + 20, res
     assert d.stop() == 0, d.describe()
-    assert integrity_check(db) == ["ok"]
+    assert quick_check(db, "integrity_check") == ["ok"]
     assert reader.query("SELECT count(*) FROM app") == [(res["writes"],)]
