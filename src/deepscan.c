@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "deepscan.h"
+#include "util.h"
 
 /* The page map (4 bytes a page) is given up above this many pages (a 512
  * GiB file of 4 KiB pages): the non-sequential figures are then unknown. */
@@ -183,14 +184,9 @@ static int name_tables(sqlite3 *db, struct deep_stats *ds)
 
                 if (!name || !tbl)
                         continue;
-                if (n == cap) {
-                        struct schema_entry *nv = realloc(v, (cap = cap ? 2 * cap : 64) * sizeof(*v));
-
-                        if (!nv) {
-                                rc = SQLITE_NOMEM;
-                                break;
-                        }
-                        v = nv;
+                if (util_grow(&v, &cap, n + 1, sizeof(*v), 64) < 0) {
+                        rc = SQLITE_NOMEM;
+                        break;
                 }
                 v[n++] = (struct schema_entry){ strdup(name), strdup(tbl), sqlite3_column_int(s, 2) != 0 };
                 if (!v[n - 1].name || !v[n - 1].table) {

@@ -744,15 +744,8 @@ static int describe_queue(struct manager *m)
         const struct target *t;
         size_t i = 0;
 
-        if (m->queue_n > m->jobs_cap) {
-                size_t cap = m->queue_n * 2;
-                struct sched_job *v = realloc(m->jobs, cap * sizeof(*v));
-
-                if (!v)
-                        return -ENOMEM;
-                m->jobs = v;
-                m->jobs_cap = cap;
-        }
+        if (util_grow(&m->jobs, &m->jobs_cap, m->queue_n, sizeof(*m->jobs), 64) < 0)
+                return -ENOMEM;
         TAILQ_FOREACH(t, &m->queue, link)
                 m->jobs[i++] = (struct sched_job){
                         .op = t->op,

@@ -175,15 +175,8 @@ static int remember(struct state *s, size_t *cap, sqlite3_stmt *st)
 
         if (!path)
                 return 0;
-        if (s->n_loaded == *cap) {
-                size_t c = *cap ? *cap * 2 : 256;
-                struct remembered *v = realloc(s->loaded, c * sizeof(*v));
-
-                if (!v)
-                        return -ENOMEM;
-                s->loaded = v;
-                *cap = c;
-        }
+        if (util_grow(&s->loaded, cap, s->n_loaded + 1, sizeof(*s->loaded), 256) < 0)
+                return -ENOMEM;
         s->loaded[s->n_loaded] = (struct remembered){
                 .path = strdup(path),
                 .hist = {
@@ -345,16 +338,9 @@ int state_analyze_baselines(struct state *s, const char *path, struct jobproc_ba
 
                         if (!t || !x || strlen(t) >= sizeof(v->table) || strlen(x) >= sizeof(v->stat))
                                 continue; /* too long to pass on: the job goes by sqlite_stat1 */
-                        if (k == cap) {
-                                struct jobproc_baseline *nv;
-
-                                cap = cap ? 2 * cap : 16;
-                                nv = realloc(v, cap * sizeof(*v));
-                                if (!nv) {
-                                        rc = SQLITE_NOMEM;
-                                        break;
-                                }
-                                v = nv;
+                        if (util_grow(&v, &cap, k + 1, sizeof(*v), 16) < 0) {
+                                rc = SQLITE_NOMEM;
+                                break;
                         }
                         memset(&v[k], 0, sizeof(v[k]));
                         memcpy(v[k].table, t, strlen(t));
@@ -389,14 +375,9 @@ static int known_paths(struct state *s, char ***paths, size_t *n)
 
                 if (!p)
                         continue;
-                if (*n == cap) {
-                        char **v = realloc(*paths, (cap = cap ? 2 * cap : 64) * sizeof(*v));
-
-                        if (!v) {
-                                rc = SQLITE_NOMEM;
-                                break;
-                        }
-                        *paths = v;
+                if (util_grow(paths, &cap, *n + 1, sizeof(**paths), 64) < 0) {
+                        rc = SQLITE_NOMEM;
+                        break;
                 }
                 if (!((*paths)[*n] = strdup(p))) {
                         rc = SQLITE_NOMEM;

@@ -112,15 +112,8 @@ struct target *targets_get(struct targets *ts, const char *path, bool *created)
         *created = false;
         if (found)
                 return ts->v[i];
-        if (ts->n == ts->cap) {
-                size_t cap = ts->cap ? ts->cap * 2 : 64;
-                struct target **v = realloc(ts->v, cap * sizeof(*v));
-
-                if (!v)
-                        return NULL;
-                ts->v = v;
-                ts->cap = cap;
-        }
+        if (util_grow(&ts->v, &ts->cap, ts->n + 1, sizeof(*ts->v), 64) < 0)
+                return NULL;
         t = target_new(path);
         if (!t)
                 return NULL;
@@ -325,19 +318,9 @@ static size_t add_text(struct listing *l, const char *s)
 {
         size_t n = strlen(s) + 1, at = l->text_len;
 
-        if (l->text_len + n > l->text_cap) {
-                size_t cap = l->text_cap ? 2 * l->text_cap : 4096;
-                char *v;
-
-                while (cap < l->text_len + n)
-                        cap *= 2;
-                v = realloc(l->text, cap);
-                if (!v) {
-                        l->err = -ENOMEM;
-                        return SIZE_MAX;
-                }
-                l->text = v;
-                l->text_cap = cap;
+        if (util_grow(&l->text, &l->text_cap, l->text_len + n, 1, 4096) < 0) {
+                l->err = -ENOMEM;
+                return SIZE_MAX;
         }
         memcpy(l->text + at, s, n);
         l->text_len += n;
@@ -348,16 +331,9 @@ static void add_record(struct listing *l, struct record r, const char *path)
 {
         if (l->err)
                 return;
-        if (l->n_recs == l->cap_recs) {
-                size_t cap = l->cap_recs ? 2 * l->cap_recs : 256;
-                struct record *v = realloc(l->recs, cap * sizeof(*v));
-
-                if (!v) {
-                        l->err = -ENOMEM;
-                        return;
-                }
-                l->recs = v;
-                l->cap_recs = cap;
+        if (util_grow(&l->recs, &l->cap_recs, l->n_recs + 1, sizeof(*l->recs), 256) < 0) {
+                l->err = -ENOMEM;
+                return;
         }
         r.path = path ? add_text(l, path) : SIZE_MAX;
         if (!l->err)
@@ -384,16 +360,9 @@ static size_t listed_dir(struct walk *w, const char *at, int fd, size_t *index)
 
         if (*index != SIZE_MAX || l->err)
                 return *index;
-        if (l->n_dirs == l->cap_dirs) {
-                size_t cap = l->cap_dirs ? 2 * l->cap_dirs : 16;
-                struct listed_dir *v = realloc(l->dirs, cap * sizeof(*v));
-
-                if (!v) {
-                        l->err = -ENOMEM;
-                        return SIZE_MAX;
-                }
-                l->dirs = v;
-                l->cap_dirs = cap;
+        if (util_grow(&l->dirs, &l->cap_dirs, l->n_dirs + 1, sizeof(*l->dirs), 16) < 0) {
+                l->err = -ENOMEM;
+                return SIZE_MAX;
         }
         d = &l->dirs[l->n_dirs];
         if (fstat(fd, &st) < 0 || (d->fd = fcntl(fd, F_DUPFD_CLOEXEC, 3)) < 0)
@@ -703,15 +672,8 @@ static struct tdir *take_dir(struct targets *ts, struct listing *l, struct liste
                 else
                         hi = mid;
         }
-        if (ts->n_dirs == ts->cap_dirs) {
-                size_t cap = ts->cap_dirs ? 2 * ts->cap_dirs : 16;
-                struct tdir **v = realloc(ts->dirs, cap * sizeof(*v));
-
-                if (!v)
-                        return NULL;
-                ts->dirs = v;
-                ts->cap_dirs = cap;
-        }
+        if (util_grow(&ts->dirs, &ts->cap_dirs, ts->n_dirs + 1, sizeof(*ts->dirs), 16) < 0)
+                return NULL;
         d = calloc(1, sizeof(*d));
         if (!d || !(d->path = strdup(path))) {
                 free(d);
@@ -733,15 +695,8 @@ static struct target *new_target(struct apply *a, const char *path)
 {
         struct target *t;
 
-        if (a->n_added == a->cap_added) {
-                size_t cap = a->cap_added ? 2 * a->cap_added : 64;
-                struct target **v = realloc(a->added, cap * sizeof(*v));
-
-                if (!v)
-                        return NULL;
-                a->added = v;
-                a->cap_added = cap;
-        }
+        if (util_grow(&a->added, &a->cap_added, a->n_added + 1, sizeof(*a->added), 64) < 0)
+                return NULL;
         t = target_new(path);
         if (t)
                 a->added[a->n_added++] = t;

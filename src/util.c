@@ -480,3 +480,24 @@ int util_open_dir_trusted_links(const char *dir, char *why, size_t len)
         return fd;
 }
 
+int util_grow(void *p, size_t *cap, size_t need, size_t size, size_t first)
+{
+        size_t c = *cap ? *cap : first;
+        void *v;
+
+        if (need <= *cap)
+                return 0;
+        while (c < need) {
+                if (c > SIZE_MAX / 2 / size)
+                        return -ENOMEM;
+                c *= 2;
+        }
+        /* through memcpy: p may point to any type of object pointer */
+        memcpy(&v, p, sizeof(v));
+        v = realloc(v, c * size);
+        if (!v)
+                return -ENOMEM;
+        memcpy(p, &v, sizeof(v));
+        *cap = c;
+        return 0;
+}

@@ -88,3 +88,9 @@ int util_open_dir_trusted_links(const char *dir, char *why, size_t len);
  * this process's user, who will own it): dir itself may be sticky and
  * writable by all (/tmp). */
 int util_trusted_parent(const char *dir, char *why, size_t len);
+
+/* Room in the array *p (malloc'd, of *cap elements of size bytes; NULL
+ * and 0 at first) for at least need elements: its capacity doubled from
+ * first until it is enough, as systemd's GREEDY_REALLOC. 0, or -ENOMEM
+ * with *p and *cap unchanged. p is the address of the array's pointer. */
+int util_grow(void *p, size_t *cap, size_t need, size_t size, size_t first);
