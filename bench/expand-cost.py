@@ -1,12 +1,22 @@
 #!/usr/bin/python3
 # SPDX-License-Identifier: MIT
-"""What one expansion of a databases: glob holds the loop thread.
+"""What one expansion of a databases: glob costs, and which thread pays it.
 
-At every poll the daemon expands each databases: entry on the loop thread
-(src/targets.c targets_expand: readdir, fnmatch with FNM_PERIOD, openat
-without following symbolic links, side files skipped, limits.max_matches).
-This times that expansion inside one process (bench/expand_cost, built by
-meson from bench/expand_cost.c, linking the daemon's modules), for N = 1000,
+The expansion of each databases: entry (src/targets.c: readdir, fnmatch with
+FNM_PERIOD, openat without following symbolic links, one fstat per
+directory, side files skipped, limits.max_matches) is split in two:
+
+  targets_list   the walk, on copies of the paths; its matches sorted by
+                 path. At each poll it runs on a libuv worker thread.
+  targets_apply  the merge of those sorted matches with the sorted targets
+                 (the new ones join in one merge); on the loop thread.
+
+Only the start and a reload still expand on the loop thread
+(targets_expand = list + apply), before READY=1 (at a reload, the READY=1
+that follows RELOADING=1).
+
+This times the parts inside one process (bench/expand_cost, built by meson
+from bench/expand_cost.c, linking the daemon's modules), for N = 1000,
 10000 and 50000 files matching:
 
   flat      DIR/*.db                  N files in one directory
@@ -19,14 +29,24 @@ meson from bench/expand_cost.c, linking the daemon's modules), for N = 1000,
 
 each against, in the same run and alternately, the reference: a bare
 opendir/readdir + fnmatch walk in C over the same glob (the least any
-expansion does), and glob(3) and `find` (a process: its start counts). Two
-expansions: "first" (no target known: at start, or every file new) and
-"steady" (every file already a target: every later poll). Warm cache (one
-untimed walk first) and cold (echo 3 > /proc/sys/vm/drop_caches just before
-the timed part; root). The expansion does not read the files (readdir's
-d_type, no stat on ext4), so the files are empty; the header reads it is
-compared with (dbstat_read_header_at, the loop thread's yardstick) are
-timed over 1000 real small databases.
+expansion does), and glob(3) and `find` (a process: its start counts). The
+modes of the expansion:
+
+  first     list + apply with no target known: the start, or the files a
+            reload adds (loop thread)
+  steady    list + apply with every file already a target: a reload that
+            keeps its entries (loop thread); before the walk moved to a
+            worker, every poll
+  list      the walk alone, every file a target (the worker's part)
+  apply     the application alone of a walk made just before, untimed,
+            every file a target: what the loop thread holds per poll
+
+Warm cache (one untimed walk first) and cold (echo 3 >
+/proc/sys/vm/drop_caches just before the timed part; root); apply reads no
+directory, so its cold figure is that of its memory only. The expansion
+does not read the files (readdir's d_type, no stat on ext4), so the files
+are empty; the header reads it is compared with (dbstat_read_header_at,
+the loop thread's yardstick) are timed over 1000 real small databases.
 
     bench/build.sh /tmp/bench-build
     /usr/bin/python3 bench/expand-cost.py --build /tmp/bench-build --json-out /tmp/expand-cost.json
@@ -51,7 +71,7 @@ DEFAULT_BUILD = "/tmp/bench-build"
 SPREAD_DIRS = 100
 CAPPED_MAX = 1000
 HEADER_N = 1000
-MODES = ("walk", "glob", "find", "first", "steady")
+MODES = ("walk", "glob", "find", "first", "steady", "list", "apply")
 
 
 def make_files(dest, n, dirs=0, side=False):
@@ -162,7 +182,7 @@ def main():
                          "cpu_us_per_file": round(statistics.median(cpu) / n, 3),
                          "wall_ratio_to_walk": round(statistics.median(wall) / ref, 2),
                          "cpu_ratio_to_walk": round(statistics.median(cpu) / ref_cpu, 2)}
-                    if mode in ("first", "steady"):
+                    if mode in ("first", "steady", "list", "apply"):
                         c["maxrss_kib"] = max(r["maxrss_kib"] for r in rows[mode])
                     result["cases"].append(c)
                     print(f"{cache} {name:6} N={n:6} {mode:6}: wall {c['wall_ms']['median']} ms "

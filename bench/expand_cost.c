@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: MIT */
-/* expand_cost: what one expansion of a databases: glob costs the loop
- * thread (src/targets.c targets_expand), timed inside one process, against
- * the bare walk any expansion must do and against glob(3); and what one
- * header read costs (dbstat_read_header_at), the loop thread's yardstick.
+/* expand_cost: what one expansion of a databases: glob costs (src/targets.c),
+ * whole (targets_expand: at start and at a reload, on the loop thread) and
+ * in its two parts: the walk (targets_list, on a worker at each poll) and
+ * its application (targets_apply, on the loop thread); against the bare
+ * walk any expansion must do and against glob(3); and what one header read
+ * costs (dbstat_read_header_at), the loop thread's yardstick.
  * One measurement per run, printed as one line of JSON; bench/expand-cost.py
  * runs it again and again and takes medians.
  *
@@ -10,7 +12,7 @@
  *
  * MODE:
  *   first      an empty set of targets (start, or every file new): each match
- *              is added (targets_get: a sorted insert)
+ *              is a new target; they join the sorted set in one merge
  *   steady     every file already a target, as at every poll after the first
  *              (an untimed expansion first): the walk and its application
  *   list       steady, only the walk (targets_list), which the daemon runs on
