@@ -1065,6 +1065,8 @@ static void reload(struct manager *m)
         }
         notify_ready();
         update_status(m);
+        /* the reload may have taken away what the run waited for */
+        maybe_done(m);
 }
 
 static void close_cb(uv_handle_t *h)

@@ -717,6 +717,26 @@ def test_once_reload_does_not_start_more_polls(tmp_path, daemon, app):
     assert len(d.entries(poll_round)) == 1, format_entries(d.entries())
 
 
+def test_once_reload_that_drops_the_waiting_database_ends_the_run(tmp_path, daemon, app):
+    """--once, its only VACUUM backing off from an application's lock, and
+    a reload whose configuration no longer has that database: nothing is
+    left to do, so the run ends (exit 0), untouched, while the application
+    still holds its lock."""
+    db, cs, holder, d = _busy_db(tmp_path, app, daemon,
+                                 {"initial_backoff": "1s", "max_backoff": "5s", "max_attempts": 1000}, "--once")
+    d.wait_for_entry(msgid="RETRY", DB_PATH=db)
+    with open(d.config_path, "w") as f:
+        f.write(config_text(tmp_path / "state", [tmp_path / "elsewhere" / "none.db"]))
+    d.signal(signal.SIGHUP)
+    assert d.wait(timeout=60) == 0, d.describe()
+    assert d.entries(msgid="DB_REMOVED", DB_PATH=db), format_entries(d.entries())
+    assert not d.entries(msgid="VACUUM_DONE"), format_entries(d.entries())
+    holder.release()
+    rc, out, err = holder.finish()
+    assert rc == 0 and err == "", f"the application saw an error (exit {rc}):\n{err}"
+    assert checksum(db, "t") == cs
+
+
 def test_dry_run_once_changes_nothing(tmp_path, daemon):
     dbs, state = _dirs(tmp_path)
     hot, warm, cool = dbs / "hot.db", dbs / "warm.db", dbs / "cool.db"
