@@ -23,6 +23,7 @@ struct job {
         enum maint_op op;
         struct maint_opts opts;
         uint64_t timeout_ms;  /* the job process's time limit */
+        bool ends_with_window; /* the caller's: that limit is the maintenance window's end */
         struct maint_cancel cancel;
         struct maint_result res;
         struct state *state;  /* where a finished vacuum/analyze is recorded; may be NULL */

@@ -3,6 +3,7 @@
  * and the queue; workers get a job and give back its result. */
 #include <errno.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -423,15 +424,13 @@ static void poll_target(struct manager *m, struct target *t)
 
 
 
-
 /* A deep scan given the rest of the window as its time limit (shorter than
- * limits.job_timeout) that ran out of it. */
-static bool deep_scan_window_end(const struct target *t, const struct job *j)
+ * limits.job_timeout) that ran out of it. From the job alone: a target a
+ * reload dropped while its job ran may point into a configuration freed. */
+static bool deep_scan_window_end(const struct job *j)
 {
-        return j->op == MAINT_OP_DEEP_SCAN && j->res.status == MAINT_TIMEOUT &&
-               j->timeout_ms < t->dc->limits.job_timeout_ms;
+        return j->op == MAINT_OP_DEEP_SCAN && j->res.status == MAINT_TIMEOUT && j->ends_with_window;
 }
-
 
 
 
@@ -587,6 +586,8 @@ static int start_job(struct manager *m, struct target *t, enum maint_op op)
         if (r < 0)
                 return r;
         j->owner = t;
+        /* a time limit shorter than limits.job_timeout: the window's end */
+        j->ends_with_window = j->timeout_ms < t->dc->limits.job_timeout_ms;
         r = job_queue(j, &m->loop, job_finished, m);
         if (r < 0) {
                 job_free(j);
@@ -658,7 +659,7 @@ static void job_applied(struct manager *m, struct target *t, struct job *j)
                 retry_later(m, t, j);
                 return;
         }
-        event_job_done(t, j, deep_scan_window_end(t, j));
+        event_job_done(t, j, deep_scan_window_end(j));
         t->attempt = 0;
         /* After a VACUUM the next decision about it is news; an ANALYZE or a
          * checkpoint changes nothing of what was said about VACUUM. */
@@ -687,7 +688,7 @@ static void job_applied(struct manager *m, struct target *t, struct job *j)
                 break;
         case MAINT_TIMEOUT:
                 /* a deep scan stopped at the window's end: due again in the next */
-                if (deep_scan_window_end(t, j))
+                if (deep_scan_window_end(j))
                         break;
                 m->failures++;
                 hold_after_timeout(m, t);
@@ -716,7 +717,7 @@ static void job_finished(struct job *j, void *userdata)
         if (t->state == TARGET_REMOVED) {
                 /* Dropped while it ran: its result still belongs in the journal. */
                 if (j->op != MAINT_OP_STATS)
-                        event_job_done(t, j, deep_scan_window_end(t, j));
+                        event_job_done(t, j, deep_scan_window_end(j));
                 set_state(m, t, TARGET_IDLE);
                 target_free(t);
         } else if (j->op == MAINT_OP_STATS) {
@@ -979,7 +980,7 @@ static void list_done(uv_work_t *req, int status)
         if (r == -ESTALE) /* a reload expanded the new paths meanwhile */
                 return;
         if (r < 0)
-                log_msg(LOG_ERR, "out of memory expanding the database paths, skipping this poll");
+                log_msg(LOG_ERR, "cannot expand the database paths (%s), skipping this poll", strerror(-r));
         else
                 start_round(m);
         update_status(m);
@@ -1039,8 +1040,18 @@ static void reload(struct manager *m)
                 log_msg(LOG_ERR, "out of memory resolving the database paths");
         /* Every target now points into the new conf, or is dropped. Running
          * jobs carry copies of their settings and are not disturbed. */
-        if (expand(m) < 0)
-                log_msg(LOG_ERR, "out of memory expanding the database paths");
+        r = expand(m);
+        if (r < 0) {
+                log_msg(LOG_ERR, "cannot expand the database paths (%s)", strerror(-r));
+                /* what it did not reach points into the old configuration:
+                 * dropped until a poll's expansion finds it again */
+                for (size_t i = m->targets.n; i-- > 0;) {
+                        struct target *t = m->targets.v[i];
+
+                        if ((uintptr_t)t->dc - (uintptr_t)c->dbs >= c->n_dbs * sizeof(*c->dbs))
+                                target_drop(m, t);
+                }
+        }
         for (size_t i = 0; i < m->targets.n; i++) {
                 struct target *t = m->targets.v[i];
 
@@ -1310,8 +1321,11 @@ int manager_run(struct manager *m)
         if (wd)
                 uv_timer_start(&m->watchdog_timer, watchdog_cb, 0, wd / 2000 ? wd / 2000 : 1);
 
-        if (targets_configure(&m->targets, m->conf) < 0 || expand(m) < 0) {
-                log_msg(LOG_ERR, "out of memory expanding the database paths");
+        r = targets_configure(&m->targets, m->conf);
+        if (r >= 0)
+                r = expand(m);
+        if (r < 0) {
+                log_msg(LOG_ERR, "cannot expand the database paths: %s", strerror(-r));
                 finish_loop(m);
                 return EXIT_FAILURE;
         }

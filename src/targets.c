@@ -12,6 +12,9 @@
 
 #include "targets.h"
 
+/* Why an entry's other matches are not watched. */
+#define OVER_MAX_MATCHES "matched more databases than limits.max_matches"
+
 /* A directory below the admin's part: opened for listing and for openat(),
  * never through a symbolic link. */
 #define DIR_FLAGS (O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK)
@@ -251,6 +254,17 @@ struct listed_root {
         char *real;  /* the admin's part resolved; NULL while missing */
         bool is_glob;
         bool opened; /* the admin's part could be opened */
+        /* A glob's matches recorded, at most max_records (twice its
+         * limits.max_matches): past them the walk of this entry stops
+         * (truncated), and targets_apply() keeps what it watches. */
+        uint64_t n_matches, max_records;
+        bool truncated;
+};
+
+/* A directory the targets hold open: the walk need not open it again. */
+struct held_dir {
+        dev_t dev;
+        ino_t ino;
 };
 
 struct listing {
@@ -265,6 +279,8 @@ struct listing {
         size_t text_len, text_cap;
         size_t *by_path; /* the indexes of the REC_MATCH and REC_MISSING records, sorted by path */
         size_t n_by_path;
+        struct held_dir *held; /* the targets' directories when the listing began, sorted */
+        size_t n_held;
         int err;
 };
 
@@ -284,8 +300,18 @@ struct listing *targets_listing_free(struct listing *l)
         free(l->dirs);
         free(l->text);
         free(l->by_path);
+        free(l->held);
         free(l);
         return NULL;
+}
+
+static int held_cmp(const void *a, const void *b)
+{
+        const struct held_dir *x = a, *y = b;
+
+        if (x->dev != y->dev)
+                return x->dev < y->dev ? -1 : 1;
+        return x->ino < y->ino ? -1 : x->ino > y->ino;
 }
 
 struct listing *targets_listing_new(const struct targets *ts)
@@ -309,7 +335,15 @@ struct listing *targets_listing_new(const struct targets *ts)
                         return targets_listing_free(l);
                 r->prefix_len = e->prefix_len;
                 r->is_glob = e->dc->is_glob;
+                r->max_records = e->dc->limits.max_matches > UINT64_MAX / 2 ? UINT64_MAX
+                                                                              : 2 * e->dc->limits.max_matches;
         }
+        l->held = calloc(ts->n_dirs ? ts->n_dirs : 1, sizeof(*l->held));
+        if (!l->held)
+                return targets_listing_free(l);
+        for (size_t i = 0; i < ts->n_dirs; i++)
+                l->held[l->n_held++] = (struct held_dir){ ts->dirs[i]->dev, ts->dirs[i]->ino };
+        qsort(l->held, l->n_held, sizeof(*l->held), held_cmp);
         return l;
 }
 
@@ -365,13 +399,22 @@ static size_t listed_dir(struct walk *w, const char *at, int fd, size_t *index)
                 return SIZE_MAX;
         }
         d = &l->dirs[l->n_dirs];
-        if (fstat(fd, &st) < 0 || (d->fd = fcntl(fd, F_DUPFD_CLOEXEC, 3)) < 0)
+        if (fstat(fd, &st) < 0)
                 return SIZE_MAX;
         d->dev = st.st_dev;
         d->ino = st.st_ino;
+        /* held already: targets_apply() takes the targets' own descriptor,
+         * so the walk never holds a second one of each directory */
+        d->fd = -1;
+        if (!bsearch(&(struct held_dir){ st.st_dev, st.st_ino }, l->held, l->n_held, sizeof(*l->held), held_cmp) &&
+            (d->fd = fcntl(fd, F_DUPFD_CLOEXEC, 3)) < 0) {
+                l->err = -errno; /* EMFILE: this walk fails, nothing is dropped */
+                return SIZE_MAX;
+        }
         d->path = add_text(l, at);
         if (l->err) {
-                close(d->fd);
+                if (d->fd >= 0)
+                        close(d->fd);
                 return SIZE_MAX;
         }
         *index = l->n_dirs++;
@@ -382,6 +425,13 @@ static size_t listed_dir(struct walk *w, const char *at, int fd, size_t *index)
  * not be kept open: watched without one, as a missing one). */
 static void found(struct walk *w, const char *at, int fd, size_t *dir, const char *path, bool explicit_path)
 {
+        struct listed_root *e = &w->l->roots[w->root];
+
+        if (!explicit_path && e->n_matches >= e->max_records) {
+                e->truncated = true;
+                return;
+        }
+        e->n_matches++;
         add_record(w->l, (struct record){ .kind = REC_MATCH, .explicit_path = explicit_path, .root = w->root,
                                           .dir = listed_dir(w, at, fd, dir) }, path);
 }
@@ -514,7 +564,7 @@ static void walk_from(struct walk *w, int fd, const char *at, const char *rest)
                         close(sub);
                 return;
         }
-        while ((de = readdir(d)) && !w->l->err) {
+        while ((de = readdir(d)) && !w->l->err && !w->l->roots[w->root].truncated) {
                 if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0 ||
                     fnmatch(comp, de->d_name, FNM_PERIOD) != 0)
                         continue;
@@ -644,6 +694,23 @@ static int dir_cmp(const struct targets *ts, size_t i, const char *path)
 /* The listed directory as one of the targets' directories: the one kept
  * from the last expansion, if it is still that directory (its descriptor
  * kept), else the listing's. NULL on allocation failure. */
+/* The listed directory's descriptor, taken from the listing; or, when the
+ * walk found it held already (under another path, a directory renamed),
+ * a duplicate of the targets' own. -1 with errno on failure. */
+static int take_fd(const struct targets *ts, struct listed_dir *ld)
+{
+        int fd = ld->fd;
+
+        ld->fd = -1;
+        if (fd >= 0)
+                return fd;
+        for (size_t i = 0; i < ts->n_dirs; i++)
+                if (ts->dirs[i]->dev == ld->dev && ts->dirs[i]->ino == ld->ino)
+                        return fcntl(ts->dirs[i]->fd, F_DUPFD_CLOEXEC, 3);
+        errno = ENOENT;
+        return -1;
+}
+
 static struct tdir *take_dir(struct targets *ts, struct listing *l, struct listed_dir *ld)
 {
         const char *path = l->text + ld->path;
@@ -658,9 +725,12 @@ static struct tdir *take_dir(struct targets *ts, struct listing *l, struct liste
                         d = ts->dirs[mid];
                         if (d->dev != ld->dev || d->ino != ld->ino) {
                                 /* replaced since: this one from now on */
+                                int fd = take_fd(ts, ld);
+
+                                if (fd < 0)
+                                        return NULL;
                                 close(d->fd);
-                                d->fd = ld->fd;
-                                ld->fd = -1;
+                                d->fd = fd;
                                 d->dev = ld->dev;
                                 d->ino = ld->ino;
                         }
@@ -672,15 +742,20 @@ static struct tdir *take_dir(struct targets *ts, struct listing *l, struct liste
                 else
                         hi = mid;
         }
-        if (util_grow(&ts->dirs, &ts->cap_dirs, ts->n_dirs + 1, sizeof(*ts->dirs), 16) < 0)
-                return NULL;
-        d = calloc(1, sizeof(*d));
-        if (!d || !(d->path = strdup(path))) {
-                free(d);
+        if (util_grow(&ts->dirs, &ts->cap_dirs, ts->n_dirs + 1, sizeof(*ts->dirs), 16) < 0) {
+                errno = ENOMEM;
                 return NULL;
         }
-        d->fd = ld->fd;
-        ld->fd = -1;
+        d = calloc(1, sizeof(*d));
+        if (!d || !(d->path = strdup(path)) || (d->fd = take_fd(ts, ld)) < 0) {
+                int e = d && d->path ? errno : ENOMEM;
+
+                if (d)
+                        free(d->path);
+                free(d);
+                errno = e;
+                return NULL;
+        }
         d->dev = ld->dev;
         d->ino = ld->ino;
         d->seen = true;
@@ -723,7 +798,7 @@ static void mark(struct apply *a, struct tdir *d, const char *path, struct targe
                         if (a->budget == 0) {
                                 if (!a->root->capped && a->ev->refused)
                                         a->ev->refused(a->ev->userdata, dc, NULL,
-                                                       "matched more databases than limits.max_matches");
+                                                       OVER_MAX_MATCHES);
                                 a->root->capped = true;
                                 a->over = true;
                                 return;
@@ -748,6 +823,28 @@ static void mark(struct apply *a, struct tdir *d, const char *path, struct targe
                 a->ev->added(a->ev->userdata, t);
 }
 
+/* An entry whose walk stopped at twice its limits.max_matches is over its
+ * limit: what it watches and the walk did not reach stays watched, in the
+ * directory it was in (a file gone is seen by its poll). */
+static void keep_watched(struct apply *a)
+{
+        for (size_t i = 0; i < a->ts->n; i++) {
+                struct target *t = a->ts->v[i];
+
+                if (t->seen || t->dc != a->root->dc)
+                        continue;
+                t->seen = true;
+                if (t->dir)
+                        t->dir->seen = true;
+                if (!t->explicit_path)
+                        a->marked++;
+        }
+        if (!a->root->capped && a->ev->refused)
+                a->ev->refused(a->ev->userdata, a->root->dc, NULL, OVER_MAX_MATCHES);
+        a->root->capped = true;
+        a->over = true;
+}
+
 bool targets_listing_stale(const struct targets *ts, const struct listing *l)
 {
         return l->generation != ts->generation || l->n_roots != ts->n_roots;
@@ -762,8 +859,11 @@ static void apply_root(struct apply *a, struct listing *l, struct tdir **dirs, s
 
                 switch (r->kind) {
                 case REC_MATCH:
-                        if (r->dir != SIZE_MAX && !dirs[r->dir])
-                                dirs[r->dir] = take_dir(a->ts, l, &l->dirs[r->dir]);
+                        if (r->dir != SIZE_MAX && !dirs[r->dir] &&
+                            !(dirs[r->dir] = take_dir(a->ts, l, &l->dirs[r->dir]))) {
+                                a->err = -errno; /* nothing is dropped for it */
+                                break;
+                        }
                         mark(a, r->dir != SIZE_MAX ? dirs[r->dir] : NULL, path, &l->recs[r->group].known,
                              r->explicit_path);
                         break;
@@ -808,6 +908,8 @@ int targets_apply(struct targets *ts, struct listing *l, const struct targets_ev
                 if (!e->real && l->roots[i].real)
                         e->real = strdup(l->roots[i].real);
                 apply_root(&a, l, dirs, i, &k);
+                if (l->roots[i].truncated)
+                        keep_watched(&a);
                 if (!l->roots[i].opened) {
                         e->watched = 0;
                         continue;

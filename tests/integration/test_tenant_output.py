@@ -969,6 +969,60 @@ def test_max_matches_keeps_the_watched(base, tenants, daemon):
         assert not churn, "the watched databases changed as the tenant made files:\n" + format_entries(churn)
 
 
+def make_empty_files(d, names):
+    os.makedirs(d, exist_ok=True)
+    for name in names:
+        os.close(os.open(os.path.join(d, name), os.O_WRONLY | os.O_CREAT, 0o644))
+
+
+def vm_kib(pid, field):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise AssertionError(f"no {field} in /proc/{pid}/status")
+
+
+@pytest.mark.skipif("detect_leaks" in os.environ.get("ASAN_OPTIONS", "") or "ASAN_OPTIONS" in os.environ,
+                    reason="AddressSanitizer's shadow memory says nothing of the daemon's own")
+def test_max_matches_bounds_what_a_walk_keeps(base, daemon):
+    """A directory of 100,000 files under an entry with limits.max_matches:
+    10: the walk keeps at most twice the limit of them, so the daemon's
+    peak memory stays far below what 100,000 paths take (they were all
+    kept until the walk was applied); the same 10 stay watched, poll after
+    poll."""
+    tdir = os.path.join(base, "many")
+    make_empty_files(tdir, (f"f{i:06d}.db" for i in range(100000)))
+    glob = os.path.join(tdir, "*.db")
+    d = daemon.start(config_text(os.path.join(base, "state"), [{"path": glob, "limits": {"max_matches": 10}}]))
+    assert d.wait_for_entry(msgid="STARTED")["DATABASES"] == "10"
+    d.wait_for_poll_rounds(3, timeout=LONG_WAIT)
+    # about 5.5 MiB here; 26 MiB when every match was kept
+    peak = vm_kib(d.pid, "VmHWM")
+    assert peak < 14 * 1024, f"peak RSS {peak} KiB with 100,000 files and max_matches 10"
+    assert not d.entries(msgid="DB_REMOVED"), format_entries(d.entries(msgid="DB_REMOVED"))
+    assert len(d.entries(msgid="PATH_REFUSED")) == 1, format_entries(d.entries(msgid="PATH_REFUSED"))
+    assert d.stop() == 0, d.describe()
+
+
+def test_walk_never_holds_a_second_descriptor_of_a_directory(base, daemon):
+    """300 directories of one database each, and a descriptor limit that
+    leaves room for them once but not twice: every poll's walk finds the
+    directories the daemon holds already and opens none again, so no
+    database is ever dropped as missing while it is there."""
+    top = os.path.join(base, "dirs")
+    for i in range(300):
+        make_empty_files(os.path.join(top, f"d{i:03d}"), ["x.db"])
+    d = daemon.start(config_text(os.path.join(base, "state"), [os.path.join(top, "*", "*.db")]))
+    assert d.wait_for_entry(msgid="STARTED")["DATABASES"] == "300"
+    held = len(os.listdir(f"/proc/{d.pid}/fd"))
+    subprocess.run(["prlimit", f"--pid={d.pid}", f"--nofile={held + 100}:{held + 100}"], check=True)
+    d.wait_for_poll_rounds(3, timeout=LONG_WAIT)
+    assert not d.entries(msgid="DB_REMOVED"), format_entries(d.entries(msgid="DB_REMOVED")[:5])
+    assert not d.entries(message="cannot expand"), format_entries(d.entries(message="cannot expand"))
+    assert d.stop() == 0, d.describe()
+
+
 def dropped_summaries(d):
     """{directory: count} of the daemon's "were dropped" warnings."""
     out = {}
