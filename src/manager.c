@@ -61,6 +61,7 @@ struct manager {
         uv_work_t list_req;   /* targets_list(): the walk of the configured paths */
         struct listing *listing; /* being walked, or NULL */
         bool expanded_now;    /* the targets were expanded since the last round began (start, reload) */
+        int expand_error;     /* of the last walk that failed, while it lasts; 0 */
         bool pruning;
         int prune_result;
         uv_signal_t sig_hup, sig_term, sig_int;
@@ -857,8 +858,9 @@ static int apply_listing(struct manager *m, struct listing *l)
         if (m->refused_over && !m->refused_over_said)
                 event_refused_counted(m->refused_over, REFUSED_MAX);
         m->refused_over_said = m->refused_over > 0;
-        /* refused paths no longer met are forgotten: met again, reported again */
-        for (size_t i = m->refused.n; i-- > 0;)
+        /* refused paths no longer met are forgotten: met again, reported
+         * again (not after a walk that failed: it did not look) */
+        for (size_t i = m->refused.n; r >= 0 && i-- > 0;)
                 if (!m->refused.v[i]->seen) {
                         struct target *t = m->refused.v[i];
 
@@ -979,10 +981,15 @@ static void list_done(uv_work_t *req, int status)
         }
         if (r == -ESTALE) /* a reload expanded the new paths meanwhile */
                 return;
-        if (r < 0)
-                log_msg(LOG_ERR, "cannot expand the database paths (%s), skipping this poll", strerror(-r));
-        else
-                start_round(m);
+        /* A walk that failed (no descriptor left, no memory) changes no
+         * target: the round goes on over those known, said once while it lasts. */
+        if (r < 0 && r != m->expand_error)
+                log_msg(LOG_ERR, "cannot expand the database paths (%s): polling the databases already watched "
+                        "until it can", strerror(-r));
+        else if (r == 0 && m->expand_error)
+                log_msg(LOG_NOTICE, "the database paths are expanded again");
+        m->expand_error = r;
+        start_round(m);
         update_status(m);
 }
 

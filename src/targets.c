@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include "targets.h"
@@ -238,12 +239,19 @@ struct record {
         size_t group;
 };
 
+/* A directory as the walk and the targets tell one from another: the
+ * same inode through another mount (a read-only bind) is another. */
+struct dir_key {
+        dev_t dev;
+        ino_t ino;
+        uint64_t mnt_id;
+};
+
 /* A directory a match was found in, opened by the walk. */
 struct listed_dir {
         size_t path; /* offset into text: the admin's spelling */
-        int fd;      /* -1 once targets_apply() has taken it */
-        dev_t dev;
-        ino_t ino;
+        int fd;      /* -1 once targets_apply() has taken it, or when the targets held it already */
+        struct dir_key key;
 };
 
 /* One databases: entry as the walk needs it: copies, so that a reload on
@@ -261,11 +269,6 @@ struct listed_root {
         bool truncated;
 };
 
-/* A directory the targets hold open: the walk need not open it again. */
-struct held_dir {
-        dev_t dev;
-        ino_t ino;
-};
 
 struct listing {
         uint64_t generation; /* of the targets' configuration it was made from */
@@ -279,8 +282,13 @@ struct listing {
         size_t text_len, text_cap;
         size_t *by_path; /* the indexes of the REC_MATCH and REC_MISSING records, sorted by path */
         size_t n_by_path;
-        struct held_dir *held; /* the targets' directories when the listing began, sorted */
+        struct dir_key *held; /* the targets' directories when the listing began, sorted */
         size_t n_held;
+        /* The paths earlier entries matched (offsets into text; SIZE_MAX
+         * free, open addressing): an earlier entry may claim them, so they
+         * do not count toward a later entry's max_records. */
+        size_t *earlier;
+        size_t cap_earlier, n_earlier;
         int err;
 };
 
@@ -301,17 +309,37 @@ struct listing *targets_listing_free(struct listing *l)
         free(l->text);
         free(l->by_path);
         free(l->held);
+        free(l->earlier);
         free(l);
         return NULL;
 }
 
 static int held_cmp(const void *a, const void *b)
 {
-        const struct held_dir *x = a, *y = b;
+        const struct dir_key *x = a, *y = b;
 
         if (x->dev != y->dev)
                 return x->dev < y->dev ? -1 : 1;
-        return x->ino < y->ino ? -1 : x->ino > y->ino;
+        if (x->ino != y->ino)
+                return x->ino < y->ino ? -1 : 1;
+        return x->mnt_id < y->mnt_id ? -1 : x->mnt_id > y->mnt_id;
+}
+
+static struct dir_key key_of(const struct tdir *d)
+{
+        return (struct dir_key){ d->dev, d->ino, d->mnt_id };
+}
+
+/* fd's key: its device, inode and mount (statx). 0 or -errno. */
+static int dir_key_of(int fd, struct dir_key *ret)
+{
+        struct statx stx;
+
+        if (statx(fd, "", AT_EMPTY_PATH, STATX_INO | STATX_MNT_ID, &stx) < 0)
+                return -errno;
+        *ret = (struct dir_key){ makedev(stx.stx_dev_major, stx.stx_dev_minor), stx.stx_ino,
+                                 stx.stx_mask & STATX_MNT_ID ? stx.stx_mnt_id : 0 };
+        return 0;
 }
 
 struct listing *targets_listing_new(const struct targets *ts)
@@ -342,7 +370,7 @@ struct listing *targets_listing_new(const struct targets *ts)
         if (!l->held)
                 return targets_listing_free(l);
         for (size_t i = 0; i < ts->n_dirs; i++)
-                l->held[l->n_held++] = (struct held_dir){ ts->dirs[i]->dev, ts->dirs[i]->ino };
+                l->held[l->n_held++] = key_of(ts->dirs[i]);
         qsort(l->held, l->n_held, sizeof(*l->held), held_cmp);
         return l;
 }
@@ -390,7 +418,6 @@ static size_t listed_dir(struct walk *w, const char *at, int fd, size_t *index)
 {
         struct listing *l = w->l;
         struct listed_dir *d;
-        struct stat st;
 
         if (*index != SIZE_MAX || l->err)
                 return *index;
@@ -399,14 +426,12 @@ static size_t listed_dir(struct walk *w, const char *at, int fd, size_t *index)
                 return SIZE_MAX;
         }
         d = &l->dirs[l->n_dirs];
-        if (fstat(fd, &st) < 0)
+        if ((l->err = dir_key_of(fd, &d->key)) < 0)
                 return SIZE_MAX;
-        d->dev = st.st_dev;
-        d->ino = st.st_ino;
         /* held already: targets_apply() takes the targets' own descriptor,
          * so the walk never holds a second one of each directory */
         d->fd = -1;
-        if (!bsearch(&(struct held_dir){ st.st_dev, st.st_ino }, l->held, l->n_held, sizeof(*l->held), held_cmp) &&
+        if (!bsearch(&d->key, l->held, l->n_held, sizeof(*l->held), held_cmp) &&
             (d->fd = fcntl(fd, F_DUPFD_CLOEXEC, 3)) < 0) {
                 l->err = -errno; /* EMFILE: this walk fails, nothing is dropped */
                 return SIZE_MAX;
@@ -421,17 +446,77 @@ static size_t listed_dir(struct walk *w, const char *at, int fd, size_t *index)
         return *index;
 }
 
+static uint64_t path_hash(const char *s)
+{
+        uint64_t h = 14695981039346656037ull;
+
+        for (; *s; s++)
+                h = (h ^ (unsigned char)*s) * 1099511628211ull;
+        return h;
+}
+
+/* Where path is, or would go, in l->earlier (cap_earlier a power of 2). */
+static size_t earlier_slot(const struct listing *l, const char *path)
+{
+        size_t i = (size_t)path_hash(path) & (l->cap_earlier - 1);
+
+        while (l->earlier[i] != SIZE_MAX && strcmp(l->text + l->earlier[i], path) != 0)
+                i = (i + 1) & (l->cap_earlier - 1);
+        return i;
+}
+
+static bool matched_earlier(const struct listing *l, const char *path)
+{
+        return l->n_earlier > 0 && l->earlier[earlier_slot(l, path)] != SIZE_MAX;
+}
+
+/* The paths of the records from first on, into l->earlier (kept at most
+ * half full). */
+static void note_earlier(struct listing *l, size_t first)
+{
+        for (size_t i = first; i < l->n_recs && !l->err; i++) {
+                const struct record *r = &l->recs[i];
+                size_t slot;
+
+                if (r->kind == REC_REFUSED)
+                        continue;
+                if (2 * (l->n_earlier + 1) > l->cap_earlier) {
+                        size_t cap = l->cap_earlier ? 2 * l->cap_earlier : 1024, *old = l->earlier, n = l->cap_earlier;
+
+                        l->earlier = malloc(cap * sizeof(*l->earlier));
+                        if (!l->earlier) {
+                                l->earlier = old;
+                                l->err = -ENOMEM;
+                                return;
+                        }
+                        memset(l->earlier, 0xff, cap * sizeof(*l->earlier));
+                        l->cap_earlier = cap;
+                        for (size_t k = 0; k < n; k++)
+                                if (old[k] != SIZE_MAX)
+                                        l->earlier[earlier_slot(l, l->text + old[k])] = old[k];
+                        free(old);
+                }
+                slot = earlier_slot(l, l->text + r->path);
+                if (l->earlier[slot] == SIZE_MAX) {
+                        l->earlier[slot] = r->path;
+                        l->n_earlier++;
+                }
+        }
+}
+
 /* A database file: watched in its directory (dir SIZE_MAX when that could
  * not be kept open: watched without one, as a missing one). */
 static void found(struct walk *w, const char *at, int fd, size_t *dir, const char *path, bool explicit_path)
 {
         struct listed_root *e = &w->l->roots[w->root];
 
-        if (!explicit_path && e->n_matches >= e->max_records) {
-                e->truncated = true;
-                return;
+        if (!explicit_path && !matched_earlier(w->l, path)) {
+                if (e->n_matches >= e->max_records) {
+                        e->truncated = true;
+                        return;
+                }
+                e->n_matches++;
         }
-        e->n_matches++;
         add_record(w->l, (struct record){ .kind = REC_MATCH, .explicit_path = explicit_path, .root = w->root,
                                           .dir = listed_dir(w, at, fd, dir) }, path);
 }
@@ -440,6 +525,16 @@ static void found(struct walk *w, const char *at, int fd, size_t *dir, const cha
  * following a symbolic link: they were resolved when the configuration
  * loaded, so one now is a change made since (refused, named). -1 when it
  * cannot be opened (missing: nothing matches). */
+/* An open that failed for want of descriptors or memory fails the whole
+ * walk (what it did not reach is not gone): true then. */
+static bool walk_failed(struct walk *w, int e)
+{
+        if (e != EMFILE && e != ENFILE && e != ENOMEM)
+                return false;
+        w->l->err = -e;
+        return true;
+}
+
 static int open_root(struct walk *w)
 {
         struct listed_root *e = &w->l->roots[w->root];
@@ -455,12 +550,11 @@ static int open_root(struct walk *w)
                         return -1;
         }
         fd = open("/", DIR_FLAGS);
-        copy = strdup(e->real);
+        copy = fd >= 0 ? strdup(e->real) : NULL;
         if (fd < 0 || !copy) {
-                free(copy);
+                w->l->err = fd < 0 ? -errno : -ENOMEM;
                 if (fd >= 0)
                         close(fd);
-                w->l->err = -ENOMEM;
                 return -1;
         }
         at[0] = '\0';
@@ -469,6 +563,8 @@ static int open_root(struct walk *w)
                 next = openat(fd, comp, DIR_FLAGS);
                 close(fd);
                 fd = next;
+                if (fd < 0 && walk_failed(w, errno))
+                        break;
                 if (fd < 0) {
                         if (errno == ELOOP || errno == ENOTDIR)
                                 refused(w, at, "became a symbolic link or not a directory after the configuration "
@@ -504,6 +600,8 @@ static void matched(struct walk *w, int fd, const char *at, size_t *dir, const c
                 if (type != DT_DIR)
                         return;
                 sub = openat(fd, name, DIR_FLAGS);
+                if (sub < 0 && walk_failed(w, errno))
+                        return;
                 if (sub < 0) {
                         if (errno == ELOOP || errno == ENOTDIR)
                                 refused(w, path, "became a symbolic link as it was opened: not followed");
@@ -544,6 +642,8 @@ static void walk_from(struct walk *w, int fd, const char *at, const char *rest)
                         return;
                 }
                 sub = openat(fd, comp, DIR_FLAGS);
+                if (sub < 0 && walk_failed(w, errno))
+                        return;
                 if (sub < 0) {
                         struct stat st;
 
@@ -560,6 +660,7 @@ static void walk_from(struct walk *w, int fd, const char *at, const char *rest)
         sub = openat(fd, ".", DIR_FLAGS);
         d = sub >= 0 ? fdopendir(sub) : NULL;
         if (!d) {
+                walk_failed(w, errno);
                 if (sub >= 0)
                         close(sub);
                 return;
@@ -605,6 +706,7 @@ void targets_list(struct listing *l)
                 struct walk w = { .l = l, .root = i };
                 const char *rest = e->path + e->prefix_len;
                 char at[PATH_MAX];
+                size_t first = l->n_recs;
                 int fd = open_root(&w);
 
                 if (fd < 0) {
@@ -619,6 +721,8 @@ void targets_list(struct listing *l)
                 snprintf(at, sizeof(at), "%.*s", (int)e->prefix_len, e->path);
                 walk_from(&w, fd, at, *rest == '/' ? rest + 1 : rest);
                 close(fd);
+                if (i + 1 < l->n_roots)
+                        note_earlier(l, first);
         }
         sort_by_path(l);
 }
@@ -674,8 +778,16 @@ static int add_new(struct targets *ts, struct target **added, size_t n)
 
 /* ---- the listing applied, on the loop thread ------------------------------ */
 
+/* A descriptor an application replaced, closed when it ends. */
+struct retired {
+        struct dir_key key;
+        int fd;
+};
+
 struct apply {
         struct targets *ts;
+        struct retired *retired;
+        size_t n_retired, cap_retired;
         struct target **added; /* new targets, joining the set at the end */
         size_t n_added, cap_added;
         struct entry_root *root;
@@ -691,48 +803,73 @@ static int dir_cmp(const struct targets *ts, size_t i, const char *path)
         return strcmp(ts->dirs[i]->path, path);
 }
 
-/* The listed directory as one of the targets' directories: the one kept
- * from the last expansion, if it is still that directory (its descriptor
- * kept), else the listing's. NULL on allocation failure. */
 /* The listed directory's descriptor, taken from the listing; or, when the
- * walk found it held already (under another path, a directory renamed),
- * a duplicate of the targets' own. -1 with errno on failure. */
-static int take_fd(const struct targets *ts, struct listed_dir *ld)
+ * walk found it held already (under another path, or renamed), a
+ * duplicate of the one the targets hold, or held until this application
+ * replaced it. -1 with errno on failure. */
+static int take_fd(struct apply *a, struct listed_dir *ld)
 {
         int fd = ld->fd;
 
         ld->fd = -1;
         if (fd >= 0)
                 return fd;
-        for (size_t i = 0; i < ts->n_dirs; i++)
-                if (ts->dirs[i]->dev == ld->dev && ts->dirs[i]->ino == ld->ino)
-                        return fcntl(ts->dirs[i]->fd, F_DUPFD_CLOEXEC, 3);
+        for (size_t i = 0; i < a->ts->n_dirs; i++) {
+                struct dir_key k = key_of(a->ts->dirs[i]);
+
+                if (held_cmp(&ld->key, &k) == 0)
+                        return fcntl(a->ts->dirs[i]->fd, F_DUPFD_CLOEXEC, 3);
+        }
+        for (size_t i = 0; i < a->n_retired; i++)
+                if (held_cmp(&ld->key, &a->retired[i].key) == 0)
+                        return fcntl(a->retired[i].fd, F_DUPFD_CLOEXEC, 3);
         errno = ENOENT;
         return -1;
 }
 
-static struct tdir *take_dir(struct targets *ts, struct listing *l, struct listed_dir *ld)
+/* d's descriptor, replaced: closed when the application ends, since a
+ * later directory of the listing may be that one under another path. */
+static int retire(struct apply *a, struct tdir *d)
 {
+        if (util_grow(&a->retired, &a->cap_retired, a->n_retired + 1, sizeof(*a->retired), 8) < 0)
+                return -ENOMEM;
+        a->retired[a->n_retired++] = (struct retired){ key_of(d), d->fd };
+        return 0;
+}
+
+/* The listed directory as one of the targets' directories: the one kept
+ * from the last expansion, if it is still that directory (its descriptor
+ * kept), else one with the listing's descriptor. NULL with errno. */
+static struct tdir *take_dir(struct apply *a, struct listing *l, struct listed_dir *ld)
+{
+        struct targets *ts = a->ts;
         const char *path = l->text + ld->path;
         size_t lo = 0, hi = ts->n_dirs;
         struct tdir *d;
+        int fd;
 
         while (lo < hi) {
                 size_t mid = lo + (hi - lo) / 2;
                 int c = dir_cmp(ts, mid, path);
 
                 if (c == 0) {
-                        d = ts->dirs[mid];
-                        if (d->dev != ld->dev || d->ino != ld->ino) {
-                                /* replaced since: this one from now on */
-                                int fd = take_fd(ts, ld);
+                        struct dir_key k;
 
-                                if (fd < 0)
+                        d = ts->dirs[mid];
+                        k = key_of(d);
+                        if (held_cmp(&ld->key, &k) != 0) {
+                                /* replaced since: this one from now on */
+                                if ((fd = take_fd(a, ld)) < 0)
                                         return NULL;
-                                close(d->fd);
+                                if (retire(a, d) < 0) {
+                                        close(fd);
+                                        errno = ENOMEM;
+                                        return NULL;
+                                }
                                 d->fd = fd;
-                                d->dev = ld->dev;
-                                d->ino = ld->ino;
+                                d->dev = ld->key.dev;
+                                d->ino = ld->key.ino;
+                                d->mnt_id = ld->key.mnt_id;
                         }
                         d->seen = true;
                         return d;
@@ -747,7 +884,7 @@ static struct tdir *take_dir(struct targets *ts, struct listing *l, struct liste
                 return NULL;
         }
         d = calloc(1, sizeof(*d));
-        if (!d || !(d->path = strdup(path)) || (d->fd = take_fd(ts, ld)) < 0) {
+        if (!d || !(d->path = strdup(path)) || (d->fd = take_fd(a, ld)) < 0) {
                 int e = d && d->path ? errno : ENOMEM;
 
                 if (d)
@@ -756,8 +893,9 @@ static struct tdir *take_dir(struct targets *ts, struct listing *l, struct liste
                 errno = e;
                 return NULL;
         }
-        d->dev = ld->dev;
-        d->ino = ld->ino;
+        d->dev = ld->key.dev;
+        d->ino = ld->key.ino;
+        d->mnt_id = ld->key.mnt_id;
         d->seen = true;
         memmove(ts->dirs + lo + 1, ts->dirs + lo, (ts->n_dirs - lo) * sizeof(*ts->dirs));
         ts->dirs[lo] = d;
@@ -831,9 +969,11 @@ static void keep_watched(struct apply *a)
         for (size_t i = 0; i < a->ts->n; i++) {
                 struct target *t = a->ts->v[i];
 
-                if (t->seen || t->dc != a->root->dc)
+                /* the same entry: at a reload, the target still points into the old configuration */
+                if (t->seen || !t->dc || (t->dc != a->root->dc && strcmp(t->dc->path, a->root->dc->path) != 0))
                         continue;
                 t->seen = true;
+                t->dc = a->root->dc;
                 if (t->dir)
                         t->dir->seen = true;
                 if (!t->explicit_path)
@@ -860,7 +1000,7 @@ static void apply_root(struct apply *a, struct listing *l, struct tdir **dirs, s
                 switch (r->kind) {
                 case REC_MATCH:
                         if (r->dir != SIZE_MAX && !dirs[r->dir] &&
-                            !(dirs[r->dir] = take_dir(a->ts, l, &l->dirs[r->dir]))) {
+                            !(dirs[r->dir] = take_dir(a, l, &l->dirs[r->dir]))) {
                                 a->err = -errno; /* nothing is dropped for it */
                                 break;
                         }
@@ -927,6 +1067,9 @@ int targets_apply(struct targets *ts, struct listing *l, const struct targets_ev
                 a.err = -ENOMEM;
         }
         free(a.added);
+        for (size_t i = 0; i < a.n_retired; i++)
+                close(a.retired[i].fd);
+        free(a.retired);
         if (a.err)
                 return a.err;
         /* A target not seen loses its directory; a directory not seen goes. */

@@ -28,6 +28,7 @@ struct tdir {
         int fd;       /* O_RDONLY | O_DIRECTORY, no symbolic link followed below the admin's part */
         dev_t dev;
         ino_t ino;
+        uint64_t mnt_id; /* statx's: a bind mount of it elsewhere is another */
         bool seen;
 };
 

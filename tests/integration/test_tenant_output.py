@@ -1023,6 +1023,119 @@ def test_walk_never_holds_a_second_descriptor_of_a_directory(base, daemon):
     assert d.stop() == 0, d.describe()
 
 
+def test_max_matches_counts_no_file_an_earlier_entry_claims(base, daemon):
+    """An earlier entry claims 300 files of a directory; a later entry over
+    the same directory with limits.max_matches 10 watches the 5 left to it,
+    all of them, and is not over its limit (the claimed ones do not count,
+    not even toward what its walk keeps)."""
+    d_ = os.path.join(base, "mixed")
+    make_empty_files(d_, [f"big{i:03d}.db" for i in range(300)] + [f"own{i}.db" for i in range(5)])
+    d = daemon.start(config_text(os.path.join(base, "state"),
+                                 [os.path.join(d_, "big*.db"),
+                                  {"path": os.path.join(d_, "*.db"), "limits": {"max_matches": 10}}]))
+    assert d.wait_for_entry(msgid="STARTED")["DATABASES"] == "305"
+    d.wait_for_poll_rounds(3, timeout=LONG_WAIT)
+    assert not d.entries(msgid="PATH_REFUSED"), format_entries(d.entries(msgid="PATH_REFUSED"))
+    assert not d.entries(msgid="DB_REMOVED"), format_entries(d.entries(msgid="DB_REMOVED")[:5])
+    assert all(e["MESSAGE"].startswith("poll: 305 databases") for e in d.entries(message="poll: "))
+    assert d.stop() == 0, d.describe()
+
+
+def test_max_matches_keeps_the_watched_across_a_reload(base, daemon):
+    """An entry with max_matches 10 watching 10 files, then 200 more in its
+    directory (more than its walk keeps) and a reload of the same
+    configuration: the same 10 stay watched."""
+    d_ = os.path.join(base, "capped")
+    make_empty_files(d_, [f"w{i:02d}.db" for i in range(10)])
+    d = daemon.start(config_text(os.path.join(base, "state"),
+                                 [{"path": os.path.join(d_, "*.db"), "limits": {"max_matches": 10}}]))
+    assert d.wait_for_entry(msgid="STARTED")["DATABASES"] == "10"
+    make_empty_files(d_, [f"n{i:03d}.db" for i in range(200)])
+    d.wait_for_poll_rounds(2, timeout=LONG_WAIT)
+    d.signal(signal.SIGHUP)
+    d.wait_for_entry(msgid="RELOADED")
+    d.wait_for_poll_rounds(2, timeout=LONG_WAIT)
+    assert not d.entries(msgid="DB_REMOVED"), format_entries(d.entries(msgid="DB_REMOVED")[:5])
+    assert not d.entries(msgid="DB_ADDED"), format_entries(d.entries(msgid="DB_ADDED")[:5])
+    assert d.stop() == 0, d.describe()
+
+
+def test_directories_swapped_between_polls(base, daemon):
+    """Two watched directories swap names between polls (a held directory
+    now under the other's path): the next walks find both, no database is
+    dropped, no expansion fails."""
+    top = os.path.join(base, "swap")
+    for name in ("a", "b"):
+        make_empty_files(os.path.join(top, name), ["x.db"])
+    d = daemon.start(config_text(os.path.join(base, "state"), [os.path.join(top, "*", "x.db")]))
+    assert d.wait_for_entry(msgid="STARTED")["DATABASES"] == "2"
+    for _ in range(3):
+        d.wait_for_poll_rounds(1, timeout=LONG_WAIT)
+        os.rename(os.path.join(top, "a"), os.path.join(top, "t"))
+        os.rename(os.path.join(top, "b"), os.path.join(top, "a"))
+        os.rename(os.path.join(top, "t"), os.path.join(top, "b"))
+    d.wait_for_poll_rounds(2, timeout=LONG_WAIT)
+    assert not d.entries(message="cannot expand"), format_entries(d.entries(message="cannot expand"))
+    assert not d.entries(msgid="DB_REMOVED"), format_entries(d.entries(msgid="DB_REMOVED"))
+    assert d.stop() == 0, d.describe()
+
+
+def test_no_descriptor_for_the_walk_drops_nothing(base, daemon):
+    """A descriptor limit that leaves the walk none: the daemon says once
+    that it cannot expand the paths, keeps polling the databases it
+    watches (deep in their directories), drops none, and says so when the
+    limit allows again."""
+    top = os.path.join(base, "deep")
+    for t in range(6):
+        make_empty_files(os.path.join(top, f"t{t}", "a", "b", "c", "d"), ["x.db"])
+    d = daemon.start(config_text(os.path.join(base, "state"), [os.path.join(top, "*", "a", "b", "c", "d", "*.db")]))
+    assert d.wait_for_entry(msgid="STARTED")["DATABASES"] == "6"
+    held = len(os.listdir(f"/proc/{d.pid}/fd"))
+    subprocess.run(["prlimit", f"--pid={d.pid}", f"--nofile={held}:{held + 1000}"], check=True)
+    d.wait_for_entry(message="cannot expand the database paths")
+    d.wait_for_poll_rounds(2, timeout=LONG_WAIT)
+    subprocess.run(["prlimit", f"--pid={d.pid}", f"--nofile={held + 100}:{held + 1000}"], check=True)
+    d.wait_for_entry(message="the database paths are expanded again")
+    assert len(d.entries(message="cannot expand the database paths")) == 1, format_entries(d.entries())
+    assert not d.entries(msgid="DB_REMOVED"), format_entries(d.entries(msgid="DB_REMOVED"))
+    assert d.stop() == 0, d.describe()
+
+
+def test_same_directory_through_a_read_only_and_a_writable_bind_mount(base, daemon):
+    """A directory seen through a read-only bind mount (watched, never due)
+    and, from a later moment, through a writable one whose entry comes
+    first: the database there is vacuumed through the writable mount, not
+    refused as read-only (one directory's descriptor is never lent to
+    another mount of it)."""
+    src, ro, rw = (os.path.join(base, n) for n in ("src", "ro", "rw"))
+    for p in (src, ro, rw):
+        os.makedirs(p)
+    db = os.path.join(src, "x.db")
+    helpers.make_db(db, 40)
+    mounted = []
+    try:
+        for argv in (["mount", "--bind", src, ro], ["mount", "-o", "remount,bind,ro", ro]):
+            if subprocess.run(argv, capture_output=True).returncode != 0:
+                pytest.skip("cannot bind-mount here")
+            if argv[1] == "--bind":
+                mounted.append(ro)
+        d = daemon.start(config_text(os.path.join(base, "state"), [
+            os.path.join(rw, "*.db"),
+            {"path": os.path.join(ro, "*.db"), "vacuum": {"threshold": "100%", "urgent_threshold": "100%"}}]))
+        assert d.wait_for_entry(msgid="STARTED")["DATABASES"] == "1"
+        d.wait_for_poll_rounds(1, timeout=LONG_WAIT)
+        subprocess.run(["mount", "--bind", src, rw], check=True)
+        mounted.append(rw)
+        done = d.wait_for_entry(msgid="VACUUM_DONE", DB_PATH=os.path.join(rw, "x.db"), timeout=LONG_WAIT)
+        assert float(done["FRAGMENTATION_AFTER"]) == 0.0, done
+        assert not d.entries(msgid="JOB_FAILED"), format_entries(d.entries(msgid="JOB_FAILED"))
+        assert d.stop() == 0, d.describe()
+    finally:
+        for p in reversed(mounted):
+            subprocess.run(["umount", p], capture_output=True)
+            subprocess.run(["umount", "-l", p], capture_output=True)
+
+
 def dropped_summaries(d):
     """{directory: count} of the daemon's "were dropped" warnings."""
     out = {}
