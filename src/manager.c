@@ -1050,13 +1050,17 @@ static void reload(struct manager *m)
         r = expand(m);
         if (r < 0) {
                 log_msg(LOG_ERR, "cannot expand the database paths (%s)", strerror(-r));
-                /* what it did not reach points into the old configuration:
-                 * dropped until a poll's expansion finds it again */
+                /* a failed walk changes no target, but each must point
+                 * into the new configuration: at the first entry that
+                 * matches its path, or it has left it */
                 for (size_t i = m->targets.n; i-- > 0;) {
                         struct target *t = m->targets.v[i];
 
-                        if ((uintptr_t)t->dc - (uintptr_t)c->dbs >= c->n_dbs * sizeof(*c->dbs))
+                        t->dc = conf_match(c, t->path);
+                        if (!t->dc) {
+                                event_db_removed(t->path, "left the configuration", false);
                                 target_drop(m, t);
+                        }
                 }
         }
         for (size_t i = 0; i < m->targets.n; i++) {

@@ -189,11 +189,12 @@ int targets_configure(struct targets *ts, const struct conf *c)
         if (!ts->roots)
                 return -ENOMEM;
         ts->n_roots = c->n_dbs;
+        for (size_t i = 0; i < c->n_dbs; i++)
+                ts->roots[i].dc = &c->dbs[i];
         for (size_t i = 0; i < c->n_dbs; i++) {
                 struct entry_root *e = &ts->roots[i];
                 char *prefix;
 
-                e->dc = &c->dbs[i];
                 e->prefix_len = admin_prefix_len(e->dc->path);
                 prefix = strndup(e->dc->path, e->prefix_len);
                 if (!prefix)
@@ -204,11 +205,12 @@ int targets_configure(struct targets *ts, const struct conf *c)
                 free(prefix);
         }
         /* What each glob entry watches already (a reload): the watched
-         * stay, newcomers get the rest of its limits.max_matches. The
-         * first entry that matches a path has it. */
+         * stay, newcomers get the rest of its limits.max_matches. A target
+         * belongs to the entry that claimed it (its dc, of the old
+         * configuration still: the same entry has the same path). */
         for (size_t k = 0; k < ts->n; k++)
-                for (size_t i = 0; i < ts->n_roots; i++)
-                        if (fnmatch(ts->roots[i].dc->path, ts->v[k]->path, FNM_PATHNAME | FNM_PERIOD) == 0) {
+                for (size_t i = 0; ts->v[k]->dc && i < ts->n_roots; i++)
+                        if (strcmp(ts->roots[i].dc->path, ts->v[k]->dc->path) == 0) {
                                 if (ts->roots[i].dc->is_glob)
                                         ts->roots[i].watched++;
                                 break;
@@ -506,17 +508,27 @@ static void note_earlier(struct listing *l, size_t first)
 
 /* A database file: watched in its directory (dir SIZE_MAX when that could
  * not be kept open: watched without one, as a missing one). */
-static void found(struct walk *w, const char *at, int fd, size_t *dir, const char *path, bool explicit_path)
+/* Whether a glob's match at path may be recorded: at most max_records of
+ * them (those an earlier entry matched do not count); past them the walk
+ * of this entry stops (truncated). */
+static bool room_for(struct walk *w, const char *path)
 {
         struct listed_root *e = &w->l->roots[w->root];
 
-        if (!explicit_path && !matched_earlier(w->l, path)) {
-                if (e->n_matches >= e->max_records) {
-                        e->truncated = true;
-                        return;
-                }
-                e->n_matches++;
+        if (matched_earlier(w->l, path))
+                return true;
+        if (e->n_matches >= e->max_records) {
+                e->truncated = true;
+                return false;
         }
+        e->n_matches++;
+        return true;
+}
+
+static void found(struct walk *w, const char *at, int fd, size_t *dir, const char *path, bool explicit_path)
+{
+        if (!explicit_path && !room_for(w, path))
+                return;
         add_record(w->l, (struct record){ .kind = REC_MATCH, .explicit_path = explicit_path, .root = w->root,
                                           .dir = listed_dir(w, at, fd, dir) }, path);
 }
@@ -613,7 +625,8 @@ static void matched(struct walk *w, int fd, const char *at, size_t *dir, const c
         }
         if (target_is_side_file(name))
                 return;
-        if (type == DT_LNK)
+        /* a refused link counts toward the limit as a match would */
+        if (type == DT_LNK && room_for(w, path))
                 refused(w, path, "is a symbolic link; configure the real path instead");
         if (type == DT_REG)
                 found(w, at, fd, dir, path, false);
@@ -638,7 +651,20 @@ static void walk_from(struct walk *w, int fd, const char *at, const char *rest)
                 if ((size_t)snprintf(path, sizeof(path), "%s/%s", strcmp(at, "/") == 0 ? "" : at, comp) >= sizeof(path))
                         return;
                 if (!*next) {
-                        found(w, at, fd, &dir, path, !w->l->roots[w->root].is_glob);
+                        struct stat st;
+
+                        /* a plain path is watched, there or not; a glob's
+                         * last name only when it is a database file there */
+                        if (!w->l->roots[w->root].is_glob) {
+                                found(w, at, fd, &dir, path, true);
+                                return;
+                        }
+                        if (fstatat(fd, comp, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+                                walk_failed(w, errno);
+                                return;
+                        }
+                        matched(w, fd, at, &dir, comp, S_ISLNK(st.st_mode) ? DT_LNK : S_ISREG(st.st_mode) ? DT_REG : 0,
+                                "");
                         return;
                 }
                 sub = openat(fd, comp, DIR_FLAGS);
@@ -916,30 +942,36 @@ static struct target *new_target(struct apply *a, const char *path)
         return t;
 }
 
-/* path (dir/name), in directory d (NULL: missing), for this entry; *known
- * its target, if it has one (set when this adds it). */
-static void mark(struct apply *a, struct tdir *d, const char *path, struct target **known, bool explicit_path)
+/* Whether t, which an earlier expansion claimed, belongs to the entry a
+ * (at a reload it still points into the old configuration: by path). */
+static bool owned_by(const struct target *t, const struct apply *a)
 {
-        const struct db_conf *dc = a->root->dc;
-        struct target *t = *known;
-        bool created = false;
+        return t->dc && (t->dc == a->root->dc || strcmp(t->dc->path, a->root->dc->path) == 0);
+}
 
-        if (a->err)
-                return;
-        if (t && t->seen) /* an earlier entry claimed it */
-                return;
-        /* Past limits.max_matches, what is watched stays watched and a
-         * newcomer waits for room: no file decides which others are
-         * watched by the order of a directory listing. */
+/* path, for this entry: its target, claimed (seen, this entry's), or NULL
+ * when an earlier entry has it or this one is over its limit. *known is
+ * its target, if it has one (set when this adds it; *created then). */
+static struct target *claim(struct apply *a, const char *path, struct target **known, bool explicit_path,
+                            bool *created)
+{
+        struct target *t = *known;
+
+        *created = false;
+        if (a->err || (t && t->seen)) /* an earlier entry claimed it */
+                return NULL;
+        /* Past limits.max_matches, what the entry watches stays watched
+         * and a newcomer (a new file, or one another entry had) waits for
+         * room: no file decides which others are watched by the order of
+         * a directory listing. */
         if (!explicit_path) {
-                if (!t) {
+                if (!t || !owned_by(t, a)) {
                         if (a->budget == 0) {
                                 if (!a->root->capped && a->ev->refused)
-                                        a->ev->refused(a->ev->userdata, dc, NULL,
-                                                       OVER_MAX_MATCHES);
+                                        a->ev->refused(a->ev->userdata, a->root->dc, NULL, OVER_MAX_MATCHES);
                                 a->root->capped = true;
                                 a->over = true;
-                                return;
+                                return NULL;
                         }
                         a->budget--;
                 }
@@ -947,18 +979,16 @@ static void mark(struct apply *a, struct tdir *d, const char *path, struct targe
         }
         if (!t) {
                 t = *known = new_target(a, path);
-                created = true;
+                *created = true;
         }
         if (!t) {
                 a->err = -ENOMEM;
-                return;
+                return NULL;
         }
         t->seen = true;
-        t->dc = dc;
-        t->dir = d;
+        t->dc = a->root->dc;
         t->explicit_path = explicit_path;
-        if (created && a->ev->added)
-                a->ev->added(a->ev->userdata, t);
+        return t;
 }
 
 /* An entry whose walk stopped at twice its limits.max_matches is over its
@@ -997,18 +1027,24 @@ static void apply_root(struct apply *a, struct listing *l, struct tdir **dirs, s
                 const struct record *r = &l->recs[*k];
                 const char *path = r->path == SIZE_MAX ? NULL : l->text + r->path;
 
+                struct target *t;
+                bool created;
+
                 switch (r->kind) {
                 case REC_MATCH:
-                        if (r->dir != SIZE_MAX && !dirs[r->dir] &&
+                case REC_MISSING:
+                        t = claim(a, path, &l->recs[r->group].known, r->explicit_path, &created);
+                        if (!t)
+                                break;
+                        /* a directory is taken for a file it watches, not for one it refused */
+                        if (r->kind == REC_MATCH && r->dir != SIZE_MAX && !dirs[r->dir] &&
                             !(dirs[r->dir] = take_dir(a, l, &l->dirs[r->dir]))) {
                                 a->err = -errno; /* nothing is dropped for it */
                                 break;
                         }
-                        mark(a, r->dir != SIZE_MAX ? dirs[r->dir] : NULL, path, &l->recs[r->group].known,
-                             r->explicit_path);
-                        break;
-                case REC_MISSING:
-                        mark(a, NULL, path, &l->recs[r->group].known, true);
+                        t->dir = r->kind == REC_MATCH && r->dir != SIZE_MAX ? dirs[r->dir] : NULL;
+                        if (created && a->ev->added)
+                                a->ev->added(a->ev->userdata, t);
                         break;
                 case REC_REFUSED:
                         if (a->ev->refused)

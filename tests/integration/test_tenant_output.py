@@ -1136,6 +1136,101 @@ def test_same_directory_through_a_read_only_and_a_writable_bind_mount(base, daem
             subprocess.run(["umount", "-l", p], capture_output=True)
 
 
+def test_max_matches_a_file_another_entry_watches_is_a_newcomer(base, daemon):
+    """Two entries over one directory of two fragmented databases: the
+    first (max_matches 1, its window always open) takes one, the second
+    (its window closed) the other, which waits for its window. It never
+    moves to the first entry, whose limit is reached: one VACUUM, poll
+    after poll."""
+    d_ = os.path.join(base, "two")
+    os.makedirs(d_)
+    for name in ("a.db", "b.db"):
+        helpers.make_db(os.path.join(d_, name), 25)  # due, not urgent: the window decides
+    d = daemon.start(config_text(os.path.join(base, "state"), [
+        {"path": os.path.join(d_, "*.db"), "limits": {"max_matches": 1}, "vacuum": {"window": "always"}},
+        {"path": os.path.join(d_, "?.db")}]))
+    d.wait_for_entry(msgid="VACUUM_DONE")
+    waiting = d.wait_for_entry(message="VACUUM waits for the window")
+    d.wait_for_poll_rounds(3, timeout=LONG_WAIT)
+    done = d.entries(msgid="VACUUM_DONE")
+    assert len(done) == 1 and done[0]["DB_PATH"] != waiting["DB_PATH"], format_entries(d.entries())
+    assert d.stop() == 0, d.describe()
+
+
+def test_glob_with_a_plain_last_name_watches_only_what_is_there(base, daemon):
+    """DIR/*/x.db with DIR/a/x.db present and DIR/b/ empty: one database,
+    and no made-up DIR/b/x.db coming and going at every poll."""
+    top = os.path.join(base, "plainlast")
+    make_empty_files(os.path.join(top, "a"), ["x.db"])
+    os.makedirs(os.path.join(top, "b"))
+    d = daemon.start(config_text(os.path.join(base, "state"), [os.path.join(top, "*", "x.db")]))
+    assert d.wait_for_entry(msgid="STARTED")["DATABASES"] == "1"
+    d.wait_for_poll_rounds(3, timeout=LONG_WAIT)
+    assert not d.entries(msgid="DB_REMOVED") and not d.entries(msgid="DB_ADDED"), format_entries(d.entries())
+    assert d.stop() == 0, d.describe()
+
+
+def lowest_free_fd(pid):
+    used = {int(n) for n in os.listdir(f"/proc/{pid}/fd")}
+    return next(i for i in range(len(used) + 1) if i not in used)
+
+
+def test_reload_whose_walk_fails_keeps_the_watched(base, daemon):
+    """A reload when one descriptor is left (enough to read the
+    configuration, not to walk): the walk fails, says so, and every
+    database stays watched under the new configuration."""
+    top = os.path.join(base, "deepreload")
+    for t in range(4):
+        make_empty_files(os.path.join(top, f"t{t}", "a", "b"), ["x.db"])
+    cfg = config_text(os.path.join(base, "state"), [os.path.join(top, "*", "a", "b", "*.db")], poll_interval="1h")
+    d = daemon.start(cfg)
+    assert d.wait_for_entry(msgid="STARTED")["DATABASES"] == "4"
+    free = lowest_free_fd(d.pid)
+    subprocess.run(["prlimit", f"--pid={d.pid}", f"--nofile={free + 1}:{free + 1000}"], check=True)
+    d.signal(signal.SIGHUP)
+    reloaded = d.wait_for_entry(msgid="RELOADED")
+    assert d.entries(message="cannot expand the database paths"), format_entries(d.entries())
+    assert "4 databases watched" in reloaded["MESSAGE"], reloaded["MESSAGE"]
+    assert not d.entries(msgid="DB_REMOVED"), format_entries(d.entries(msgid="DB_REMOVED"))
+    subprocess.run(["prlimit", f"--pid={d.pid}", f"--nofile={free + 100}:{free + 1000}"], check=True)
+    assert d.stop() == 0, d.describe()
+
+
+def test_capped_entry_holds_only_the_directories_it_watches(base, daemon):
+    """Six directories of one database each under an entry with
+    max_matches 2: the daemon holds the two directories whose databases
+    it watches, not those of the files it refused."""
+    top = os.path.join(base, "capdirs")
+    for t in range(6):
+        make_empty_files(os.path.join(top, f"t{t}"), ["x.db"])
+    d = daemon.start(config_text(os.path.join(base, "state"),
+                                 [{"path": os.path.join(top, "*", "*.db"), "limits": {"max_matches": 2}}]))
+    assert d.wait_for_entry(msgid="STARTED")["DATABASES"] == "2"
+    d.wait_for_poll_rounds(2, timeout=LONG_WAIT)
+    fds = os.listdir(f"/proc/{d.pid}/fd")
+    held = [p for p in (os.readlink(f"/proc/{d.pid}/fd/{n}") for n in fds if os.path.exists(f"/proc/{d.pid}/fd/{n}"))
+            if p.startswith(top + "/")]
+    assert len(held) == 2, held
+    assert d.stop() == 0, d.describe()
+
+
+def test_refused_links_count_toward_what_a_walk_keeps(base, daemon):
+    """A directory of one database and 2,000 symbolic links named *.db,
+    under max_matches 1: the links count as matches would, so the walk
+    stops early and at most two of them are named."""
+    d_ = os.path.join(base, "links")
+    make_empty_files(d_, ["real.db"])
+    for i in range(2000):
+        os.symlink("/etc/passwd", os.path.join(d_, f"l{i:04d}.db"))
+    d = daemon.start(config_text(os.path.join(base, "state"),
+                                 [{"path": os.path.join(d_, "*.db"), "limits": {"max_matches": 1}}]))
+    d.wait_for_entry(msgid="STARTED")
+    d.wait_for_poll_rounds(2, timeout=LONG_WAIT)
+    named = [e for e in d.entries(msgid="PATH_REFUSED") if "DB_PATH" in e]
+    assert len(named) <= 2, len(named)
+    assert d.stop() == 0, d.describe()
+
+
 def dropped_summaries(d):
     """{directory: count} of the daemon's "were dropped" warnings."""
     out = {}
