@@ -843,6 +843,16 @@ with open(sys.argv[2], "w") as f:
 """
 
 
+def vacuum_under_gdb(tmp_path, cfg, db, commands, attempts=None):
+    """sqlite-maintctl --json vacuum --force db (with --attempts when
+    given) run under gdb with these commands: gdb's completed process."""
+    script = tmp_path / "gdb.cmd"
+    script.write_text("\n".join(commands) + "\n")
+    argv = [GDB, "-q", "-batch", "-nx", "-x", str(script), "--args", helpers.MAINTCTL_BIN, "-c", str(cfg), "--json"]
+    argv += ["--attempts", str(attempts)] if attempts else []
+    return subprocess.run(argv + ["vacuum", "--force", str(db)], capture_output=True, text=True, timeout=120)
+
+
 @pytest.mark.parametrize("mode", ["delete", "wal"])
 @pytest.mark.parametrize("commit", ["row", "schema"])
 def test_ctl_commit_between_checks_and_vacuum(tmp_path, mode, commit):
@@ -865,8 +875,7 @@ def test_ctl_commit_between_checks_and_vacuum(tmp_path, mode, commit):
     between.write_text(COMMIT_BETWEEN)
     during.write_text(WRITE_DURING)
     tried, sides = tmp_path / "during.out", tmp_path / "sides.out"
-    script = tmp_path / "gdb.cmd"
-    script.write_text("\n".join([
+    g = vacuum_under_gdb(tmp_path, cfg, db, [
         "set pagination off",
         "set confirm off",
         *FOLLOW_JOB,
@@ -882,10 +891,7 @@ def test_ctl_commit_between_checks_and_vacuum(tmp_path, mode, commit):
         "delete",
         "continue",
         "quit",
-    ]) + "\n")
-    g = subprocess.run([GDB, "-q", "-batch", "-nx", "-x", str(script), "--args", helpers.MAINTCTL_BIN,
-                        "-c", str(cfg), "--json", "--attempts", "1", "vacuum", "--force", str(db)],
-                       capture_output=True, text=True, timeout=120)
+    ], attempts=1)
     assert re.search(r"Breakpoint 2(\.\d+)?, schema_unchanged", g.stdout), "the guard never looked at the schema again\n" \
         + g.stdout + g.stderr
     o = helpers.ctl_json_in(g.stdout)
@@ -930,8 +936,7 @@ def test_ctl_database_renamed_over_between_checks_and_vacuum(tmp_path):
         con.close()
     cfg = tmp_path / "maintd.yaml"
     cfg.write_text(config_text(tmp_path / "state", [db], retry={"busy_timeout": "1s", "initial_backoff": "100ms"}))
-    script = tmp_path / "gdb.cmd"
-    script.write_text("\n".join([
+    g = vacuum_under_gdb(tmp_path, cfg, db, [
         "set pagination off",
         "set confirm off",
         *FOLLOW_JOB,
@@ -941,10 +946,7 @@ def test_ctl_database_renamed_over_between_checks_and_vacuum(tmp_path):
         "delete",
         "continue",
         "quit",
-    ]) + "\n")
-    g = subprocess.run([GDB, "-q", "-batch", "-nx", "-x", str(script), "--args", helpers.MAINTCTL_BIN,
-                        "-c", str(cfg), "--json", "vacuum", "--force", str(db)],
-                       capture_output=True, text=True, timeout=120)
+    ])
     assert re.search(r"Breakpoint 1(\.\d+)?, db_open_write", g.stdout), g.stdout + g.stderr
     o = helpers.ctl_json_in(g.stdout)
     assert rowid_figures(db, "q") == (200, 201, 400), f"the unchecked file was vacuumed: {o}"
@@ -997,8 +999,7 @@ def test_ctl_vacuum_done_though_the_check_after_meets_a_lock(tmp_path, hold):
         "continue",
         f"shell touch {release}; while [ ! -e {released} ]; do sleep 0.01; done",
     ] if hold == "short" else []
-    script = tmp_path / "gdb.cmd"
-    script.write_text("\n".join([
+    g = vacuum_under_gdb(tmp_path, cfg, db, [
         "set pagination off",
         "set confirm off",
         *FOLLOW_JOB,
@@ -1011,10 +1012,7 @@ def test_ctl_vacuum_done_though_the_check_after_meets_a_lock(tmp_path, hold):
         "delete",
         "continue",
         "quit",
-    ]) + "\n")
-    g = subprocess.run([GDB, "-q", "-batch", "-nx", "-x", str(script), "--args", helpers.MAINTCTL_BIN,
-                        "-c", str(cfg), "--json", "--attempts", "1", "vacuum", "--force", str(db)],
-                       capture_output=True, text=True, timeout=120)
+    ], attempts=1)
     release.touch()
     assert re.search(r"Breakpoint 1(\.\d+)?, after_vacuum", g.stdout), g.stdout + g.stderr
     if hold == "short":
