@@ -431,6 +431,7 @@ struct key {
  * lists, and the first of equally close names is the one hinted at. */
 static const struct key keys[] = {
         TOP("poll_interval", V_DURATION, poll_interval_ms, "5m", .min = 1, DURATION_MAX),
+        TOP("full_sweep_interval", V_DURATION, full_sweep_interval_ms, "6h", .min = 1, DURATION_MAX),
         TOP("max_concurrent_jobs", V_INT, max_concurrent_jobs, "1", .min = 1, .max = 1024,
             .expect = "a whole number from 1 to 1024"),
         TOP("state_dir", V_PATH, state_dir, DEFAULT_STATE_DIR),

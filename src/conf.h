@@ -99,6 +99,9 @@ struct db_conf {
 struct conf {
         char *file; /* the path it was loaded from */
         uint64_t poll_interval_ms;
+        /* Every database read again and the paths walked again this
+         * often, whatever inotify said (docs/DESIGN.md, "What a poll reads"). */
+        uint64_t full_sweep_interval_ms;
         unsigned max_concurrent_jobs; /* >= 1 */
         char *state_dir;
         struct vacuum_conf vacuum;   /* defaults: */

@@ -173,11 +173,71 @@ static bool header_believable(const struct dbheader *h, int64_t wal, int64_t jou
         return h->freelist_count <= h->page_count;
 }
 
+int dbstat_open_at(int dirfd, const char *name, struct stat *st)
+{
+        return open_raw_at(dirfd, name, st);
+}
+
+/* A side file's size by what the caller knows: 0 when known absent, else
+ * from fstatat() (0 when absent, -errno), which *known then records. */
+static int64_t side_size(int dirfd, const char *name, const char *suffix, enum side_file *known)
+{
+        char p[4096 + 16];
+        struct stat st;
+
+        if (*known == SIDE_ABSENT)
+                return 0;
+        if ((size_t)snprintf(p, sizeof(p), "%s%s", name, suffix) >= sizeof(p))
+                return -ENAMETOOLONG;
+        if (fstatat(dirfd, p, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+                if (errno != ENOENT)
+                        return -errno;
+                *known = SIDE_ABSENT;
+                return 0;
+        }
+        *known = SIDE_PRESENT;
+        return (int64_t)st.st_size;
+}
+
+int dbstat_read_header_fd(int fd, const struct stat *s, int dirfd, const char *path,
+                          struct dbstat_sides *sides, struct dbstat *st)
+{
+        struct dbstat_sides none = { SIDE_UNKNOWN, SIDE_UNKNOWN };
+        struct dbheader h;
+        int64_t wal, journal;
+        int r;
+
+        if (!sides)
+                sides = &none;
+        *st = (struct dbstat){ .file_size_bytes = (uint64_t)s->st_size, .from_header = true };
+        if (s->st_size == 0) {
+                /* An empty file is an empty database to SQLite. */
+                st->page_size = 4096;
+                util_strlcpy(st->journal_mode, "delete", sizeof(st->journal_mode));
+                return side_size(dirfd, path, DBSTAT_SUFFIX_WAL, &sides->wal) > 0 ||
+                       side_size(dirfd, path, DBSTAT_SUFFIX_JOURNAL, &sides->journal) > 0 ? -EAGAIN : 0;
+        }
+        r = read_stable_header(fd, &h);
+        if (r < 0)
+                return r;
+        st->page_size = h.page_size;
+        st->auto_vacuum = header_auto_vacuum(&h);
+        st->schema_cookie = h.schema_cookie;
+        util_strlcpy(st->journal_mode, h.wal ? "wal" : "delete", sizeof(st->journal_mode));
+        wal = side_size(dirfd, path, DBSTAT_SUFFIX_WAL, &sides->wal);
+        journal = side_size(dirfd, path, DBSTAT_SUFFIX_JOURNAL, &sides->journal);
+        st->wal_size_bytes = wal > 0 ? (uint64_t)wal : 0;
+        if (!header_believable(&h, wal, journal, s->st_size))
+                return -EAGAIN;
+        st->page_count = h.page_count;
+        st->freelist_count = h.freelist_count;
+        fill_derived(st);
+        return 0;
+}
+
 int dbstat_read_header_at(int dirfd, const char *path, struct dbstat *st)
 {
-        struct dbheader h;
         struct stat s;
-        int64_t wal, journal;
         int fd, r;
 
         /* O_NOFOLLOW as the SQLite open uses SQLITE_OPEN_NOFOLLOW; O_NONBLOCK
@@ -186,33 +246,7 @@ int dbstat_read_header_at(int dirfd, const char *path, struct dbstat *st)
         fd = open_raw_at(dirfd, path, &s);
         if (fd < 0)
                 return fd;
-        *st = (struct dbstat){ .file_size_bytes = (uint64_t)s.st_size, .from_header = true };
-        if (s.st_size == 0) {
-                /* An empty file is an empty database to SQLite. */
-                st->page_size = 4096;
-                util_strlcpy(st->journal_mode, "delete", sizeof(st->journal_mode));
-                r = side_file_size_at(dirfd, path, DBSTAT_SUFFIX_WAL) > 0 ||
-                    side_file_size_at(dirfd, path, DBSTAT_SUFFIX_JOURNAL) > 0 ? -EAGAIN : 0;
-                goto out;
-        }
-        r = read_stable_header(fd, &h);
-        if (r < 0)
-                goto out;
-        st->page_size = h.page_size;
-        st->auto_vacuum = header_auto_vacuum(&h);
-        st->schema_cookie = h.schema_cookie;
-        util_strlcpy(st->journal_mode, h.wal ? "wal" : "delete", sizeof(st->journal_mode));
-        wal = side_file_size_at(dirfd, path, DBSTAT_SUFFIX_WAL);
-        journal = side_file_size_at(dirfd, path, DBSTAT_SUFFIX_JOURNAL);
-        st->wal_size_bytes = wal > 0 ? (uint64_t)wal : 0;
-        r = -EAGAIN;
-        if (!header_believable(&h, wal, journal, s.st_size))
-                goto out;
-        st->page_count = h.page_count;
-        st->freelist_count = h.freelist_count;
-        fill_derived(st);
-        r = 0;
-out:
+        r = dbstat_read_header_fd(fd, &s, dirfd, path, NULL, st);
         close(fd);
         return r;
 }

@@ -6,6 +6,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include <sys/stat.h>
+
 #include <sqlite3.h>
 
 #define DBSTAT_HEADER_SIZE 100
@@ -57,6 +59,19 @@ struct dbheader {
  * with a sane page size. Exported for tests/unit/test-dbstat.c. */
 int dbstat_parse_header(const unsigned char h[DBSTAT_HEADER_SIZE], struct dbheader *ret);
 
+/* What the caller knows of a database's -wal and -journal (from a
+ * directory listing, or inotify events since a watch was set up): each
+ * known to be absent spares a stat. */
+enum side_file {
+        SIDE_UNKNOWN = 0,
+        SIDE_ABSENT,
+        SIDE_PRESENT,
+};
+
+struct dbstat_sides {
+        enum side_file wal, journal;
+};
+
 /* The cheap read: two preads of the header (which must agree), stat() of
  * the file and of its -wal and -journal. Returns 0 with st filled when the
  * header can be trusted (see SQLITE-NOTES: rollback mode without a live
@@ -71,6 +86,23 @@ int dbstat_read_header(const char *path, struct dbstat *st);
 /* The same for name in the directory open as dirfd: openat() with
  * O_NOFOLLOW | O_NONBLOCK, side files by fstatat(). */
 int dbstat_read_header_at(int dirfd, const char *name, struct dbstat *st);
+
+/* The two halves of dbstat_read_header_at(), for a caller that wants the
+ * file's identity before it reads (one openat and one fstat, where a stat
+ * first would resolve the path twice).
+ *
+ * dbstat_open_at(): name in dirfd opened for a raw read (O_RDONLY |
+ * O_NOFOLLOW | O_NONBLOCK | O_NOATIME where allowed), *st its fstat. The
+ * descriptor, or -ENOENT, -ELOOP (a symbolic link), -EISDIR, -EINVAL (not
+ * a regular file), another -errno.
+ * dbstat_read_header_fd(): the cheap read of that descriptor; the side
+ * files of name in dirfd are looked at only where sides (NULL: nothing
+ * known) does not say they are absent, and what a look finds is written
+ * back into it. Returns as dbstat_read_header().
+ * The caller closes fd. */
+int dbstat_open_at(int dirfd, const char *name, struct stat *st);
+int dbstat_read_header_fd(int fd, const struct stat *s, int dirfd, const char *name,
+                          struct dbstat_sides *sides, struct dbstat *st);
 
 /* Statistics of a WAL database from its files alone, as SQLite's recovery
  * would see them (walread.h): the size after the last commit in the -wal,

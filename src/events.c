@@ -101,15 +101,26 @@ void event_state_pruned(int forgot)
                         strerror(-forgot));
 }
 
-void event_status(size_t n_watched, unsigned running, size_t queued, bool stopping, unsigned stopping_jobs)
+void event_status(size_t n_watched, unsigned running, size_t queued, bool stopping, unsigned stopping_jobs,
+                  const struct event_round *last)
 {
         if (stopping) {
                 notify_status("Stopping; waiting for %u running job%s", stopping_jobs, stopping_jobs == 1 ? "" : "s");
                 return;
         }
-        notify_status("Watching %zu database%s; %u job%s running, %zu queued; last: %s", n_watched,
-                      n_watched == 1 ? "" : "s", running, running == 1 ? "" : "s", queued,
+        notify_status("Watching %zu database%s; %u job%s running, %zu queued; last poll: %zu read, %zu unchanged, "
+                      "loop late %.1f ms at p99, %.1f ms at most; last: %s", n_watched,
+                      n_watched == 1 ? "" : "s", running, running == 1 ? "" : "s", queued, last->read, last->unchanged,
+                      (double)last->lag_p99_us / 1000.0, (double)last->lag_max_us / 1000.0,
                       last_action[0] ? last_action : "none yet");
+}
+
+void event_poll_round_done(const struct event_round *r)
+{
+        log_msg(LOG_DEBUG, "poll done: %zu read, %zu unchanged (inotify), %zu WAL database%s read from the wal-index, "
+                "%zu through SQLite; ticks late %.1f ms at p99, %.1f ms at most", r->read, r->unchanged,
+                r->wal_from_index, r->wal_from_index == 1 ? "" : "s", r->wal_fallback,
+                (double)r->lag_p99_us / 1000.0, (double)r->lag_max_us / 1000.0);
 }
 
 /* --- databases coming and going ------------------------------------------ */

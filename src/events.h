@@ -44,7 +44,18 @@ void event_state_pruned(int forgot);
 
 /* STATUS= for systemd (sd_notify): watched databases, jobs running and
  * queued, the last notable thing done; while stopping, the jobs left. */
-void event_status(size_t n_watched, unsigned running, size_t queued, bool stopping, unsigned stopping_jobs);
+/* A poll round's figures: databases read, left unread because inotify
+ * saw no change, WAL databases read from their wal-index or (that failing
+ * validation) through SQLite in a job; how late its ticks ran, in
+ * microseconds (the loop's lag). */
+struct event_round {
+        size_t read, unchanged, wal_from_index, wal_fallback;
+        uint64_t lag_p99_us, lag_max_us;
+};
+
+void event_status(size_t n_watched, unsigned running, size_t queued, bool stopping, unsigned stopping_jobs,
+                  const struct event_round *last);
+void event_poll_round_done(const struct event_round *r);
 
 /* --- databases coming and going ------------------------------------------ */
 

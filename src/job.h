@@ -31,6 +31,7 @@ struct job {
         job_done_fn done;
         void *userdata;
         void *owner;          /* the caller's: which target this job is for */
+        uint64_t changes_at_start; /* the caller's: its target's change count when queued */
 };
 
 /* A job for name in the directory open as dirfd (duplicated: the caller

@@ -2,11 +2,13 @@
 /* The loop thread's world. Only this file touches the loop, the targets
  * and the queue; workers get a job and give back its result. */
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/inotify.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -30,9 +32,19 @@
 /* Pool threads besides jobs and statistics reads: the expansion of the
  * configured paths, and the state file's pruning. */
 #define POOL_SPARE 1
+/* A poll's reads: at least POLL_BATCH per tick, ticks at least
+ * POLL_TICK_MIN_MS apart, so a round wakes the loop at most
+ * n / POLL_BATCH times whatever the interval (docs/PERFORMANCE.md); a
+ * tick looks at no more than POLL_LOOKS_MAX targets whose files did not
+ * change (their last figures decided on again, no read). */
+#define POLL_BATCH 64
+#define POLL_LOOKS_MAX 4096
+/* inotify is read at most this often: a busy application's writes wake
+ * the loop once per NOTIFY_BATCH_MS, not once per write. */
+#define NOTIFY_BATCH_MS 1000
 /* Header reads of one poll are spread over this share of the interval. */
 #define POLL_SPREAD_PERCENT 80
-#define POLL_TICK_MIN_MS 20
+#define POLL_TICK_MIN_MS 100
 /* A database refused for lack of space is looked at again after this. */
 #define NOSPACE_HOLD_MS (60 * 60 * 1000)
 /* The state file forgets vanished databases this long after start, then daily. */
@@ -70,6 +82,27 @@ struct manager {
         struct target_list round; /* this poll's targets still to header-read, a few per tick */
         size_t per_tick;
         bool round_active;
+        uint64_t tick_ms;         /* between two ticks of this round */
+        uint64_t tick_due_ns;     /* when the next tick should run (uv_hrtime) */
+
+        /* inotify (targets.h): what changed, so that a poll reads only that */
+        uv_poll_t notify_poll;
+        uv_timer_t notify_timer;  /* re-arms notify_poll, NOTIFY_BATCH_MS after a read */
+        bool notify_on;
+        /* A mount or unmount changes what a path names with no inotify
+         * event: /proc/self/mountinfo polls with POLLPRI when one happens. */
+        uv_poll_t mounts_poll;
+        int mounts_fd;
+        bool walk_needed;         /* the paths may match something else: walk at the next poll */
+        uint64_t sweep_at;        /* monotonic ms of the next full sweep */
+
+        /* This round's figures, and the loop's lateness (timer_lag_note()) */
+        struct event_round fig, last_fig;
+        struct lag {
+                uint32_t v[512]; /* microseconds late, the last ones */
+                size_t n, next;
+                uint64_t max_us;
+        } lag;
 
         /* Each state's targets (targets.h): */
         struct target_list statq;   /* STAT_QUEUED, first come first served */
@@ -150,7 +183,8 @@ static void round_remove(struct manager *m, struct target *t)
 
 static void update_status(struct manager *m)
 {
-        event_status(m->targets.n, m->running_jobs, m->queue_n, m->stopping, m->running_jobs + m->running_stats);
+        event_status(m->targets.n, m->running_jobs, m->queue_n, m->stopping, m->running_jobs + m->running_stats,
+                     &m->last_fig);
 }
 
 /* --- targets coming and going ----------------------------------------- */
@@ -358,52 +392,51 @@ static bool file_in_use(const struct manager *m, const struct target *t)
         return false;
 }
 
-/* The cheap look at one database. */
-static void poll_target(struct manager *m, struct target *t)
+/* Whether inotify watches t's files: its side files as the listing and
+ * the events tell are true now, and it needs no read while clean. */
+static bool watched(const struct manager *m, const struct target *t)
 {
-        struct file_id id;
-        struct dbstat st;
-        int r;
+        return m->notify_on && t->dir && t->dir->wd >= 0;
+}
 
-        /* Decided already, or being worked on (under this path or another). */
-        if (t->state != TARGET_IDLE && t->state != TARGET_HELD)
-                return;
-        r = file_id_at(target_dirfd(t), t->name, &id);
-        if (r == -ENOENT || r == -ENOTDIR) {
-                target_gone(m, t, "does not exist (any more)");
-                return;
-        }
-        t->dev = id.dev;
-        t->ino = id.ino;
-        if (file_in_use(m, t))
-                return;
-        if (t->reported_missing) {
-                event_db_added(t->path, EVENT_ADDED_BACK);
-                t->reported_missing = false;
-        }
-        if (still_held(m, t, &id))
-                return;
+/* What is known of t's side files: in --once the listing made a moment
+ * ago, in the daemon what inotify keeps current; else nothing (stat). */
+static struct dbstat_sides *sides_of(struct manager *m, struct target *t)
+{
+        return m->once || watched(m, t) ? &t->sides : NULL;
+}
 
-        r = dbstat_read_header_at(target_dirfd(t), t->name, &st);
-        switch (r) {
-        case 0:
-                t->stat_busy = 0;
-                t->stat = st;
-                t->have_stat = true;
+/* Figures that stand: decided on, and not read again until a file changes. */
+static void figures(struct manager *m, struct target *t, const struct dbstat *st)
+{
+        t->stat_busy = 0;
+        t->stat = *st;
+        t->have_stat = true;
+        t->clean = watched(m, t);
+        decide(m, t);
+}
+
+/* A header that needs SQLite (a WAL database whose -wal holds frames): told
+ * already, of these very files (a WAL database held open and idle costs a
+ * stat, not a job), or queued for a precise read. */
+static void needs_precise(struct manager *m, struct target *t)
+{
+        if (t->have_stat && util_monotonic_ms() - t->precise_at < PRECISE_REUSE_MAX_MS &&
+            files_unchanged(t, t->precise_known, &t->precise_db, &t->precise_wal)) {
+                event_stats_reused(t);
+                t->clean = watched(m, t);
                 decide(m, t);
-                break;
-        case -EAGAIN: /* only SQLite can tell */
-                /* ... and told already, of these very files: a WAL
-                 * database held open and idle costs a stat, not a job */
-                if (t->have_stat && util_monotonic_ms() - t->precise_at < PRECISE_REUSE_MAX_MS &&
-                    files_unchanged(t, t->precise_known, &t->precise_db, &t->precise_wal)) {
-                        event_stats_reused(t);
-                        decide(m, t);
-                        break;
-                }
-                set_state(m, t, TARGET_STAT_QUEUED);
-                break;
+                return;
+        }
+        set_state(m, t, TARGET_STAT_QUEUED);
+}
+
+/* A file the poll could not read: why, reported once and held. */
+static void poll_error(struct manager *m, struct target *t, int r)
+{
+        switch (r) {
         case -ENOENT:
+        case -ENOTDIR:
                 target_gone(m, t, "does not exist (any more)");
                 break;
         case -ELOOP:
@@ -419,6 +452,66 @@ static void poll_target(struct manager *m, struct target *t)
                 poll_failed(m, t, r == -EACCES || r == -EPERM ? MAINT_PERMISSION : MAINT_IOERR, strerror(-r));
                 break;
         }
+}
+
+/* Whether t is left alone this poll: held, or its file in another's job.
+ * id: the file as it is now. */
+static bool left_alone(struct manager *m, struct target *t, const struct file_id *id)
+{
+        t->dev = id->dev;
+        t->ino = id->ino;
+        if (file_in_use(m, t))
+                return true;
+        if (t->reported_missing) {
+                event_db_added(t->path, EVENT_ADDED_BACK);
+                t->reported_missing = false;
+        }
+        return still_held(m, t, id);
+}
+
+/* The cheap look at one database: nothing when its files did not change
+ * since the last (its figures decided on again); else one open, one fstat,
+ * the header, and a stat of each side file only where neither the listing
+ * nor inotify tells. Returns whether it read. */
+static bool poll_target(struct manager *m, struct target *t)
+{
+        struct file_id id;
+        struct dbstat st;
+        struct stat s;
+        int fd, r;
+
+        /* Decided already, or being worked on (under this path or another). */
+        if (t->state != TARGET_IDLE && t->state != TARGET_HELD)
+                return false;
+        if (t->clean && t->have_stat && t->state == TARGET_IDLE && watched(m, t)) {
+                m->fig.unchanged++;
+                decide(m, t);
+                return false;
+        }
+        m->fig.read++;
+        fd = t->dir ? dbstat_open_at(t->dir->fd, t->name, &s) : -ENOENT;
+        if (fd < 0) {
+                /* held for what it is (a link, a directory): while it stays so */
+                if (t->state == TARGET_HELD && fd != -ENOENT && file_id_at(target_dirfd(t), t->name, &id) == 0 &&
+                    left_alone(m, t, &id))
+                        return true;
+                poll_error(m, t, fd);
+                return true;
+        }
+        id = (struct file_id){ s.st_dev, s.st_ino, s.st_size, s.st_mtim };
+        if (left_alone(m, t, &id)) {
+                close(fd);
+                return true;
+        }
+        r = dbstat_read_header_fd(fd, &s, t->dir->fd, t->name, sides_of(m, t), &st);
+        close(fd);
+        if (r == 0)
+                figures(m, t, &st);
+        else if (r == -EAGAIN) /* only SQLite can tell */
+                needs_precise(m, t);
+        else
+                poll_error(m, t, r);
+        return true;
 }
 
 /* --- jobs ------------------------------------------------------------- */
@@ -516,14 +609,14 @@ static void stat_done(struct manager *m, struct target *t, struct job *j)
 {
         switch (j->res.status) {
         case MAINT_OK:
-                t->stat_busy = 0;
-                t->stat = j->res.after;
-                t->have_stat = true;
                 t->precise_db = j->res.db_id;
                 t->precise_wal = j->res.wal_id;
                 t->precise_known = j->res.db_id.ino != 0;
                 t->precise_at = util_monotonic_ms();
-                decide(m, t);
+                figures(m, t, &j->res.after);
+                /* an event while it read: what it read may be older */
+                if (t->changes != j->changes_at_start)
+                        t->clean = false;
                 break;
         case MAINT_BUSY: /* the next poll looks again; said once it lasts */
                 event_stats_locked(t->path, j->res.message, ++t->stat_busy, t->dc->retry.max_attempts);
@@ -587,6 +680,7 @@ static int start_job(struct manager *m, struct target *t, enum maint_op op)
         if (r < 0)
                 return r;
         j->owner = t;
+        j->changes_at_start = t->changes;
         /* a time limit shorter than limits.job_timeout: the window's end */
         j->ends_with_window = j->timeout_ms < t->dc->limits.job_timeout_ms;
         r = job_queue(j, &m->loop, job_finished, m);
@@ -884,34 +978,172 @@ static int apply_listing(struct manager *m, struct listing *l)
         return 0;
 }
 
+/* A walk's listing applied (r: apply_listing()'s), then let go: whether
+ * the next poll must walk again is what it could not watch. */
+static int listing_done(struct manager *m, struct listing *l, int r)
+{
+        if (r == 0)
+                m->walk_needed = !targets_listing_complete(l);
+        else if (r != -ESTALE)
+                m->walk_needed = true;
+        targets_listing_discard(&m->targets, l);
+        return r;
+}
+
 /* The paths and globs expanded now, on the loop thread: at start, before
  * READY=1, and at a reload, which must point every target at the new
  * configuration before the old one is freed. */
 static int expand(struct manager *m)
 {
         struct listing *l = targets_listing_new(&m->targets);
-        int r;
 
         if (!l)
                 return -ENOMEM;
         targets_list(l);
-        r = apply_listing(m, l);
-        targets_listing_free(l);
-        return r;
+        return listing_done(m, l, apply_listing(m, l));
+}
+
+/* --- change notification ------------------------------------------------ */
+
+/* Every event inotify holds, applied (targets_notify()). */
+static void notify_drain(struct manager *m)
+{
+        char buf[16384] __attribute__((aligned(__alignof__(struct inotify_event))));
+        ssize_t n;
+
+        if (!m->notify_on)
+                return;
+        while ((n = read(m->targets.notify_fd, buf, sizeof(buf))) > 0)
+                for (char *p = buf; p < buf + n;) {
+                        const struct inotify_event *ev = (const struct inotify_event *)p;
+
+                        if (targets_notify(&m->targets, ev) & NOTIFY_WALK)
+                                m->walk_needed = true;
+                        p += sizeof(*ev) + ev->len;
+                }
+}
+
+static void notify_rearm(uv_timer_t *timer);
+
+/* Readable: drained, then not looked at for NOTIFY_BATCH_MS (a poll
+ * drains it first all the same). */
+static void notify_cb(uv_poll_t *h, int status, int events)
+{
+        struct manager *m = h->data;
+
+        notify_drain(m);
+        uv_poll_stop(h);
+        uv_timer_start(&m->notify_timer, notify_rearm, NOTIFY_BATCH_MS, 0);
+}
+
+static void notify_rearm(uv_timer_t *timer)
+{
+        struct manager *m = timer->data;
+
+        if (!m->stopping)
+                uv_poll_start(&m->notify_poll, UV_READABLE, notify_cb);
+}
+
+static void mounts_cb(uv_poll_t *h, int status, int events)
+{
+        struct manager *m = h->data;
+
+        for (size_t i = 0; i < m->targets.n; i++)
+                m->targets.v[i]->clean = false;
+        m->walk_needed = true;
+        /* libuv stops a handle whose descriptor reports POLLERR, as this
+         * one does with POLLPRI: started again, it reports the next change */
+        if (!m->stopping)
+                uv_poll_start(h, UV_PRIORITIZED, mounts_cb);
+}
+
+/* inotify for the running daemon (not --once: it reads everything once):
+ * without it (no descriptors, a kernel without it), every poll walks and
+ * reads every database. */
+static void notify_start(struct manager *m)
+{
+        int r = targets_notify_open(&m->targets);
+
+        if (r < 0 || uv_poll_init(&m->loop, &m->notify_poll, m->targets.notify_fd) < 0) {
+                log_msg(LOG_WARNING, "cannot watch the database directories for changes (%s): every poll reads every "
+                        "database", strerror(r < 0 ? -r : EIO));
+                return;
+        }
+        m->mounts_fd = open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC);
+        if (m->mounts_fd < 0 || uv_poll_init(&m->loop, &m->mounts_poll, m->mounts_fd) < 0) {
+                log_msg(LOG_WARNING, "cannot watch the mount table (%s): every poll reads every database",
+                        strerror(m->mounts_fd < 0 ? errno : EIO));
+                uv_close((uv_handle_t *)&m->notify_poll, NULL);
+                if (m->mounts_fd >= 0)
+                        close(m->mounts_fd);
+                m->mounts_fd = -1;
+                return;
+        }
+        m->notify_poll.data = m->mounts_poll.data = m;
+        m->notify_on = true;
+        uv_poll_start(&m->notify_poll, UV_READABLE, notify_cb);
+        uv_poll_start(&m->mounts_poll, UV_PRIORITIZED, mounts_cb);
+}
+
+/* --- the loop's lateness -------------------------------------------------- */
+
+/* How late a tick ran: kept for the round's figures (loop lag). */
+static void lag_note(struct lag *g, uint64_t late_us)
+{
+        g->v[g->next] = late_us > UINT32_MAX ? UINT32_MAX : (uint32_t)late_us;
+        g->next = (g->next + 1) % ELEMENTSOF(g->v);
+        if (g->n < ELEMENTSOF(g->v))
+                g->n++;
+        if (late_us > g->max_us)
+                g->max_us = late_us;
+}
+
+static int u32_cmp(const void *a, const void *b)
+{
+        uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+
+        return (x > y) - (x < y);
+}
+
+/* The 99th percentile of the lateness kept, microseconds. */
+static uint64_t lag_p99(const struct lag *g)
+{
+        uint32_t v[ELEMENTSOF(g->v)];
+
+        if (g->n == 0)
+                return 0;
+        memcpy(v, g->v, g->n * sizeof(*v));
+        qsort(v, g->n, sizeof(*v), u32_cmp);
+        return v[(g->n * 99 + 99) / 100 - 1];
 }
 
 static void tick_cb(uv_timer_t *timer)
 {
         struct manager *m = timer->data;
+        uint64_t now = uv_hrtime();
+        size_t reads = 0, looks = 0;
         struct target *t;
 
-        for (size_t k = 0; k < m->per_tick && (t = TAILQ_FIRST(&m->round)); k++) {
+        if (m->tick_due_ns) {
+                lag_note(&m->lag, now > m->tick_due_ns ? (now - m->tick_due_ns) / 1000 : 0);
+                m->tick_due_ns = now + m->tick_ms * 1000000;
+        }
+        notify_drain(m);
+        while (reads < m->per_tick && looks < POLL_LOOKS_MAX && (t = TAILQ_FIRST(&m->round))) {
                 round_remove(m, t);
-                poll_target(m, t);
+                if (poll_target(m, t))
+                        reads++;
+                else
+                        looks++;
         }
         if (TAILQ_EMPTY(&m->round)) {
                 uv_timer_stop(&m->tick_timer);
                 m->round_active = false;
+                m->fig.lag_p99_us = lag_p99(&m->lag);
+                m->fig.lag_max_us = m->lag.max_us;
+                m->last_fig = m->fig;
+                event_poll_round_done(&m->fig);
+                update_status(m);
         }
         dispatch(m);
         maybe_done(m);
@@ -935,6 +1167,8 @@ static void start_round(struct manager *m)
 
         m->expanded_now = false;
         round_clear(m);
+        m->fig = (struct event_round){ 0 };
+        m->lag = (struct lag){ .n = 0 };
         for (size_t i = 0; i < m->targets.n; i++) {
                 TAILQ_INSERT_TAIL(&m->round, m->targets.v[i], round_link);
                 m->targets.v[i]->in_round = true;
@@ -942,22 +1176,26 @@ static void start_round(struct manager *m)
         n = m->targets.n;
         m->round_active = true;
 
-        /* Spread the header reads over most of the interval, a few per tick,
-         * so ten thousand databases are not all read at the same moment. */
+        /* Spread the reads over most of the interval, POLL_BATCH or more
+         * per tick, so ten thousand databases are neither read at the same
+         * moment nor each at a wake-up of its own. */
         spread = m->conf->poll_interval_ms * POLL_SPREAD_PERCENT / 100;
-        if (m->once || n == 0 || spread == 0) {
+        if (m->once || n <= POLL_BATCH || spread < POLL_TICK_MIN_MS) {
                 m->per_tick = n ? n : 1;
                 tick = 0;
         } else {
-                tick = spread / n;
-                if (tick < POLL_TICK_MIN_MS)
-                        tick = POLL_TICK_MIN_MS;
-                m->per_tick = (size_t)((n * tick + spread - 1) / spread);
-                if (m->per_tick == 0)
-                        m->per_tick = 1;
+                uint64_t ticks = n / POLL_BATCH;
+
+                if (ticks > spread / POLL_TICK_MIN_MS)
+                        ticks = spread / POLL_TICK_MIN_MS;
+                tick = spread / ticks;
+                m->per_tick = (size_t)((n + ticks - 1) / ticks);
         }
+        m->tick_ms = tick ? tick : 1;
+        m->tick_due_ns = 0;
         event_poll_round(n, m->per_tick, tick);
         uv_timer_start(&m->tick_timer, tick_cb, 0, tick ? tick : 1);
+        m->tick_due_ns = uv_hrtime();
 }
 
 static void list_work(uv_work_t *req)
@@ -972,9 +1210,10 @@ static void list_done(uv_work_t *req, int status)
 {
         struct manager *m = req->data;
         struct listing *l = m->listing;
-        int r = m->stopping ? 0 : apply_listing(m, l);
+        int r = m->stopping ? -ESTALE : apply_listing(m, l);
 
-        m->listing = targets_listing_free(l);
+        m->listing = NULL;
+        r = listing_done(m, l, r);
         if (m->stopping) {
                 maybe_done(m);
                 return;
@@ -1000,7 +1239,15 @@ static void poll_cb(uv_timer_t *timer)
 {
         struct manager *m = timer->data;
 
-        if (m->expanded_now) {
+        if (!m->once && util_monotonic_ms() >= m->sweep_at) {
+                /* the full sweep: whatever inotify said, or could not */
+                for (size_t i = 0; i < m->targets.n; i++)
+                        m->targets.v[i]->clean = false;
+                m->walk_needed = true;
+                m->sweep_at = util_monotonic_ms() + m->conf->full_sweep_interval_ms;
+        }
+        notify_drain(m);
+        if (m->expanded_now || !m->walk_needed) {
                 start_round(m);
                 return;
         }
@@ -1013,8 +1260,10 @@ static void poll_cb(uv_timer_t *timer)
                 log_msg(LOG_ERR, "out of memory expanding the database paths, skipping this poll");
                 return;
         }
-        if (uv_queue_work(&m->loop, &m->list_req, list_work, list_done) != 0)
-                m->listing = targets_listing_free(m->listing);
+        if (uv_queue_work(&m->loop, &m->list_req, list_work, list_done) != 0) {
+                targets_listing_discard(&m->targets, m->listing);
+                m->listing = NULL;
+        }
 }
 
 /* --- signals, reload, stop --------------------------------------------- */
@@ -1070,6 +1319,7 @@ static void reload(struct manager *m)
                         set_state(m, t, TARGET_IDLE); /* the new settings may fix it */
                 t->rowid_hold = false;
                 t->logged_reason = SCHED_REASON_NONE;
+                t->clean = false; /* looked at anew, under the new settings */
         }
         m->max_jobs = c->max_concurrent_jobs;
         if (m->max_jobs > m->pool_size - STAT_JOBS_MAX - POOL_SPARE) {
@@ -1187,6 +1437,11 @@ static void begin_stop(struct manager *m)
         uv_timer_stop(&m->prune_timer);
         uv_timer_stop(&m->tick_timer);
         uv_timer_stop(&m->dispatch_timer);
+        uv_timer_stop(&m->notify_timer);
+        if (m->notify_on) {
+                uv_poll_stop(&m->notify_poll);
+                uv_poll_stop(&m->mounts_poll);
+        }
         round_clear(m);
         while ((t = TAILQ_FIRST(&m->queue)))
                 set_state(m, t, TARGET_IDLE);
@@ -1263,6 +1518,7 @@ int manager_new(struct manager **ret, const struct manager_options *o, struct co
         }
         m->conf = conf;
         targets_init(&m->targets);
+        m->mounts_fd = -1;
         TAILQ_INIT(&m->round);
         TAILQ_INIT(&m->statq);
         TAILQ_INIT(&m->queue);
@@ -1308,10 +1564,12 @@ int manager_new(struct manager **ret, const struct manager_options *o, struct co
         uv_timer_init(&m->loop, &m->watchdog_timer);
         uv_timer_init(&m->loop, &m->prune_timer);
         uv_timer_init(&m->loop, &m->flood_timer);
+        uv_timer_init(&m->loop, &m->notify_timer);
         uv_signal_init(&m->loop, &m->sig_hup);
         uv_signal_init(&m->loop, &m->sig_term);
         uv_signal_init(&m->loop, &m->sig_int);
         m->poll_timer.data = m->tick_timer.data = m->dispatch_timer.data = m->watchdog_timer.data = m;
+        m->notify_timer.data = m;
         m->prune_timer.data = m->prune_req.data = m->flood_timer.data = m->list_req.data = m;
         m->sig_hup.data = m->sig_term.data = m->sig_int.data = m;
         *ret = m;
@@ -1332,6 +1590,9 @@ int manager_run(struct manager *m)
         if (wd)
                 uv_timer_start(&m->watchdog_timer, watchdog_cb, 0, wd / 2000 ? wd / 2000 : 1);
 
+        if (!m->once)
+                notify_start(m);
+        m->sweep_at = util_monotonic_ms() + m->conf->full_sweep_interval_ms;
         r = targets_configure(&m->targets, m->conf);
         if (r >= 0)
                 r = expand(m);
@@ -1365,6 +1626,8 @@ struct manager *manager_free(struct manager *m)
         finish_loop(m); /* if it never ran: the handles made in manager_new */
         targets_clear(&m->targets);
         targets_clear(&m->refused);
+        if (m->mounts_fd >= 0)
+                close(m->mounts_fd);
         free(m->jobs);
         state_free(m->state);
         conf_free(m->conf);

@@ -7,7 +7,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/inotify.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
@@ -20,9 +22,24 @@
  * never through a symbolic link. */
 #define DIR_FLAGS (O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK)
 
+/* What a watch reports: what a database's files and the directory's
+ * names do (a -shm is written through mmap(2), which inotify never sees,
+ * and says nothing a -wal does not). */
+#define WATCH_MASK (IN_MODIFY | IN_ATTRIB | IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE_SELF | \
+                    IN_MOVE_SELF | IN_ONLYDIR | IN_EXCL_UNLINK)
+
 void targets_init(struct targets *ts)
 {
-        *ts = (struct targets){ 0 };
+        *ts = (struct targets){ .notify_fd = -1 };
+}
+
+static void watches_free(struct watch_entry *v, size_t n)
+{
+        for (size_t i = 0; i < n; i++) {
+                free(v[i].dir);
+                free(v[i].name);
+        }
+        free(v);
 }
 
 struct target *target_free(struct target *t)
@@ -63,6 +80,9 @@ void targets_clear(struct targets *ts)
                 tdir_free(ts->dirs[i]);
         free(ts->dirs);
         roots_clear(ts);
+        watches_free(ts->watches, ts->n_watches);
+        if (ts->notify_fd >= 0)
+                close(ts->notify_fd);
         targets_init(ts);
 }
 
@@ -232,6 +252,7 @@ struct record {
         bool explicit_path;
         size_t root;     /* index into roots */
         size_t dir;      /* REC_MATCH: index into dirs */
+        unsigned sides;  /* REC_MATCH: SIDES_* as the directory's listing showed them */
         size_t path;     /* offset into text */
         const char *why; /* REC_REFUSED: a static string */
         /* targets_apply(): the target of that path (in the first record
@@ -249,11 +270,24 @@ struct dir_key {
         uint64_t mnt_id;
 };
 
+/* A record's side files, as its directory's listing showed them. */
+#define SIDES_KNOWN 1u
+#define SIDES_WAL 2u
+#define SIDES_JOURNAL 4u
+
 /* A directory a match was found in, opened by the walk. */
 struct listed_dir {
         size_t path; /* offset into text: the admin's spelling */
         int fd;      /* -1 once targets_apply() has taken it, or when the targets held it already */
+        int wd;      /* its inotify watch, -1 without */
         struct dir_key key;
+};
+
+/* An inotify watch the walk set up (struct watch_entry, in the listing). */
+struct listed_watch {
+        int wd;
+        size_t dir, name; /* offsets into text */
+        bool glob, last;
 };
 
 /* One databases: entry as the walk needs it: copies, so that a reload on
@@ -291,6 +325,12 @@ struct listing {
          * do not count toward a later entry's max_records. */
         size_t *earlier;
         size_t cap_earlier, n_earlier;
+        int notify_fd;            /* the targets' inotify descriptor, -1 without */
+        struct listed_watch *watches;
+        size_t n_watches, cap_watches;
+        bool adopted;             /* targets_apply() took its watches */
+        bool unwatched;           /* a directory is not watched (or no inotify): walk at every poll */
+        uint64_t seq;             /* the targets' event count when the walk began */
         int err;
 };
 
@@ -312,6 +352,7 @@ struct listing *targets_listing_free(struct listing *l)
         free(l->by_path);
         free(l->held);
         free(l->earlier);
+        free(l->watches);
         free(l);
         return NULL;
 }
@@ -351,6 +392,9 @@ struct listing *targets_listing_new(const struct targets *ts)
         if (!l)
                 return NULL;
         l->generation = ts->generation;
+        l->notify_fd = ts->notify_fd;
+        l->unwatched = ts->notify_fd < 0;
+        l->seq = ts->seq;
         l->roots = calloc(ts->n_roots ? ts->n_roots : 1, sizeof(*l->roots));
         if (!l->roots)
                 return targets_listing_free(l);
@@ -407,6 +451,7 @@ static void add_record(struct listing *l, struct record r, const char *path)
 struct walk {
         struct listing *l;
         size_t root;
+        int wd; /* the watch of the directory being read, for listed_dir() */
 };
 
 static void refused(struct walk *w, const char *path, const char *why)
@@ -433,6 +478,7 @@ static size_t listed_dir(struct walk *w, const char *at, int fd, size_t *index)
         /* held already: targets_apply() takes the targets' own descriptor,
          * so the walk never holds a second one of each directory */
         d->fd = -1;
+        d->wd = w->wd;
         if (!bsearch(&d->key, l->held, l->n_held, sizeof(*l->held), held_cmp) &&
             (d->fd = fcntl(fd, F_DUPFD_CLOEXEC, 3)) < 0) {
                 l->err = -errno; /* EMFILE: this walk fails, nothing is dropped */
@@ -589,6 +635,112 @@ static int open_root(struct walk *w)
         return fd;
 }
 
+/* Whether changes to fd's file system may come from elsewhere, unseen by
+ * inotify (statfs(2)'s f_type; linux/magic.h). */
+static bool remote_fs(int fd)
+{
+        static const unsigned long remote[] = {
+                0x6969,     /* NFS */
+                0xfe534d42, /* SMB2 */
+                0xff534d42, /* CIFS */
+                0x517b,     /* SMB */
+                0x65735546, /* FUSE */
+                0x00c36400, /* Ceph */
+                0x01021997, /* 9p */
+                0x5346414f, /* AFS */
+                0x01161970, /* GFS2 */
+                0x7461636f, /* OCFS2 */
+                0x0bd00bd0, /* Lustre */
+        };
+        struct statfs sf;
+
+        if (fstatfs(fd, &sf) < 0)
+                return true;
+        for (size_t i = 0; i < ELEMENTSOF(remote); i++)
+                if ((unsigned long)sf.f_type == remote[i])
+                        return true;
+        return false;
+}
+
+/* An inotify watch on the directory open as fd (at), for the component
+ * name below it, set up before the walk looks into it: its wd, or -1 when
+ * it is not watched (the listing is then incomplete). */
+static int watch_dir(struct walk *w, int fd, const char *at, const char *name, bool last)
+{
+        struct listing *l = w->l;
+        char proc[64];
+        int wd;
+
+        if (l->notify_fd < 0 || l->err)
+                return -1;
+        snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+        if (remote_fs(fd) || (wd = inotify_add_watch(l->notify_fd, proc, WATCH_MASK)) < 0 ||
+            util_grow(&l->watches, &l->cap_watches, l->n_watches + 1, sizeof(*l->watches), 64) < 0) {
+                l->unwatched = true;
+                return -1;
+        }
+        l->watches[l->n_watches] = (struct listed_watch){ wd, add_text(l, at), add_text(l, name),
+                                                          has_glob(name, strlen(name)), last };
+        if (!l->err)
+                l->n_watches++;
+        return wd;
+}
+
+/* The side file names a directory's listing met, sorted: which of its
+ * databases have a -wal or a -journal beside them. */
+struct siblings {
+        char **v;
+        size_t n, cap;
+        bool failed;
+};
+
+static void sibling_add(struct siblings *sb, const char *name)
+{
+        char *copy;
+
+        if (sb->failed)
+                return;
+        if (util_grow(&sb->v, &sb->cap, sb->n + 1, sizeof(*sb->v), 64) < 0 || !(copy = strdup(name))) {
+                sb->failed = true;
+                return;
+        }
+        sb->v[sb->n++] = copy;
+}
+
+static int str_cmp(const void *a, const void *b)
+{
+        return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static bool sibling_has(const struct siblings *sb, const char *base, const char *suffix)
+{
+        char name[NAME_MAX + 16], *key = name;
+
+        snprintf(name, sizeof(name), "%s%s", base, suffix);
+        return bsearch(&key, sb->v, sb->n, sizeof(*sb->v), str_cmp) != NULL;
+}
+
+/* The records from first on, found in one complete listing of their
+ * directory: their side files, as it showed them. */
+static void sibling_mark(struct listing *l, struct siblings *sb, size_t first)
+{
+        if (!sb->failed) {
+                qsort(sb->v, sb->n, sizeof(*sb->v), str_cmp);
+                for (size_t i = first; i < l->n_recs; i++) {
+                        struct record *r = &l->recs[i];
+                        const char *slash = strrchr(l->text + r->path, '/');
+
+                        if (r->kind != REC_MATCH || !slash)
+                                continue;
+                        r->sides = SIDES_KNOWN | (sibling_has(sb, slash + 1, DBSTAT_SUFFIX_WAL) ? SIDES_WAL : 0) |
+                                   (sibling_has(sb, slash + 1, DBSTAT_SUFFIX_JOURNAL) ? SIDES_JOURNAL : 0);
+                }
+        }
+        for (size_t i = 0; i < sb->n; i++)
+                free(sb->v[i]);
+        free(sb->v);
+}
+
 static void walk_from(struct walk *w, int fd, const char *at, const char *rest);
 
 /* One entry of a listed directory that matched a glob component. */
@@ -639,9 +791,11 @@ static void walk_from(struct walk *w, int fd, const char *at, const char *rest)
         size_t n = slash ? (size_t)(slash - rest) : strlen(rest), dir = SIZE_MAX;
         char comp[NAME_MAX + 1], path[PATH_MAX];
         const char *next = slash ? slash + 1 : "";
-        struct dirent *de;
+        struct siblings sb = { 0 };
+        struct dirent *de = NULL;
+        size_t first;
         DIR *d;
-        int sub;
+        int sub, wd;
 
         if (w->l->err || n == 0 || n > NAME_MAX)
                 return;
@@ -655,6 +809,7 @@ static void walk_from(struct walk *w, int fd, const char *at, const char *rest)
 
                         /* a plain path is watched, there or not; a glob's
                          * last name only when it is a database file there */
+                        w->wd = watch_dir(w, fd, at, comp, true);
                         if (!w->l->roots[w->root].is_glob) {
                                 found(w, at, fd, &dir, path, true);
                                 return;
@@ -667,6 +822,7 @@ static void walk_from(struct walk *w, int fd, const char *at, const char *rest)
                                 "");
                         return;
                 }
+                (void)watch_dir(w, fd, at, comp, false);
                 sub = openat(fd, comp, DIR_FLAGS);
                 if (sub < 0 && walk_failed(w, errno))
                         return;
@@ -683,6 +839,7 @@ static void walk_from(struct walk *w, int fd, const char *at, const char *rest)
                 close(sub);
                 return;
         }
+        wd = watch_dir(w, fd, at, comp, !*next);
         sub = openat(fd, ".", DIR_FLAGS);
         d = sub >= 0 ? fdopendir(sub) : NULL;
         if (!d) {
@@ -691,12 +848,19 @@ static void walk_from(struct walk *w, int fd, const char *at, const char *rest)
                         close(sub);
                 return;
         }
+        first = w->l->n_recs;
         while ((de = readdir(d)) && !w->l->err && !w->l->roots[w->root].truncated) {
+                if (!*next && target_is_side_file(de->d_name))
+                        sibling_add(&sb, de->d_name);
                 if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0 ||
                     fnmatch(comp, de->d_name, FNM_PERIOD) != 0)
                         continue;
+                w->wd = wd;
                 matched(w, fd, at, &dir, de->d_name, de->d_type, next);
         }
+        /* only a listing read to its end tells what is not there */
+        sb.failed |= de != NULL || w->l->err != 0;
+        sibling_mark(w->l, &sb, first);
         closedir(d);
 }
 
@@ -896,7 +1060,11 @@ static struct tdir *take_dir(struct apply *a, struct listing *l, struct listed_d
                                 d->dev = ld->key.dev;
                                 d->ino = ld->key.ino;
                                 d->mnt_id = ld->key.mnt_id;
+                                d->rewatched = true;
                         }
+                        if (d->wd != ld->wd)
+                                d->rewatched = true;
+                        d->wd = ld->wd;
                         d->seen = true;
                         return d;
                 }
@@ -922,6 +1090,7 @@ static struct tdir *take_dir(struct apply *a, struct listing *l, struct listed_d
         d->dev = ld->key.dev;
         d->ino = ld->key.ino;
         d->mnt_id = ld->key.mnt_id;
+        d->wd = ld->wd;
         d->seen = true;
         memmove(ts->dirs + lo + 1, ts->dirs + lo, (ts->n_dirs - lo) * sizeof(*ts->dirs));
         ts->dirs[lo] = d;
@@ -1020,6 +1189,26 @@ bool targets_listing_stale(const struct targets *ts, const struct listing *l)
         return l->generation != ts->generation || l->n_roots != ts->n_roots;
 }
 
+/* t found in dir (NULL: none) by record r: what the listing and the
+ * watches tell of its files. A target in another directory, or one
+ * watched anew, may have changed unseen: not clean. The listing's side
+ * files stand unless an event came while the walk ran (the event is newer). */
+static void take_files(struct apply *a, const struct listing *l, struct target *t, const struct record *r,
+                       struct tdir *dir)
+{
+        bool moved = t->dir != dir || !dir || dir->rewatched || dir->wd < 0;
+
+        t->dir = dir;
+        if (moved)
+                t->clean = false;
+        if ((r->sides & SIDES_KNOWN) && l->seq == a->ts->seq) {
+                t->sides.wal = r->sides & SIDES_WAL ? SIDE_PRESENT : SIDE_ABSENT;
+                t->sides.journal = r->sides & SIDES_JOURNAL ? SIDE_PRESENT : SIDE_ABSENT;
+        } else if (moved) {
+                t->sides = (struct dbstat_sides){ SIDE_UNKNOWN, SIDE_UNKNOWN };
+        }
+}
+
 /* The records of root i, from *k on, applied; *k left after them. */
 static void apply_root(struct apply *a, struct listing *l, struct tdir **dirs, size_t i, size_t *k)
 {
@@ -1042,7 +1231,7 @@ static void apply_root(struct apply *a, struct listing *l, struct tdir **dirs, s
                                 a->err = -errno; /* nothing is dropped for it */
                                 break;
                         }
-                        t->dir = r->kind == REC_MATCH && r->dir != SIZE_MAX ? dirs[r->dir] : NULL;
+                        take_files(a, l, t, r, r->kind == REC_MATCH && r->dir != SIZE_MAX ? dirs[r->dir] : NULL);
                         if (created && a->ev->added)
                                 a->ev->added(a->ev->userdata, t);
                         break;
@@ -1053,6 +1242,8 @@ static void apply_root(struct apply *a, struct listing *l, struct tdir **dirs, s
                 }
         }
 }
+
+static int adopt_watches(struct targets *ts, struct listing *l);
 
 int targets_apply(struct targets *ts, struct listing *l, const struct targets_events *ev)
 {
@@ -1071,7 +1262,7 @@ int targets_apply(struct targets *ts, struct listing *l, const struct targets_ev
         for (size_t i = 0; i < ts->n; i++)
                 ts->v[i]->seen = false;
         for (size_t i = 0; i < ts->n_dirs; i++)
-                ts->dirs[i]->seen = false;
+                ts->dirs[i]->seen = ts->dirs[i]->rewatched = false;
         for (size_t i = 0; i < ts->n_roots && !a.err; i++) {
                 struct entry_root *e = &ts->roots[i];
                 uint64_t max = e->dc->limits.max_matches;
@@ -1120,7 +1311,167 @@ int targets_apply(struct targets *ts, struct listing *l, const struct targets_ev
                 if (i + 1 == ts->n_dirs)
                         ts->n_dirs = k2;
         }
+        return adopt_watches(ts, l);
+}
+
+/* ---- change notification ---------------------------------------------------- */
+
+static int watch_cmp(const void *a, const void *b)
+{
+        const struct watch_entry *x = a, *y = b;
+
+        return (x->wd > y->wd) - (x->wd < y->wd);
+}
+
+static bool table_has(const struct watch_entry *v, size_t n, int wd)
+{
+        struct watch_entry key = { .wd = wd };
+
+        return bsearch(&key, v, n, sizeof(*v), watch_cmp) != NULL;
+}
+
+/* The listing's watches as the targets' table; the watches of the old
+ * table it no longer has, removed. Out of memory: the old table stays
+ * (what it misses is walked again: returns 0 with the listing marked not
+ * adopted, so that targets_listing_discard() removes its watches). */
+static int adopt_watches(struct targets *ts, struct listing *l)
+{
+        struct watch_entry *v = calloc(l->n_watches ? l->n_watches : 1, sizeof(*v));
+        size_t n = 0;
+
+        if (!v)
+                return 0;
+        for (size_t i = 0; i < l->n_watches; i++, n++) {
+                const struct listed_watch *lw = &l->watches[i];
+
+                v[n] = (struct watch_entry){ lw->wd, strdup(l->text + lw->dir), strdup(l->text + lw->name), lw->glob,
+                                             lw->last };
+                if (!v[n].dir || !v[n].name) {
+                        watches_free(v, n + 1);
+                        return 0;
+                }
+        }
+        qsort(v, n, sizeof(*v), watch_cmp);
+        for (size_t i = 0; i < ts->n_watches; i++)
+                if (!table_has(v, n, ts->watches[i].wd))
+                        (void)inotify_rm_watch(ts->notify_fd, ts->watches[i].wd);
+        watches_free(ts->watches, ts->n_watches);
+        ts->watches = v;
+        ts->n_watches = n;
+        l->adopted = true;
         return 0;
+}
+
+struct listing *targets_listing_discard(struct targets *ts, struct listing *l)
+{
+        if (!l)
+                return NULL;
+        if (!l->adopted)
+                for (size_t i = 0; i < l->n_watches; i++)
+                        if (!table_has(ts->watches, ts->n_watches, l->watches[i].wd))
+                                (void)inotify_rm_watch(ts->notify_fd, l->watches[i].wd);
+        return targets_listing_free(l);
+}
+
+int targets_notify_open(struct targets *ts)
+{
+        if (ts->notify_fd >= 0)
+                return 0;
+        ts->notify_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+        return ts->notify_fd < 0 ? -errno : 0;
+}
+
+bool targets_listing_complete(const struct listing *l)
+{
+        if (l->unwatched || l->err)
+                return false;
+        for (size_t i = 0; i < l->n_roots; i++)
+                if (!l->roots[i].opened || l->roots[i].truncated)
+                        return false;
+        for (size_t i = 0; i < l->n_recs; i++)
+                if (l->recs[i].kind == REC_MISSING)
+                        return false;
+        return true;
+}
+
+/* The length of name without its side file suffix, and which it is. */
+static size_t side_base(const char *name, const char **suffix)
+{
+        size_t n = strlen(name);
+
+        *suffix = NULL;
+        for (size_t i = 0; i < ELEMENTSOF(dbstat_side_suffixes); i++) {
+                size_t k = strlen(dbstat_side_suffixes[i]);
+
+                if (n > k && strcmp(name + n - k, dbstat_side_suffixes[i]) == 0) {
+                        *suffix = dbstat_side_suffixes[i];
+                        return n - k;
+                }
+        }
+        return n;
+}
+
+/* An event naming base (its side file suffix, if any) in e's directory. */
+static unsigned notify_file(struct targets *ts, const struct watch_entry *e, uint32_t mask, const char *base,
+                            const char *suffix)
+{
+        bool names = (mask & (IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO)) != 0;
+        char path[PATH_MAX];
+        struct target *t;
+
+        if (e->glob ? fnmatch(e->name, base, FNM_PERIOD) != 0 : strcmp(e->name, base) != 0)
+                return 0;
+        if (!e->last) /* a directory the walk descends into */
+                return names && !suffix ? NOTIFY_WALK : 0;
+        if (suffix && strcmp(suffix, DBSTAT_SUFFIX_SHM) == 0)
+                return 0;
+        if ((size_t)snprintf(path, sizeof(path), "%s/%s", strcmp(e->dir, "/") == 0 ? "" : e->dir, base) >= sizeof(path))
+                return 0;
+        t = targets_find(ts, path);
+        if (t) {
+                enum side_file now = mask & (IN_CREATE | IN_MOVED_TO) ? SIDE_PRESENT : SIDE_ABSENT;
+
+                t->clean = false;
+                t->changes++;
+                if (names && suffix && strcmp(suffix, DBSTAT_SUFFIX_WAL) == 0)
+                        t->sides.wal = now;
+                else if (names && suffix)
+                        t->sides.journal = now;
+        }
+        ts->seq++;
+        return names && !suffix ? NOTIFY_WALK : 0;
+}
+
+unsigned targets_notify(struct targets *ts, const struct inotify_event *ev)
+{
+        struct watch_entry key = { .wd = ev->wd };
+        unsigned r = 0;
+        const char *suffix;
+        char base[NAME_MAX + 1];
+        size_t lo = 0, hi = ts->n_watches;
+
+        if (ev->mask & IN_Q_OVERFLOW) {
+                for (size_t i = 0; i < ts->n; i++)
+                        ts->v[i]->clean = false;
+                ts->seq++;
+                return NOTIFY_WALK;
+        }
+        if (ev->mask & (IN_IGNORED | IN_DELETE_SELF | IN_MOVE_SELF | IN_UNMOUNT))
+                r |= NOTIFY_WALK;
+        if (ev->len == 0 || !ev->name[0])
+                return r;
+        snprintf(base, sizeof(base), "%.*s", (int)side_base(ev->name, &suffix), ev->name);
+        while (lo < hi) { /* the first entry of ev->wd */
+                size_t mid = lo + (hi - lo) / 2;
+
+                if (watch_cmp(&ts->watches[mid], &key) < 0)
+                        lo = mid + 1;
+                else
+                        hi = mid;
+        }
+        for (; lo < ts->n_watches && ts->watches[lo].wd == ev->wd; lo++)
+                r |= notify_file(ts, &ts->watches[lo], ev->mask, suffix ? base : ev->name, suffix);
+        return r;
 }
 
 int targets_expand(struct targets *ts, const struct targets_events *ev)
@@ -1132,6 +1483,6 @@ int targets_expand(struct targets *ts, const struct targets_events *ev)
                 return -ENOMEM;
         targets_list(l);
         r = targets_apply(ts, l, ev);
-        targets_listing_free(l);
+        targets_listing_discard(ts, l);
         return r;
 }

@@ -29,6 +29,8 @@ struct tdir {
         dev_t dev;
         ino_t ino;
         uint64_t mnt_id; /* statx's: a bind mount of it elsewhere is another */
+        int wd;          /* its inotify watch (targets_notify()), -1 without one */
+        bool rewatched;  /* this expansion found it under another watch: its files may have changed */
         bool seen;
 };
 
@@ -73,6 +75,15 @@ struct target {
         struct sched_history hist;
         struct dbstat stat;
         bool have_stat;
+
+        /* Its -wal and -journal as the last directory listing and inotify
+         * events since tell (known only while its directory is watched,
+         * or in --once); and whether its files may have changed since
+         * their last read: a clean target is not read again (its last
+         * figures stand) until an event, a full sweep or a reload. */
+        struct dbstat_sides sides;
+        bool clean;
+        uint64_t changes;         /* events that named its files, so far */
 
         enum target_state state;
         TAILQ_ENTRY(target) link;       /* in its state's list, if it has one */
@@ -136,6 +147,16 @@ struct entry_root {
         uint64_t watched;   /* databases it watched after the last expansion (at most max_matches) */
 };
 
+/* A directory the walk read or descends from, watched with inotify: an
+ * event naming name (a glob component, or a plain one) is for this walk. */
+struct watch_entry {
+        int wd;
+        char *dir;  /* the admin's spelling, as the targets' paths */
+        char *name; /* the component below dir */
+        bool glob;  /* name holds glob characters (fnmatch) */
+        bool last;  /* name is the last component: it names databases */
+};
+
 struct targets {
         struct target **v; /* sorted by path */
         size_t n, cap;
@@ -144,6 +165,10 @@ struct targets {
         struct entry_root *roots;
         size_t n_roots;
         uint64_t generation; /* one more at each targets_configure() */
+        int notify_fd;       /* inotify's (targets_notify_open()), -1 without */
+        struct watch_entry *watches; /* of the last expansion applied, sorted by wd */
+        size_t n_watches;
+        uint64_t seq;        /* events applied so far (targets_notify()) */
 };
 
 void targets_init(struct targets *ts);
@@ -200,3 +225,35 @@ struct listing *targets_listing_free(struct listing *l);
 
 /* All three at once, on the calling thread (at start, at a reload). */
 int targets_expand(struct targets *ts, const struct targets_events *ev);
+
+/* A listing not applied (stale, failed): freed, and the inotify watches
+ * its walk set up that the targets do not use removed. */
+struct listing *targets_listing_discard(struct targets *ts, struct listing *l);
+
+/* ---- change notification (inotify(7)) -------------------------------------
+ *
+ * With targets_notify_open(), each walk sets an inotify watch on every
+ * directory it reads or descends from, before it reads it (by its open
+ * descriptor, through /proc/self/fd: the directory walked, not whatever
+ * its name means later), so nothing that changes after the walk's look
+ * goes unseen. Not on a file system whose changes may come from another
+ * host (NFS, SMB/CIFS, FUSE, Ceph, 9p, AFS, GFS2, OCFS2, Lustre: inotify
+ * sees local changes only), nor past the kernel's max_user_watches: a
+ * listing with such a directory is incomplete, and the caller walks and
+ * reads everything at every poll as it would without inotify.
+ *
+ * targets_notify_open(): 0, or -errno from inotify_init1().
+ * targets_listing_complete(): every directory of the walk watched, every
+ * entry's admin part opened and walked to the end (none past
+ * limits.max_matches, no plain path missing its directory): no walk is
+ * needed until an event says so.
+ * targets_notify(): one event applied: the target it names marked not
+ * clean (and its -wal/-journal presence updated). Returns NOTIFY_WALK
+ * when the configured paths may match something else now (a matching
+ * name created, deleted or moved; a watched directory gone or moved; the
+ * event queue overflowed: every target is then marked not clean too). */
+#define NOTIFY_WALK 1u
+int targets_notify_open(struct targets *ts);
+bool targets_listing_complete(const struct listing *l);
+struct inotify_event;
+unsigned targets_notify(struct targets *ts, const struct inotify_event *ev);
