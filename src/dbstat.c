@@ -251,64 +251,99 @@ int dbstat_read_header_at(int dirfd, const char *path, struct dbstat *st)
         return r;
 }
 
+/* name+suffix in dirfd opened for a raw read: the descriptor or -errno. */
+static int open_side_at(int dirfd, const char *name, const char *suffix, struct stat *st)
+{
+        char p[4096 + 16];
+
+        if ((size_t)snprintf(p, sizeof(p), "%s%s", name, suffix) >= sizeof(p))
+                return -ENAMETOOLONG;
+        return open_raw_at(dirfd, p, st);
+}
+
+/* st from the main file's header (h, its size s) and what the -wal says (w). */
+static int wal_figures(const struct dbheader *h, const struct stat *s, const struct stat *ws, const struct walread *w,
+                       bool index, struct dbstat *st)
+{
+        struct dbheader h1;
+
+        if (dbstat_parse_header(w->page1, &h1) < 0 || h1.page_size != h->page_size)
+                return -EAGAIN;
+        *st = (struct dbstat){
+                .page_size = h->page_size,
+                .page_count = index || w->frames ? w->page_count : dbstat_header_page_count(h, (uint64_t)s->st_size),
+                .freelist_count = h1.freelist_count,
+                .file_size_bytes = (uint64_t)s->st_size,
+                .wal_size_bytes = (uint64_t)ws->st_size,
+                .auto_vacuum = header_auto_vacuum(&h1),
+                .schema_cookie = h1.schema_cookie,
+        };
+        util_strlcpy(st->journal_mode, "wal", sizeof(st->journal_mode));
+        if (st->freelist_count > st->page_count)
+                return -EAGAIN;
+        fill_derived(st);
+        return 0;
+}
+
+/* The -wal open as wfd scanned whole (walread_scan()), the main file
+ * open as fd giving page 1 when the log does not. */
+static int scan_wal(int fd, int wfd, const struct dbheader *h, const struct stat *s, const struct stat *ws,
+                    struct dbstat *st)
+{
+        struct walread w;
+        int r = walread_scan(wfd, h->page_size, &w);
+
+        if (r < 0)
+                return r == -EPROTO ? -EAGAIN : r;
+        if (!w.page1_in_wal && pread(fd, w.page1, sizeof(w.page1), 0) != (ssize_t)sizeof(w.page1))
+                return -EAGAIN; /* cut short: SQLite's to judge */
+        return wal_figures(h, s, ws, &w, false, st);
+}
+
+int dbstat_read_wal_index(int fd, const struct stat *s, int dirfd, const char *name, struct dbstat *st)
+{
+        struct stat ws, ss;
+        struct dbheader h;
+        struct walread w;
+        int wfd, sfd = -1, r;
+
+        r = read_stable_header(fd, &h);
+        if (r < 0)
+                return r;
+        wfd = open_side_at(dirfd, name, DBSTAT_SUFFIX_WAL, &ws);
+        if (wfd < 0)
+                return wfd == -ENOENT ? -EAGAIN : wfd; /* checkpointed away meanwhile: look again */
+        sfd = open_side_at(dirfd, name, DBSTAT_SUFFIX_SHM, &ss);
+        r = sfd < 0 ? -ESTALE : walread_shm(fd, wfd, sfd, h.page_size, &w);
+        if (r == 0) {
+                r = wal_figures(&h, s, &ws, &w, true, st);
+        } else if (r == -ESTALE && ws.st_size <= DBSTAT_WAL_SCAN_MAX) {
+                /* no connection: the -wal is what SQLite would recover from */
+                r = scan_wal(fd, wfd, &h, s, &ws, st);
+        } else if (r == -ESTALE || r == -EINVAL) {
+                r = -EAGAIN;
+        }
+        if (sfd >= 0)
+                close(sfd);
+        close(wfd);
+        return r;
+}
+
 int dbstat_read_wal(const char *path, struct dbstat *st)
 {
-        unsigned char a[DBSTAT_HEADER_SIZE];
-        const unsigned char *page1 = a;
-        char p[4096 + 16];
-        struct dbheader h, h1;
         struct stat s, ws;
-        struct walread w;
+        struct dbheader h;
         int fd, wfd = -1, r;
 
         fd = open_raw(path, &s);
         if (fd < 0)
                 return fd;
-        if (pread(fd, a, sizeof(a), 0) != (ssize_t)sizeof(a)) {
-                r = -EAGAIN; /* cut short: SQLite's to judge */
-                goto out;
+        r = read_stable_header(fd, &h);
+        if (r == 0) {
+                wfd = open_side_at(AT_FDCWD, path, DBSTAT_SUFFIX_WAL, &ws);
+                /* gone meanwhile: look again */
+                r = wfd < 0 ? (wfd == -ENOENT ? -EAGAIN : wfd) : scan_wal(fd, wfd, &h, &s, &ws, st);
         }
-        if (dbstat_parse_header(a, &h) < 0) {
-                r = -EINVAL;
-                goto out;
-        }
-        if ((size_t)snprintf(p, sizeof(p), "%s-wal", path) >= sizeof(p)) {
-                r = -ENAMETOOLONG;
-                goto out;
-        }
-        wfd = open_raw(p, &ws);
-        if (wfd < 0) {
-                r = wfd == -ENOENT ? -EAGAIN : wfd; /* gone meanwhile: look again */
-                goto out;
-        }
-        r = walread_scan(wfd, h.page_size, &w);
-        if (r < 0) {
-                r = r == -EPROTO ? -EAGAIN : r;
-                goto out;
-        }
-        if (w.page1_in_wal)
-                page1 = w.page1;
-        if (dbstat_parse_header(page1, &h1) < 0 || h1.page_size != h.page_size) {
-                r = -EAGAIN;
-                goto out;
-        }
-        *st = (struct dbstat){
-                .page_size = h.page_size,
-                .page_count = w.frames ? w.page_count : dbstat_header_page_count(&h, (uint64_t)s.st_size),
-                .freelist_count = h1.freelist_count,
-                .file_size_bytes = (uint64_t)s.st_size,
-                .wal_size_bytes = (uint64_t)ws.st_size,
-                .auto_vacuum = header_auto_vacuum(&h1),
-                .schema_cookie = h1.schema_cookie,
-        };
-        util_strlcpy(st->journal_mode, "wal", sizeof(st->journal_mode));
-        if (st->freelist_count > st->page_count) {
-                r = -EAGAIN;
-                goto out;
-        }
-        fill_derived(st);
-        r = 0;
-out:
         if (wfd >= 0)
                 close(wfd);
         close(fd);

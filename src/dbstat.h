@@ -111,6 +111,19 @@ int dbstat_read_header_fd(int fd, const struct stat *s, int dirfd, const char *n
  * -wal of another page size), or another negative errno. */
 int dbstat_read_wal(const char *path, struct dbstat *st);
 
+/* A WAL database whose -wal holds frames, from its wal-index: the -shm
+ * and -wal of name in dirfd (openat, O_NOFOLLOW | O_NONBLOCK) and the main
+ * file open as fd (its fstat s) read with walread_shm(), no SQLite, no
+ * lock, no write. When no connection keeps the -shm current, a -wal of at
+ * most DBSTAT_WAL_SCAN_MAX bytes is scanned whole (walread_scan(), as
+ * SQLite's recovery would). Returns 0 with st filled (wal_size_bytes from
+ * the -wal's fstat), or -EAGAIN when only SQLite can tell (the index
+ * failed validation, changed under every try, the -wal is larger, or of
+ * another page size), or -errno. Never call it on a database this process
+ * has open through SQLite: closing a descriptor drops POSIX locks. */
+#define DBSTAT_WAL_SCAN_MAX (1024 * 1024)
+int dbstat_read_wal_index(int fd, const struct stat *s, int dirfd, const char *name, struct dbstat *st);
+
 /* The precise read through an open connection: PRAGMA page_count,
  * freelist_count, page_size, journal_mode, auto_vacuum, schema_version;
  * file sizes by stat().

@@ -117,7 +117,7 @@ void event_status(size_t n_watched, unsigned running, size_t queued, bool stoppi
 
 void event_poll_round_done(const struct event_round *r)
 {
-        log_msg(LOG_DEBUG, "poll done: %zu read, %zu unchanged (inotify), %zu WAL database%s read from the wal-index, "
+        log_msg(LOG_DEBUG, "poll done: %zu read, %zu unchanged (inotify), %zu WAL database%s read without SQLite (wal-index or -wal), "
                 "%zu through SQLite; ticks late %.1f ms at p99, %.1f ms at most", r->read, r->unchanged,
                 r->wal_from_index, r->wal_from_index == 1 ? "" : "s", r->wal_fallback,
                 (double)r->lag_p99_us / 1000.0, (double)r->lag_max_us / 1000.0);

@@ -504,6 +504,14 @@ static bool poll_target(struct manager *m, struct target *t)
                 return true;
         }
         r = dbstat_read_header_fd(fd, &s, t->dir->fd, t->name, sides_of(m, t), &st);
+        /* a WAL database whose -wal holds frames: its wal-index tells */
+        if (r == -EAGAIN && strcmp(st.journal_mode, "wal") == 0 && st.wal_size_bytes > 0) {
+                r = dbstat_read_wal_index(fd, &s, t->dir->fd, t->name, &st);
+                if (r == 0)
+                        m->fig.wal_from_index++;
+                else if (r == -EAGAIN)
+                        m->fig.wal_fallback++;
+        }
         close(fd);
         if (r == 0)
                 figures(m, t, &st);
@@ -1506,12 +1514,11 @@ static void prune_cb(uv_timer_t *timer)
 
 int manager_new(struct manager **ret, const struct manager_options *o, struct conf *conf)
 {
-        struct manager *m;
+        struct manager *m = calloc(1, sizeof(*m));
         const char *err;
         char n[16];
         int r;
 
-        m = calloc(1, sizeof(*m));
         if (!m) {
                 conf_free(conf);
                 return -ENOMEM;

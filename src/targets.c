@@ -785,17 +785,49 @@ static void matched(struct walk *w, int fd, const char *at, size_t *dir, const c
 }
 
 /* rest: the components still to match below at (open as fd). */
+/* The entries of the directory at (open as fd) that match the glob
+ * component comp, each walked on with next; at the last component, what
+ * the listing shows of their side files. */
+static void list_matching(struct walk *w, int fd, const char *at, const char *comp, const char *next)
+{
+        struct siblings sb = { 0 };
+        struct dirent *de = NULL;
+        size_t first, dir = SIZE_MAX;
+        DIR *d;
+        int sub, wd;
+
+        wd = watch_dir(w, fd, at, comp, !*next);
+        sub = openat(fd, ".", DIR_FLAGS);
+        d = sub >= 0 ? fdopendir(sub) : NULL;
+        if (!d) {
+                walk_failed(w, errno);
+                if (sub >= 0)
+                        close(sub);
+                return;
+        }
+        first = w->l->n_recs;
+        while ((de = readdir(d)) && !w->l->err && !w->l->roots[w->root].truncated) {
+                if (!*next && target_is_side_file(de->d_name))
+                        sibling_add(&sb, de->d_name);
+                if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0 ||
+                    fnmatch(comp, de->d_name, FNM_PERIOD) != 0)
+                        continue;
+                w->wd = wd;
+                matched(w, fd, at, &dir, de->d_name, de->d_type, next);
+        }
+        /* only a listing read to its end tells what is not there */
+        sb.failed |= de != NULL || w->l->err != 0;
+        sibling_mark(w->l, &sb, first);
+        closedir(d);
+}
+
 static void walk_from(struct walk *w, int fd, const char *at, const char *rest)
 {
         const char *slash = strchr(rest, '/');
         size_t n = slash ? (size_t)(slash - rest) : strlen(rest), dir = SIZE_MAX;
         char comp[NAME_MAX + 1], path[PATH_MAX];
         const char *next = slash ? slash + 1 : "";
-        struct siblings sb = { 0 };
-        struct dirent *de = NULL;
-        size_t first;
-        DIR *d;
-        int sub, wd;
+        int sub;
 
         if (w->l->err || n == 0 || n > NAME_MAX)
                 return;
@@ -839,29 +871,7 @@ static void walk_from(struct walk *w, int fd, const char *at, const char *rest)
                 close(sub);
                 return;
         }
-        wd = watch_dir(w, fd, at, comp, !*next);
-        sub = openat(fd, ".", DIR_FLAGS);
-        d = sub >= 0 ? fdopendir(sub) : NULL;
-        if (!d) {
-                walk_failed(w, errno);
-                if (sub >= 0)
-                        close(sub);
-                return;
-        }
-        first = w->l->n_recs;
-        while ((de = readdir(d)) && !w->l->err && !w->l->roots[w->root].truncated) {
-                if (!*next && target_is_side_file(de->d_name))
-                        sibling_add(&sb, de->d_name);
-                if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0 ||
-                    fnmatch(comp, de->d_name, FNM_PERIOD) != 0)
-                        continue;
-                w->wd = wd;
-                matched(w, fd, at, &dir, de->d_name, de->d_type, next);
-        }
-        /* only a listing read to its end tells what is not there */
-        sb.failed |= de != NULL || w->l->err != 0;
-        sibling_mark(w->l, &sb, first);
-        closedir(d);
+        list_matching(w, fd, at, comp, next);
 }
 
 /* qsort_r's: records by path. */

@@ -617,23 +617,31 @@ def test_hot_journal_beside_wal_files_is_reported(tmp_path):
 # --------------------------------------------------------------------------
 # An idle WAL database is not read again
 
-def test_idle_wal_database_costs_a_stat(tmp_path, daemon, journald):
+def test_idle_wal_database_costs_nothing(tmp_path, daemon, journald):
     """A WAL database an application holds open has frames in its -wal, so
-    its header cannot be trusted and each look at it is a precise read, a
-    job process of its own. While its files stay as they were (the same
-    size and time of the database and its -wal), the figures of the last
-    read stand: the poll says so instead of reading again. A commit
-    changes the -wal, and the next poll reads the new figures."""
+    its header cannot be trusted: it is read from its wal-index (the -shm
+    the application keeps current) and its -wal, with no SQLite and no job
+    process. While its files stay as they were, it is not read at all
+    (inotify saw no change). A commit changes the -wal, and the next poll
+    reads the new figures, again without SQLite."""
     from helpers import fragment_to, make_db
 
     db = str(tmp_path / "held.db")
     con = make_db(db, 5, mode="wal", rows=200, keep_open=True)
+    done = re.compile(r"poll done: (\d+) read, (\d+) unchanged \(inotify\), (\d+) WAL databases? read without "
+                      r"SQLite \(wal-index or -wal\), (\d+) through SQLite")
+
+    def round_(read, unchanged, wal, fallback):
+        def pred(e):
+            m = done.match(str(e.get("MESSAGE", "")))
+            return bool(m) and tuple(int(x) for x in m.groups()) == (read, unchanged, wal, fallback)
+        return pred
     try:
         assert os.path.getsize(db + "-wal") > 32, "the deletes should sit in the -wal"
         d = daemon.start(config_text(tmp_path / "state", [db], poll_interval="1s",
                                      vacuum={"threshold": "90%", "urgent_threshold": "95%"}))
-        unchanged = f"{db}: unchanged since its last statistics read"
-        d.wait_for_entry(lambda e: e.get("MESSAGE") == unchanged)
+        d.wait_for_entry(round_(1, 0, 1, 0))
+        d.wait_for_entry(round_(0, 1, 0, 0))
         # the application commits: 40% of the pages free, in the -wal
         got = fragment_to(con, 40)
         assert abs(got - 40) <= 3, got
@@ -645,8 +653,11 @@ def test_idle_wal_database_costs_a_stat(tmp_path, daemon, journald):
 
         e = d.wait_for_entry(new_figures)
         assert "nothing to do" in e["MESSAGE"], format_entries([e])
-        # and once read, left alone again while nothing changes
-        later = len(d.entries(lambda x: x.get("MESSAGE") == unchanged))
-        d.wait_for_entries(later + 1, lambda x: x.get("MESSAGE") == unchanged)
+        # read without SQLite, and once read, left alone again
+        later = len(d.entries(round_(0, 1, 0, 0)))
+        d.wait_for_entries(later + 1, round_(0, 1, 0, 0))
+        assert not d.entries(lambda x: (m := done.match(str(x.get("MESSAGE", "")))) and int(m.group(4)) > 0), \
+            format_entries(d.entries())
+        assert not d.entries(message="unchanged since its last statistics read")
     finally:
         con.close()
