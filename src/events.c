@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -113,6 +114,27 @@ void event_status(size_t n_watched, unsigned running, size_t queued, bool stoppi
                       n_watched == 1 ? "" : "s", running, running == 1 ? "" : "s", queued, last->read, last->unchanged,
                       (double)last->lag_p99_us / 1000.0, (double)last->lag_max_us / 1000.0,
                       last_action[0] ? last_action : "none yet");
+}
+
+void event_unwatched(size_t remote, size_t refused, int why, bool *said)
+{
+        if (remote + refused == 0) {
+                if (*said)
+                        log_msg(LOG_NOTICE, "every database directory is watched for changes again");
+                *said = false;
+                return;
+        }
+        if (*said)
+                return;
+        *said = true;
+        if (refused)
+                log_msg(LOG_WARNING, "cannot watch %zu database director%s for changes (inotify: %s%s): their "
+                        "databases are read at every poll", refused, refused == 1 ? "y" : "ies", strerror(why),
+                        why == ENOSPC ? "; raise fs.inotify.max_user_watches" : "");
+        if (remote)
+                log_msg(LOG_NOTICE, "%zu database director%s on network or user-space file systems, whose changes "
+                        "inotify may not see: their databases are read at every poll", remote,
+                        remote == 1 ? "y is" : "ies are");
 }
 
 void event_poll_round_done(const struct event_round *r)

@@ -56,6 +56,9 @@ struct event_round {
 void event_status(size_t n_watched, unsigned running, size_t queued, bool stopping, unsigned stopping_jobs,
                   const struct event_round *last);
 void event_poll_round_done(const struct event_round *r);
+/* Directories not watched for changes (targets_listing_unwatched()):
+ * said once while it lasts (*said), and when it ends. */
+void event_unwatched(size_t remote, size_t refused, int why, bool *said);
 
 /* --- databases coming and going ------------------------------------------ */
 

@@ -1358,8 +1358,47 @@ static bool layout_moved(const char *path, const struct layout *l)
 #define LOOK_WRITES 1u   /* the operation writes afterwards: it may roll back a hot journal */
 #define LOOK_LOCKLESS 2u /* a long read: see struct layout */
 
+/* SQLite's unix VFS, when it runs as root, gives each -wal and -shm it
+ * opens the database's owner (os_unix.c robustFchown(), after
+ * unixOpenSharedMemory() and unixOpen()): a chown to the owner the file
+ * already has, which moves its change time all the same, and a backup
+ * tool that goes by change times (restic's default) copies the files
+ * again. A look that writes nothing leaves even that: fchown is a no-op
+ * in the VFS's system call table meanwhile (xSetSystemCall; NULL puts
+ * SQLite's own back). One look at a time per process: a job process, or
+ * sqlite-maintctl. */
+static int no_fchown(int fd, uid_t uid, gid_t gid)
+{
+        return 0;
+}
+
+static void owners_left_alone(bool on)
+{
+        sqlite3_vfs *unix_vfs = sqlite3_vfs_find("unix");
+
+        if (unix_vfs && unix_vfs->iVersion >= 3 && unix_vfs->xSetSystemCall)
+                (void)unix_vfs->xSetSystemCall(unix_vfs, "fchown", on ? (sqlite3_syscall_ptr)no_fchown : NULL);
+}
+
+static enum maint_status read_look_files(const char *path, const struct maint_opts *o, struct maint_cancel *cancel,
+                                         unsigned flags, look_fn look, struct maint_result *r);
+
 static enum maint_status read_look(const char *path, const struct maint_opts *o, struct maint_cancel *cancel,
                                    unsigned flags, look_fn look, struct maint_result *r)
+{
+        bool reads = !(flags & LOOK_WRITES);
+        enum maint_status s;
+
+        if (reads)
+                owners_left_alone(true);
+        s = read_look_files(path, o, cancel, flags, look, r);
+        if (reads)
+                owners_left_alone(false);
+        return s;
+}
+
+static enum maint_status read_look_files(const char *path, const struct maint_opts *o, struct maint_cancel *cancel,
+                                         unsigned flags, look_fn look, struct maint_result *r)
 {
         bool writes = flags & LOOK_WRITES;
         bool rolled_back = false;

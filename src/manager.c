@@ -94,6 +94,7 @@ struct manager {
         uv_poll_t mounts_poll;
         int mounts_fd;
         bool walk_needed;         /* the paths may match something else: walk at the next poll */
+        bool unwatched_said;      /* directories not watched: said, while it lasts */
         uint64_t sweep_at;        /* monotonic ms of the next full sweep */
 
         /* This round's figures, and the loop's lateness (timer_lag_note()) */
@@ -990,10 +991,17 @@ static int apply_listing(struct manager *m, struct listing *l)
  * the next poll must walk again is what it could not watch. */
 static int listing_done(struct manager *m, struct listing *l, int r)
 {
-        if (r == 0)
+        if (r == 0) {
+                size_t remote, refused;
+                int why;
+
                 m->walk_needed = !targets_listing_complete(l);
-        else if (r != -ESTALE)
+                targets_listing_unwatched(l, &remote, &refused, &why);
+                if (m->notify_on)
+                        event_unwatched(remote, refused, why, &m->unwatched_said);
+        } else if (r != -ESTALE) {
                 m->walk_needed = true;
+        }
         targets_listing_discard(&m->targets, l);
         return r;
 }
@@ -1052,12 +1060,12 @@ static void notify_rearm(uv_timer_t *timer)
                 uv_poll_start(&m->notify_poll, UV_READABLE, notify_cb);
 }
 
+/* A mount or unmount somewhere: the walk looks again, and a directory it
+ * finds to be another (device, inode, mount) has its databases read. */
 static void mounts_cb(uv_poll_t *h, int status, int events)
 {
         struct manager *m = h->data;
 
-        for (size_t i = 0; i < m->targets.n; i++)
-                m->targets.v[i]->clean = false;
         m->walk_needed = true;
         /* libuv stops a handle whose descriptor reports POLLERR, as this
          * one does with POLLPRI: started again, it reports the next change */

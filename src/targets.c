@@ -330,6 +330,8 @@ struct listing {
         size_t n_watches, cap_watches;
         bool adopted;             /* targets_apply() took its watches */
         bool unwatched;           /* a directory is not watched (or no inotify): walk at every poll */
+        size_t n_remote, n_no_watch; /* directories not watched: remote file systems, inotify refused */
+        int watch_errno;          /* why inotify refused the last one */
         uint64_t seq;             /* the targets' event count when the walk began */
         int err;
 };
@@ -674,8 +676,19 @@ static int watch_dir(struct walk *w, int fd, const char *at, const char *name, b
         if (l->notify_fd < 0 || l->err)
                 return -1;
         snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
-        if (remote_fs(fd) || (wd = inotify_add_watch(l->notify_fd, proc, WATCH_MASK)) < 0 ||
-            util_grow(&l->watches, &l->cap_watches, l->n_watches + 1, sizeof(*l->watches), 64) < 0) {
+        if (remote_fs(fd)) {
+                l->n_remote++;
+                l->unwatched = true;
+                return -1;
+        }
+        if ((wd = inotify_add_watch(l->notify_fd, proc, WATCH_MASK)) < 0) {
+                l->watch_errno = errno;
+                l->n_no_watch++;
+                l->unwatched = true;
+                return -1;
+        }
+        if (util_grow(&l->watches, &l->cap_watches, l->n_watches + 1, sizeof(*l->watches), 64) < 0) {
+                (void)inotify_rm_watch(l->notify_fd, wd);
                 l->unwatched = true;
                 return -1;
         }
@@ -1389,6 +1402,13 @@ int targets_notify_open(struct targets *ts)
                 return 0;
         ts->notify_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
         return ts->notify_fd < 0 ? -errno : 0;
+}
+
+void targets_listing_unwatched(const struct listing *l, size_t *remote, size_t *refused, int *why)
+{
+        *remote = l->n_remote;
+        *refused = l->n_no_watch;
+        *why = l->watch_errno;
 }
 
 bool targets_listing_complete(const struct listing *l)

@@ -255,5 +255,9 @@ struct listing *targets_listing_discard(struct targets *ts, struct listing *l);
 #define NOTIFY_WALK 1u
 int targets_notify_open(struct targets *ts);
 bool targets_listing_complete(const struct listing *l);
+/* Directories the walk did not watch: on a remote file system, and
+ * refused by inotify_add_watch() (why: its errno, ENOSPC for
+ * fs.inotify.max_user_watches). */
+void targets_listing_unwatched(const struct listing *l, size_t *remote, size_t *refused, int *why);
 struct inotify_event;
 unsigned targets_notify(struct targets *ts, const struct inotify_event *ev);

@@ -893,19 +893,22 @@ def sha256(path):
 
 
 def _file_word(path):
-    """sha256 of a file, None when absent, or a word for what it is when it
-    is not a regular file."""
+    """sha256 of a file with its modification and change times (a chown
+    to the owner it has moves the change time, and backup tools that go
+    by it copy the file again), None when absent, or a word for what it is
+    when it is not a regular file."""
     if os.path.islink(path):
         return "symlink->" + os.readlink(path)
     if not os.path.exists(path):
         return None
     if not os.path.isfile(path):
         return "not-a-file"
-    return sha256(path)
+    st = os.stat(path)
+    return f"{sha256(path)} mtime={st.st_mtime_ns} ctime={st.st_ctime_ns}"
 
 
 def snapshot(paths):
-    """{file: sha256} of each database and its -journal/-wal/-shm (None:
+    """{file: sha256 and times} of each database and its -journal/-wal/-shm (None:
     absent; "symlink->target" or "not-a-file" for what is not a file)."""
     out = {}
     for p in paths:

@@ -134,3 +134,54 @@ def test_bad_full_sweep_interval_is_refused(tmp_path):
                        timeout=30)
     assert r.returncode != 0
     assert f"{cfg}:2:" in r.stderr + r.stdout, r.stderr + r.stdout
+
+
+def test_directories_inotify_refuses_are_read_at_every_poll(tmp_path):
+    """Past the inotify watch limit (set low in a user namespace of its
+    own, /proc/sys/user/max_inotify_watches, so nothing else on the host is
+    touched): a warning says how many directories are not watched and what
+    to raise, their databases are read at every poll, and a change in one
+    of them is seen."""
+    import time
+    base = tmp_path / "tenants"
+    paths = []
+    for i in range(8):
+        (base / f"t{i}").mkdir(parents=True)
+        p = base / f"t{i}" / "app.db"
+        make_db(p, 0, rows=30)
+        paths.append(p)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(config_text(tmp_path / "state", [base / "*" / "app.db"], poll_interval="1s"))
+    err = tmp_path / "err.txt"
+    script = ("echo 3 > /proc/sys/user/max_inotify_watches && exec \"$0\" -c \"$1\" --log-target=console "
+              "--log-level=debug --dry-run")
+    with open(err, "wb") as f:
+        proc = subprocess.Popen(["unshare", "--user", "--map-root-user", "sh", "-c", script, helpers.MAINTD_BIN,
+                                 str(cfg)], stdout=subprocess.DEVNULL, stderr=f)
+    try:
+        def wait_for(pattern, after=0):
+            deadline = time.monotonic() + LONG
+            while time.monotonic() < deadline:
+                text = err.read_text(errors="replace")
+                m = re.search(pattern, text[after:])
+                if m:
+                    return after + m.end()
+                assert proc.poll() is None, text
+                time.sleep(0.1)
+            raise AssertionError(f"no {pattern!r} in:\n" + err.read_text(errors="replace")[-4000:])
+
+        at = wait_for(r"warning: cannot watch \d+ database directories for changes \(inotify: No space left on "
+                      r"device; raise fs.inotify.max_user_watches\): their databases are read at every poll")
+        # every round reads those it cannot watch: more than none, round after round
+        at = wait_for(r"poll done: [1-8] read", at)
+        at = wait_for(r"poll done: [1-8] read", at)
+        for p in paths:
+            con = sqlite3.connect(p, isolation_level=None)
+            con.execute("DELETE FROM t WHERE id % 10 != 0")
+            con.close()
+        for p in paths:
+            wait_for(re.escape(f"{p}: ") + r"(fragmentation|VACUUM)[^\n]*(3\d|[4-9]\d)\.\d\d%", at)
+        assert err.read_text().count("cannot watch") == 1
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -1092,6 +1092,8 @@ def test_no_descriptor_for_the_walk_drops_nothing(base, daemon):
     assert d.wait_for_entry(msgid="STARTED")["DATABASES"] == "6"
     held = len(os.listdir(f"/proc/{d.pid}/fd"))
     subprocess.run(["prlimit", f"--pid={d.pid}", f"--nofile={held}:{held + 1000}"], check=True)
+    # a new database: the paths are walked again (nothing else asks for a walk)
+    make_empty_files(os.path.join(top, "t0", "a", "b", "c", "d"), ["new.db"])
     d.wait_for_entry(message="cannot expand the database paths")
     d.wait_for_poll_rounds(2, timeout=LONG_WAIT)
     subprocess.run(["prlimit", f"--pid={d.pid}", f"--nofile={held + 100}:{held + 1000}"], check=True)
