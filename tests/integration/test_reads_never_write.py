@@ -661,3 +661,38 @@ def test_idle_wal_database_costs_nothing(tmp_path, daemon, journald):
         assert not d.entries(message="unchanged since its last statistics read")
     finally:
         con.close()
+
+
+def test_crashed_wal_read_leaves_change_times(tmp_path, daemon, journald):
+    """A WAL database whose writer was killed: a -wal of several MiB (past
+    what the daemon scans itself) and a -shm no connection holds. Read by
+    sqlite-maintctl stats and by a daemon poll (both through SQLite, in a
+    job process, as root, the files root's): SQLite's unix VFS would chown
+    the -wal and -shm to the owner they have (os_unix.c robustFchown()),
+    which moves their change time; nothing may, not even that."""
+    import time
+    db = str(tmp_path / "crashed.db")
+    code = ("import os, sqlite3, sys\n"
+            "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+            "c.execute('PRAGMA journal_mode=WAL'); c.execute('PRAGMA wal_autocheckpoint=0')\n"
+            "c.execute('CREATE TABLE t(x)')\n"
+            "for i in range(800): c.execute('INSERT INTO t VALUES(randomblob(3000))')\n"
+            "c.execute('DELETE FROM t WHERE rowid % 2 = 0')\n"
+            "os.kill(os.getpid(), 9)\n")
+    subprocess.run(["/usr/bin/python3", "-c", code, db], timeout=60)
+    assert os.path.getsize(db + "-wal") > 2 * 1024 * 1024 and os.path.exists(db + "-shm")
+    # the clock past the files' last change, so that a change now would show
+    newest = max(os.stat(db + s).st_ctime_ns for s in ("", "-wal", "-shm"))
+    while time.time_ns() <= newest + 50_000_000:
+        time.sleep(0.01)
+    before = helpers.snapshot([db])
+    r = helpers.run_ctl("--json", "stats", db)
+    assert r.rc == 0, r.describe()
+    assert r.json[0]["journal_mode"] == "wal", r.describe()
+    assert helpers.changed(before, helpers.snapshot([db])) == []
+    # --dry-run: the statistics read runs, nothing it decides does
+    d = daemon.start(config_text(tmp_path / "state", [db], poll_interval="1s"), "--dry-run")
+    d.wait_for_entry(message="1 through SQLite")
+    d.wait_for_poll_rounds(2)
+    assert d.stop() == 0
+    assert helpers.changed(before, helpers.snapshot([db])) == []
