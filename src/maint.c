@@ -551,6 +551,27 @@ static void db_close(const char *path, sqlite3 *db, struct maint_cancel *cancel,
  * zeroJournalHdr) is written with that mode, so the job does not delete a
  * file the application may be unable to create again. NULL: SQLite's
  * default (DELETE), for a WAL database, no -journal, or a live or hot one. */
+/* Whether another process holds path's RESERVED lock: the -journal beside
+ * it is its live transaction's (with synchronous=FULL its header is zeros
+ * until the commit's sync), which says nothing of its journal mode. Asked
+ * before this process opens the database through SQLite: closing a
+ * descriptor of it would drop that connection's locks. */
+static bool journal_live(const char *path)
+{
+        struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = SQLITE_RESERVED_BYTE, .l_len = 1 };
+        int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+        bool live;
+
+        if (fd < 0)
+                return false;
+        live = fcntl(fd, F_GETLK, &fl) == 0 && fl.l_type != F_UNLCK;
+        close(fd);
+        return live;
+}
+
+/* The journal mode the application keeps, as its files show it (a
+ * -journal left empty: TRUNCATE; left with a zeroed header: PERSIST), for
+ * the VACUUM's connection to keep; NULL: DELETE, or nothing to tell. */
 static const char *kept_journal_mode(const char *path, const struct layout *l)
 {
         static const unsigned char magic[8] = { 0xd9, 0xd5, 0x05, 0xf9, 0x20, 0xa1, 0x63, 0xd7 };
@@ -559,7 +580,7 @@ static const char *kept_journal_mode(const char *path, const struct layout *l)
         bool persist;
         int fd;
 
-        if (l->wal_format || l->journal_size < 0)
+        if (l->wal_format || l->journal_size < 0 || journal_live(path))
                 return NULL;
         if (l->journal_size == 0)
                 return "TRUNCATE";
@@ -581,10 +602,11 @@ static enum maint_status db_open_write(const char *path, const struct maint_opts
         char sql[64];
         int rc;
 
-        if (probe(path, &l, r) != MAINT_OK ||
-            db_connect(path, "", false, SQLITE_OPEN_READWRITE, o, cancel, ret, r) != MAINT_OK)
+        if (probe(path, &l, r) != MAINT_OK)
                 return r->status;
         mode = kept_journal_mode(path, &l);
+        if (db_connect(path, "", false, SQLITE_OPEN_READWRITE, o, cancel, ret, r) != MAINT_OK)
+                return r->status;
         if (!mode)
                 return MAINT_OK;
         snprintf(sql, sizeof(sql), "PRAGMA main.journal_mode=%s", mode);

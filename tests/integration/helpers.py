@@ -892,28 +892,30 @@ def sha256(path):
     return h.hexdigest()
 
 
-def _file_word(path):
-    """sha256 of a file with its modification and change times (a chown
-    to the owner it has moves the change time, and backup tools that go
-    by it copy the file again), None when absent, or a word for what it is
-    when it is not a regular file."""
+def _file_word(path, times=False):
+    """sha256 of a file (with times: and its modification and change
+    times: a chown to the owner it has moves the change time, and backup
+    tools that go by it copy the file again), None when absent, or a word
+    for what it is when it is not a regular file."""
     if os.path.islink(path):
         return "symlink->" + os.readlink(path)
     if not os.path.exists(path):
         return None
     if not os.path.isfile(path):
         return "not-a-file"
+    if not times:
+        return sha256(path)
     st = os.stat(path)
     return f"{sha256(path)} mtime={st.st_mtime_ns} ctime={st.st_ctime_ns}"
 
 
-def snapshot(paths):
-    """{file: sha256 and times} of each database and its -journal/-wal/-shm (None:
+def snapshot(paths, times=False):
+    """{file: sha256 (with times: and its times)} of each database and its -journal/-wal/-shm (None:
     absent; "symlink->target" or "not-a-file" for what is not a file)."""
     out = {}
     for p in paths:
         for f in (str(p),) + tuple(str(p) + s for s in SIDE_SUFFIXES):
-            out[f] = _file_word(f)
+            out[f] = _file_word(f, times)
     return out
 
 

@@ -136,13 +136,14 @@ time.sleep(600)
 
 def dir_state(d):
     """Everything a write could change in directory d: the sorted listing,
-    and each file's sha256, size and modification time."""
+    and each file's sha256, size, modification and change times."""
     names = sorted(os.listdir(d))
     files = {}
     for n in names:
         p = os.path.join(d, n)
         st = os.lstat(p)
-        files[n] = (sha256(p), st.st_size, st.st_mtime_ns) if os.path.isfile(p) else ("not a file", st.st_mode)
+        files[n] = (sha256(p), st.st_size, st.st_mtime_ns, st.st_ctime_ns) if os.path.isfile(p) \
+            else ("not a file", st.st_mode)
     return {"listing": hashlib.sha256("\n".join(names).encode()).hexdigest(), "names": names, "files": files}
 
 
@@ -685,14 +686,14 @@ def test_crashed_wal_read_leaves_change_times(tmp_path, daemon, journald):
     newest = max(os.stat(db + s).st_ctime_ns for s in ("", "-wal", "-shm"))
     while time.time_ns() <= newest + 50_000_000:
         time.sleep(0.01)
-    before = helpers.snapshot([db])
+    before = helpers.snapshot([db], times=True)
     r = helpers.run_ctl("--json", "stats", db)
     assert r.rc == 0, r.describe()
     assert r.json[0]["journal_mode"] == "wal", r.describe()
-    assert helpers.changed(before, helpers.snapshot([db])) == []
+    assert helpers.changed(before, helpers.snapshot([db], times=True)) == []
     # --dry-run: the statistics read runs, nothing it decides does
     d = daemon.start(config_text(tmp_path / "state", [db], poll_interval="1s"), "--dry-run")
     d.wait_for_entry(message="1 through SQLite")
     d.wait_for_poll_rounds(2)
     assert d.stop() == 0
-    assert helpers.changed(before, helpers.snapshot([db])) == []
+    assert helpers.changed(before, helpers.snapshot([db], times=True)) == []

@@ -1275,3 +1275,64 @@ def test_property_vacuum_keeps_rowids_or_refuses(tmp_path):
         "\n\n".join(failures[:5])
     # both outcomes were exercised
     assert outcomes.get("ok", 0) > 0 and outcomes.get("rowids_would_change", 0) > 0, (outcomes, replay)
+
+
+# An application inside a write transaction with synchronous=FULL: its
+# -journal's header is zeros until the commit's sync (pager.c
+# writeJournalHdr()), which a left-over PERSIST journal also has. It holds
+# the transaction until the file argv[2] appears, then commits and says so.
+HOLD_UNTIL = r"""
+import os, sqlite3, sys, time
+con = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)
+con.execute("PRAGMA synchronous=FULL")
+con.execute("BEGIN IMMEDIATE")
+con.executemany("INSERT INTO app(note) VALUES (?)", [("x" * 500,) for _ in range(50)])
+print("held", flush=True)
+while not os.path.exists(sys.argv[2]):
+    time.sleep(0.01)
+con.execute("COMMIT")
+open(sys.argv[2] + ".done", "w").close()
+"""
+
+
+def test_ctl_vacuum_keeps_delete_mode_beside_a_live_transaction(tmp_path):
+    """The VACUUM's connection keeps the application's journal mode, as
+    its files show it; a live transaction's -journal (the application
+    holds the RESERVED lock, its header still zeros) shows none: the
+    VACUUM runs in DELETE mode and leaves no -journal, whatever it looked
+    like when the connection was opened (gdb stops sqlite-maintctl there,
+    the application commits, the VACUUM goes on)."""
+    if GDB is None:
+        pytest.skip("gdb is not installed")
+    db = tmp_path / "x.db"
+    helpers.make_db(db, 35, "delete", 600, index=True)
+    cfg = tmp_path / "maintd.yaml"
+    cfg.write_text(config_text(tmp_path / "state", [db], retry={"busy_timeout": "5s"}))
+    hold, go = tmp_path / "hold.py", tmp_path / "go"
+    hold.write_text(HOLD_UNTIL)
+    app = subprocess.Popen([helpers.PYTHON, str(hold), str(db), str(go)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert app.stdout.readline().strip() == "held"
+        with open(f"{db}-journal", "rb") as f:
+            assert f.read(8) == bytes(8), "the live journal's header should be zeros: the scenario proves nothing"
+        release = tmp_path / "release.py"
+        release.write_text(f"import os, time\nopen({str(go)!r}, 'w').close()\n"
+                           f"while not os.path.exists({str(go) + '.done'!r}):\n    time.sleep(0.01)\n")
+        g = vacuum_under_gdb(tmp_path, cfg, db, [
+            "set pagination off",
+            "set confirm off",
+            *FOLLOW_JOB,
+            "break sqlite3_set_authorizer",  # the VACUUM's connection open, its journal mode set
+            "run",
+            f"shell {helpers.PYTHON} {release}",
+            "delete",
+            "continue",
+        ])
+        assert app.wait(timeout=60) == 0
+    finally:
+        if app.poll() is None:
+            app.kill()
+    out = [json.loads(line) for line in g.stdout.splitlines() if line.startswith("{")]
+    assert out and out[-1]["status"] == "ok", g.stdout + g.stderr
+    assert out[-1]["journal_mode"] == "delete", out[-1]
+    assert not os.path.exists(f"{db}-journal"), "the VACUUM left a -journal"
