@@ -132,13 +132,22 @@ static void begin_stop(struct manager *m);
 
 /* --- small helpers ---------------------------------------------------- */
 
+/* The local time's minute of the day, worked out again once a second at
+ * most (localtime_r() looks at the time zone each call: a poll decides on
+ * up to 4,096 databases a tick). Loop thread only. */
 static int minute_of_day(void)
 {
+        static time_t at = -1;
+        static int minute;
         time_t now = time(NULL);
         struct tm tm;
 
-        localtime_r(&now, &tm);
-        return tm.tm_hour * 60 + tm.tm_min;
+        if (now != at) {
+                localtime_r(&now, &tm);
+                minute = tm.tm_hour * 60 + tm.tm_min;
+                at = now;
+        }
+        return minute;
 }
 
 /* --- a target's state (targets.h) -------------------------------------- */
