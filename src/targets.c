@@ -829,7 +829,9 @@ static void list_matching(struct walk *w, int fd, const char *at, const char *co
                 matched(w, fd, at, &dir, de->d_name, de->d_type, next);
         }
         /* only a listing read to its end tells what is not there */
-        sb.failed |= de != NULL || w->l->err != 0;
+        /* at the last component, the matches are this directory's files;
+         * above it, the records came from directories below: not marked */
+        sb.failed |= de != NULL || w->l->err != 0 || *next;
         sibling_mark(w->l, &sb, first);
         closedir(d);
 }

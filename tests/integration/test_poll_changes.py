@@ -185,3 +185,38 @@ def test_directories_inotify_refuses_are_read_at_every_poll(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+@pytest.mark.parametrize("layout", ["flat", "nested"])
+@pytest.mark.parametrize("once", [True, False], ids=["once", "daemon"])
+def test_wal_frames_under_any_glob_are_read(daemon, tmp_path, layout, once):
+    """What a directory's listing shows of a database's -wal is used
+    instead of a stat: under a glob of one level and of several
+    (tenants/*/db/*.db), a WAL database whose frees sit in its -wal is read
+    from its -wal (its main file's header still says no free page), in
+    --once and in the running daemon; its figure is SQLite's."""
+    if layout == "flat":
+        d_ = tmp_path / "dbs"
+        pattern = d_ / "*.db"
+    else:
+        d_ = tmp_path / "tenants" / "t1" / "db"
+        pattern = tmp_path / "tenants" / "*" / "db" / "*.db"
+    d_.mkdir(parents=True)
+    db = d_ / "w.db"
+    make_db(db, 0, rows=200)
+    con = sqlite3.connect(db, isolation_level=None)
+    con.execute("PRAGMA journal_mode=WAL")
+    con.execute("PRAGMA wal_autocheckpoint=0")
+    con.execute("DELETE FROM t WHERE id % 2 = 0")
+    pages, free = con.execute("SELECT * FROM pragma_page_count(), pragma_freelist_count()").fetchone()
+    want = f"{round(free * 10000 / pages) / 100:.2f}%"
+    assert helpers.header_field(db, 36) == 0 and float(want[:-1]) > 30
+    try:
+        args = ("--dry-run", "--once") if once else ("--dry-run",)
+        d = daemon.start(config_text(tmp_path / "state", [pattern], poll_interval="1s"), *args, wait_ready=not once)
+        e = d.wait_for_entry(msgid="SCHEDULED", DB_PATH=str(db), timeout=LONG)
+        assert e["FRAGMENTATION_BEFORE"] == want[:-1], (e, want)
+        if once:
+            assert d.wait() == 0
+    finally:
+        con.close()
