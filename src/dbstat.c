@@ -251,14 +251,40 @@ int dbstat_read_header_at(int dirfd, const char *path, struct dbstat *st)
         return r;
 }
 
-/* name+suffix in dirfd opened for a raw read: the descriptor or -errno. */
-static int open_side_at(int dirfd, const char *name, const char *suffix, struct stat *st)
+/* Whether a side file may be opened by this process (root, in the daemon)
+ * for its database owned by uid: a regular file with one link, the
+ * database owner's. A hard link in a tenant's directory may name a file of
+ * root's (jobproc.c check_files(), which refuses the job loudly: the
+ * caller falls back to one). */
+static bool side_file_ours(const struct stat *st, uid_t uid)
+{
+        return S_ISREG(st->st_mode) && st->st_nlink == 1 && st->st_uid == uid;
+}
+
+/* name+suffix in dirfd opened for a raw read, looked at first without
+ * opening it (side_file_ours()), and again once open (the same file):
+ * the descriptor, -EPERM when it is not the database owner's own, or
+ * -errno. */
+static int open_side_at(int dirfd, const char *name, const char *suffix, uid_t uid, struct stat *st)
 {
         char p[4096 + 16];
+        struct stat before;
+        int fd;
 
         if ((size_t)snprintf(p, sizeof(p), "%s%s", name, suffix) >= sizeof(p))
                 return -ENAMETOOLONG;
-        return open_raw_at(dirfd, p, st);
+        if (fstatat(dirfd, p, &before, AT_SYMLINK_NOFOLLOW) < 0)
+                return -errno;
+        if (!S_ISREG(before.st_mode)) /* as open_raw_at() says it */
+                return S_ISLNK(before.st_mode) ? -ELOOP : S_ISDIR(before.st_mode) ? -EISDIR : -EINVAL;
+        if (!side_file_ours(&before, uid))
+                return -EPERM;
+        fd = open_raw_at(dirfd, p, st);
+        if (fd >= 0 && (!side_file_ours(st, uid) || st->st_dev != before.st_dev || st->st_ino != before.st_ino)) {
+                close(fd);
+                return -EPERM;
+        }
+        return fd;
 }
 
 /* st from the main file's header (h, its size s) and what the -wal says (w). */
@@ -310,10 +336,15 @@ int dbstat_read_wal_index(int fd, const struct stat *s, int dirfd, const char *n
         r = read_stable_header(fd, &h);
         if (r < 0)
                 return r;
-        wfd = open_side_at(dirfd, name, DBSTAT_SUFFIX_WAL, &ws);
+        /* gone meanwhile (checkpointed away), or not the owner's own: a job tells */
+        wfd = open_side_at(dirfd, name, DBSTAT_SUFFIX_WAL, s->st_uid, &ws);
         if (wfd < 0)
-                return wfd == -ENOENT ? -EAGAIN : wfd; /* checkpointed away meanwhile: look again */
-        sfd = open_side_at(dirfd, name, DBSTAT_SUFFIX_SHM, &ss);
+                return wfd == -ENOENT || wfd == -EPERM ? -EAGAIN : wfd;
+        sfd = open_side_at(dirfd, name, DBSTAT_SUFFIX_SHM, s->st_uid, &ss);
+        if (sfd == -EPERM) {
+                close(wfd);
+                return -EAGAIN;
+        }
         r = sfd < 0 ? -ESTALE : walread_shm(fd, wfd, sfd, h.page_size, &w);
         if (r == 0) {
                 r = wal_figures(&h, s, &ws, &w, true, st);
@@ -340,7 +371,7 @@ int dbstat_read_wal(const char *path, struct dbstat *st)
                 return fd;
         r = read_stable_header(fd, &h);
         if (r == 0) {
-                wfd = open_side_at(AT_FDCWD, path, DBSTAT_SUFFIX_WAL, &ws);
+                wfd = open_side_at(AT_FDCWD, path, DBSTAT_SUFFIX_WAL, s.st_uid, &ws);
                 /* gone meanwhile: look again */
                 r = wfd < 0 ? (wfd == -ENOENT ? -EAGAIN : wfd) : scan_wal(fd, wfd, &h, &s, &ws, st);
         }

@@ -500,6 +500,11 @@ static bool poll_target(struct manager *m, struct target *t)
         }
         m->fig.read++;
         fd = t->dir ? dbstat_open_at(t->dir->fd, t->name, &s) : -ENOENT;
+        if (fd == -EWOULDBLOCK && t->state == TARGET_IDLE) {
+                /* a lease (F_SETLEASE) on it: the job says whose, and backs off */
+                needs_precise(m, t);
+                return true;
+        }
         if (fd < 0) {
                 /* held for what it is (a link, a directory): while it stays so */
                 if (t->state == TARGET_HELD && fd != -ENOENT && file_id_at(target_dirfd(t), t->name, &id) == 0 &&
