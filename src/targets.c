@@ -729,6 +729,8 @@ static bool sibling_has(const struct siblings *sb, const char *base, const char 
 {
         char name[NAME_MAX + 16], *key = name;
 
+        if (sb->n == 0) /* sb->v NULL: bsearch() and qsort() want an array */
+                return false;
         snprintf(name, sizeof(name), "%s%s", base, suffix);
         return bsearch(&key, sb->v, sb->n, sizeof(*sb->v), str_cmp) != NULL;
 }
@@ -738,7 +740,8 @@ static bool sibling_has(const struct siblings *sb, const char *base, const char 
 static void sibling_mark(struct listing *l, struct siblings *sb, size_t first)
 {
         if (!sb->failed) {
-                qsort(sb->v, sb->n, sizeof(*sb->v), str_cmp);
+                if (sb->n > 1)
+                        qsort(sb->v, sb->n, sizeof(*sb->v), str_cmp);
                 for (size_t i = first; i < l->n_recs; i++) {
                         struct record *r = &l->recs[i];
                         const char *slash = strrchr(l->text + r->path, '/');
@@ -1352,7 +1355,7 @@ static bool table_has(const struct watch_entry *v, size_t n, int wd)
 {
         struct watch_entry key = { .wd = wd };
 
-        return bsearch(&key, v, n, sizeof(*v), watch_cmp) != NULL;
+        return n > 0 && bsearch(&key, v, n, sizeof(*v), watch_cmp) != NULL;
 }
 
 /* The listing's watches as the targets' table; the watches of the old
