@@ -72,7 +72,8 @@ struct dbstat_sides {
         enum side_file wal, journal;
 };
 
-/* The cheap read: two preads of the header (which must agree), stat() of
+/* The cheap read: one pread of the header (two, which must agree, for a
+ * WAL database: read_stable_header() in dbstat.c says why), stat() of
  * the file and of its -wal and -journal. Returns 0 with st filled when the
  * header can be trusted (see SQLITE-NOTES: rollback mode without a live
  * journal, or WAL mode with an absent or empty -wal, and a valid in-header

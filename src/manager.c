@@ -39,6 +39,9 @@
  * change (their last figures decided on again, no read). */
 #define POLL_BATCH 64
 #define POLL_LOOKS_MAX 4096
+/* A tick holds the loop at most this long (nanoseconds); what it did not
+ * get to runs at the loop's next turn, after whatever else is due. */
+#define TICK_BUDGET_NS (5u * 1000u * 1000u)
 /* inotify is read at most this often: a busy application's writes wake
  * the loop once per NOTIFY_BATCH_MS, not once per write. */
 #define NOTIFY_BATCH_MS 1000
@@ -1165,6 +1168,13 @@ static void tick_cb(uv_timer_t *timer)
                         reads++;
                 else
                         looks++;
+                if (((reads + looks) & 15) == 0 && uv_hrtime() - now > TICK_BUDGET_NS)
+                        break;
+        }
+        if (!TAILQ_EMPTY(&m->round) && reads < m->per_tick && looks < POLL_LOOKS_MAX) {
+                /* out of time: the rest at the loop's next turn */
+                uv_timer_start(&m->tick_timer, tick_cb, 0, m->tick_ms);
+                m->tick_due_ns = uv_hrtime();
         }
         if (TAILQ_EMPTY(&m->round)) {
                 uv_timer_stop(&m->tick_timer);
@@ -1177,6 +1187,8 @@ static void tick_cb(uv_timer_t *timer)
         }
         dispatch(m);
         maybe_done(m);
+        /* the next timeout from now, not from before this tick's work */
+        uv_update_time(&m->loop);
 }
 
 static void round_clear(struct manager *m)
@@ -1269,12 +1281,21 @@ static void poll_cb(uv_timer_t *timer)
 {
         struct manager *m = timer->data;
 
-        if (!m->once && util_monotonic_ms() >= m->sweep_at) {
-                /* the full sweep: whatever inotify said, or could not */
+        /* A round not done by now (a slow or busy machine) goes on: a new
+         * one would start again from the first database, and those at the
+         * end would never be read. */
+        if (m->round_active) {
+                log_msg(LOG_DEBUG, "poll: the last round is still going; this poll is skipped");
+                return;
+        }
+        /* the full sweep: whatever inotify said, or could not (by the
+         * loop's clock, the timer's own: a poll a millisecond early for it
+         * is the one it is due at) */
+        if (!m->once && uv_now(&m->loop) + POLL_TICK_MIN_MS >= m->sweep_at) {
                 for (size_t i = 0; i < m->targets.n; i++)
                         m->targets.v[i]->clean = false;
                 m->walk_needed = true;
-                m->sweep_at = util_monotonic_ms() + m->conf->full_sweep_interval_ms;
+                m->sweep_at = uv_now(&m->loop) + m->conf->full_sweep_interval_ms;
         }
         notify_drain(m);
         if (m->expanded_now || !m->walk_needed) {
@@ -1621,7 +1642,7 @@ int manager_run(struct manager *m)
 
         if (!m->once)
                 notify_start(m);
-        m->sweep_at = util_monotonic_ms() + m->conf->full_sweep_interval_ms;
+        m->sweep_at = uv_now(&m->loop) + m->conf->full_sweep_interval_ms;
         r = targets_configure(&m->targets, m->conf);
         if (r >= 0)
                 r = expand(m);
