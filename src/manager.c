@@ -318,13 +318,64 @@ static bool unchanged_since_analyze(const struct target *t)
         return files_unchanged(t, t->analyzed_known, &t->analyzed_db, &t->analyzed_wal);
 }
 
+/* decide(), once no VACUUM or checkpoint is queued: ANALYZE and the deep
+ * scan by their timers; and, when nothing is in play but timers, how long
+ * the decision stands (t->quiet_until). */
+static void decide_timers(struct manager *m, struct target *t, enum sched_reason vacuum_reason, bool ckpt_due,
+                          int64_t now)
+{
+        const struct db_conf *dc = t->dc;
+        int64_t analyze_at, deep_at = INT64_MAX;
+        bool deep_waits;
+
+        /* --once runs what is due now: no staggering of first analyzes. */
+        analyze_at = t->stat.page_count > 0 ? sched_analyze_due(&dc->analyze, &t->hist,
+                                                                m->once ? 0 : m->conf->poll_interval_ms, t->hash)
+                                            : INT64_MAX;
+        if (now >= analyze_at) {
+                if (unchanged_since_analyze(t)) {
+                        event_analyze_current(t);
+                        t->hist.last_analyze_ms = now;
+                        return;
+                }
+                enqueue(m, t, MAINT_OP_ANALYZE, SCHED_REASON_TIMER, false);
+                return;
+        }
+
+        /* The deep scan reads the whole file: in the window (unless told
+         * otherwise), and not again while the files stay as it saw them. */
+        if (t->stat.page_count > 0)
+                deep_at = sched_deep_scan_due(&dc->deep_scan, &t->hist, m->once ? 0 : m->conf->poll_interval_ms,
+                                              t->hash);
+        deep_waits = dc->deep_scan.in_window && !m->ignore_window &&
+                     !sched_in_window(&dc->vacuum.window, minute_of_day());
+        if (now >= deep_at && !deep_waits) {
+                if (files_unchanged(t, t->deep_known, &t->deep_db, &t->deep_wal)) {
+                        event_deep_scan_current(t);
+                        t->hist.last_deep_scan_ms = now;
+                        return;
+                }
+                enqueue(m, t, MAINT_OP_DEEP_SCAN, SCHED_REASON_TIMER, false);
+                return;
+        }
+        /* Nothing to do for its figures alone (under the threshold, or
+         * too little to give back), and no window or backoff in play:
+         * while its files do not change, the answer is the same until a
+         * timer comes due (poll_target() decides again only then). */
+        if ((vacuum_reason == SCHED_REASON_BELOW || vacuum_reason == SCHED_REASON_MIN_RECLAIM) && !t->wal_owed &&
+            !ckpt_due && !t->rowid_hold && now < deep_at)
+                t->quiet_until = analyze_at < deep_at ? analyze_at : deep_at;
+}
+
 static void decide(struct manager *m, struct target *t)
 {
         const struct db_conf *dc = t->dc;
         struct sched_decision d;
         enum sched_reason ckpt;
         int64_t now = util_wall_ms();
+        bool ckpt_due;
 
+        t->quiet_until = 0;
         d = sched_vacuum(&t->stat, &dc->vacuum, &t->hist, now, minute_of_day(), m->ignore_window);
         /* Refused for its rowids: not again until the schema changes. */
         if (d.action != SCHED_NONE && t->rowid_hold) {
@@ -351,35 +402,13 @@ static void decide(struct manager *m, struct target *t)
         /* The -wal: given back when it grew too large, or owed since a VACUUM. */
         if (t->wal_owed && t->stat.wal_size_bytes == 0)
                 t->wal_owed = false; /* truncated meanwhile, by the application */
-        if (sched_checkpoint(&t->stat, &dc->checkpoint, t->wal_owed, &ckpt) && util_monotonic_ms() >= t->ckpt_retry_at) {
+        ckpt_due = sched_checkpoint(&t->stat, &dc->checkpoint, t->wal_owed, &ckpt);
+        if (ckpt_due && util_monotonic_ms() >= t->ckpt_retry_at) {
                 enqueue(m, t, MAINT_OP_CHECKPOINT, ckpt, false);
                 return;
         }
 
-        /* --once runs what is due now: no staggering of first analyzes. */
-        if (t->stat.page_count > 0 &&
-            now >= sched_analyze_due(&dc->analyze, &t->hist, m->once ? 0 : m->conf->poll_interval_ms, t->hash)) {
-                if (unchanged_since_analyze(t)) {
-                        event_analyze_current(t);
-                        t->hist.last_analyze_ms = now;
-                        return;
-                }
-                enqueue(m, t, MAINT_OP_ANALYZE, SCHED_REASON_TIMER, false);
-                return;
-        }
-
-        /* The deep scan reads the whole file: in the window (unless told
-         * otherwise), and not again while the files stay as it saw them. */
-        if (t->stat.page_count > 0 &&
-            now >= sched_deep_scan_due(&dc->deep_scan, &t->hist, m->once ? 0 : m->conf->poll_interval_ms, t->hash) &&
-            (!dc->deep_scan.in_window || m->ignore_window || sched_in_window(&dc->vacuum.window, minute_of_day()))) {
-                if (files_unchanged(t, t->deep_known, &t->deep_db, &t->deep_wal)) {
-                        event_deep_scan_current(t);
-                        t->hist.last_deep_scan_ms = now;
-                        return;
-                }
-                enqueue(m, t, MAINT_OP_DEEP_SCAN, SCHED_REASON_TIMER, false);
-        }
+        decide_timers(m, t, d.reason, ckpt_due, now);
 }
 
 
@@ -498,7 +527,10 @@ static bool poll_target(struct manager *m, struct target *t)
                 return false;
         if (t->clean && t->have_stat && t->state == TARGET_IDLE && watched(m, t)) {
                 m->fig.unchanged++;
-                decide(m, t);
+                if (util_wall_ms() < t->quiet_until)
+                        event_nothing_to_do(t, t->logged_reason); /* what decide() would find */
+                else
+                        decide(m, t);
                 return false;
         }
         m->fig.read++;

@@ -84,6 +84,9 @@ struct target {
         struct dbstat_sides sides;
         bool clean;
         uint64_t changes;         /* events that named its files, so far */
+        /* While clean: the last decision stands until this (wall clock ms;
+         * 0: decide again), the next time a timer of its comes due. */
+        int64_t quiet_until;
 
         enum target_state state;
         TAILQ_ENTRY(target) link;       /* in its state's list, if it has one */
