@@ -77,7 +77,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchlib import (binary_revision, copy_set, finish, git_revision, loadavg, make_template,  # noqa: E402
-                      run_timed)
+                      notify_socket, run_timed)
 
 DEFAULT_BUILD = "/tmp/bench-build"
 LAYOUTS = {"rollback": "DELETE", "wal": "WAL"}
@@ -396,13 +396,7 @@ class Daemon:
     NOTIFY_SOCKET of ours."""
 
     def __init__(self, binary, conf, workdir, tag):
-        self.sock_path = os.path.join(workdir, f"notify-{tag}.sock")
-        try:
-            os.unlink(self.sock_path)
-        except FileNotFoundError:
-            pass
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(self.sock_path)
+        self.sock_path, self.sock = notify_socket(workdir, tag)
         self.status = []
         self.log_path = os.path.join(workdir, f"daemon-{tag}.log")
         self.log = open(self.log_path, "w+")

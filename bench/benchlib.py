@@ -26,6 +26,21 @@ def binary_revision(binary, fallback):
         return fallback + " (the working tree at the end of the run; no REVISION file beside the binary)"
 
 
+def notify_socket(workdir, tag):
+    """A NOTIFY_SOCKET of our own in workdir (the daemon's sd_notify
+    datagrams: READY=1, STATUS=...): (its path, the bound socket)."""
+    import socket
+
+    path = os.path.join(workdir, f"notify-{tag}.sock")
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    return path, sock
+
+
 def loadavg():
     """The 1, 5 and 15 minute load averages, as /proc/loadavg gives them."""
     with open("/proc/loadavg") as f:

@@ -67,7 +67,6 @@ import resource
 import select
 import shutil
 import signal
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -78,7 +77,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from benchlib import (binary_revision, copy_set, finish, git_revision, loadavg, make_template,  # noqa: E402
-                      run_timed, write_watch_config)
+                      notify_socket, run_timed, write_watch_config)
 
 DEFAULT_BUILD = "/tmp/bench-build-scale"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -292,13 +291,7 @@ class Daemon:
     our own; each message timed and paired with a snapshot of its CPU."""
 
     def __init__(self, binary, conf, workdir, tag, args=()):
-        self.sock_path = os.path.join(workdir, f"notify-{tag}.sock")
-        try:
-            os.unlink(self.sock_path)
-        except FileNotFoundError:
-            pass
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(self.sock_path)
+        self.sock_path, self.sock = notify_socket(workdir, tag)
         self.sock.setblocking(False)
         env = {k: v for k, v in os.environ.items()
                if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID")}
