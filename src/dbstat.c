@@ -61,22 +61,35 @@ int dbstat_parse_header(const unsigned char h[DBSTAT_HEADER_SIZE], struct dbhead
 }
 
 /* Size of path+suffix (in dirfd, or AT_FDCWD), 0 when absent; -errno on
- * other errors. */
-static int64_t side_file_size_at(int dirfd, const char *path, const char *suffix)
+ * other errors. found (NULL: not wanted) records whether it is there. */
+static int64_t side_file_size_at(int dirfd, const char *path, const char *suffix, enum side_file *found)
 {
         char p[4096 + 16];
         struct stat st;
 
         if ((size_t)snprintf(p, sizeof(p), "%s%s", path, suffix) >= sizeof(p))
                 return -ENAMETOOLONG;
-        if (fstatat(dirfd, p, &st, AT_SYMLINK_NOFOLLOW) < 0)
-                return errno == ENOENT ? 0 : -errno;
+        if (fstatat(dirfd, p, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+                if (errno != ENOENT)
+                        return -errno;
+                if (found)
+                        *found = SIDE_ABSENT;
+                return 0;
+        }
+        if (found)
+                *found = SIDE_PRESENT;
         return (int64_t)st.st_size;
 }
 
 static int64_t side_file_size(const char *path, const char *suffix)
 {
-        return side_file_size_at(AT_FDCWD, path, suffix);
+        return side_file_size_at(AT_FDCWD, path, suffix, NULL);
+}
+
+/* A file that is not a regular one, as open_raw_at() refuses it. */
+static int not_regular(mode_t mode)
+{
+        return S_ISLNK(mode) ? -ELOOP : S_ISDIR(mode) ? -EISDIR : -EINVAL;
 }
 
 static void fill_derived(struct dbstat *st)
@@ -103,7 +116,7 @@ static int open_raw_at(int dirfd, const char *path, struct stat *st)
         }
         if (!S_ISREG(st->st_mode)) {
                 close(fd);
-                return S_ISDIR(st->st_mode) ? -EISDIR : -EINVAL;
+                return not_regular(st->st_mode);
         }
         return fd;
 }
@@ -190,24 +203,10 @@ int dbstat_open_at(int dirfd, const char *name, struct stat *st)
 }
 
 /* A side file's size by what the caller knows: 0 when known absent, else
- * from fstatat() (0 when absent, -errno), which *known then records. */
+ * side_file_size_at(), which *known then records. */
 static int64_t side_size(int dirfd, const char *name, const char *suffix, enum side_file *known)
 {
-        char p[4096 + 16];
-        struct stat st;
-
-        if (*known == SIDE_ABSENT)
-                return 0;
-        if ((size_t)snprintf(p, sizeof(p), "%s%s", name, suffix) >= sizeof(p))
-                return -ENAMETOOLONG;
-        if (fstatat(dirfd, p, &st, AT_SYMLINK_NOFOLLOW) < 0) {
-                if (errno != ENOENT)
-                        return -errno;
-                *known = SIDE_ABSENT;
-                return 0;
-        }
-        *known = SIDE_PRESENT;
-        return (int64_t)st.st_size;
+        return *known == SIDE_ABSENT ? 0 : side_file_size_at(dirfd, name, suffix, known);
 }
 
 int dbstat_read_header_fd(int fd, const struct stat *s, int dirfd, const char *path,
@@ -286,8 +285,8 @@ static int open_side_at(int dirfd, const char *name, const char *suffix, uid_t u
                 return -ENAMETOOLONG;
         if (fstatat(dirfd, p, &before, AT_SYMLINK_NOFOLLOW) < 0)
                 return -errno;
-        if (!S_ISREG(before.st_mode)) /* as open_raw_at() says it */
-                return S_ISLNK(before.st_mode) ? -ELOOP : S_ISDIR(before.st_mode) ? -EISDIR : -EINVAL;
+        if (!S_ISREG(before.st_mode))
+                return not_regular(before.st_mode);
         if (!side_file_ours(&before, uid))
                 return -EPERM;
         fd = open_raw_at(dirfd, p, st);

@@ -159,18 +159,30 @@ void targets_remove(struct targets *ts, struct target *t)
         ts->n--;
 }
 
-/* A -journal, -wal or -shm: SQLite's, never a database of its own. */
-static bool target_is_side_file(const char *path)
+/* The length of name without its side file suffix, and which it is. */
+static size_t side_base(const char *name, const char **suffix)
 {
-        size_t n = strlen(path);
+        size_t n = strlen(name);
 
+        *suffix = NULL;
         for (size_t i = 0; i < ELEMENTSOF(dbstat_side_suffixes); i++) {
                 size_t k = strlen(dbstat_side_suffixes[i]);
 
-                if (n > k && strcmp(path + n - k, dbstat_side_suffixes[i]) == 0)
-                        return true;
+                if (n > k && strcmp(name + n - k, dbstat_side_suffixes[i]) == 0) {
+                        *suffix = dbstat_side_suffixes[i];
+                        return n - k;
+                }
         }
-        return false;
+        return n;
+}
+
+/* A -journal, -wal or -shm: SQLite's, never a database of its own. */
+static bool target_is_side_file(const char *path)
+{
+        const char *suffix;
+
+        side_base(path, &suffix);
+        return suffix != NULL;
 }
 
 
@@ -1429,22 +1441,6 @@ bool targets_listing_complete(const struct listing *l)
         return true;
 }
 
-/* The length of name without its side file suffix, and which it is. */
-static size_t side_base(const char *name, const char **suffix)
-{
-        size_t n = strlen(name);
-
-        *suffix = NULL;
-        for (size_t i = 0; i < ELEMENTSOF(dbstat_side_suffixes); i++) {
-                size_t k = strlen(dbstat_side_suffixes[i]);
-
-                if (n > k && strcmp(name + n - k, dbstat_side_suffixes[i]) == 0) {
-                        *suffix = dbstat_side_suffixes[i];
-                        return n - k;
-                }
-        }
-        return n;
-}
 
 /* An event naming base (its side file suffix, if any) in e's directory. */
 static unsigned notify_file(struct targets *ts, const struct watch_entry *e, uint32_t mask, const char *base,
