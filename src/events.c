@@ -86,10 +86,10 @@ void event_jobs_capped(unsigned asked, unsigned allowed)
                 "most %u until a restart", asked, allowed);
 }
 
-void event_poll_round(size_t n, size_t per_tick, uint64_t tick_ms)
+void event_poll_round(size_t n, size_t n_round, size_t per_tick, uint64_t tick_ms)
 {
-        log_msg(LOG_DEBUG, "poll: %zu database%s, %zu every %llu ms", n, n == 1 ? "" : "s", per_tick,
-                (unsigned long long)tick_ms);
+        log_msg(LOG_DEBUG, "poll: %zu database%s, %zu to look at, %zu every %llu ms", n, n == 1 ? "" : "s",
+                n_round, per_tick, (unsigned long long)tick_ms);
 }
 
 void event_state_pruned(int forgot)
@@ -466,10 +466,10 @@ static void checkpointed(const struct target *t, const struct maint_result *r)
                    LOG_FIELDS(DB(t->path, "checkpoint"), LOG_U64("BYTES_RECLAIMED", wal_given_back(r)),
                               LOG_U64("WAL_SIZE_BYTES", r->wal_bytes_after), LOG_U64("DURATION_MS", r->duration_ms),
                               LOG_TEXT("REASON", sched_reason_name(t->reason)),
-                              LOG_I64("ATTEMPT", t->ckpt_attempt + 1)),
+                              LOG_I64("ATTEMPT", target_memo_get(t)->ckpt_attempt + 1)),
                    "%s: -wal checkpointed and truncated, %s given back%s", t->path,
                    util_format_bytes(wal_given_back(r), bytes, sizeof(bytes)),
-                   t->ckpt_attempt ? " (readers had held it before)" : "");
+                   target_memo_get(t)->ckpt_attempt ? " (readers had held it before)" : "");
         snprintf(last_action, sizeof(last_action), "checkpointed %s", t->path);
 }
 

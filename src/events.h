@@ -37,8 +37,9 @@ void event_reloaded(const char *conf_file, size_t n_entries, size_t n_watched);
 void event_state_dir_kept(const char *new_dir, const char *old_dir);
 /* A reload asking for more jobs at once than the pool sized at start has room for. */
 void event_jobs_capped(unsigned asked, unsigned allowed);
-/* A poll round begins: n header reads, per_tick every tick_ms (DEBUG). */
-void event_poll_round(size_t n, size_t per_tick, uint64_t tick_ms);
+/* A poll round begins over n databases watched: n_round to look at (the
+ * others' decisions stand), per_tick every tick_ms (DEBUG). */
+void event_poll_round(size_t n, size_t n_round, size_t per_tick, uint64_t tick_ms);
 /* forgot: databases the state file forgot (> 0), or a negative errno. */
 void event_state_pruned(int forgot);
 

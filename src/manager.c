@@ -247,21 +247,25 @@ static int target_dirfd(const struct target *t)
  * changes (or for a while, for a lack of space): HELD. */
 static void hold(struct manager *m, struct target *t, uint64_t for_ms)
 {
-        if (file_id_at(target_dirfd(t), t->name, &t->hold_id) < 0)
+        struct target_memo *mm = target_memo(t);
+
+        /* without memory to remember it, the next poll decides afresh */
+        if (!mm || file_id_at(target_dirfd(t), t->name, &mm->hold_id) < 0)
                 return;
         set_state(m, t, TARGET_HELD);
-        t->hold_on_change = true;
-        t->hold_until = for_ms ? util_monotonic_ms() + for_ms : 0;
+        mm->hold_on_change = true;
+        mm->hold_until = for_ms ? util_monotonic_ms() + for_ms : 0;
 }
 
 static bool still_held(struct manager *m, struct target *t, const struct file_id *id)
 {
+        const struct target_memo *mm = target_memo_get(t);
         uint64_t now = util_monotonic_ms();
 
         if (t->state != TARGET_HELD)
                 return false;
-        if (t->hold_on_change ? sched_hold_lasts(t->hold_until, file_id_equal(id, &t->hold_id), now)
-                              : now < t->hold_until)
+        if (mm->hold_on_change ? sched_hold_lasts(mm->hold_until, file_id_equal(id, &mm->hold_id), now)
+                               : now < mm->hold_until)
                 return true;
         set_state(m, t, TARGET_IDLE);
         return false;
@@ -271,7 +275,7 @@ static bool still_held(struct manager *m, struct target *t, const struct file_id
 
 static void enqueue(struct manager *m, struct target *t, enum maint_op op, enum sched_reason reason, bool urgent)
 {
-        bool again = op == MAINT_OP_CHECKPOINT ? t->ckpt_attempt > 0
+        bool again = op == MAINT_OP_CHECKPOINT ? target_memo_get(t)->ckpt_attempt > 0
                    : op != MAINT_OP_ANALYZE && op != MAINT_OP_DEEP_SCAN && t->logged_reason == reason;
 
         event_scheduled(t, op, reason, urgent, again, m->dry_run);
@@ -315,7 +319,9 @@ static bool files_unchanged(const struct target *t, bool known, const struct fil
 /* The files as the last ANALYZE left them, unchanged: nothing can be stale. */
 static bool unchanged_since_analyze(const struct target *t)
 {
-        return files_unchanged(t, t->analyzed_known, &t->analyzed_db, &t->analyzed_wal);
+        const struct target_memo *mm = target_memo_get(t);
+
+        return files_unchanged(t, mm->analyzed_known, &mm->analyzed_db, &mm->analyzed_wal);
 }
 
 /* decide(), once no VACUUM or checkpoint is queued: ANALYZE and the deep
@@ -350,7 +356,9 @@ static void decide_timers(struct manager *m, struct target *t, enum sched_reason
         deep_waits = dc->deep_scan.in_window && !m->ignore_window &&
                      !sched_in_window(&dc->vacuum.window, minute_of_day());
         if (now >= deep_at && !deep_waits) {
-                if (files_unchanged(t, t->deep_known, &t->deep_db, &t->deep_wal)) {
+                const struct target_memo *mm = target_memo_get(t);
+
+                if (files_unchanged(t, mm->deep_known, &mm->deep_db, &mm->deep_wal)) {
                         event_deep_scan_current(t);
                         t->hist.last_deep_scan_ms = now;
                         return;
@@ -362,14 +370,15 @@ static void decide_timers(struct manager *m, struct target *t, enum sched_reason
          * too little to give back), and no window or backoff in play:
          * while its files do not change, the answer is the same until a
          * timer comes due (poll_target() decides again only then). */
-        if ((vacuum_reason == SCHED_REASON_BELOW || vacuum_reason == SCHED_REASON_MIN_RECLAIM) && !t->wal_owed &&
-            !ckpt_due && !t->rowid_hold && now < deep_at)
+        if ((vacuum_reason == SCHED_REASON_BELOW || vacuum_reason == SCHED_REASON_MIN_RECLAIM) &&
+            !target_memo_get(t)->wal_owed && !ckpt_due && !target_memo_get(t)->rowid_hold && now < deep_at)
                 t->quiet_until = analyze_at < deep_at ? analyze_at : deep_at;
 }
 
 static void decide(struct manager *m, struct target *t)
 {
         const struct db_conf *dc = t->dc;
+        const struct target_memo *mm = target_memo_get(t); /* t->memo when anything is set */
         struct sched_decision d;
         enum sched_reason ckpt;
         int64_t now = util_wall_ms();
@@ -378,12 +387,12 @@ static void decide(struct manager *m, struct target *t)
         t->quiet_until = 0;
         d = sched_vacuum(&t->stat, &dc->vacuum, &t->hist, now, minute_of_day(), m->ignore_window);
         /* Refused for its rowids: not again until the schema changes. */
-        if (d.action != SCHED_NONE && t->rowid_hold) {
-                if (t->stat.schema_cookie == t->rowid_hold_cookie) {
+        if (d.action != SCHED_NONE && mm->rowid_hold) {
+                if (t->stat.schema_cookie == mm->rowid_hold_cookie) {
                         event_vacuum_held_for_rowids(t);
                         d = (struct sched_decision){ SCHED_NONE, SCHED_REASON_ROWIDS, false };
                 } else {
-                        t->rowid_hold = false;
+                        t->memo->rowid_hold = false;
                 }
         }
         if (d.action != SCHED_NONE) {
@@ -400,10 +409,10 @@ static void decide(struct manager *m, struct target *t)
         t->logged_reason = d.reason;
 
         /* The -wal: given back when it grew too large, or owed since a VACUUM. */
-        if (t->wal_owed && t->stat.wal_size_bytes == 0)
-                t->wal_owed = false; /* truncated meanwhile, by the application */
-        ckpt_due = sched_checkpoint(&t->stat, &dc->checkpoint, t->wal_owed, &ckpt);
-        if (ckpt_due && util_monotonic_ms() >= t->ckpt_retry_at) {
+        if (mm->wal_owed && t->stat.wal_size_bytes == 0)
+                t->memo->wal_owed = false; /* truncated meanwhile, by the application */
+        ckpt_due = sched_checkpoint(&t->stat, &dc->checkpoint, mm->wal_owed, &ckpt);
+        if (ckpt_due && util_monotonic_ms() >= mm->ckpt_retry_at) {
                 enqueue(m, t, MAINT_OP_CHECKPOINT, ckpt, false);
                 return;
         }
@@ -441,6 +450,14 @@ static bool watched(const struct manager *m, const struct target *t)
         return m->notify_on && t->dir && t->dir->wd >= 0;
 }
 
+/* Its files unchanged since their last read (inotify says so) and no
+ * timer of its due before now (wall clock ms): the last decision stands,
+ * and the poll neither reads nor decides. */
+static bool decision_stands(const struct manager *m, const struct target *t, int64_t now)
+{
+        return t->clean && t->have_stat && t->state == TARGET_IDLE && watched(m, t) && now < t->quiet_until;
+}
+
 /* What is known of t's side files: in --once the listing made a moment
  * ago, in the daemon what inotify keeps current; else nothing (stat). */
 static struct dbstat_sides *sides_of(struct manager *m, struct target *t)
@@ -463,8 +480,10 @@ static void figures(struct manager *m, struct target *t, const struct dbstat *st
  * stat, not a job), or queued for a precise read. */
 static void needs_precise(struct manager *m, struct target *t)
 {
-        if (t->have_stat && util_monotonic_ms() - t->precise_at < PRECISE_REUSE_MAX_MS &&
-            files_unchanged(t, t->precise_known, &t->precise_db, &t->precise_wal)) {
+        const struct target_memo *mm = target_memo_get(t);
+
+        if (t->have_stat && util_monotonic_ms() - mm->precise_at < PRECISE_REUSE_MAX_MS &&
+            files_unchanged(t, mm->precise_known, &mm->precise_db, &mm->precise_wal)) {
                 event_stats_reused(t);
                 t->clean = watched(m, t);
                 decide(m, t);
@@ -527,10 +546,7 @@ static bool poll_target(struct manager *m, struct target *t)
                 return false;
         if (t->clean && t->have_stat && t->state == TARGET_IDLE && watched(m, t)) {
                 m->fig.unchanged++;
-                if (util_wall_ms() < t->quiet_until)
-                        event_nothing_to_do(t, t->logged_reason); /* what decide() would find */
-                else
-                        decide(m, t);
+                decide(m, t); /* a timer of its came due */
                 return false;
         }
         m->fig.read++;
@@ -592,27 +608,35 @@ static bool deep_scan_window_end(const struct job *j)
 static void checkpoint_later(struct target *t, const struct maint_result *r)
 {
         uint64_t warn = t->dc->checkpoint.warn_after_ms, backoff;
+        struct target_memo *mm = target_memo(t);
         int64_t now = util_wall_ms();
 
-        if (!t->ckpt_busy_since)
-                t->ckpt_busy_since = now;
-        t->ckpt_attempt++;
-        backoff = sched_backoff_ms(&t->dc->retry, t->ckpt_attempt, (uint32_t)random());
-        t->ckpt_retry_at = util_monotonic_ms() + backoff;
-        event_checkpoint_retry(t->path, r, backoff);
-        if ((uint64_t)(now - t->ckpt_busy_since) < warn || (t->ckpt_warned && (uint64_t)(now - t->ckpt_warned) < warn))
+        if (!mm) /* no memory to count tries: the next poll decides afresh */
                 return;
-        t->ckpt_warned = now;
-        event_checkpoint_held(t->path, r, (uint64_t)(now - t->ckpt_busy_since), t->ckpt_attempt);
+        if (!mm->ckpt_busy_since)
+                mm->ckpt_busy_since = now;
+        mm->ckpt_attempt++;
+        backoff = sched_backoff_ms(&t->dc->retry, mm->ckpt_attempt, (uint32_t)random());
+        mm->ckpt_retry_at = util_monotonic_ms() + backoff;
+        event_checkpoint_retry(t->path, r, backoff);
+        if ((uint64_t)(now - mm->ckpt_busy_since) < warn ||
+            (mm->ckpt_warned && (uint64_t)(now - mm->ckpt_warned) < warn))
+                return;
+        mm->ckpt_warned = now;
+        event_checkpoint_held(t->path, r, (uint64_t)(now - mm->ckpt_busy_since), mm->ckpt_attempt);
 }
 
 static void checkpoint_done(struct target *t)
 {
-        t->wal_owed = false;
-        t->ckpt_attempt = 0;
-        t->ckpt_retry_at = 0;
-        t->ckpt_busy_since = 0;
-        t->ckpt_warned = 0;
+        struct target_memo *mm = t->memo;
+
+        if (!mm)
+                return;
+        mm->wal_owed = false;
+        mm->ckpt_attempt = 0;
+        mm->ckpt_retry_at = 0;
+        mm->ckpt_busy_since = 0;
+        mm->ckpt_warned = 0;
 }
 
 /* A lock conflict: back off and retry, bounded, then give up until a later
@@ -654,23 +678,33 @@ static void maybe_done(struct manager *m)
 
 /* A job ran out of its time limit: not looked at again soon, whatever the
  * file does (1 h, doubling with each time limit in a row, up to a day). */
-static void hold_after_timeout(struct manager *m, struct target *t)
+static uint64_t hold_after_timeout(struct manager *m, struct target *t)
 {
-        t->timeouts++;
+        struct target_memo *mm = target_memo(t);
+        uint64_t for_ms;
+
+        if (!mm) /* no memory to hold it: the next poll decides afresh */
+                return 0;
+        mm->timeouts++;
+        for_ms = mm->timeouts > 5 ? TIMEOUT_HOLD_MAX_MS : TIMEOUT_HOLD_MS << (mm->timeouts - 1);
         set_state(m, t, TARGET_HELD);
-        t->hold_on_change = false;
-        t->hold_until = util_monotonic_ms() +
-                        (t->timeouts > 5 ? TIMEOUT_HOLD_MAX_MS : TIMEOUT_HOLD_MS << (t->timeouts - 1));
+        mm->hold_on_change = false;
+        mm->hold_until = util_monotonic_ms() + for_ms;
+        return for_ms;
 }
 
 static void stat_done(struct manager *m, struct target *t, struct job *j)
 {
+        struct target_memo *mm;
+
         switch (j->res.status) {
         case MAINT_OK:
-                t->precise_db = j->res.db_id;
-                t->precise_wal = j->res.wal_id;
-                t->precise_known = j->res.db_id.ino != 0;
-                t->precise_at = util_monotonic_ms();
+                if ((mm = target_memo(t))) {
+                        mm->precise_db = j->res.db_id;
+                        mm->precise_wal = j->res.wal_id;
+                        mm->precise_known = j->res.db_id.ino != 0;
+                        mm->precise_at = util_monotonic_ms();
+                }
                 figures(m, t, &j->res.after);
                 /* an event while it read: what it read may be older */
                 if (t->changes != j->changes_at_start)
@@ -683,8 +717,7 @@ static void stat_done(struct manager *m, struct target *t, struct job *j)
                 target_gone(m, t, "does not exist (any more)");
                 break;
         case MAINT_TIMEOUT:
-                hold_after_timeout(m, t);
-                event_stats_timeout(t->path, j->res.message, t->hold_until - util_monotonic_ms());
+                event_stats_timeout(t->path, j->res.message, hold_after_timeout(m, t));
                 m->failures++;
                 break;
         default:
@@ -760,14 +793,18 @@ static void job_succeeded(struct target *t, const struct job *j)
 {
         const struct maint_result *r = &j->res;
         const struct deep_stats *d = &r->deep;
+        struct target_memo *mm = target_memo(t); /* NULL: nothing remembered, decided afresh */
 
-        t->timeouts = 0;
+        if (t->memo)
+                t->memo->timeouts = 0;
         switch (j->op) {
         case MAINT_OP_ANALYZE:
                 t->hist.last_analyze_ms = j->finished_ms;
-                t->analyzed_db = r->db_id;
-                t->analyzed_wal = r->wal_id;
-                t->analyzed_known = true;
+                if (mm) {
+                        mm->analyzed_db = r->db_id;
+                        mm->analyzed_wal = r->wal_id;
+                        mm->analyzed_known = true;
+                }
                 break;
         case MAINT_OP_CHECKPOINT:
                 checkpoint_done(t);
@@ -778,22 +815,24 @@ static void job_succeeded(struct target *t, const struct job *j)
                 t->hist.deep_unused_percent = deep_unused_percent(d->unused_bytes, d->btree_pages, d->page_size);
                 t->hist.deep_reclaimable_bytes = d->reclaimable_bytes;
                 t->hist.deep_page_count = d->page_count;
-                t->deep_db = r->db_id;
-                t->deep_wal = r->wal_id;
-                t->deep_known = r->have_deep;
+                if (mm) {
+                        mm->deep_db = r->db_id;
+                        mm->deep_wal = r->wal_id;
+                        mm->deep_known = r->have_deep;
+                }
                 break;
         default: /* a VACUUM or an incremental vacuum */
                 t->hist.last_vacuum_ms = j->finished_ms;
                 /* the pages are packed: the deep scan's figures are history */
                 if (j->op == MAINT_OP_VACUUM)
                         t->hist.deep_known = false;
-                if (r->checkpoint_busy) {
+                if (r->checkpoint_busy && mm) {
                         /* a reader kept the new database's -wal: owed */
                         checkpoint_done(t);
-                        t->wal_owed = true;
-                        t->ckpt_busy_since = util_wall_ms();
-                        t->ckpt_attempt = 1;
-                        t->ckpt_retry_at = util_monotonic_ms() + sched_backoff_ms(&t->dc->retry, 1, (uint32_t)random());
+                        mm->wal_owed = true;
+                        mm->ckpt_busy_since = util_wall_ms();
+                        mm->ckpt_attempt = 1;
+                        mm->ckpt_retry_at = util_monotonic_ms() + sched_backoff_ms(&t->dc->retry, 1, (uint32_t)random());
                 }
                 break;
         }
@@ -827,8 +866,10 @@ static void job_applied(struct manager *m, struct target *t, struct job *j)
                 job_succeeded(t, j);
                 break;
         case MAINT_ROWIDS:
-                t->rowid_hold = r->have_before;
-                t->rowid_hold_cookie = r->before.schema_cookie;
+                if (target_memo(t)) {
+                        t->memo->rowid_hold = r->have_before;
+                        t->memo->rowid_hold_cookie = r->before.schema_cookie;
+                }
                 break;
         case MAINT_INTERRUPTED:
         case MAINT_SKIPPED:
@@ -1237,17 +1278,29 @@ static void round_clear(struct manager *m)
 static void start_round(struct manager *m)
 {
         uint64_t spread, tick;
+        int64_t now;
         size_t n;
 
         m->expanded_now = false;
         round_clear(m);
         m->fig = (struct event_round){ 0 };
         m->lag = (struct lag){ .n = 0 };
+        /* A database whose decision stands is not in the round at all: an
+         * idle host's round is one wake-up, whatever it watches. */
+        now = util_wall_ms();
+        n = 0;
         for (size_t i = 0; i < m->targets.n; i++) {
-                TAILQ_INSERT_TAIL(&m->round, m->targets.v[i], round_link);
-                m->targets.v[i]->in_round = true;
+                struct target *t = m->targets.v[i];
+
+                if (decision_stands(m, t, now)) {
+                        m->fig.unchanged++;
+                        event_nothing_to_do(t, t->logged_reason); /* what decide() would find */
+                        continue;
+                }
+                TAILQ_INSERT_TAIL(&m->round, t, round_link);
+                t->in_round = true;
+                n++;
         }
-        n = m->targets.n;
         m->round_active = true;
 
         /* Spread the reads over most of the interval, POLL_BATCH or more
@@ -1267,7 +1320,7 @@ static void start_round(struct manager *m)
         }
         m->tick_ms = tick ? tick : 1;
         m->tick_due_ns = 0;
-        event_poll_round(n, m->per_tick, tick);
+        event_poll_round(m->targets.n, n, m->per_tick, tick);
         uv_timer_start(&m->tick_timer, tick_cb, 0, tick ? tick : 1);
         m->tick_due_ns = uv_hrtime();
 }
@@ -1398,9 +1451,10 @@ static void reload(struct manager *m)
         for (size_t i = 0; i < m->targets.n; i++) {
                 struct target *t = m->targets.v[i];
 
-                if (t->state == TARGET_HELD && t->hold_on_change)
+                if (t->state == TARGET_HELD && target_memo_get(t)->hold_on_change)
                         set_state(m, t, TARGET_IDLE); /* the new settings may fix it */
-                t->rowid_hold = false;
+                if (t->memo)
+                        t->memo->rowid_hold = false;
                 t->logged_reason = SCHED_REASON_NONE;
                 t->clean = false; /* looked at anew, under the new settings */
         }

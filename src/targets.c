@@ -42,9 +42,24 @@ static void watches_free(struct watch_entry *v, size_t n)
         free(v);
 }
 
+struct target_memo *target_memo(struct target *t)
+{
+        if (!t->memo)
+                t->memo = calloc(1, sizeof(*t->memo));
+        return t->memo;
+}
+
+const struct target_memo *target_memo_get(const struct target *t)
+{
+        static const struct target_memo none;
+
+        return t->memo ? t->memo : &none;
+}
+
 struct target *target_free(struct target *t)
 {
         if (t) {
+                free(t->memo);
                 free(t->path);
                 free(t);
         }

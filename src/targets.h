@@ -66,42 +66,11 @@ enum target_state {
         TARGET_REMOVED,
 };
 
-struct target {
-        char *path;
-        const char *name;         /* the file's name: after the last slash of path */
-        struct tdir *dir;         /* its directory, NULL while that is missing */
-        const struct db_conf *dc; /* the matching entry of the conf in force */
-        uint32_t hash;
-        struct sched_history hist;
-        struct dbstat stat;
-        bool have_stat;
-
-        /* Its -wal and -journal as the last directory listing and inotify
-         * events since tell (known only while its directory is watched,
-         * or in --once); and whether its files may have changed since
-         * their last read: a clean target is not read again (its last
-         * figures stand) until an event, a full sweep or a reload. */
-        struct dbstat_sides sides;
-        bool clean;
-        uint64_t changes;         /* events that named its files, so far */
-        /* While clean: the last decision stands until this (wall clock ms;
-         * 0: decide again), the next time a timer of its comes due. */
-        int64_t quiet_until;
-
-        enum target_state state;
-        TAILQ_ENTRY(target) link;       /* in its state's list, if it has one */
-        TAILQ_ENTRY(target) round_link; /* in this poll's round, while in_round */
-        bool in_round;
-        struct job *job;          /* running (STAT_RUNNING, RUNNING, REMOVED), or NULL */
-        dev_t dev;                /* the file as the last poll found it (st_dev, st_ino) */
-        ino_t ino;
-        enum maint_op op;         /* QUEUED: the operation */
-        enum sched_reason reason;
-        bool urgent;
-        int attempt;              /* busy results in a row */
-        int stat_busy;            /* polls in a row whose statistics read met a lock */
-        uint64_t retry_at;        /* QUEUED: monotonic ms; not before */
-
+/* What a target's jobs and failures left to remember: out of line, so
+ * that a database no job has touched costs only struct target (a host
+ * watching 100,000 databases keeps every byte of struct target 100,000
+ * times: docs/PERFORMANCE.md, memory). */
+struct target_memo {
         /* HELD: until the file changes from hold_id (when hold_on_change)
          * or until hold_until (monotonic ms; 0 = no end), the first of them. */
         struct file_id hold_id;
@@ -131,8 +100,50 @@ struct target {
         /* The files as the last deep scan found them: unchanged, it is not repeated. */
         struct file_id deep_db, deep_wal;
         bool deep_known;
+};
+
+struct target {
+        char *path;
+        const char *name;         /* the file's name: after the last slash of path */
+        struct tdir *dir;         /* its directory, NULL while that is missing */
+        const struct db_conf *dc; /* the matching entry of the conf in force */
+        uint32_t hash;
+        enum target_state state;
+        struct sched_history hist;
+        struct dbstat stat;
+
+        /* Its -wal and -journal as the last directory listing and inotify
+         * events since tell (known only while its directory is watched,
+         * or in --once); and whether its files may have changed since
+         * their last read (clean, below): a clean target is not read again
+         * (its last figures stand) until an event, a full sweep or a reload. */
+        struct dbstat_sides sides;
+        uint64_t changes;         /* events that named its files, so far */
+        /* While clean: the last decision stands until this (wall clock ms;
+         * 0: decide again), the next time a timer of its comes due. */
+        int64_t quiet_until;
+
+        TAILQ_ENTRY(target) link;       /* in its state's list, if it has one */
+        TAILQ_ENTRY(target) round_link; /* in this poll's round, while in_round */
+        struct job *job;          /* running (STAT_RUNNING, RUNNING, REMOVED), or NULL */
+        dev_t dev;                /* the file as the last poll found it (st_dev, st_ino) */
+        ino_t ino;
+        enum maint_op op;         /* QUEUED: the operation */
+        enum sched_reason reason;
+        int attempt;              /* busy results in a row */
+        int stat_busy;            /* polls in a row whose statistics read met a lock */
+        uint64_t retry_at;        /* QUEUED: monotonic ms; not before */
+
+        /* What its jobs and failures left to remember, NULL until one did:
+         * most databases never need it (target_memo()). */
+        struct target_memo *memo;
 
         enum sched_reason logged_reason; /* the last decision logged at INFO */
+        /* (flags together: a hundred thousand targets, no padding between) */
+        bool have_stat;
+        bool clean;
+        bool in_round;
+        bool urgent;              /* QUEUED: past the urgent threshold */
         bool reported_missing;
         bool seen;                /* matched by this expansion */
         bool explicit_path;       /* configured as a plain path, not a glob */
@@ -181,6 +192,10 @@ struct target *targets_find(const struct targets *ts, const char *path);
 struct target *targets_get(struct targets *ts, const char *path, bool *created);
 /* A target for path, in no set; NULL on allocation failure. */
 struct target *target_new(const char *path);
+/* t's memo, allocated (zeroed) the first time; NULL on allocation failure. */
+struct target_memo *target_memo(struct target *t);
+/* t's memo to read: all zero (nothing remembered) until one was written. */
+const struct target_memo *target_memo_get(const struct target *t);
 /* Take t out of the set (it is not freed). */
 void targets_remove(struct targets *ts, struct target *t);
 struct target *target_free(struct target *t);
