@@ -37,7 +37,7 @@
  * n / POLL_BATCH times whatever the interval (docs/PERFORMANCE.md); a
  * tick looks at no more than POLL_LOOKS_MAX targets whose files did not
  * change (their last figures decided on again, no read). */
-#define POLL_BATCH 256
+#define POLL_BATCH 1024
 #define POLL_LOOKS_MAX 4096
 /* A tick holds the loop at most this long (nanoseconds); what it did not
  * get to runs at the loop's next turn, after whatever else is due. */
