@@ -7,6 +7,7 @@ MAINTD_PACKAGES=(
   gcc pkg-config meson ninja-build
   libsqlite3-dev libuv1-dev libyaml-dev libsystemd-dev
   python3 python3-pytest sqlite3
+  python3-yaml      # reads the alerting rules in test_prometheus_contrib.py
   sqlite3-tools     # sqlite3_analyzer: the deep scan's figures are checked against it
   systemd           # systemd-journald, journalctl and systemd-analyze for the tests
   util-linux        # mount (tmpfs for the disk-full tests), setpriv
@@ -14,6 +15,8 @@ MAINTD_PACKAGES=(
   acl               # setfacl, for the tests of directories and configurations an ACL opens
   man-db groff-base # man --warnings, to check the man pages render cleanly
   valgrind          # the daemon and sqlite-maintctl under memcheck (test_valgrind.py)
+  prometheus        # promtool: checks and unit-tests the alerting rules in contrib/prometheus, and the
+                    # dashboard's PromQL (test_prometheus_contrib.py); ensure_packages starts no server
 )
 
 ensure_packages() {
@@ -28,8 +31,27 @@ ensure_packages() {
   fi
   echo "==> installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # No service may start while these install: prometheus, wanted for promtool
+  # alone, would otherwise start a Prometheus server listening on port 9090 of
+  # a machine others use (and scraping it). Debian's maintainer scripts start
+  # services through invoke-rc.d and deb-systemd-invoke, and both ask
+  # /usr/sbin/policy-rc.d first: exit status 101 is "action forbidden"
+  # (README.policy-rc.d in init-system-helpers). A temporary one, only when
+  # the system has none of its own (container images often ship one), removed
+  # by a trap however the install ends; the subshell keeps the trap off the
+  # caller's. It does not keep the unit from being enabled for the next boot.
+  (
+    policy=/usr/sbin/policy-rc.d
+    if [ ! -e "$policy" ] && [ ! -L "$policy" ]; then
+      trap 'rm -f "$policy"' EXIT
+      trap 'exit 130' INT
+      trap 'exit 143' TERM
+      printf '#!/bin/sh\n# temporary, from sqlite-maintd scripts/lib.sh: no service starts during its apt-get install\nexit 101\n' >"$policy"
+      chmod 0755 "$policy"
+    fi
+    apt-get update -qq &&
+      apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  )
 }
 
 # build DIR [meson options...]: configure once, then build.

@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <fnmatch.h>
+#include <grp.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -72,6 +73,7 @@ enum reason {
         PR_BELOW, /* below the key's minimum */
         PR_ABOVE, /* above the key's maximum */
         PR_NOMEM,
+        PR_UNKNOWN_GROUP,
 };
 
 static bool is_digit(char ch)
@@ -401,6 +403,7 @@ enum vtype {
         V_INT,      /* int or unsigned, min..max */
         V_COUNT,    /* uint64_t, min..max */
         V_PATH,     /* char *, absolute, allocated */
+        V_GROUP,    /* int64_t gid: a group name or number, resolved when loaded; "none" is -1 */
         V_SECTION,  /* a mapping of the keys of section sub */
         V_LIST,     /* the databases: list, read by load_root() */
 };
@@ -435,6 +438,9 @@ static const struct key keys[] = {
         TOP("max_concurrent_jobs", V_INT, max_concurrent_jobs, "1", .min = 1, .max = 1024,
             .expect = "a whole number from 1 to 1024"),
         TOP("state_dir", V_PATH, state_dir, DEFAULT_STATE_DIR),
+        TOP("control_socket", V_PATH, control_socket, DEFAULT_CONTROL_SOCKET),
+        TOP("control_group", V_GROUP, control_gid, "none"),
+        TOP("metrics_file", V_PATH, metrics_file, NULL),
         { .name = "defaults", .in = IN(SEC_TOP), .type = V_SECTION, .sub = SEC_DEFAULTS },
         { .name = "databases", .in = IN(SEC_TOP), .type = V_LIST },
 
@@ -519,7 +525,32 @@ union value {
         struct window w;  /* V_WINDOW */
         int i;            /* V_WORD, V_INT */
         bool b;           /* V_BOOL */
+        int64_t g;        /* V_GROUP */
 };
+
+/* A group, by name (getgrnam) or number, into *ret; "none": -1. */
+static enum reason group_value(const char *s, int64_t *ret)
+{
+        struct group gr, *found = NULL;
+        char buf[4096];
+        uint64_t n;
+        const char *end;
+
+        if (strcmp(s, "none") == 0) {
+                *ret = -1;
+                return PR_OK;
+        }
+        if (parse_digits(s, &n, &end) == PR_OK && *end == '\0') {
+                if (n >= (gid_t)-1)
+                        return PR_RANGE;
+                *ret = (int64_t)n;
+                return PR_OK;
+        }
+        if (getgrnam_r(s, &gr, buf, sizeof(buf), &found) != 0 || !found)
+                return PR_UNKNOWN_GROUP;
+        *ret = (int64_t)found->gr_gid;
+        return PR_OK;
+}
 
 /* Parse s as a value of key k into *v; PR_OK or why not. */
 static enum reason key_value(const struct key *k, const char *s, union value *v)
@@ -568,6 +599,8 @@ static enum reason key_value(const struct key *k, const char *s, union value *v)
                 return PR_OK;
         case V_PATH:
                 return s[0] == '/' ? PR_OK : PR_SYNTAX;
+        case V_GROUP:
+                return group_value(s, &v->g);
         case V_SECTION:
         case V_LIST:
                 break;
@@ -584,6 +617,7 @@ static enum reason key_parse(const struct key *k, const char *s, void *base)
                 [V_DURATION] = sizeof(uint64_t), [V_SIZE] = sizeof(uint64_t), [V_COUNT] = sizeof(uint64_t),
                 [V_PERCENT] = sizeof(double),    [V_FACTOR] = sizeof(double), [V_WINDOW] = sizeof(struct window),
                 [V_WORD] = sizeof(int),          [V_INT] = sizeof(int),       [V_BOOL] = sizeof(bool),
+                [V_GROUP] = sizeof(int64_t),
         };
         char *field = (char *)base + k->offset, *copy;
         union value v;
@@ -657,7 +691,8 @@ int conf_init_defaults(struct conf *c)
         if (!c->file || set_builtin(IN(SEC_TOP), c) < 0) {
                 free(c->file);
                 free(c->state_dir);
-                c->file = c->state_dir = NULL;
+                free(c->control_socket);
+                c->file = c->state_dir = c->control_socket = NULL;
                 return -ENOMEM;
         }
         return 0;
@@ -672,6 +707,8 @@ struct conf *conf_free(struct conf *c)
         free(c->dbs);
         free(c->file);
         free(c->state_dir);
+        free(c->control_socket);
+        free(c->metrics_file);
         free(c);
         return NULL;
 }
@@ -1210,6 +1247,8 @@ static const char *type_noun(const struct key *k)
                 return k->expect;
         case V_PATH:
                 return "an absolute path";
+        case V_GROUP:
+                return "a group name or number, or none";
         case V_SECTION:
                 return "a mapping";
         case V_LIST:
@@ -1270,6 +1309,12 @@ static void value_error(struct loader *l, const struct key *k, yaml_node_t *n, c
                         err_at(l, n, "relative database path '%s': expected an absolute path starting with /", v);
                 else
                         err_at(l, n, "invalid %s '%s': expected an absolute path starting with /", k->name, v);
+                return;
+        case V_GROUP:
+                if (r == PR_UNKNOWN_GROUP)
+                        err_at(l, n, "invalid %s '%s': no such group (getent group %s finds nothing)", k->name, v, v);
+                else
+                        err_at(l, n, "invalid %s '%s': expected a group name or number, or none", k->name, v);
                 return;
         case V_WORD:
         case V_BOOL:

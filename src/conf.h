@@ -104,6 +104,11 @@ struct conf {
         uint64_t full_sweep_interval_ms;
         unsigned max_concurrent_jobs; /* >= 1 */
         char *state_dir;
+        /* The control socket (docs/CONTROL.md): its path, and the group
+         * besides root allowed to use it (-1: none). */
+        char *control_socket;
+        int64_t control_gid;
+        char *metrics_file;          /* NULL: none (docs/METRICS.md) */
         struct vacuum_conf vacuum;   /* defaults: */
         struct analyze_conf analyze;
         struct retry_conf retry;

@@ -17,6 +17,7 @@
 #include "jobproc.h"
 #include "json.h"
 #include "maint.h"
+#include "ctlclient.h"
 #include "schedule.h"
 #include "util.h"
 
@@ -40,7 +41,8 @@ enum command {
 
 struct ctl {
         enum command cmd;
-        bool json, force, full, deep, no_space_check, allow_rowid_change;
+        bool json, force, full, deep, no_space_check, allow_rowid_change, wait;
+        const char *socket; /* --socket */
         int attempts;
         struct conf *conf;
         struct json j;
@@ -90,7 +92,8 @@ static void usage(FILE *f)
               "applies.\n", f);
 }
 
-static int exit_code_for(enum maint_status s)
+int ctl_exit_code(enum maint_status s); /* ctlclient.c uses it too */
+int ctl_exit_code(enum maint_status s)
 {
         switch (s) {
         case MAINT_OK:
@@ -566,7 +569,7 @@ static int process(struct ctl *c, const char *arg, const struct db_conf *default
                 print_json(c, path, ops[c->cmd], &r);
         else
                 print_human(c, path, &r);
-        code = exit_code_for(r.status);
+        code = ctl_exit_code(r.status);
         maint_result_clear(&r);
         free(path);
         return code;
@@ -595,7 +598,8 @@ static void report(const char *line, void *userdata)
  * else the exit status (--help, --version, a usage error). */
 static int parse_options(int argc, char **argv, struct ctl *c, const char **config)
 {
-        enum { OPT_JSON = 0x100, OPT_ATTEMPTS, OPT_FORCE, OPT_FULL, OPT_DEEP, OPT_NO_SPACE_CHECK, OPT_ALLOW_ROWID_CHANGE };
+        enum { OPT_JSON = 0x100, OPT_ATTEMPTS, OPT_FORCE, OPT_FULL, OPT_DEEP, OPT_NO_SPACE_CHECK, OPT_ALLOW_ROWID_CHANGE,
+               OPT_SOCKET, OPT_WAIT };
         static const struct option options[] = {
                 { "config", required_argument, NULL, 'c' },
                 { "json", no_argument, NULL, OPT_JSON },
@@ -605,6 +609,8 @@ static int parse_options(int argc, char **argv, struct ctl *c, const char **conf
                 { "deep", no_argument, NULL, OPT_DEEP },
                 { "no-space-check", no_argument, NULL, OPT_NO_SPACE_CHECK },
                 { "allow-rowid-change", no_argument, NULL, OPT_ALLOW_ROWID_CHANGE },
+                { "socket", required_argument, NULL, OPT_SOCKET },
+                { "wait", no_argument, NULL, OPT_WAIT },
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, 'V' },
                 { NULL, 0, NULL, 0 },
@@ -622,6 +628,8 @@ static int parse_options(int argc, char **argv, struct ctl *c, const char **conf
                 case OPT_DEEP: c->deep = true; break;
                 case OPT_NO_SPACE_CHECK: c->no_space_check = true; break;
                 case OPT_ALLOW_ROWID_CHANGE: c->allow_rowid_change = true; break;
+                case OPT_SOCKET: c->socket = optarg; break;
+                case OPT_WAIT: c->wait = true; break;
                 case OPT_ATTEMPTS:
                         errno = 0;
                         n = strtol(optarg, &end, 10);
@@ -699,6 +707,29 @@ static int run_all(struct ctl *c, int argc, char **argv, const struct db_conf *d
         return code;
 }
 
+/* status, explain, run, metrics: asked of the daemon over its control
+ * socket: --socket, else the configuration's control_socket (-c), else
+ * the built-in one. */
+static int daemon_command(struct ctl *c, const char *config, int argc, char **argv)
+{
+        const char *path = c->socket ? c->socket : DEFAULT_CONTROL_SOCKET;
+        struct conf *conf = NULL;
+        int code;
+
+        if (c->force || c->full || c->deep || c->no_space_check || c->allow_rowid_change) {
+                out(stderr, "sqlite-maintctl: %s takes --json, --wait (run) and --socket", argv[optind]);
+                return EXIT_USAGE;
+        }
+        if (!c->socket && config) {
+                if (conf_load_report(config, &conf, report, NULL) < 0)
+                        return EXIT_USAGE;
+                path = conf->control_socket;
+        }
+        code = ctlclient_run(path, argc - optind, argv + optind, c->json, c->wait);
+        conf_free(conf);
+        return code;
+}
+
 int main(int argc, char **argv)
 {
         struct ctl c = { .attempts = DEFAULT_ATTEMPTS };
@@ -709,6 +740,12 @@ int main(int argc, char **argv)
         if (argc == 2 && strcmp(argv[1], JOBPROC_ARG) == 0)
                 jobproc_child_main();
         code = parse_options(argc, argv, &c, &config);
+        if (code < 0 && optind < argc && ctlclient_is_command(argv[optind]))
+                return daemon_command(&c, config, argc, argv);
+        if (code < 0 && c.wait) {
+                fputs("sqlite-maintctl: --wait goes with run\n", stderr);
+                return EXIT_USAGE;
+        }
         if (code < 0)
                 code = check_command(argc, argv, &c);
         if (code >= 0)

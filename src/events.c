@@ -198,7 +198,10 @@ void event_scheduled(const struct target *t, enum maint_op op, enum sched_reason
         size_t n = sizeof(common) / sizeof(common[0]);
         char a[32], b[32];
 
-        if (op == MAINT_OP_ANALYZE && t->hist.last_analyze_ms)
+        if (reason == SCHED_REASON_REQUESTED)
+                log_struct(LOG_INFO, MSGID_SCHEDULED, common, n, "%s: %s requested through the control socket "
+                           "(every safety check still applies)", t->path, maint_op_name(op));
+        else if (op == MAINT_OP_ANALYZE && t->hist.last_analyze_ms)
                 log_struct(prio, MSGID_SCHEDULED, common, n, "%s%s: ANALYZE is due (every %s)", DRY(dry_run),
                            t->path, conf_format_duration(t->dc->analyze.interval_ms, a, sizeof(a)));
         else if (op == MAINT_OP_ANALYZE)
@@ -451,24 +454,17 @@ static void deep_scanned(const struct target *t, const struct maint_result *r)
         snprintf(last_action, sizeof(last_action), "deep scan of %s (%.2f%% unused)", t->path, unused);
 }
 
-/* The -wal's bytes a checkpoint gave back (the application may have
- * written again since: never less than nothing). */
-static uint64_t wal_given_back(const struct maint_result *r)
-{
-        return r->wal_bytes_before > r->wal_bytes_after ? r->wal_bytes_before - r->wal_bytes_after : 0;
-}
-
 static void checkpointed(const struct target *t, const struct maint_result *r)
 {
         char bytes[32];
 
         log_struct(LOG_INFO, MSGID_CHECKPOINT_DONE,
-                   LOG_FIELDS(DB(t->path, "checkpoint"), LOG_U64("BYTES_RECLAIMED", wal_given_back(r)),
+                   LOG_FIELDS(DB(t->path, "checkpoint"), LOG_U64("BYTES_RECLAIMED", maint_bytes_given_back(MAINT_OP_CHECKPOINT, r)),
                               LOG_U64("WAL_SIZE_BYTES", r->wal_bytes_after), LOG_U64("DURATION_MS", r->duration_ms),
                               LOG_TEXT("REASON", sched_reason_name(t->reason)),
                               LOG_I64("ATTEMPT", target_memo_get(t)->ckpt_attempt + 1)),
                    "%s: -wal checkpointed and truncated, %s given back%s", t->path,
-                   util_format_bytes(wal_given_back(r), bytes, sizeof(bytes)),
+                   util_format_bytes(maint_bytes_given_back(MAINT_OP_CHECKPOINT, r), bytes, sizeof(bytes)),
                    target_memo_get(t)->ckpt_attempt ? " (readers had held it before)" : "");
         snprintf(last_action, sizeof(last_action), "checkpointed %s", t->path);
 }
@@ -539,6 +535,9 @@ void event_job_done(const struct target *t, const struct job *j, bool window_end
                         deep_scanned(t, r);
                 else if (j->op == MAINT_OP_CHECKPOINT)
                         checkpointed(t, r);
+                else if (j->op == MAINT_OP_CHECK)
+                        log_struct(LOG_INFO, NULL, LOG_FIELDS(DB(t->path, op)), "%s: check passed (%s)", t->path,
+                                   r->message[0] ? r->message : "no corruption found");
                 else
                         vacuumed(t, j);
                 break;

@@ -10,7 +10,7 @@ void json_init(struct json *j, FILE *f)
 }
 
 /* Length of the valid UTF-8 sequence at p (1-4), or 0 if it is not one. */
-static size_t utf8_len(const unsigned char *p)
+size_t json_utf8_len(const unsigned char *p)
 {
         size_t n;
         uint32_t cp;
@@ -41,7 +41,7 @@ static void put_string(FILE *f, const char *s)
 {
         fputc('"', f);
         for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-                size_t n = utf8_len(p);
+                size_t n = json_utf8_len(p);
 
                 /* JSON is Unicode: bytes that are not UTF-8 (a file name, a
                  * name from a damaged schema) become U+FFFD. */

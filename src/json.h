@@ -3,6 +3,7 @@
 #pragma once
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -13,6 +14,10 @@ struct json {
         int depth;
         bool first[JSON_MAX_DEPTH];
 };
+
+/* The length of the UTF-8 sequence at p (1 to 4), or 0 when it is not
+ * one (overlong forms, surrogates and past U+10FFFF are not). */
+size_t json_utf8_len(const unsigned char *p);
 
 void json_init(struct json *j, FILE *f);
 void json_object_begin(struct json *j, const char *key); /* key NULL: top level or array element */

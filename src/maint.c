@@ -73,6 +73,15 @@ void maint_opts_from_conf(struct maint_opts *o, const struct vacuum_conf *v,
         };
 }
 
+uint64_t maint_bytes_given_back(enum maint_op op, const struct maint_result *r)
+{
+        if (op == MAINT_OP_CHECKPOINT)
+                return r->wal_bytes_before > r->wal_bytes_after ? r->wal_bytes_before - r->wal_bytes_after : 0;
+        if (op == MAINT_OP_VACUUM || op == MAINT_OP_INCREMENTAL_VACUUM)
+                return r->bytes_reclaimed;
+        return 0;
+}
+
 int maint_cancel_init(struct maint_cancel *c)
 {
         c->db = NULL;

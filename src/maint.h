@@ -222,4 +222,8 @@ void maint_result_clear(struct maint_result *r);
 
 const char *maint_status_name(enum maint_status s);   /* "ok", "busy", "not_a_database", ... */
 const char *maint_op_name(enum maint_op op);          /* "vacuum", "incremental_vacuum", ... */
+/* The bytes a job of op gave back to the file system: a VACUUM's
+ * bytes_reclaimed, a checkpoint's -wal shrinking (never less than 0: the
+ * application may have written since); 0 for the others. */
+uint64_t maint_bytes_given_back(enum maint_op op, const struct maint_result *r);
 const char *maint_table_verdict_name(enum maint_table_verdict v); /* "analyzed", "unchanged", ... */

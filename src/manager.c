@@ -4,17 +4,21 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <limits.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/inotify.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <uv.h>
 
 #include "conf.h"
+#include "control.h"
 #include "dbstat.h"
 #include "events.h"
 #include "job.h"
@@ -22,6 +26,7 @@
 #include "maint.h"
 #include "manager.h"
 #include "notify.h"
+#include "report.h"
 #include "schedule.h"
 #include "state.h"
 #include "targets.h"
@@ -127,11 +132,35 @@ struct manager {
         bool closed;    /* every handle asked to close: the loop ends when they have */
         unsigned failures; /* jobs that ended badly: the --once exit status */
         unsigned long jobs_done;
+
+        /* The control socket (control.h), its run --wait requests, and
+         * what the metrics count (report.h). */
+        struct control *control;
+        LIST_HEAD(, waiter) waiters;
+        struct report_counts counts;
+        int64_t started_ms;          /* wall clock */
+        int64_t last_round_end_ms;   /* wall clock; 0 before the first */
+        uint64_t last_round_ms;      /* its duration */
+        uint64_t round_started_ms;   /* monotonic */
+        uint64_t metrics_written_at; /* monotonic ms; 0: never */
+        uv_timer_t metrics_timer;    /* a write put off to METRICS_MIN_GAP_MS after the last */
+        struct metrics_write *metrics_writing; /* the metrics file being written, or NULL */
+};
+
+/* A client of run --wait: answered when its job ends. */
+struct waiter {
+        struct control_conn *conn;
+        struct target *t;
+        enum maint_op op;
+        LIST_ENTRY(waiter) link;
 };
 
 static void dispatch(struct manager *m);
 static void start_round(struct manager *m);
 static void begin_stop(struct manager *m);
+static void answer_waiters(struct manager *m, const struct target *t, enum maint_op op, const struct maint_result *res,
+                           const char *why);
+static void metrics_changed(struct manager *m);
 
 /* --- small helpers ---------------------------------------------------- */
 
@@ -219,6 +248,8 @@ static void target_drop(struct manager *m, struct target *t)
         if (t->job) {
                 set_state(m, t, TARGET_REMOVED);
         } else {
+                if (t->state == TARGET_QUEUED)
+                        answer_waiters(m, t, t->op, NULL, "no longer watched; its job will not run");
                 set_state(m, t, TARGET_IDLE);
                 target_free(t);
         }
@@ -245,7 +276,7 @@ static int target_dirfd(const struct target *t)
 
 /* A file we cannot maintain is reported once and left alone until it
  * changes (or for a while, for a lack of space): HELD. */
-static void hold(struct manager *m, struct target *t, uint64_t for_ms)
+static void hold(struct manager *m, struct target *t, uint64_t for_ms, enum maint_status why)
 {
         struct target_memo *mm = target_memo(t);
 
@@ -253,6 +284,7 @@ static void hold(struct manager *m, struct target *t, uint64_t for_ms)
         if (!mm || file_id_at(target_dirfd(t), t->name, &mm->hold_id) < 0)
                 return;
         set_state(m, t, TARGET_HELD);
+        mm->hold_status = why;
         mm->hold_on_change = true;
         mm->hold_until = for_ms ? util_monotonic_ms() + for_ms : 0;
 }
@@ -427,7 +459,7 @@ static void poll_failed(struct manager *m, struct target *t, enum maint_status s
 {
         event_poll_failed(t->path, s, why);
         m->failures++;
-        hold(m, t, 0);
+        hold(m, t, 0, s);
 }
 
 /* Whether another target's running job has t's file: one job per
@@ -654,6 +686,7 @@ static void retry_later(struct manager *m, struct target *t, struct job *j)
                 return;
         }
         backoff = sched_backoff_ms(rc, t->attempt, (uint32_t)random());
+        m->counts.retries[j->op]++;
         event_retry(t->path, j, t->attempt, rc->max_attempts, backoff);
         set_state(m, t, TARGET_QUEUED);
         t->op = j->op;
@@ -688,6 +721,7 @@ static uint64_t hold_after_timeout(struct manager *m, struct target *t)
         mm->timeouts++;
         for_ms = mm->timeouts > 5 ? TIMEOUT_HOLD_MAX_MS : TIMEOUT_HOLD_MS << (mm->timeouts - 1);
         set_state(m, t, TARGET_HELD);
+        mm->hold_status = MAINT_TIMEOUT;
         mm->hold_on_change = false;
         mm->hold_until = util_monotonic_ms() + for_ms;
         return for_ms;
@@ -878,7 +912,7 @@ static void job_applied(struct manager *m, struct target *t, struct job *j)
                 break;
         case MAINT_NOSPACE:
                 m->failures++;
-                hold(m, t, NOSPACE_HOLD_MS);
+                hold(m, t, NOSPACE_HOLD_MS, MAINT_NOSPACE);
                 break;
         case MAINT_TIMEOUT:
                 /* a deep scan stopped at the window's end: due again in the next */
@@ -891,9 +925,41 @@ static void job_applied(struct manager *m, struct target *t, struct job *j)
                 break;
         default:
                 m->failures++;
-                hold(m, t, 0);
+                hold(m, t, 0, r->status);
                 break;
         }
+}
+
+/* What status and the metrics keep of a finished job, and the clients of
+ * run --wait that waited for it (unless it is queued again after a lock
+ * conflict: they wait on). */
+static void job_counted(struct manager *m, struct target *t, const struct job *j)
+{
+        const struct maint_result *r = &j->res;
+        struct target_memo *mm;
+        bool retried = t->state == TARGET_QUEUED && t->op == j->op;
+
+        if (retried)
+                return;
+        m->counts.jobs[j->op][report_result_of(r->status)]++;
+        m->counts.reclaimed[j->op] += maint_bytes_given_back(j->op, r);
+        if ((mm = target_memo(t))) {
+                mm->has_last = true;
+                mm->last_op = j->op;
+                mm->last_status = r->status;
+                mm->last_job_ms = j->finished_ms;
+                mm->last_given_back = maint_bytes_given_back(j->op, r);
+                if (r->status == MAINT_OK &&
+                    (j->op == MAINT_OP_CHECK || (j->op == MAINT_OP_VACUUM && t->dc->vacuum.integrity != INTEGRITY_NONE)))
+                        mm->last_check_ms = j->finished_ms;
+                /* a lock the application held is not a failure of the job */
+                if (r->status == MAINT_OK || r->status == MAINT_SKIPPED)
+                        mm->job_failures = 0;
+                else if (r->status != MAINT_BUSY && r->status != MAINT_INTERRUPTED)
+                        mm->job_failures++;
+        }
+        answer_waiters(m, t, j->op, r, NULL);
+        metrics_changed(m);
 }
 
 /* On the loop thread, when a worker is done. */
@@ -912,6 +978,7 @@ static void job_finished(struct job *j, void *userdata)
                 /* Dropped while it ran: its result still belongs in the journal. */
                 if (j->op != MAINT_OP_STATS)
                         event_job_done(t, j, deep_scan_window_end(j));
+                answer_waiters(m, t, j->op, &j->res, NULL);
                 set_state(m, t, TARGET_IDLE);
                 target_free(t);
         } else if (j->op == MAINT_OP_STATS) {
@@ -921,6 +988,7 @@ static void job_finished(struct job *j, void *userdata)
                 set_state(m, t, TARGET_IDLE);
                 m->jobs_done++;
                 job_applied(m, t, j);
+                job_counted(m, t, j);
         }
         job_free(j);
         dispatch(m);
@@ -1255,8 +1323,12 @@ static void tick_cb(uv_timer_t *timer)
                 m->fig.lag_p99_us = lag_p99(&m->lag);
                 m->fig.lag_max_us = m->lag.max_us;
                 m->last_fig = m->fig;
+                m->counts.rounds++;
+                m->last_round_end_ms = util_wall_ms();
+                m->last_round_ms = util_monotonic_ms() - m->round_started_ms;
                 event_poll_round_done(&m->fig);
                 update_status(m);
+                metrics_changed(m);
         }
         dispatch(m);
         maybe_done(m);
@@ -1282,6 +1354,7 @@ static void start_round(struct manager *m)
         size_t n;
 
         m->expanded_now = false;
+        m->round_started_ms = util_monotonic_ms();
         round_clear(m);
         m->fig = (struct event_round){ 0 };
         m->lag = (struct lag){ .n = 0 };
@@ -1483,6 +1556,548 @@ static void close_cb(uv_handle_t *h)
         (void)h;
 }
 
+/* --- the control socket (docs/CONTROL.md) ----------------------------- */
+
+/* The metrics file is written at most this often (ms). */
+#define METRICS_MIN_GAP_MS 10000
+/* Databases a slice of a long reply (status of all, metrics) covers. */
+#define REPLY_SLICE 256
+
+static void daemon_figures(const struct manager *m, struct report_daemon *d)
+{
+        *d = (struct report_daemon){
+                .conf_file = m->conf_file,
+                .started_ms = m->started_ms,
+                .now_ms = util_wall_ms(),
+                .poll_interval_ms = m->conf->poll_interval_ms,
+                .watched = m->targets.n,
+                .queued = m->queue_n,
+                .running = m->running_jobs,
+                .last_round = m->last_round_end_ms ? &m->last_fig : NULL,
+                .last_round_end_ms = m->last_round_end_ms,
+                .last_round_ms = m->last_round_ms,
+                .counts = &m->counts,
+        };
+}
+
+/* The first target whose path sorts after after (NULL: the first). */
+static size_t targets_after(const struct manager *m, const char *after)
+{
+        size_t lo = 0, hi = m->targets.n;
+
+        if (!after)
+                return 0;
+        while (lo < hi) {
+                size_t mid = lo + (hi - lo) / 2;
+
+                if (strcmp(m->targets.v[mid]->path, after) <= 0)
+                        lo = mid + 1;
+                else
+                        hi = mid;
+        }
+        return lo;
+}
+
+/* A reply made a slice at a time. Its place in the set is a path, not an
+ * index: databases come and go between slices. */
+struct slices {
+        struct manager *m;
+        bool metrics;   /* else status of every database */
+        int family;     /* metrics: -1 the daemon's, then each per-database one, then the end */
+        char *after;    /* the last path written in this part; NULL: none yet */
+        size_t left_out; /* metrics: databases whose path is not UTF-8 */
+        struct json j;
+};
+
+static void slices_free(void *state)
+{
+        struct slices *sl = state;
+
+        free(sl->after);
+        free(sl);
+}
+
+/* The next REPLY_SLICE databases of this part; false at its end. */
+static bool next_targets(struct slices *sl, FILE *out)
+{
+        size_t i = targets_after(sl->m, sl->after), end = i + REPLY_SLICE;
+        char *last;
+
+        for (; i < sl->m->targets.n && i < end; i++) {
+                const struct target *t = sl->m->targets.v[i];
+
+                if (!sl->metrics) {
+                        report_target_json(&sl->j, NULL, t, util_wall_ms());
+                } else if (!report_metrics_exportable(t)) {
+                        sl->left_out += sl->family == 0;
+                } else {
+                        (void)report_metrics_sample(out, sl->family, t);
+                }
+        }
+        if (i >= sl->m->targets.n)
+                return false;
+        last = strdup(sl->m->targets.v[i - 1]->path);
+        if (last) { /* without memory: the same slice again, later */
+                free(sl->after);
+                sl->after = last;
+        }
+        return true;
+}
+
+static bool status_produce(void *state, FILE *out)
+{
+        struct slices *sl = state;
+        struct report_daemon d;
+
+        sl->j.f = out;
+        if (sl->family < 0) {
+                daemon_figures(sl->m, &d);
+                json_object_begin(&sl->j, NULL);
+                json_bool(&sl->j, "ok", true);
+                json_object_begin(&sl->j, "daemon");
+                report_daemon_json(&sl->j, &d);
+                json_object_end(&sl->j);
+                json_array_begin(&sl->j, "databases");
+                sl->family = 0;
+                return false;
+        }
+        if (next_targets(sl, out))
+                return false;
+        json_array_end(&sl->j);
+        json_object_end(&sl->j);
+        fputc('\n', out);
+        return true;
+}
+
+static bool metrics_produce(void *state, FILE *out)
+{
+        struct slices *sl = state;
+        struct report_daemon d;
+
+        if (sl->family < 0) {
+                daemon_figures(sl->m, &d);
+                report_metrics_daemon(out, &d);
+                sl->family = 0;
+                report_metrics_family_head(out, 0);
+                return false;
+        }
+        if (next_targets(sl, out))
+                return false;
+        free(sl->after);
+        sl->after = NULL;
+        if (++sl->family < REPORT_DB_FAMILIES) {
+                report_metrics_family_head(out, sl->family);
+                return false;
+        }
+        fputs("# HELP sqlite_maintd_databases_not_exported Databases left out of the per-database metrics: "
+              "their path is not UTF-8.\n# TYPE sqlite_maintd_databases_not_exported gauge\n", out);
+        fprintf(out, "sqlite_maintd_databases_not_exported %zu\n", sl->left_out);
+        return true;
+}
+
+static struct slices *slices_new(struct manager *m, bool metrics)
+{
+        struct slices *sl = calloc(1, sizeof(*sl));
+
+        if (sl) {
+                sl->m = m;
+                sl->metrics = metrics;
+                sl->family = -1;
+        }
+        return sl;
+}
+
+/* A reply of one JSON object made by fill, or an error reply. */
+static void reply_json(struct control_conn *c, void (*fill)(struct json *, const void *), const void *arg)
+{
+        char *text = NULL;
+        size_t len = 0;
+        FILE *f = open_memstream(&text, &len);
+        struct json j;
+
+        if (!f) {
+                control_reply(c, "{\"ok\": false, \"error\": \"out of memory\"}", 38);
+                return;
+        }
+        json_init(&j, f);
+        json_object_begin(&j, NULL);
+        fill(&j, arg);
+        json_object_end(&j);
+        if (fclose(f) != 0)
+                control_reply(c, "{\"ok\": false, \"error\": \"out of memory\"}", 38);
+        else
+                control_reply(c, text, len);
+        free(text);
+}
+
+static void fill_error(struct json *j, const void *arg)
+{
+        json_bool(j, "ok", false);
+        json_str(j, "error", arg);
+}
+
+static void reply_error(struct control_conn *c, const char *fmt, ...) LOG_PRINTF(2, 3);
+static void reply_error(struct control_conn *c, const char *fmt, ...)
+{
+        char why[PATH_MAX + 256];
+        va_list ap;
+
+        va_start(ap, fmt);
+        vsnprintf(why, sizeof(why), fmt, ap);
+        va_end(ap);
+        reply_json(c, fill_error, why);
+}
+
+/* The target a request names: its path as configured, else the same file
+ * (device and inode, as the last poll found it) under another spelling. */
+static struct target *requested_target(struct manager *m, const char *db)
+{
+        struct target *t = targets_find(&m->targets, db);
+        struct stat st;
+
+        if (t || stat(db, &st) < 0)
+                return t;
+        for (size_t i = 0; i < m->targets.n; i++)
+                if (m->targets.v[i]->dev == st.st_dev && m->targets.v[i]->ino == st.st_ino)
+                        return m->targets.v[i];
+        return NULL;
+}
+
+struct target_reply {
+        const struct manager *m;
+        const struct target *t;
+};
+
+static void fill_status_one(struct json *j, const void *arg)
+{
+        const struct target_reply *tr = arg;
+        struct report_daemon d;
+
+        daemon_figures(tr->m, &d);
+        json_bool(j, "ok", true);
+        json_object_begin(j, "daemon");
+        report_daemon_json(j, &d);
+        json_object_end(j);
+        json_array_begin(j, "databases");
+        report_target_json(j, NULL, tr->t, d.now_ms);
+        json_array_end(j);
+}
+
+static void fill_explain(struct json *j, const void *arg)
+{
+        const struct target_reply *tr = arg;
+        char *text = NULL;
+        size_t len = 0;
+        FILE *f = open_memstream(&text, &len);
+
+        if (f) {
+                report_explain(f, tr->t, util_wall_ms(), minute_of_day(), tr->m->ignore_window,
+                               tr->m->conf->poll_interval_ms);
+                if (fclose(f) != 0) {
+                        free(text);
+                        text = NULL;
+                }
+        }
+        json_bool(j, "ok", text != NULL);
+        json_str(j, "db", tr->t->path);
+        json_str(j, text ? "explanation" : "error", text ? text : "out of memory");
+        free(text);
+}
+
+struct run_reply {
+        const struct target *t;
+        enum maint_op op;
+        const char *message;
+        const struct maint_result *res; /* --wait: the job's result; NULL: queued */
+};
+
+static void fill_run(struct json *j, const void *arg)
+{
+        const struct run_reply *rr = arg;
+
+        json_bool(j, "ok", true);
+        json_str(j, "db", rr->t->path);
+        json_str(j, "operation", maint_op_name(rr->op));
+        if (!rr->res) {
+                json_str(j, "message", rr->message);
+                return;
+        }
+        json_str(j, "result", maint_status_name(rr->res->status));
+        json_str(j, "message", rr->res->message);
+        if (rr->res->have_before)
+                json_fixed2(j, "fragmentation_before_percent", rr->res->before.fragmentation_percent);
+        if (rr->res->have_after)
+                json_fixed2(j, "fragmentation_after_percent", rr->res->after.fragmentation_percent);
+        json_u64(j, "bytes_given_back", maint_bytes_given_back(rr->op, rr->res));
+        json_u64(j, "duration_ms", rr->res->duration_ms);
+}
+
+/* The jobs run asks for, by their names; -1 for another word. */
+static int run_op(const struct target *t, const char *name)
+{
+        if (strcmp(name, "vacuum") == 0)
+                return t->dc->vacuum.mode == VACUUM_MODE_INCREMENTAL ? MAINT_OP_INCREMENTAL_VACUUM : MAINT_OP_VACUUM;
+        if (strcmp(name, "analyze") == 0)
+                return MAINT_OP_ANALYZE;
+        if (strcmp(name, "check") == 0)
+                return MAINT_OP_CHECK;
+        if (strcmp(name, "checkpoint") == 0)
+                return MAINT_OP_CHECKPOINT;
+        return -1;
+}
+
+static bool add_waiter(struct manager *m, struct control_conn *c, struct target *t, enum maint_op op)
+{
+        struct waiter *w = calloc(1, sizeof(*w));
+
+        if (!w)
+                return false;
+        *w = (struct waiter){ .conn = c, .t = t, .op = op };
+        LIST_INSERT_HEAD(&m->waiters, w, link);
+        return true;
+}
+
+/* sqlite-maintctl run: the job queued now, every safety check in it. */
+static void control_run(struct manager *m, struct control_conn *c, struct target *t, const char *name, bool wait)
+{
+        int op = run_op(t, name);
+        struct run_reply rr = { .t = t, .op = (enum maint_op)op };
+
+        if (op < 0) {
+                reply_error(c, "unknown operation '%s': vacuum, analyze, check or checkpoint", name);
+                return;
+        }
+        if (m->dry_run || m->stopping) {
+                reply_error(c, "the daemon %s: it runs no job", m->dry_run ? "runs with --dry-run" : "is stopping");
+                return;
+        }
+        if ((t->state == TARGET_QUEUED || t->state == TARGET_RUNNING) && (int)t->op == op) {
+                rr.message = t->state == TARGET_QUEUED ? "already queued" : "already running";
+        } else if (t->state != TARGET_IDLE && t->state != TARGET_HELD) {
+                reply_error(c, "%s: busy with %s; ask again when it is done", t->path,
+                            t->state == TARGET_QUEUED || t->state == TARGET_RUNNING ? maint_op_name(t->op)
+                                                                                    : "a statistics read");
+                return;
+        } else {
+                set_state(m, t, TARGET_IDLE);
+                enqueue(m, t, (enum maint_op)op, SCHED_REASON_REQUESTED, true);
+                rr.message = "queued";
+                dispatch(m);
+                update_status(m);
+        }
+        if (!wait) {
+                reply_json(c, fill_run, &rr);
+                return;
+        }
+        if (!add_waiter(m, c, t, (enum maint_op)op))
+                reply_error(c, "out of memory");
+}
+
+/* A request from an allowed peer (control.h). */
+static void control_request_cb(void *userdata, struct control_conn *c, const struct control_request *req)
+{
+        struct manager *m = userdata;
+        struct target_reply tr = { .m = m };
+        struct slices *sl;
+        bool all = !req->db && strcmp(req->command, "status") == 0;
+
+        if (strcmp(req->command, "metrics") == 0 || all) {
+                sl = slices_new(m, !all);
+                if (!sl)
+                        reply_error(c, "out of memory");
+                else
+                        control_stream(c, all ? status_produce : metrics_produce, slices_free, sl);
+                return;
+        }
+        if (strcmp(req->command, "status") != 0 && strcmp(req->command, "explain") != 0 &&
+            strcmp(req->command, "run") != 0) {
+                reply_error(c, "unknown command '%s': status, explain, run or metrics", req->command);
+                return;
+        }
+        if (!req->db) {
+                reply_error(c, "%s needs \"db\": the database's path", req->command);
+                return;
+        }
+        tr.t = requested_target(m, req->db);
+        if (!tr.t) {
+                reply_error(c, "%s is not a database the daemon watches", req->db);
+                return;
+        }
+        if (strcmp(req->command, "status") == 0) {
+                reply_json(c, fill_status_one, &tr);
+                return;
+        }
+        if (strcmp(req->command, "explain") == 0) {
+                reply_json(c, fill_explain, &tr);
+                return;
+        }
+        control_run(m, c, (struct target *)tr.t, req->operation, req->wait);
+}
+
+static void control_gone_cb(void *userdata, struct control_conn *c)
+{
+        struct manager *m = userdata;
+        struct waiter *w, *next;
+
+        for (w = LIST_FIRST(&m->waiters); w; w = next) {
+                next = LIST_NEXT(w, link);
+                if (w->conn == c) {
+                        LIST_REMOVE(w, link);
+                        free(w);
+                }
+        }
+}
+
+/* The waiters of t's job op: the job's result (res), or why there is none. */
+static void answer_waiters(struct manager *m, const struct target *t, enum maint_op op, const struct maint_result *res,
+                           const char *why)
+{
+        struct waiter *w, *next;
+
+        for (w = LIST_FIRST(&m->waiters); w; w = next) {
+                struct run_reply rr = { .t = w->t, .op = w->op, .res = res };
+
+                next = LIST_NEXT(w, link);
+                if (t && (w->t != t || w->op != op))
+                        continue;
+                LIST_REMOVE(w, link);
+                if (res)
+                        reply_json(w->conn, fill_run, &rr);
+                else
+                        reply_error(w->conn, "%s: %s", w->t->path, why);
+                free(w);
+        }
+}
+
+static void control_start(struct manager *m)
+{
+        const struct control_handlers h = { control_request_cb, control_gone_cb, m };
+        const char *why;
+        int r;
+
+        if (m->once)
+                return;
+        r = control_open(&m->loop, m->conf->control_socket, m->conf->control_gid, &h, &m->control, &why);
+        if (r == -ENOENT) /* outside the unit, whose RuntimeDirectory= makes /run/sqlite-maintd */
+                log_msg(LOG_WARNING, "control socket %s: its directory does not exist; running without it "
+                        "(sqlite-maintctl status, explain, run and metrics will not reach this daemon)",
+                        m->conf->control_socket);
+        else if (r < 0)
+                log_msg(LOG_ERR, "control socket %s: %s (%s); running without it: sqlite-maintctl status, "
+                        "explain, run and metrics will not reach this daemon", m->conf->control_socket, why,
+                        strerror(-r));
+}
+
+/* --- the metrics file (docs/METRICS.md) ----------------------------- */
+
+/* Written whole to a temporary file beside it, then renamed over it: the
+ * textfile collector never reads half of one. On the loop, in slices of
+ * metrics_produce(), each a loop turn of its own. */
+struct metrics_write {
+        struct manager *m;
+        struct slices *sl;
+        FILE *f;
+        char tmp[PATH_MAX];
+        uv_idle_t idle;
+};
+
+static void metrics_write_closed(uv_handle_t *h)
+{
+        free(h->data);
+}
+
+static void metrics_write_step(uv_idle_t *idle)
+{
+        struct metrics_write *w = idle->data;
+        bool done = metrics_produce(w->sl, w->f);
+        int r;
+
+        if (!done && !ferror(w->f))
+                return;
+        r = ferror(w->f) ? -EIO : 0;
+        if (fclose(w->f) != 0 && r == 0)
+                r = -errno;
+        if (r == 0 && done && rename(w->tmp, w->m->conf->metrics_file) < 0)
+                r = -errno;
+        if (r < 0 || !done) {
+                unlink(w->tmp);
+                if (r < 0)
+                        log_msg(LOG_WARNING, "metrics file %s: cannot write it: %s", w->m->conf->metrics_file,
+                                strerror(-r));
+        }
+        slices_free(w->sl);
+        w->m->metrics_writing = NULL;
+        uv_idle_stop(idle);
+        uv_close((uv_handle_t *)idle, metrics_write_closed);
+}
+
+static void metrics_write_start(struct manager *m)
+{
+        struct metrics_write *w;
+        int fd;
+
+        if (!m->conf->metrics_file || m->once || m->stopping || m->metrics_writing)
+                return;
+        m->metrics_written_at = util_monotonic_ms();
+        w = calloc(1, sizeof(*w));
+        if (!w || (size_t)snprintf(w->tmp, sizeof(w->tmp), "%s.tmp.XXXXXX", m->conf->metrics_file) >= sizeof(w->tmp) ||
+            !(w->sl = slices_new(m, true)) || (fd = mkostemp(w->tmp, O_CLOEXEC)) < 0) {
+                if (w)
+                        free(w->sl);
+                free(w);
+                log_msg(LOG_WARNING, "metrics file %s: cannot make a temporary file beside it: %s",
+                        m->conf->metrics_file, strerror(errno));
+                return;
+        }
+        (void)fchmod(fd, 0644); /* node_exporter runs as a user of its own */
+        w->f = fdopen(fd, "w");
+        if (!w->f) {
+                close(fd);
+                unlink(w->tmp);
+                slices_free(w->sl);
+                free(w);
+                return;
+        }
+        w->m = m;
+        uv_idle_init(&m->loop, &w->idle);
+        w->idle.data = w;
+        m->metrics_writing = w;
+        uv_idle_start(&w->idle, metrics_write_step);
+}
+
+/* At the end: a write under way stops, its temporary file removed. */
+static void metrics_write_abort(struct manager *m)
+{
+        struct metrics_write *w = m->metrics_writing;
+
+        if (!w)
+                return;
+        fclose(w->f);
+        unlink(w->tmp);
+        slices_free(w->sl);
+        m->metrics_writing = NULL;
+        uv_idle_stop(&w->idle);
+        uv_close((uv_handle_t *)&w->idle, metrics_write_closed);
+}
+
+static void metrics_timer_cb(uv_timer_t *timer)
+{
+        metrics_write_start(timer->data);
+}
+
+/* After a round or a job: the file again, at most every METRICS_MIN_GAP_MS. */
+static void metrics_changed(struct manager *m)
+{
+        uint64_t now = util_monotonic_ms(), next = m->metrics_written_at + METRICS_MIN_GAP_MS;
+
+        if (!m->conf->metrics_file || m->once || m->stopping)
+                return;
+        if (!m->metrics_written_at || now >= next)
+                metrics_write_start(m);
+        else if (!uv_is_active((uv_handle_t *)&m->metrics_timer))
+                uv_timer_start(&m->metrics_timer, metrics_timer_cb, next - now, 0);
+}
+
 static void walk_close(uv_handle_t *h, void *arg)
 {
         if (!uv_is_closing(h))
@@ -1506,6 +2121,10 @@ static void close_all(struct manager *m)
         if (m->closed)
                 return;
         m->closed = true;
+        answer_waiters(m, NULL, MAINT_OP_STATS, NULL, "the daemon is stopping; its job did not run");
+        control_close(m->control);
+        m->control = NULL;
+        metrics_write_abort(m);
         /* Closing the uv_signal handles gives the signals back their
          * default action, which for a second SIGTERM would end the
          * process before it has said goodbye: held in this thread (the
@@ -1659,6 +2278,8 @@ int manager_new(struct manager **ret, const struct manager_options *o, struct co
         TAILQ_INIT(&m->statq);
         TAILQ_INIT(&m->queue);
         TAILQ_INIT(&m->running);
+        LIST_INIT(&m->waiters);
+        m->started_ms = util_wall_ms();
         targets_init(&m->refused);
         m->once = o->once;
         m->dry_run = o->dry_run;
@@ -1700,6 +2321,8 @@ int manager_new(struct manager **ret, const struct manager_options *o, struct co
         uv_timer_init(&m->loop, &m->watchdog_timer);
         uv_timer_init(&m->loop, &m->prune_timer);
         uv_timer_init(&m->loop, &m->flood_timer);
+        uv_timer_init(&m->loop, &m->metrics_timer);
+        m->metrics_timer.data = m;
         uv_timer_init(&m->loop, &m->notify_timer);
         uv_signal_init(&m->loop, &m->sig_hup);
         uv_signal_init(&m->loop, &m->sig_term);
@@ -1738,6 +2361,7 @@ int manager_run(struct manager *m)
                 return EXIT_FAILURE;
         }
         event_started(m->conf_file, m->targets.n, m->once, m->dry_run, m->conf->poll_interval_ms, m->max_jobs);
+        control_start(m);
         notify_ready();
         update_status(m);
 

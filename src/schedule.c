@@ -242,6 +242,7 @@ const char *sched_reason_name(enum sched_reason r)
         case SCHED_REASON_AFTER_VACUUM: return "after-vacuum";
         case SCHED_REASON_ROWIDS: return "rowids";
         case SCHED_REASON_UNUSED: return "unused-space";
+        case SCHED_REASON_REQUESTED: return "requested";
         default: return "none";
         }
 }

@@ -30,6 +30,7 @@ enum sched_reason {
         SCHED_REASON_AFTER_VACUUM,/* checkpoint: owed since a VACUUM whose checkpoint was busy */
         SCHED_REASON_ROWIDS,      /* due, but refused: it would renumber rowids (until the schema changes) */
         SCHED_REASON_UNUSED,      /* a deep scan found unused space inside pages at or above unused_threshold */
+        SCHED_REASON_REQUESTED,   /* an admin asked for it (sqlite-maintctl run) */
 };
 
 /* What is remembered of one database (state module persists the times). */

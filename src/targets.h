@@ -100,6 +100,16 @@ struct target_memo {
         /* The files as the last deep scan found them: unchanged, it is not repeated. */
         struct file_id deep_db, deep_wal;
         bool deep_known;
+        /* HELD: why (the result that held it). */
+        enum maint_status hold_status;
+        /* The last maintenance job (status, metrics): */
+        bool has_last;
+        enum maint_op last_op;
+        enum maint_status last_status;
+        int64_t last_job_ms;      /* wall clock ms it finished */
+        uint64_t last_given_back; /* bytes */
+        int64_t last_check_ms;    /* wall clock ms of the last check that passed (alone or around a VACUUM) */
+        int job_failures;         /* jobs that failed in a row (0 after a success) */
 };
 
 struct target {

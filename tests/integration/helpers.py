@@ -50,7 +50,7 @@ STATS_FIELDS = (
 
 # Exit statuses of sqlite-maintctl (README): 0 ok, 1 failure, 3 corrupt,
 # 4 no space, 5 busy; 2 is a usage error, never the answer to a database.
-CTL_EXIT = {0, 1, 3, 4, 5}
+CTL_EXIT = {0, 1, 3, 4, 5, 7}
 
 # What a sanitizer (or glibc) prints when the program did something wrong.
 CRASH_MARKERS = ("AddressSanitizer", "LeakSanitizer", "UndefinedBehaviorSanitizer", "runtime error:",

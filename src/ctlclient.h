@@ -1,0 +1,23 @@
+/* SPDX-License-Identifier: MIT */
+/* ctlclient: the sqlite-maintctl commands that ask the running daemon,
+ * over its control socket (docs/CONTROL.md): status, explain, run and
+ * metrics. */
+#pragma once
+
+#include <stdbool.h>
+
+/* Exit status when the daemon cannot be reached (no socket, nobody
+ * listening, permission denied, no reply): documented in --help and
+ * sqlite-maintctl(1). */
+#define CTLCLIENT_EXIT_NO_DAEMON 7
+
+/* Whether name is one of the daemon's commands. */
+bool ctlclient_is_command(const char *name);
+
+/* The command argv[0] with its arguments argv[1..argc-1], sent to the
+ * daemon listening on socket_path. json: print the daemon's JSON reply
+ * as it is; wait: run waits for the job's result. Returns the exit
+ * status: 0; 1 a failure the daemon reported; 2 usage; the one-shot
+ * commands' 3-6 for a run --wait whose job ended so;
+ * CTLCLIENT_EXIT_NO_DAEMON. */
+int ctlclient_run(const char *socket_path, int argc, char **argv, bool json, bool wait);

@@ -1,0 +1,416 @@
+/* SPDX-License-Identifier: MIT */
+/* report: status, explain and metrics (report.h). */
+#include <inttypes.h>
+#include <string.h>
+#include <time.h>
+
+#include "config.h"
+#include "conf.h"
+#include "report.h"
+#include "schedule.h"
+#include "util.h"
+
+enum report_result report_result_of(enum maint_status s)
+{
+        switch (s) {
+        case MAINT_OK:
+        case MAINT_SKIPPED: return REPORT_OK;
+        case MAINT_BUSY: return REPORT_BUSY;
+        case MAINT_CORRUPT: return REPORT_CORRUPT;
+        case MAINT_NOSPACE: return REPORT_NO_SPACE;
+        case MAINT_ROWIDS: return REPORT_ROWIDS;
+        case MAINT_TIMEOUT: return REPORT_TIMEOUT;
+        default: return REPORT_FAILED;
+        }
+}
+
+const char *report_result_name(enum report_result r)
+{
+        static const char *const names[REPORT_RESULTS] = {
+                [REPORT_OK] = "ok",           [REPORT_BUSY] = "busy",       [REPORT_CORRUPT] = "corrupt",
+                [REPORT_NO_SPACE] = "no_space", [REPORT_ROWIDS] = "rowids", [REPORT_HOOK_REFUSED] = "hook_refused",
+                [REPORT_TIMEOUT] = "timeout", [REPORT_FAILED] = "failed",
+        };
+
+        return names[r];
+}
+
+static const char *state_name(enum target_state s)
+{
+        switch (s) {
+        case TARGET_IDLE: return "idle";
+        case TARGET_STAT_QUEUED: return "statistics_queued";
+        case TARGET_STAT_RUNNING: return "reading_statistics";
+        case TARGET_QUEUED: return "queued";
+        case TARGET_RUNNING: return "running";
+        case TARGET_HELD: return "held";
+        case TARGET_REMOVED: return "removed";
+        }
+        return "unknown";
+}
+
+/* A wall clock time, ms, as local ISO 8601 with its offset. */
+static const char *when(int64_t ms, char *buf, size_t size)
+{
+        time_t s = (time_t)(ms / 1000);
+        struct tm tm;
+
+        if (ms <= 0 || !localtime_r(&s, &tm) || strftime(buf, size, "%Y-%m-%d %H:%M:%S %z", &tm) == 0)
+                snprintf(buf, size, "never");
+        return buf;
+}
+
+static void json_time(struct json *j, const char *key, int64_t ms)
+{
+        if (ms > 0)
+                json_i64(j, key, ms);
+        else
+                json_str(j, key, NULL);
+}
+
+void report_daemon_json(struct json *j, const struct report_daemon *d)
+{
+        json_str(j, "config", d->conf_file);
+        json_i64(j, "started_ms", d->started_ms);
+        json_i64(j, "uptime_ms", d->now_ms - d->started_ms);
+        json_u64(j, "poll_interval_ms", d->poll_interval_ms);
+        json_u64(j, "databases_watched", d->watched);
+        json_u64(j, "jobs_running", d->running);
+        json_u64(j, "jobs_queued", d->queued);
+        json_time(j, "last_poll_ms", d->last_round_end_ms);
+        if (d->last_round) {
+                json_u64(j, "last_poll_read", d->last_round->read);
+                json_u64(j, "last_poll_unchanged", d->last_round->unchanged);
+                json_u64(j, "last_poll_duration_ms", d->last_round_ms);
+        }
+}
+
+void report_target_json(struct json *j, const char *key, const struct target *t, int64_t now_ms)
+{
+        const struct target_memo *mm = target_memo_get(t);
+        const struct dbstat *st = &t->stat;
+
+        json_object_begin(j, key);
+        json_str(j, "db", t->path);
+        json_str(j, "state", state_name(t->state));
+        if (t->have_stat) {
+                json_u64(j, "page_size", st->page_size);
+                json_u64(j, "page_count", st->page_count);
+                json_u64(j, "freelist_count", st->freelist_count);
+                json_fixed2(j, "fragmentation_percent", st->fragmentation_percent);
+                json_u64(j, "file_size_bytes", st->file_size_bytes);
+                json_u64(j, "wal_size_bytes", st->wal_size_bytes);
+                json_u64(j, "estimated_wasted_space_bytes", st->estimated_wasted_space_bytes);
+                json_str(j, "journal_mode", st->journal_mode);
+        }
+        if (t->hist.deep_known) {
+                json_fixed2(j, "deep_unused_percent", t->hist.deep_unused_percent);
+                json_u64(j, "deep_reclaimable_bytes", t->hist.deep_reclaimable_bytes);
+        }
+        json_time(j, "last_vacuum_ms", t->hist.last_vacuum_ms);
+        json_time(j, "last_analyze_ms", t->hist.last_analyze_ms);
+        json_time(j, "last_deep_scan_ms", t->hist.last_deep_scan_ms);
+        json_time(j, "last_check_ms", mm->last_check_ms);
+        if (mm->has_last) {
+                json_object_begin(j, "last_job");
+                json_str(j, "operation", maint_op_name(mm->last_op));
+                json_str(j, "result", maint_status_name(mm->last_status));
+                json_i64(j, "finished_ms", mm->last_job_ms);
+                json_u64(j, "bytes_given_back", mm->last_given_back);
+                json_object_end(j);
+        }
+        json_u64(j, "job_failures", (uint64_t)mm->job_failures);
+        if (t->state == TARGET_QUEUED || t->state == TARGET_RUNNING) {
+                json_object_begin(j, "job");
+                json_str(j, "operation", maint_op_name(t->op));
+                json_str(j, "reason", sched_reason_name(t->reason));
+                json_bool(j, "urgent", t->urgent);
+                json_u64(j, "attempt", (uint64_t)t->attempt);
+                json_object_end(j);
+        }
+        json_str(j, "decision", sched_reason_name(t->logged_reason));
+        if (t->state == TARGET_HELD) {
+                json_object_begin(j, "hold");
+                json_str(j, "reason", maint_status_name(mm->hold_status));
+                json_bool(j, "until_changed", mm->hold_on_change);
+                json_object_end(j);
+        }
+        json_bool(j, "rowid_hold", mm->rowid_hold);
+        json_bool(j, "checkpoint_owed", mm->wal_owed);
+        (void)now_ms;
+        json_object_end(j);
+}
+
+/* ---- explain ------------------------------------------------------------ */
+
+static void explain_vacuum(FILE *f, const struct target *t, int64_t now, int minute, bool ignore_window)
+{
+        const struct vacuum_conf *vc = &t->dc->vacuum;
+        const struct target_memo *mm = target_memo_get(t);
+        const struct dbstat *st = &t->stat;
+        struct sched_decision d = sched_vacuum(st, vc, &t->hist, now, minute, ignore_window);
+        char a[32], b[32], c[48];
+
+        fprintf(f, "Fragmentation %.2f%% (%" PRIu64 " free pages of %" PRIu64 ", %s reclaimable); its entry vacuums "
+                "at %.2f%% (vacuum.threshold) in its window and at %.2f%% (vacuum.urgent_threshold) at once. ",
+                st->fragmentation_percent, st->freelist_count, st->page_count,
+                util_format_bytes(st->estimated_wasted_space_bytes, a, sizeof(a)), vc->threshold,
+                vc->urgent_threshold);
+        if (vc->window.always)
+                fputs("(Its window is always open.) ", f);
+        else
+                fprintf(f, "(The window is %02d:%02d-%02d:%02d, %s now.) ", vc->window.start_min / 60,
+                        vc->window.start_min % 60, vc->window.end_min / 60, vc->window.end_min % 60,
+                        sched_in_window(&vc->window, minute) ? "open" : "closed");
+        if (d.action != SCHED_NONE && mm->rowid_hold && st->schema_cookie == mm->rowid_hold_cookie) {
+                fputs("A VACUUM is due but held: the last one was refused because it would renumber the rowids of "
+                      "tables without an INTEGER PRIMARY KEY or index (the rowid guard); it is not tried again until "
+                      "the schema changes, or vacuum.allow_rowid_change is set. ", f);
+                return;
+        }
+        switch (d.reason) {
+        case SCHED_REASON_BELOW:
+                fputs("That is below its threshold: no VACUUM is planned. ", f);
+                break;
+        case SCHED_REASON_MIN_RECLAIM:
+                fprintf(f, "It is at its threshold, but VACUUM would give back less than vacuum.min_reclaim (%s): "
+                        "none is planned. ", util_format_bytes(vc->min_reclaim, b, sizeof(b)));
+                break;
+        case SCHED_REASON_MIN_INTERVAL:
+                fprintf(f, "A VACUUM is due, but the last one was at %s and vacuum.min_interval keeps the next until "
+                        "%s. ", when(t->hist.last_vacuum_ms, c, sizeof(c)),
+                        when(t->hist.last_vacuum_ms + (int64_t)vc->min_interval_ms, b, sizeof(b)));
+                break;
+        case SCHED_REASON_WAIT_WINDOW:
+                fputs("A VACUUM is due and waits for the window to open (below the urgent threshold). ", f);
+                break;
+        case SCHED_REASON_URGENT:
+                fputs("That is past the urgent threshold: a VACUUM runs as soon as a job slot is free, window or "
+                      "not. ", f);
+                break;
+        case SCHED_REASON_THRESHOLD:
+                fputs("That is past its threshold inside the window: a VACUUM runs as soon as a job slot is free. ", f);
+                break;
+        case SCHED_REASON_UNUSED:
+                fprintf(f, "The last deep scan found %.2f%% of the bytes of its pages unused (vacuum.unused_threshold "
+                        "%.2f%%): a VACUUM packs them. ", t->hist.deep_unused_percent, vc->unused_threshold);
+                break;
+        default:
+                break;
+        }
+}
+
+static void explain_state(FILE *f, const struct target *t)
+{
+        const struct target_memo *mm = target_memo_get(t);
+
+        switch (t->state) {
+        case TARGET_QUEUED:
+                fprintf(f, "A %s job is queued (%s%s)%s. ", maint_op_name(t->op), sched_reason_name(t->reason),
+                        t->urgent ? ", urgent" : "",
+                        t->attempt > 0 ? ", backing off after a lock conflict" : "");
+                break;
+        case TARGET_RUNNING:
+                fprintf(f, "A %s job is running now. ", maint_op_name(t->op));
+                break;
+        case TARGET_STAT_QUEUED:
+        case TARGET_STAT_RUNNING:
+                fputs("Its statistics need SQLite to read (a WAL database whose -wal the header cannot tell): that "
+                      "read is queued or running. ", f);
+                break;
+        case TARGET_HELD:
+                if (mm->hold_status == MAINT_CORRUPT)
+                        fputs("It is HELD: a check found it corrupt, and it is never vacuumed while it is; it is "
+                              "looked at again when the file changes. Restore it or repair it (see "
+                              "sqlite-maintctl check --full). ", f);
+                else if (mm->hold_status == MAINT_NOSPACE)
+                        fputs("It is HELD: the last VACUUM was refused for lack of free space; it is tried again "
+                              "within the hour or when the file changes. ", f);
+                else if (mm->hold_status == MAINT_TIMEOUT)
+                        fputs("It is HELD: its last job ran out of its time limit; it is left alone for a while "
+                              "(one hour, doubling up to a day). ", f);
+                else
+                        fprintf(f, "It is HELD after a failure (%s): it is looked at again when the file changes. ",
+                                maint_status_name(mm->hold_status));
+                break;
+        default:
+                break;
+        }
+}
+
+static void explain_others(FILE *f, const struct target *t, int64_t now, uint64_t poll_interval_ms)
+{
+        const struct target_memo *mm = target_memo_get(t);
+        int64_t due;
+        char a[48], b[32], c[32];
+
+        if (t->dc->analyze.interval_ms == 0) {
+                fputs("ANALYZE is off for it (analyze.interval: never). ", f);
+        } else {
+                due = sched_analyze_due(&t->dc->analyze, &t->hist, poll_interval_ms, t->hash);
+                fprintf(f, "ANALYZE: the last %s; the next look at its statistics ", when(t->hist.last_analyze_ms, a,
+                        sizeof(a)));
+                if (due <= now)
+                        fputs("is due now", f);
+                else
+                        fprintf(f, "at %s", when(due, a, sizeof(a)));
+                fputs(" (the tables whose row counts changed by analyze.threshold rows plus analyze.scale_factor of "
+                      "the count their statistics describe are analyzed, the others left as they are). ", f);
+        }
+        if (t->stat.wal_size_bytes > 0)
+                fprintf(f, "Its -wal holds %s (checkpoint.wal_size_limit %s)%s. ",
+                        util_format_bytes(t->stat.wal_size_bytes, b, sizeof(b)),
+                        util_format_bytes(t->dc->checkpoint.wal_size_limit, c, sizeof(c)),
+                        mm->wal_owed ? "; a checkpoint is owed since a VACUUM whose readers kept it" : "");
+        if (mm->has_last)
+                fprintf(f, "The last job: %s, %s, at %s. ", maint_op_name(mm->last_op),
+                        maint_status_name(mm->last_status), when(mm->last_job_ms, a, sizeof(a)));
+}
+
+void report_explain(FILE *f, const struct target *t, int64_t now_ms, int minute, bool ignore_window,
+                    uint64_t poll_interval_ms)
+{
+        fprintf(f, "%s: ", t->path);
+        explain_state(f, t);
+        if (!t->have_stat)
+                fputs("No statistics yet (not read since the daemon started, or it could not be read). ", f);
+        else
+                explain_vacuum(f, t, now_ms, minute, ignore_window);
+        explain_others(f, t, now_ms, poll_interval_ms);
+        fputc('\n', f);
+}
+
+/* ---- metrics -------------------------------------------------------------- */
+
+static void family(FILE *f, const char *name, const char *type, const char *help)
+{
+        fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+void report_metrics_daemon(FILE *f, const struct report_daemon *d)
+{
+        static const enum maint_op ops[] = { MAINT_OP_VACUUM, MAINT_OP_INCREMENTAL_VACUUM, MAINT_OP_ANALYZE,
+                                             MAINT_OP_CHECK, MAINT_OP_CHECKPOINT, MAINT_OP_DEEP_SCAN };
+        const struct report_counts *c = d->counts;
+
+        family(f, "sqlite_maintd_build_info", "gauge", "Always 1; the version in its label.");
+        fprintf(f, "sqlite_maintd_build_info{version=\"%s\"} 1\n", PACKAGE_VERSION);
+        family(f, "sqlite_maintd_start_time_seconds", "gauge", "When the daemon started, Unix time.");
+        fprintf(f, "sqlite_maintd_start_time_seconds %.3f\n", (double)d->started_ms / 1000.0);
+        family(f, "sqlite_maintd_poll_interval_seconds", "gauge", "poll_interval in force.");
+        fprintf(f, "sqlite_maintd_poll_interval_seconds %.3f\n", (double)d->poll_interval_ms / 1000.0);
+        family(f, "sqlite_maintd_databases_watched", "gauge", "Databases watched.");
+        fprintf(f, "sqlite_maintd_databases_watched %zu\n", d->watched);
+        family(f, "sqlite_maintd_jobs_running", "gauge", "Maintenance jobs running.");
+        fprintf(f, "sqlite_maintd_jobs_running %u\n", d->running);
+        family(f, "sqlite_maintd_jobs_queued", "gauge", "Maintenance jobs waiting for a slot.");
+        fprintf(f, "sqlite_maintd_jobs_queued %zu\n", d->queued);
+        family(f, "sqlite_maintd_jobs_total", "counter", "Maintenance jobs finished since start, by operation and result.");
+        for (size_t i = 0; i < ELEMENTSOF(ops); i++)
+                for (int r = 0; r < REPORT_RESULTS; r++)
+                        fprintf(f, "sqlite_maintd_jobs_total{operation=\"%s\",result=\"%s\"} %" PRIu64 "\n",
+                                maint_op_name(ops[i]), report_result_name((enum report_result)r), c->jobs[ops[i]][r]);
+        family(f, "sqlite_maintd_job_retries_total", "counter", "Jobs retried after a lock conflict.");
+        for (size_t i = 0; i < ELEMENTSOF(ops); i++)
+                fprintf(f, "sqlite_maintd_job_retries_total{operation=\"%s\"} %" PRIu64 "\n", maint_op_name(ops[i]),
+                        c->retries[ops[i]]);
+        family(f, "sqlite_maintd_reclaimed_bytes_total", "counter", "Bytes given back to the file system.");
+        for (size_t i = 0; i < ELEMENTSOF(ops); i++)
+                fprintf(f, "sqlite_maintd_reclaimed_bytes_total{operation=\"%s\"} %" PRIu64 "\n",
+                        maint_op_name(ops[i]), c->reclaimed[ops[i]]);
+        family(f, "sqlite_maintd_poll_rounds_total", "counter", "Poll rounds finished since start.");
+        fprintf(f, "sqlite_maintd_poll_rounds_total %" PRIu64 "\n", c->rounds);
+        if (!d->last_round)
+                return;
+        family(f, "sqlite_maintd_last_poll_timestamp_seconds", "gauge", "When the last poll round finished, Unix time.");
+        fprintf(f, "sqlite_maintd_last_poll_timestamp_seconds %.3f\n", (double)d->last_round_end_ms / 1000.0);
+        family(f, "sqlite_maintd_poll_duration_seconds", "gauge", "How long the last poll round took.");
+        fprintf(f, "sqlite_maintd_poll_duration_seconds %.3f\n", (double)d->last_round_ms / 1000.0);
+        family(f, "sqlite_maintd_poll_databases_read", "gauge", "Databases the last poll round read.");
+        fprintf(f, "sqlite_maintd_poll_databases_read %zu\n", d->last_round->read);
+        family(f, "sqlite_maintd_poll_databases_unchanged", "gauge",
+               "Databases the last poll round did not read: unchanged (inotify).");
+        fprintf(f, "sqlite_maintd_poll_databases_unchanged %zu\n", d->last_round->unchanged);
+        family(f, "sqlite_maintd_loop_lag_p99_seconds", "gauge", "The last poll round's loop lateness, 99th percentile.");
+        fprintf(f, "sqlite_maintd_loop_lag_p99_seconds %.6f\n", (double)d->last_round->lag_p99_us / 1e6);
+        family(f, "sqlite_maintd_loop_lag_max_seconds", "gauge", "The last poll round's loop lateness, at most.");
+        fprintf(f, "sqlite_maintd_loop_lag_max_seconds %.6f\n", (double)d->last_round->lag_max_us / 1e6);
+}
+
+static const struct {
+        const char *name, *help;
+} db_families[REPORT_DB_FAMILIES] = {
+        { "sqlite_maintd_database_size_bytes", "The database file's size." },
+        { "sqlite_maintd_database_wal_size_bytes", "Its -wal file's size (0: none)." },
+        { "sqlite_maintd_database_freelist_ratio", "Free pages / pages." },
+        { "sqlite_maintd_database_reclaimable_bytes", "Free pages times the page size." },
+        { "sqlite_maintd_database_unused_ratio", "The last deep scan's unused share of the bytes of b-tree pages." },
+        { "sqlite_maintd_database_vacuum_threshold_ratio", "vacuum.threshold of its entry." },
+        { "sqlite_maintd_database_urgent_threshold_ratio", "vacuum.urgent_threshold of its entry." },
+        { "sqlite_maintd_database_wal_size_limit_bytes", "checkpoint.wal_size_limit of its entry." },
+        { "sqlite_maintd_database_last_vacuum_timestamp_seconds", "The last successful VACUUM, Unix time." },
+        { "sqlite_maintd_database_last_analyze_timestamp_seconds", "The last successful ANALYZE, Unix time." },
+        { "sqlite_maintd_database_corrupt", "1 while a check found the database corrupt and it is held." },
+        { "sqlite_maintd_database_job_failures", "Maintenance jobs that failed in a row." },
+};
+
+void report_metrics_family_head(FILE *f, int fam)
+{
+        family(f, db_families[fam].name, "gauge", db_families[fam].help);
+}
+
+bool report_metrics_exportable(const struct target *t)
+{
+        for (const unsigned char *p = (const unsigned char *)t->path; *p;) {
+                size_t n = json_utf8_len(p);
+
+                if (n == 0)
+                        return false;
+                p += n;
+        }
+        return true;
+}
+
+/* The label value: \, " and newline escaped (the text format's rules). */
+static void label_value(FILE *f, const char *s)
+{
+        for (; *s; s++) {
+                if (*s == '\\' || *s == '"')
+                        fputc('\\', f);
+                if (*s == '\n')
+                        fputs("\\n", f);
+                else
+                        fputc(*s, f);
+        }
+}
+
+bool report_metrics_sample(FILE *f, int fam, const struct target *t)
+{
+        const struct target_memo *mm = target_memo_get(t);
+        const struct dbstat *st = &t->stat;
+        double v;
+
+        switch (fam) {
+        case 0: if (!t->have_stat) return false; v = (double)st->file_size_bytes; break;
+        case 1: if (!t->have_stat) return false; v = (double)st->wal_size_bytes; break;
+        case 2: if (!t->have_stat) return false; v = st->page_count ? (double)st->freelist_count / (double)st->page_count : 0; break;
+        case 3: if (!t->have_stat) return false; v = (double)st->estimated_wasted_space_bytes; break;
+        case 4: if (!t->hist.deep_known) return false; v = t->hist.deep_unused_percent / 100.0; break;
+        case 5: v = t->dc->vacuum.threshold / 100.0; break;
+        case 6: v = t->dc->vacuum.urgent_threshold / 100.0; break;
+        case 7: v = (double)t->dc->checkpoint.wal_size_limit; break;
+        case 8: if (t->hist.last_vacuum_ms <= 0) return false; v = (double)t->hist.last_vacuum_ms / 1000.0; break;
+        case 9: if (t->hist.last_analyze_ms <= 0) return false; v = (double)t->hist.last_analyze_ms / 1000.0; break;
+        case 10: v = t->state == TARGET_HELD && mm->hold_status == MAINT_CORRUPT; break;
+        case 11: v = mm->job_failures; break;
+        default: return false;
+        }
+        fprintf(f, "%s{db=\"", db_families[fam].name);
+        label_value(f, t->path);
+        /* whole numbers as such (bytes, times in ms / 1000 keep 3 places) */
+        if (v == (double)(int64_t)v)
+                fprintf(f, "\"} %" PRId64 "\n", (int64_t)v);
+        else
+                fprintf(f, "\"} %.15g\n", v);
+        return true;
+}
