@@ -404,6 +404,7 @@ enum vtype {
         V_COUNT,    /* uint64_t, min..max */
         V_PATH,     /* char *, absolute, allocated */
         V_GROUP,    /* int64_t gid: a group name or number, resolved when loaded; "none" is -1 */
+        V_COMMAND,  /* char[CONF_COMMAND_MAX]: an absolute path and its arguments, or "" / none */
         V_SECTION,  /* a mapping of the keys of section sub */
         V_LIST,     /* the databases: list, read by load_root() */
 };
@@ -464,6 +465,9 @@ static const struct key keys[] = {
         KEY(SEC_VACUUM, "allow_rowid_change", V_BOOL, vacuum.allow_rowid_change, "false", .words = bool_words,
             .expect = "true or false"),
         KEY(SEC_VACUUM, "unused_threshold", V_PERCENT, vacuum.unused_threshold, "30%"),
+        KEY(SEC_VACUUM, "before_vacuum", V_COMMAND, vacuum.before_vacuum, "none"),
+        KEY(SEC_VACUUM, "after_vacuum", V_COMMAND, vacuum.after_vacuum, "none"),
+        KEY(SEC_VACUUM, "hook_timeout", V_DURATION, vacuum.hook_timeout_ms, "1m", .min = 1, DURATION_MAX),
 
         KEY(SEC_DEEP_SCAN, "interval", V_DURATION, deep_scan.interval_ms, "7d", DURATION_MAX, .never = true),
         KEY(SEC_DEEP_SCAN, "in_window", V_BOOL, deep_scan.in_window, "true", .words = bool_words,
@@ -527,6 +531,21 @@ union value {
         bool b;           /* V_BOOL */
         int64_t g;        /* V_GROUP */
 };
+
+/* A hook command: "" or none, or an absolute path and its arguments
+ * (split at spaces when run), shorter than CONF_COMMAND_MAX, with no
+ * control character. */
+static enum reason command_value(const char *s)
+{
+        if (*s == '\0' || strcmp(s, "none") == 0)
+                return PR_OK;
+        if (s[0] != '/' || strlen(s) >= CONF_COMMAND_MAX)
+                return PR_SYNTAX;
+        for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+                if (*p < 0x20 && *p != '\t')
+                        return PR_SYNTAX;
+        return PR_OK;
+}
 
 /* A group, by name (getgrnam) or number, into *ret; "none": -1. */
 static enum reason group_value(const char *s, int64_t *ret)
@@ -601,6 +620,8 @@ static enum reason key_value(const struct key *k, const char *s, union value *v)
                 return s[0] == '/' ? PR_OK : PR_SYNTAX;
         case V_GROUP:
                 return group_value(s, &v->g);
+        case V_COMMAND:
+                return command_value(s);
         case V_SECTION:
         case V_LIST:
                 break;
@@ -625,6 +646,11 @@ static enum reason key_parse(const struct key *k, const char *s, void *base)
 
         if (r != PR_OK)
                 return r;
+        if (k->type == V_COMMAND) {
+                /* inline: copied with its section, nothing to free */
+                util_strlcpy(field, strcmp(s, "none") == 0 ? "" : s, CONF_COMMAND_MAX);
+                return PR_OK;
+        }
         if (k->type == V_PATH) {
                 copy = strdup(s);
                 if (!copy)
@@ -1249,6 +1275,8 @@ static const char *type_noun(const struct key *k)
                 return "an absolute path";
         case V_GROUP:
                 return "a group name or number, or none";
+        case V_COMMAND:
+                return "an absolute path and its arguments, or none";
         case V_SECTION:
                 return "a mapping";
         case V_LIST:
@@ -1309,6 +1337,10 @@ static void value_error(struct loader *l, const struct key *k, yaml_node_t *n, c
                         err_at(l, n, "relative database path '%s': expected an absolute path starting with /", v);
                 else
                         err_at(l, n, "invalid %s '%s': expected an absolute path starting with /", k->name, v);
+                return;
+        case V_COMMAND:
+                err_at(l, n, "invalid %s '%s': expected an absolute path and its arguments (no shell, split at "
+                       "spaces), shorter than %d bytes, or none", k->name, v, CONF_COMMAND_MAX);
                 return;
         case V_GROUP:
                 if (r == PR_UNKNOWN_GROUP)

@@ -27,6 +27,9 @@ struct window {
         int end_min;   /* 0..1439; start == end is refused by the parser */
 };
 
+/* Bytes of a hook command, its NUL included. */
+#define CONF_COMMAND_MAX 256
+
 struct vacuum_conf {
         double threshold;        /* percent, 0..100 */
         double urgent_threshold; /* percent, threshold..100 */
@@ -41,6 +44,12 @@ struct vacuum_conf {
          * unused_percent) at or above which VACUUM runs in the window;
          * 0 = off */
         double unused_threshold;
+        /* Commands run by the job process around a VACUUM (hook.h), ""
+         * for none: before (a non-zero exit skips the VACUUM) and after
+         * it, each killed at hook_timeout_ms. */
+        char before_vacuum[CONF_COMMAND_MAX];
+        char after_vacuum[CONF_COMMAND_MAX];
+        uint64_t hook_timeout_ms;
 };
 
 /* The deep scan (deepscan.h): the whole file read through dbstat. */

@@ -43,6 +43,7 @@ struct ctl {
         enum command cmd;
         bool json, force, full, deep, no_space_check, allow_rowid_change, wait;
         const char *socket; /* --socket */
+        const char *since;  /* --since */
         int attempts;
         struct conf *conf;
         struct json j;
@@ -75,6 +76,18 @@ static void usage(FILE *f)
               "\n"
               "stats and check never write: every file is left as it was.\n"
               "\n"
+              "Commands asking the running sqlite-maintd, over its control socket:\n"
+              "  status [DB]         every database it watches (or DB): figures, the last jobs,\n"
+              "                      what comes next and why\n"
+              "  explain DB          why it does or does not plan maintenance for DB now\n"
+              "  run vacuum|analyze|check|checkpoint DB [--wait]\n"
+              "                      queue that job now (every safety check still applies);\n"
+              "                      --wait: wait for it and exit as the one-shot command would\n"
+              "  history [DB] [--since TIME]\n"
+              "                      past jobs from its state file (the newest 1000); TIME: a\n"
+              "                      duration ago (2h, 7d) or a local date and time\n"
+              "  metrics             its metrics, Prometheus text format\n"
+              "\n"
               "Options:\n"
               "  -c, --config FILE   take thresholds and limits from FILE (the entry matching\n"
               "                      each database, else its defaults); without it, built-in\n"
@@ -82,14 +95,17 @@ static void usage(FILE *f)
               "      --json          one JSON object per database on stdout\n"
               "      --attempts N    tries on a lock conflict (default 3), waiting retry.initial_backoff\n"
               "                      (1s), doubling, between them\n"
+              "      --socket PATH   the daemon's control socket (default: control_socket of the\n"
+              "                      configuration given with -c, else " DEFAULT_CONTROL_SOCKET ")\n"
               "  -h, --help          this text\n"
               "  -V, --version       the version\n"
               "\n"
               "Exit status: 0 success, 1 failure (missing, not a database, permission, I/O,\n"
               "cannot maintain, hot journal), 2 usage error, 3 corruption found, 4 refused for\n"
               "lack of space, 5 still busy after every attempt, 6 vacuum refused because it\n"
-              "would renumber rowids. With several databases, the first of 3, 4, 6, 5, 1 that\n"
-              "applies.\n", f);
+              "would renumber rowids, 7 the daemon cannot be reached (no socket, nobody\n"
+              "listening, permission denied). With several databases, the first of 3, 4, 6,\n"
+              "5, 1 that applies.\n", f);
 }
 
 int ctl_exit_code(enum maint_status s); /* ctlclient.c uses it too */
@@ -599,7 +615,7 @@ static void report(const char *line, void *userdata)
 static int parse_options(int argc, char **argv, struct ctl *c, const char **config)
 {
         enum { OPT_JSON = 0x100, OPT_ATTEMPTS, OPT_FORCE, OPT_FULL, OPT_DEEP, OPT_NO_SPACE_CHECK, OPT_ALLOW_ROWID_CHANGE,
-               OPT_SOCKET, OPT_WAIT };
+               OPT_SOCKET, OPT_WAIT, OPT_SINCE };
         static const struct option options[] = {
                 { "config", required_argument, NULL, 'c' },
                 { "json", no_argument, NULL, OPT_JSON },
@@ -611,6 +627,7 @@ static int parse_options(int argc, char **argv, struct ctl *c, const char **conf
                 { "allow-rowid-change", no_argument, NULL, OPT_ALLOW_ROWID_CHANGE },
                 { "socket", required_argument, NULL, OPT_SOCKET },
                 { "wait", no_argument, NULL, OPT_WAIT },
+                { "since", required_argument, NULL, OPT_SINCE },
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, 'V' },
                 { NULL, 0, NULL, 0 },
@@ -630,6 +647,7 @@ static int parse_options(int argc, char **argv, struct ctl *c, const char **conf
                 case OPT_ALLOW_ROWID_CHANGE: c->allow_rowid_change = true; break;
                 case OPT_SOCKET: c->socket = optarg; break;
                 case OPT_WAIT: c->wait = true; break;
+                case OPT_SINCE: c->since = optarg; break;
                 case OPT_ATTEMPTS:
                         errno = 0;
                         n = strtol(optarg, &end, 10);
@@ -725,7 +743,7 @@ static int daemon_command(struct ctl *c, const char *config, int argc, char **ar
                         return EXIT_USAGE;
                 path = conf->control_socket;
         }
-        code = ctlclient_run(path, argc - optind, argv + optind, c->json, c->wait);
+        code = ctlclient_run(path, argc - optind, argv + optind, c->json, c->wait, c->since);
         conf_free(conf);
         return code;
 }
@@ -742,8 +760,10 @@ int main(int argc, char **argv)
         code = parse_options(argc, argv, &c, &config);
         if (code < 0 && optind < argc && ctlclient_is_command(argv[optind]))
                 return daemon_command(&c, config, argc, argv);
-        if (code < 0 && c.wait) {
-                fputs("sqlite-maintctl: --wait goes with run\n", stderr);
+        if (code < 0 && (c.wait || c.since || c.socket)) {
+                fprintf(stderr, "sqlite-maintctl: %s\n", c.wait ? "--wait goes with run"
+                                                      : c.since ? "--since goes with history"
+                                                                : "--socket goes with status, explain, run, history and metrics");
                 return EXIT_USAGE;
         }
         if (code < 0)

@@ -16,6 +16,7 @@
 
 #include <sqlite3.h>
 
+#include "conf.h"
 #include "ctlclient.h"
 #include "json.h"
 #include "maint.h"
@@ -26,7 +27,7 @@
 
 int ctl_exit_code(enum maint_status s); /* ctl.c */
 
-static const char *const commands[] = { "status", "explain", "run", "metrics" };
+static const char *const commands[] = { "status", "explain", "run", "history", "metrics" };
 
 bool ctlclient_is_command(const char *name)
 {
@@ -120,7 +121,8 @@ static char *exchange(int fd, const char *request, size_t len, int timeout_ms, s
 }
 
 /* The request's JSON object, one line. */
-static char *request_line(const char *command, const char *op, const char *db, bool wait, size_t *len)
+static char *request_line(const char *command, const char *op, const char *db, bool wait, int64_t since_ms,
+                          size_t *len)
 {
         char *text = NULL;
         FILE *f = open_memstream(&text, len);
@@ -137,6 +139,8 @@ static char *request_line(const char *command, const char *op, const char *db, b
                 json_str(&j, "db", db);
         if (wait)
                 json_bool(&j, "wait", true);
+        if (since_ms > 0)
+                json_i64(&j, "since", since_ms);
         json_object_end(&j);
         fputc('\n', f);
         if (fclose(f) != 0) {
@@ -247,13 +251,33 @@ static int run_result(sqlite3 *db, const char *reply, bool print)
                         if (print)
                                 printf("%s: %s: %s%s%s\n", util_escape(col(st, 0), safe, sizeof(safe)), col(st, 1),
                                        result, *col(st, 3) ? ": " : "", util_escape(col(st, 3), msg, sizeof(msg)));
-                        for (int s = 0; s <= MAINT_TIMEOUT; s++)
+                        for (int s = 0; s <= MAINT_HOOK_REFUSED; s++)
                                 if (strcmp(maint_status_name((enum maint_status)s), result) == 0)
                                         code = ctl_exit_code((enum maint_status)s);
                 }
         }
         sqlite3_finalize(st);
         return code;
+}
+
+static void print_history(sqlite3 *db, const char *reply)
+{
+        static const char sql[] =
+                "SELECT json_extract(value, '$.finished_ms'), json_extract(value, '$.operation'), "
+                "json_extract(value, '$.result'), json_extract(value, '$.bytes_given_back'), "
+                "json_extract(value, '$.duration_ms'), json_extract(value, '$.db'), json_extract(value, '$.message') "
+                "FROM json_each(?1, '$.jobs')";
+        sqlite3_stmt *st = query(db, sql, reply);
+        char a[32], b[32], safe[3 * PATH_MAX], msg[3 * 2048];
+
+        printf("%-16s %-18s %-14s %10s %9s %s\n", "FINISHED", "OPERATION", "RESULT", "GIVEN BACK", "SECONDS",
+               "PATH: MESSAGE");
+        while (st && sqlite3_step(st) == SQLITE_ROW)
+                printf("%-16s %-18s %-14s %10s %9.1f %s: %s\n", when(st, 0, a, sizeof(a)), col(st, 1), col(st, 2),
+                       util_format_bytes((uint64_t)sqlite3_column_int64(st, 3), b, sizeof(b)),
+                       (double)sqlite3_column_int64(st, 4) / 1000.0, util_escape(col(st, 5), safe, sizeof(safe)),
+                       util_escape(col(st, 6), msg, sizeof(msg)));
+        sqlite3_finalize(st);
 }
 
 /* The reply of a command other than metrics: printed; its exit status. */
@@ -282,6 +306,8 @@ static int show(const char *command, const char *reply, bool json)
                         code = run_result(db, reply, false);
         } else if (strcmp(command, "status") == 0) {
                 print_status(db, reply);
+        } else if (strcmp(command, "history") == 0) {
+                print_history(db, reply);
         } else if (strcmp(command, "explain") == 0) {
                 char text[8192], safe[3 * 8192];
                 size_t n;
@@ -312,20 +338,56 @@ static char *absolute(const char *db)
         return abs;
 }
 
-int ctlclient_run(const char *socket_path, int argc, char **argv, bool json, bool wait)
+int ctlclient_parse_since(const char *s, int64_t *ret_ms)
+{
+        static const char *const formats[] = { "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M",
+                                               "%Y-%m-%dT%H:%M", "%Y-%m-%d" };
+        uint64_t ago;
+
+        if (conf_parse_duration(s, &ago) == 0) {
+                *ret_ms = util_wall_ms() - (int64_t)ago;
+                return 0;
+        }
+        for (size_t i = 0; i < ELEMENTSOF(formats); i++) {
+                struct tm tm = { .tm_isdst = -1 };
+                const char *end = strptime(s, formats[i], &tm);
+                time_t t;
+
+                if (!end || *end)
+                        continue;
+                t = mktime(&tm);
+                if (t == (time_t)-1)
+                        return -EINVAL;
+                *ret_ms = (int64_t)t * 1000;
+                return 0;
+        }
+        return -EINVAL;
+}
+
+int ctlclient_run(const char *socket_path, int argc, char **argv, bool json, bool wait, const char *since)
 {
         const char *command = argv[0], *op = NULL;
         char *db = NULL, *request, *reply;
+        int64_t since_ms = 0;
         size_t len, n;
         int fd, code;
 
         if (strcmp(command, "run") == 0 && argc == 3) {
                 op = argv[1];
                 db = absolute(argv[2]);
-        } else if ((strcmp(command, "status") == 0 && argc <= 2) || (strcmp(command, "explain") == 0 && argc == 2)) {
+        } else if (((strcmp(command, "status") == 0 || strcmp(command, "history") == 0) && argc <= 2) ||
+                   (strcmp(command, "explain") == 0 && argc == 2)) {
                 db = argc == 2 ? absolute(argv[1]) : NULL;
         } else if (strcmp(command, "metrics") != 0 || argc != 1) {
-                err("usage: status [DB], explain DB, run vacuum|analyze|check|checkpoint DB [--wait], metrics");
+                err("usage: status [DB], explain DB, run vacuum|analyze|check|checkpoint DB [--wait], "
+                    "history [DB] [--since TIME], metrics");
+                return 2;
+        }
+        if (since && (strcmp(command, "history") != 0 || ctlclient_parse_since(since, &since_ms) < 0)) {
+                err(strcmp(command, "history") != 0 ? "--since goes with history"
+                                                    : "--since takes a duration (2h, 7d) or a date and time "
+                                                      "(2026-11-30, 2026-11-30 14:00)");
+                free(db);
                 return 2;
         }
         if (argc >= 2 && !db)
@@ -335,7 +397,7 @@ int ctlclient_run(const char *socket_path, int argc, char **argv, bool json, boo
                 free(db);
                 return 2;
         }
-        request = request_line(command, op, db, wait, &len);
+        request = request_line(command, op, db, wait, since_ms, &len);
         free(db);
         if (!request) {
                 err("out of memory");

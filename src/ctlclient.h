@@ -5,6 +5,7 @@
 #pragma once
 
 #include <stdbool.h>
+#include <stdint.h>
 
 /* Exit status when the daemon cannot be reached (no socket, nobody
  * listening, permission denied, no reply): documented in --help and
@@ -20,4 +21,9 @@ bool ctlclient_is_command(const char *name);
  * status: 0; 1 a failure the daemon reported; 2 usage; the one-shot
  * commands' 3-6 for a run --wait whose job ended so;
  * CTLCLIENT_EXIT_NO_DAEMON. */
-int ctlclient_run(const char *socket_path, int argc, char **argv, bool json, bool wait);
+int ctlclient_run(const char *socket_path, int argc, char **argv, bool json, bool wait, const char *since);
+
+/* --since TIME as wall clock ms: a duration ago ("2h", "7d") or a local
+ * date and time ("2026-11-30", "2026-11-30 14:00", "2026-11-30T14:00:05").
+ * 0, or -EINVAL. */
+int ctlclient_parse_since(const char *s, int64_t *ret_ms);

@@ -572,6 +572,12 @@ void event_job_done(const struct target *t, const struct job *j, bool window_end
                            "%s: deep scan stopped at the end of the maintenance window, unfinished; it starts again "
                            "in the next window", t->path);
                 break;
+        case MAINT_HOOK_REFUSED:
+                log_struct(LOG_WARNING, MSGID_JOB_FAILED,
+                           LOG_FIELDS(DB(t->path, op), LOG_TEXT("REASON", maint_status_name(r->status)),
+                                      LOG_TEXT("HOOK_MESSAGE", r->message)),
+                           "%s: %s; decided again at the next poll", t->path, r->message);
+                break;
         case MAINT_BUSY: /* only when stopping: otherwise retried */
         case MAINT_INTERRUPTED:
                 log_struct(LOG_NOTICE, MSGID_JOB_FAILED,

@@ -78,6 +78,8 @@ static void work_cb(uv_work_t *req)
          * vacuum counts as done once it ran, even if the WAL stayed large. */
         if (j->state && j->res.status == MAINT_OK)
                 (void)state_record(j->state, j->path, j->op, j->finished_ms);
+        if (j->state) /* sqlite-maintctl history: every maintenance job, however it ended */
+                (void)state_record_job(j->state, j->path, j->op, &j->res, j->finished_ms);
         if (j->state && j->op == MAINT_OP_DEEP_SCAN && j->res.status == MAINT_OK && j->res.have_deep)
                 (void)state_record_deep_scan(j->state, j->path, j->finished_ms, &j->res.deep);
         if (j->state && j->op == MAINT_OP_ANALYZE && j->res.wrote)

@@ -24,6 +24,7 @@
 #include <linux/capability.h>
 
 #include "dirvfs.h"
+#include "hook.h"
 #include "jobproc.h"
 #include "conf.h"
 #include "util.h"
@@ -320,7 +321,7 @@ static bool decode_flat(struct reader *rd, struct maint_result *r)
         if (!get(rd, &magic, sizeof(magic)) || magic != RESULT_MAGIC || !get(rd, &size, sizeof(size)) ||
             size != sizeof(flat) || !get(rd, &flat, sizeof(flat)))
                 return false;
-        if ((unsigned)flat.status > MAINT_TIMEOUT)
+        if ((unsigned)flat.status > MAINT_HOOK_REFUSED)
                 return false;
         flat.message[sizeof(flat.message) - 1] = '\0';
         flat.tmp_dir[sizeof(flat.tmp_dir) - 1] = '\0';
@@ -688,6 +689,84 @@ static void check_files(const struct spec *sp, struct maint_result *r)
                        (unsigned)db.st_uid);
 }
 
+/* "NAME=value" for a hook's environment, into the next of env's n slots. */
+static void hook_env(char env[][96], size_t *n, const char *name, const char *fmt, ...)
+        __attribute__((format(printf, 4, 5)));
+static void hook_env(char env[][96], size_t *n, const char *name, const char *fmt, ...)
+{
+        int k = snprintf(env[*n], sizeof(env[*n]), "%s=", name);
+        va_list ap;
+
+        va_start(ap, fmt);
+        vsnprintf(env[*n] + k, sizeof(env[*n]) - (size_t)k, fmt, ap);
+        va_end(ap);
+        ++*n;
+}
+
+/* A VACUUM (full or incremental) between vacuum.before_vacuum and
+ * after_vacuum, run here, as the database's owner (hook.h): the first's
+ * non-zero exit skips it (MAINT_HOOK_REFUSED); the second runs whenever
+ * the first ran, whatever the VACUUM's result, which it is told. */
+static void with_hooks(const struct spec *sp, const struct maint_opts *o, struct maint_result *r)
+{
+        char env[12][96], *envp[13], why[512], path[4200 + 32];
+        struct maint_result st = { .status = MAINT_OK };
+        size_t n = 0;
+        int rc;
+
+        if (o->before_vacuum[0]) {
+                maint_stats(sp->name, o, &st);
+                hook_env(env, &n, "SQLITE_MAINTD_OPERATION", "%s", maint_op_name(sp->op));
+                if (st.status == MAINT_OK) {
+                        hook_env(env, &n, "SQLITE_MAINTD_PAGE_SIZE", "%u", st.after.page_size);
+                        hook_env(env, &n, "SQLITE_MAINTD_PAGE_COUNT", "%llu", (unsigned long long)st.after.page_count);
+                        hook_env(env, &n, "SQLITE_MAINTD_FREELIST_COUNT", "%llu",
+                                 (unsigned long long)st.after.freelist_count);
+                        hook_env(env, &n, "SQLITE_MAINTD_FRAGMENTATION_PERCENT", "%.2f",
+                                 st.after.fragmentation_percent);
+                        hook_env(env, &n, "SQLITE_MAINTD_FILE_SIZE_BYTES", "%llu",
+                                 (unsigned long long)st.after.file_size_bytes);
+                        hook_env(env, &n, "SQLITE_MAINTD_WAL_SIZE_BYTES", "%llu",
+                                 (unsigned long long)st.after.wal_size_bytes);
+                }
+                maint_result_clear(&st);
+                for (size_t i = 0; i < n; i++)
+                        envp[i] = env[i];
+                snprintf(path, sizeof(path), "SQLITE_MAINTD_DB=%s", sp->display);
+                envp[n] = path;
+                envp[n + 1] = NULL;
+                rc = hook_run(o->before_vacuum, envp, o->hook_timeout_ms, why, sizeof(why));
+                if (rc != 0) {
+                        refuse(r, MAINT_HOOK_REFUSED, "before_vacuum %s: %s; VACUUM skipped", o->before_vacuum, why);
+                        return;
+                }
+        }
+        if (sp->op == MAINT_OP_VACUUM)
+                maint_vacuum(sp->name, o, &child_cancel, r);
+        else
+                maint_incremental_vacuum(sp->name, o, &child_cancel, r);
+        if (!o->after_vacuum[0])
+                return;
+        n = 0;
+        hook_env(env, &n, "SQLITE_MAINTD_OPERATION", "%s", maint_op_name(sp->op));
+        hook_env(env, &n, "SQLITE_MAINTD_RESULT", "%s", maint_status_name(r->status));
+        hook_env(env, &n, "SQLITE_MAINTD_BYTES_RECLAIMED", "%llu", (unsigned long long)r->bytes_reclaimed);
+        if (r->have_after)
+                hook_env(env, &n, "SQLITE_MAINTD_FRAGMENTATION_PERCENT", "%.2f", r->after.fragmentation_percent);
+        for (size_t i = 0; i < n; i++)
+                envp[i] = env[i];
+        snprintf(path, sizeof(path), "SQLITE_MAINTD_DB=%s", sp->display);
+        envp[n] = path;
+        envp[n + 1] = NULL;
+        rc = hook_run(o->after_vacuum, envp, o->hook_timeout_ms, why, sizeof(why));
+        if (rc != 0) { /* the VACUUM's result stands; the hook's failure is told with it */
+                size_t k = strlen(r->message);
+
+                snprintf(r->message + k, sizeof(r->message) - k, "%safter_vacuum %s: %s", k ? "; " : "",
+                         o->after_vacuum, why);
+        }
+}
+
 int jobproc_child_main(void)
 {
         struct maint_result r = { .status = MAINT_OK };
@@ -729,10 +808,10 @@ int jobproc_child_main(void)
         o.analyze_baseline_userdata = NULL;
         switch (sp.op) {
         case MAINT_OP_STATS: maint_stats(sp.name, &o, &r); break;
-        case MAINT_OP_VACUUM: maint_vacuum(sp.name, &o, &child_cancel, &r); break;
+        case MAINT_OP_VACUUM: with_hooks(&sp, &o, &r); break;
         case MAINT_OP_ANALYZE: maint_analyze(sp.name, &o, &child_cancel, &r); break;
         case MAINT_OP_CHECK: maint_check(sp.name, &o, &child_cancel, &r); break;
-        case MAINT_OP_INCREMENTAL_VACUUM: maint_incremental_vacuum(sp.name, &o, &child_cancel, &r); break;
+        case MAINT_OP_INCREMENTAL_VACUUM: with_hooks(&sp, &o, &r); break;
         case MAINT_OP_CHECKPOINT: maint_checkpoint(sp.name, &o, &child_cancel, &r); break;
         case MAINT_OP_DEEP_SCAN: maint_deep_scan(sp.name, &o, &child_cancel, &r); break;
         default: refuse(&r, MAINT_ERROR, "unknown operation %d", (int)sp.op);

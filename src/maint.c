@@ -70,7 +70,10 @@ void maint_opts_from_conf(struct maint_opts *o, const struct vacuum_conf *v,
                 .analyze_threshold_rows = a->threshold_rows,
                 .analyze_scale_factor = a->scale_factor_percent / 100.0,
                 .analyze_large_table_rows = a->large_table_rows,
+                .hook_timeout_ms = v->hook_timeout_ms,
         };
+        memcpy(o->before_vacuum, v->before_vacuum, sizeof(o->before_vacuum));
+        memcpy(o->after_vacuum, v->after_vacuum, sizeof(o->after_vacuum));
 }
 
 uint64_t maint_bytes_given_back(enum maint_op op, const struct maint_result *r)
@@ -138,6 +141,7 @@ const char *maint_status_name(enum maint_status s)
                 [MAINT_ROWIDS] = "rowids_would_change",
                 [MAINT_HOT_JOURNAL] = "hot_journal",
                 [MAINT_TIMEOUT] = "timed_out",
+                [MAINT_HOOK_REFUSED] = "hook_refused",
         };
         return (size_t)s < ELEMENTSOF(names) && names[s] ? names[s] : "error";
 }

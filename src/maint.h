@@ -33,6 +33,7 @@ enum maint_status {
         MAINT_ROWIDS,       /* VACUUM refused: it would give rows of some tables new rowids */
         MAINT_HOT_JOURNAL,  /* a crashed transaction awaits rollback: a read-only look cannot see the database */
         MAINT_TIMEOUT,      /* stopped at its time limit (a job process); the database is intact */
+        MAINT_HOOK_REFUSED, /* vacuum.before_vacuum exited non-zero (or could not run): the VACUUM was skipped */
 };
 
 enum maint_op {
@@ -63,6 +64,11 @@ struct maint_opts {
         uint64_t analyze_large_table_rows; /* analysis_limit only above this many rows */
         bool analyze_all;                 /* every table, stale or not (sqlite-maintctl analyze --force) */
         const char *display_path;         /* the database's path for messages (it may be opened by a relative name) */
+        /* vacuum and incremental vacuum: vacuum.before_vacuum and
+         * after_vacuum ("" for none), run by the job process (hook.h) */
+        char before_vacuum[CONF_COMMAND_MAX];
+        char after_vacuum[CONF_COMMAND_MAX];
+        uint64_t hook_timeout_ms;
         /* analyze: the row count the statistics of table were gathered at,
          * when this caller knows it better than sqlite_stat1 does (the
          * daemon remembers the exact count behind a sampled ANALYZE); stat

@@ -137,6 +137,7 @@ struct manager {
          * what the metrics count (report.h). */
         struct control *control;
         LIST_HEAD(, waiter) waiters;
+        LIST_HEAD(, history_work) history; /* history requests reading the state file */
         struct report_counts counts;
         int64_t started_ms;          /* wall clock */
         int64_t last_round_end_ms;   /* wall clock; 0 before the first */
@@ -922,6 +923,7 @@ static void job_applied(struct manager *m, struct target *t, struct job *j)
                 hold_after_timeout(m, t);
                 break;
         case MAINT_BUSY: /* stopping */
+        case MAINT_HOOK_REFUSED: /* the admin's hook said not now: the next poll decides again */
                 break;
         default:
                 m->failures++;
@@ -1832,6 +1834,84 @@ static void fill_run(struct json *j, const void *arg)
         json_u64(j, "duration_ms", rr->res->duration_ms);
 }
 
+/* sqlite-maintctl history: the state file read on a worker (a worker's
+ * fsync'ing write may hold it), the reply sent from the loop. */
+#define HISTORY_MAX_JOBS 1000
+
+struct history_work {
+        uv_work_t req;
+        struct manager *m;
+        struct control_conn *conn; /* NULL once its client is gone */
+        char *db;                  /* NULL: every database */
+        int64_t since_ms;
+        char *text;
+        size_t len;
+        LIST_ENTRY(history_work) link;
+};
+
+static void history_read(uv_work_t *req)
+{
+        struct history_work *h = req->data;
+        FILE *f = open_memstream(&h->text, &h->len);
+        struct json j;
+        int r;
+
+        if (!f)
+                return;
+        json_init(&j, f);
+        json_object_begin(&j, NULL);
+        r = state_jobs_json(h->m->state, h->db, h->since_ms, HISTORY_MAX_JOBS, &j);
+        json_bool(&j, "ok", r == 0);
+        if (r < 0)
+                json_str(&j, "error", "cannot read the state file");
+        json_object_end(&j);
+        if (fclose(f) != 0) {
+                free(h->text);
+                h->text = NULL;
+        }
+}
+
+static void history_done(uv_work_t *req, int status)
+{
+        struct history_work *h = req->data;
+
+        (void)status;
+        LIST_REMOVE(h, link);
+        if (h->conn && h->text)
+                control_reply(h->conn, h->text, h->len);
+        else if (h->conn)
+                reply_error(h->conn, "out of memory");
+        free(h->text);
+        free(h->db);
+        free(h);
+}
+
+static void control_history(struct manager *m, struct control_conn *c, const struct control_request *req)
+{
+        struct history_work *h = calloc(1, sizeof(*h));
+        const struct target *t = req->db ? requested_target(m, req->db) : NULL;
+
+        if (!h) {
+                reply_error(c, "out of memory");
+                return;
+        }
+        *h = (struct history_work){ .m = m, .conn = c, .since_ms = req->since_ms };
+        /* a database's past under its configured path, or as given (it may be gone) */
+        if (req->db && !(h->db = strdup(t ? t->path : req->db))) {
+                free(h);
+                reply_error(c, "out of memory");
+                return;
+        }
+        h->req.data = h;
+        LIST_INSERT_HEAD(&m->history, h, link);
+        if (uv_queue_work(&m->loop, &h->req, history_read, history_done) < 0) {
+                LIST_REMOVE(h, link);
+                free(h->db);
+                free(h);
+                reply_error(c, "cannot read the state file now");
+        }
+}
+
 /* The jobs run asks for, by their names; -1 for another word. */
 static int run_op(const struct target *t, const char *name)
 {
@@ -1909,9 +1989,13 @@ static void control_request_cb(void *userdata, struct control_conn *c, const str
                         control_stream(c, all ? status_produce : metrics_produce, slices_free, sl);
                 return;
         }
+        if (strcmp(req->command, "history") == 0) {
+                control_history(m, c, req);
+                return;
+        }
         if (strcmp(req->command, "status") != 0 && strcmp(req->command, "explain") != 0 &&
             strcmp(req->command, "run") != 0) {
-                reply_error(c, "unknown command '%s': status, explain, run or metrics", req->command);
+                reply_error(c, "unknown command '%s': status, explain, run, history or metrics", req->command);
                 return;
         }
         if (!req->db) {
@@ -1938,7 +2022,11 @@ static void control_gone_cb(void *userdata, struct control_conn *c)
 {
         struct manager *m = userdata;
         struct waiter *w, *next;
+        struct history_work *h;
 
+        LIST_FOREACH(h, &m->history, link)
+                if (h->conn == c)
+                        h->conn = NULL;
         for (w = LIST_FIRST(&m->waiters); w; w = next) {
                 next = LIST_NEXT(w, link);
                 if (w->conn == c) {
@@ -2279,6 +2367,7 @@ int manager_new(struct manager **ret, const struct manager_options *o, struct co
         TAILQ_INIT(&m->queue);
         TAILQ_INIT(&m->running);
         LIST_INIT(&m->waiters);
+        LIST_INIT(&m->history);
         m->started_ms = util_wall_ms();
         targets_init(&m->refused);
         m->once = o->once;

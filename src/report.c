@@ -20,6 +20,7 @@ enum report_result report_result_of(enum maint_status s)
         case MAINT_NOSPACE: return REPORT_NO_SPACE;
         case MAINT_ROWIDS: return REPORT_ROWIDS;
         case MAINT_TIMEOUT: return REPORT_TIMEOUT;
+        case MAINT_HOOK_REFUSED: return REPORT_HOOK_REFUSED;
         default: return REPORT_FAILED;
         }
 }

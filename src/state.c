@@ -9,6 +9,7 @@
 #include <sqlite3.h>
 
 #include "jobproc.h"
+#include "json.h"
 #include "state.h"
 #include "util.h"
 
@@ -100,7 +101,17 @@ static int open_state_db(struct state *s, const char *path)
                             "  unused_percent REAL NOT NULL,"
                             "  reclaimable_bytes INTEGER NOT NULL,"
                             "  page_count INTEGER NOT NULL"
-                            ") WITHOUT ROWID;",
+                            ") WITHOUT ROWID;"
+                            "CREATE TABLE IF NOT EXISTS jobs("
+                            "  path TEXT NOT NULL,"
+                            "  operation TEXT NOT NULL,"
+                            "  result TEXT NOT NULL,"
+                            "  finished_ms INTEGER NOT NULL,"
+                            "  duration_ms INTEGER NOT NULL,"
+                            "  bytes_given_back INTEGER NOT NULL,"
+                            "  message TEXT NOT NULL"
+                            ");"
+                            "CREATE INDEX IF NOT EXISTS jobs_by_path ON jobs(path, finished_ms);",
                             NULL, NULL, NULL);
 }
 
@@ -458,4 +469,66 @@ int state_prune(struct state *s)
                 free(gone[i]);
         free(gone);
         return r;
+}
+
+int state_record_job(struct state *s, const char *path, enum maint_op op, const struct maint_result *r,
+                     int64_t finished_ms)
+{
+        sqlite3_stmt *st;
+        int rc;
+
+        pthread_mutex_lock(&s->lock);
+        rc = sqlite3_prepare_v2(s->db, "INSERT INTO jobs(path, operation, result, finished_ms, duration_ms, "
+                                "bytes_given_back, message) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)", -1, &st, NULL);
+        if (rc == SQLITE_OK) {
+                sqlite3_bind_text(st, 1, path, -1, SQLITE_STATIC);
+                sqlite3_bind_text(st, 2, maint_op_name(op), -1, SQLITE_STATIC);
+                sqlite3_bind_text(st, 3, maint_status_name(r->status), -1, SQLITE_STATIC);
+                sqlite3_bind_int64(st, 4, finished_ms);
+                sqlite3_bind_int64(st, 5, (sqlite3_int64)r->duration_ms);
+                sqlite3_bind_int64(st, 6, (sqlite3_int64)maint_bytes_given_back(op, r));
+                sqlite3_bind_text(st, 7, r->message, -1, SQLITE_STATIC);
+                rc = sqlite3_step(st);
+                sqlite3_finalize(st);
+        }
+        /* the newest STATE_JOBS_KEPT rows: the oldest go, by rowid (no scan) */
+        if (rc == SQLITE_DONE)
+                (void)sqlite3_exec(s->db, "DELETE FROM jobs WHERE rowid <= (SELECT max(rowid) FROM jobs) - "
+                                   STRINGIFY(STATE_JOBS_KEPT), NULL, NULL, NULL);
+        pthread_mutex_unlock(&s->lock);
+        return rc == SQLITE_DONE ? 0 : -EIO;
+}
+
+int state_jobs_json(struct state *s, const char *path, int64_t since_ms, size_t limit, struct json *j)
+{
+        sqlite3_stmt *st;
+        int rc;
+
+        pthread_mutex_lock(&s->lock);
+        rc = sqlite3_prepare_v2(s->db, "SELECT path, operation, result, finished_ms, duration_ms, bytes_given_back, "
+                                "message FROM (SELECT rowid AS id, * FROM jobs WHERE (?1 IS NULL OR path = ?1) AND "
+                                "finished_ms >= ?2 ORDER BY finished_ms DESC, id DESC LIMIT ?3) "
+                                "ORDER BY finished_ms, id", -1, &st, NULL);
+        if (rc == SQLITE_OK) {
+                if (path)
+                        sqlite3_bind_text(st, 1, path, -1, SQLITE_STATIC);
+                sqlite3_bind_int64(st, 2, since_ms);
+                sqlite3_bind_int64(st, 3, (sqlite3_int64)limit);
+                json_array_begin(j, "jobs");
+                while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+                        json_object_begin(j, NULL);
+                        json_str(j, "db", (const char *)sqlite3_column_text(st, 0));
+                        json_str(j, "operation", (const char *)sqlite3_column_text(st, 1));
+                        json_str(j, "result", (const char *)sqlite3_column_text(st, 2));
+                        json_i64(j, "finished_ms", sqlite3_column_int64(st, 3));
+                        json_i64(j, "duration_ms", sqlite3_column_int64(st, 4));
+                        json_i64(j, "bytes_given_back", sqlite3_column_int64(st, 5));
+                        json_str(j, "message", (const char *)sqlite3_column_text(st, 6));
+                        json_object_end(j);
+                }
+                json_array_end(j);
+                sqlite3_finalize(st);
+        }
+        pthread_mutex_unlock(&s->lock);
+        return rc == SQLITE_DONE ? 0 : -EIO;
 }

@@ -45,6 +45,22 @@ int state_record_analyzed(struct state *s, const char *path, const struct maint_
 struct jobproc_baseline;
 int state_analyze_baselines(struct state *s, const char *path, struct jobproc_baseline **ret, size_t *n);
 
+/* The jobs table keeps the newest this many rows (about 300 bytes each). */
+#define STATE_JOBS_KEPT 100000
+
+/* A maintenance job of op on path that ended at finished_ms (wall clock)
+ * with result r: a row of the jobs table (sqlite-maintctl history). Safe
+ * from any thread; it writes (call from a worker). 0 or negative errno. */
+int state_record_job(struct state *s, const char *path, enum maint_op op, const struct maint_result *r,
+                     int64_t finished_ms);
+/* The newest limit jobs of path (NULL: of every database) finished at or
+ * after since_ms, oldest first, as the array "jobs" of objects {db,
+ * operation, result, finished_ms, duration_ms, bytes_given_back, message}
+ * into the object j is in. Safe from any thread; it may wait on a
+ * worker's write (call from a worker). 0 or negative errno. */
+struct json;
+int state_jobs_json(struct state *s, const char *path, int64_t since_ms, size_t limit, struct json *j);
+
 /* Forget the databases whose files are gone (lstat: ENOENT or ENOTDIR):
  * their history and recorded counts. Blocks (file system, fsync): call from
  * a worker. Returns the number of databases forgotten, or negative errno. */

@@ -282,3 +282,34 @@ def test_malformed_oversized_slow_and_many_clients(daemon, tmp_path, sockdir):
     r = ctl(sock, "status", "--json")
     assert r.rc == 0 and r.one()["ok"] is True, r.describe()
     assert d.alive(), d.describe()
+
+
+def test_history_from_the_state_file(daemon, tmp_path, sockdir):
+    """history lists past jobs from the state file, the database's and
+    every one's, newest last, with --since; they outlive a restart."""
+    a = tmp_path / "a.db"
+    b = tmp_path / "b.db"
+    helpers.make_fragmented_db(a, delete_fraction=0.25)
+    helpers.make_fragmented_db(b, delete_fraction=0.25)
+    sock = os.path.join(sockdir, "ctl.sock")
+    conf = conf_with_socket(tmp_path, sock, [a, b])
+    d = daemon.start(conf)
+    assert ctl(sock, "run", "vacuum", a, "--wait", timeout=LONG_WAIT).rc == 0
+    assert ctl(sock, "run", "check", b, "--wait", timeout=LONG_WAIT).rc == 0
+    assert d.stop() == 0, d.describe()
+
+    d = daemon.start(conf)  # from the state file, not the daemon's memory
+    h = ctl(sock, "history", "--json")
+    assert h.rc == 0, h.describe()
+    jobs = h.one()["jobs"]
+    assert [(j["db"], j["operation"], j["result"]) for j in jobs] == [(str(a), "vacuum", "ok"), (str(b), "check", "ok")], jobs
+    assert jobs[0]["bytes_given_back"] > 0 and jobs[0]["finished_ms"] <= jobs[1]["finished_ms"], jobs
+    only_b = ctl(sock, "history", "--json", b).one()["jobs"]
+    assert [j["db"] for j in only_b] == [str(b)], only_b
+    assert ctl(sock, "history", "--json", "--since", "1h").one()["jobs"] == jobs
+    assert ctl(sock, "history", "--json", "--since", "2999-01-01").one()["jobs"] == []
+    human = ctl(sock, "history")
+    assert human.rc == 0 and f"{a}: " in human.out and "vacuum" in human.out, human.describe()
+    bad = ctl(sock, "history", "--since", "yesterday-ish")
+    assert bad.rc == 2 and "--since takes" in bad.err, bad.describe()
+    assert d.alive(), d.describe()

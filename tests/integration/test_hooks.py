@@ -1,0 +1,140 @@
+# SPDX-License-Identifier: MIT
+"""vacuum.before_vacuum and after_vacuum (src/hook.c, run by the job
+process as the database's owner): a non-zero exit of before_vacuum skips
+the VACUUM with its reason logged and the database left as it was; a hook
+that hangs is killed at hook_timeout with what it started; the hooks get
+the database and its figures in their environment, after_vacuum the
+result; a database of an unprivileged user runs its hooks as that user.
+Waits are for the job's own answer (run --wait); nothing depends on speed."""
+
+import os
+import shutil
+import subprocess
+import tempfile
+
+import pytest
+
+import helpers
+from daemon_fixtures import M, config_text, journald, daemon  # noqa: F401
+
+LONG_WAIT = 90
+
+
+@pytest.fixture
+def shared():
+    """A directory everyone may enter (a database of nobody's, its hooks
+    and their output), short enough for a socket."""
+    d = tempfile.mkdtemp(prefix="maintd-h-", dir="/tmp")
+    os.chmod(d, 0o755)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def script(path, body):
+    with open(path, "w") as f:
+        f.write("#!/bin/sh\n" + body)
+    os.chmod(path, 0o755)
+    return path
+
+
+def start(daemon, shared, dbs, vacuum):
+    state = os.path.join(shared, "state")
+    os.makedirs(state, exist_ok=True)
+    sock = os.path.join(shared, "ctl.sock")
+    text = config_text(state, dbs, vacuum=vacuum) + f"control_socket: {sock}\n"
+    return daemon.start(text), sock
+
+
+def run_vacuum(sock, db):
+    return helpers.run_ctl("--socket", sock, "run", "vacuum", db, "--wait", "--json", timeout=LONG_WAIT)
+
+
+def env_file(path):
+    with open(path) as f:
+        return dict(line.rstrip("\n").split("=", 1) for line in f if "=" in line and line.startswith("SQLITE_MAINTD_"))
+
+
+def test_before_vacuum_refusal_skips_it(daemon, shared):
+    db = os.path.join(shared, "a.db")
+    helpers.make_fragmented_db(db, delete_fraction=0.25)
+    free = helpers.freelist_count(db)
+    digest = helpers.sha256(db)
+    hook = script(os.path.join(shared, "refuse"), "echo 'a backup is running' >&2\nexit 3\n")
+    d, sock = start(daemon, shared, [db], {"before_vacuum": hook})
+    r = run_vacuum(sock, db)
+    assert r.rc == 1, r.describe()
+    o = r.one()
+    assert o["result"] == "hook_refused", o
+    assert o["message"] == f"before_vacuum {hook}: exit status 3: a backup is running; VACUUM skipped", o
+    assert helpers.freelist_count(db) == free and helpers.sha256(db) == digest
+    e = d.wait_for_entry(M("JOB_FAILED", REASON="hook_refused", DB_PATH=db))
+    assert e["PRIORITY"] == "4" and "decided again at the next poll" in e["MESSAGE"], e
+    st = helpers.run_ctl("--socket", sock, "status", "--json", db).one()["databases"][0]
+    assert st["state"] != "held" and st["last_job"]["result"] == "hook_refused", st
+    m = helpers.run_ctl("--socket", sock, "metrics").out
+    assert 'sqlite_maintd_jobs_total{operation="vacuum",result="hook_refused"} 1' in m, m[:3000]
+
+
+def test_hooks_get_the_database_and_its_figures(daemon, shared):
+    db = os.path.join(shared, "b.db")
+    helpers.make_fragmented_db(db, delete_fraction=0.25)
+    frag = helpers.fragmentation(db)
+    before_out = os.path.join(shared, "before.env")
+    after_out = os.path.join(shared, "after.env")
+    before = script(os.path.join(shared, "before"), f"env > {before_out}\nexit 0\n")
+    after = script(os.path.join(shared, "after"), f"env > {after_out}\nexit 0\n")
+    d, sock = start(daemon, shared, [db], {"before_vacuum": before, "after_vacuum": after})
+    r = run_vacuum(sock, db)
+    assert r.rc == 0 and r.one()["result"] == "ok", r.describe()
+    b = env_file(before_out)
+    assert b["SQLITE_MAINTD_DB"] == db and b["SQLITE_MAINTD_OPERATION"] == "vacuum", b
+    assert abs(float(b["SQLITE_MAINTD_FRAGMENTATION_PERCENT"]) - frag) < 0.01, (b, frag)
+    assert int(b["SQLITE_MAINTD_FREELIST_COUNT"]) > 0 and int(b["SQLITE_MAINTD_FILE_SIZE_BYTES"]) > 0, b
+    a = env_file(after_out)
+    assert a["SQLITE_MAINTD_RESULT"] == "ok" and int(a["SQLITE_MAINTD_BYTES_RECLAIMED"]) > 0, a
+    assert float(a["SQLITE_MAINTD_FRAGMENTATION_PERCENT"]) == 0.0, a
+    assert helpers.freelist_count(db) == 0
+
+
+def test_a_hanging_hook_is_killed_at_its_timeout(daemon, shared):
+    db = os.path.join(shared, "c.db")
+    helpers.make_fragmented_db(db, delete_fraction=0.25)
+    free = helpers.freelist_count(db)
+    marker = f"sleep 600.{os.getpid()}{len(shared)}"  # a command line of this test's own
+    # the hook starts a child of its own: both go at the limit
+    hook = script(os.path.join(shared, "hang"), f"{marker} &\nexec {marker}\n")
+    d, sock = start(daemon, shared, [db], {"before_vacuum": hook, "hook_timeout": "1s"})
+    r = run_vacuum(sock, db)
+    assert r.rc == 1 and r.one()["result"] == "hook_refused", r.describe()
+    assert "killed at its time limit" in r.one()["message"], r.one()
+    assert helpers.freelist_count(db) == free
+    left = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True)
+    assert left.returncode == 1, f"hook processes left running: {left.stdout}"
+    assert d.alive(), d.describe()
+
+
+def test_hooks_run_as_the_databases_owner(daemon, shared):
+    """A tenant's database: its hooks run as the tenant (the job process's
+    user), not as root."""
+    tenant = os.path.join(shared, "tenant")
+    os.mkdir(tenant)
+    db = os.path.join(tenant, "t.db")
+    helpers.make_fragmented_db(db, delete_fraction=0.25)
+    out = os.path.join(tenant, "who")
+    for p in (tenant, db):
+        shutil.chown(p, "nobody", "nogroup")
+    hook = script(os.path.join(shared, "who"), f"id -u > {out}\nexit 0\n")
+    d, sock = start(daemon, shared, [db], {"before_vacuum": hook})
+    r = run_vacuum(sock, db)
+    assert r.rc == 0 and r.one()["result"] == "ok", r.describe()
+    with open(out) as f:
+        assert f.read().strip() == "65534"
+    assert os.stat(out).st_uid == 65534
+
+
+def test_bad_hook_settings_name_file_line_column(tmp_path):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(f"state_dir: {tmp_path}\ndatabases:\n  - path: /x.db\n    vacuum:\n      before_vacuum: relative/script\n")
+    p = subprocess.run([helpers.MAINTD_BIN, "-n", "-c", str(cfg)], capture_output=True, text=True, timeout=60)
+    assert p.returncode != 0, p
+    assert f"{cfg}:5:22: invalid before_vacuum 'relative/script': expected an absolute path" in p.stderr, p.stderr
