@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <stdarg.h>
 #include <getopt.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -458,6 +459,26 @@ struct target_db {
         const struct db_conf *dc;
 };
 
+/* A long VACUUM's phase and time on a terminal (stderr), on one line
+ * rewritten in place; path NULL: the line wiped, if one was written. */
+static void progress_line(void *path, int phase, uint64_t elapsed_ms)
+{
+        static bool shown;
+        char a[32], safe[3 * PATH_MAX];
+
+        if (!path) {
+                if (shown)
+                        fputs("\r\033[K", stderr);
+                shown = false;
+                return;
+        }
+        if (elapsed_ms < 2000 || elapsed_ms % 1000 >= 100) /* long ones only, once a second */
+                return;
+        fprintf(stderr, "\r\033[K%s: VACUUM %s, %s", util_escape(path, safe, sizeof(safe)),
+                maint_phase_name((enum maint_phase)phase), conf_format_duration(elapsed_ms / 1000 * 1000, a, sizeof(a)));
+        shown = true;
+}
+
 static enum maint_status run_op(const struct target_db *t, enum maint_op op, const struct maint_opts *o,
                                 struct maint_result *r)
 {
@@ -480,7 +501,14 @@ static enum maint_status run_op(const struct target_db *t, enum maint_op op, con
                 timeout += (uint64_t)(bytes / (double)(1ull << 30) * (double)l->vacuum_timeout_per_gib_ms);
         }
         req.timeout_ms = timeout;
-        return jobproc_run(&req, NULL, r);
+        if ((op == MAINT_OP_VACUUM || op == MAINT_OP_INCREMENTAL_VACUUM) && isatty(STDERR_FILENO)) {
+                req.tick = progress_line;
+                req.tick_userdata = (void *)t->path;
+        }
+        r->status = jobproc_run(&req, NULL, r);
+        if (req.tick)
+                progress_line(NULL, -1, 0);
+        return r->status;
 }
 
 static enum maint_status run_once(struct ctl *c, const struct target_db *t, const struct maint_opts *o,

@@ -103,17 +103,32 @@ void event_state_pruned(int forgot)
 }
 
 void event_status(size_t n_watched, unsigned running, size_t queued, bool stopping, unsigned stopping_jobs,
-                  const struct event_round *last)
+                  const struct event_round *last, const char *progress)
 {
         if (stopping) {
                 notify_status("Stopping; waiting for %u running job%s", stopping_jobs, stopping_jobs == 1 ? "" : "s");
                 return;
         }
         notify_status("Watching %zu database%s; %u job%s running, %zu queued; last poll: %zu read, %zu unchanged, "
-                      "loop late %.1f ms at p99, %.1f ms at most; last: %s", n_watched,
+                      "loop late %.1f ms at p99, %.1f ms at most; %s: %s", n_watched,
                       n_watched == 1 ? "" : "s", running, running == 1 ? "" : "s", queued, last->read, last->unchanged,
-                      (double)last->lag_p99_us / 1000.0, (double)last->lag_max_us / 1000.0,
-                      last_action[0] ? last_action : "none yet");
+                      (double)last->lag_p99_us / 1000.0, (double)last->lag_max_us / 1000.0, progress ? "now" : "last",
+                      progress ? progress : last_action[0] ? last_action : "none yet");
+}
+
+void event_vacuum_phase(const char *path, enum maint_phase phase, uint64_t elapsed_ms, int percent,
+                        int64_t estimate_ms)
+{
+        char a[32], b[32], pct[96] = "";
+
+        if (percent >= 0)
+                snprintf(pct, sizeof(pct), ", about %d%% of the %s this host's past VACUUMs say it takes", percent,
+                         conf_format_duration((uint64_t)estimate_ms, b, sizeof(b)));
+        log_struct(LOG_INFO, NULL,
+                   LOG_FIELDS(DB(path, "vacuum"), LOG_TEXT("PHASE", maint_phase_name(phase)),
+                              LOG_U64("ELAPSED_MS", elapsed_ms), LOG_I64(percent >= 0 ? "PROGRESS_PERCENT" : NULL, percent)),
+                   "%s: VACUUM %s (running for %s%s)", path, maint_phase_name(phase),
+                   conf_format_duration(elapsed_ms, a, sizeof(a)), pct);
 }
 
 void event_unwatched(size_t remote, size_t refused, int why, bool *said)
@@ -231,7 +246,8 @@ void event_scheduled(const struct target *t, enum maint_op op, enum sched_reason
                            urgent ? vc->urgent_threshold : vc->threshold);
 }
 
-void event_vacuum_waits(const struct target *t, const struct sched_decision *d, int minute_of_day)
+void event_vacuum_waits(const struct target *t, const struct sched_decision *d, int minute_of_day, int64_t est_ms,
+                        const struct sched_rate *rate)
 {
         const struct vacuum_conf *vc = &t->dc->vacuum;
         const struct log_field f[] = {
@@ -239,7 +255,7 @@ void event_vacuum_waits(const struct target *t, const struct sched_decision *d, 
                 LOG_TEXT("REASON", sched_reason_name(d->reason)),
                 LOG_PERCENT("FRAGMENTATION_BEFORE", t->stat.fragmentation_percent),
         };
-        char why[128], a[32];
+        char why[128], a[32], b[32];
 
         if (d->unused)
                 snprintf(why, sizeof(why), "unused space inside pages %.2f%% >= %.2f%% (deep scan)",
@@ -251,6 +267,13 @@ void event_vacuum_waits(const struct target *t, const struct sched_decision *d, 
                 log_struct(LOG_INFO, MSGID_SCHEDULED, f, sizeof(f) / sizeof(f[0]),
                            "%s: %s: VACUUM waits for the window (in %d min)", t->path, why,
                            sched_minutes_until_window(&vc->window, minute_of_day));
+        else if (d->reason == SCHED_REASON_WINDOW_SHORT)
+                log_struct(LOG_INFO, MSGID_SCHEDULED, f, sizeof(f) / sizeof(f[0]),
+                           "%s: %s: VACUUM waits for the next window: it should take about %s (%s of database a "
+                           "second in this host's last %u VACUUM jobs), and %d min of this one are left", t->path,
+                           why, conf_format_duration((uint64_t)est_ms, a, sizeof(a)),
+                           util_format_bytes(rate->ms ? rate->bytes * 1000 / rate->ms : 0, b, sizeof(b)), rate->n,
+                           sched_minutes_until_window_end(&vc->window, minute_of_day));
         else
                 log_struct(LOG_INFO, MSGID_SCHEDULED, f, sizeof(f) / sizeof(f[0]),
                            "%s: %s: vacuumed less than %s ago, waiting", t->path, why,

@@ -54,8 +54,13 @@ struct event_round {
         uint64_t lag_p99_us, lag_max_us;
 };
 
+/* progress: the running VACUUM's phase and progress, in words, or NULL. */
 void event_status(size_t n_watched, unsigned running, size_t queued, bool stopping, unsigned stopping_jobs,
-                  const struct event_round *last);
+                  const struct event_round *last, const char *progress);
+/* A running VACUUM entered phase, elapsed_ms after it began; percent of
+ * its estimate (estimate_ms), or -1 when not known (INFO). */
+void event_vacuum_phase(const char *path, enum maint_phase phase, uint64_t elapsed_ms, int percent,
+                        int64_t estimate_ms);
 void event_poll_round_done(const struct event_round *r);
 /* Directories not watched for changes (targets_listing_unwatched()):
  * said once while it lasts (*said), and when it ends. */
@@ -87,7 +92,9 @@ void event_scheduled(const struct target *t, enum maint_op op, enum sched_reason
                      bool dry_run);
 /* A VACUUM due but held back: d->reason is SCHED_REASON_WAIT_WINDOW or
  * SCHED_REASON_MIN_INTERVAL (said once, when it starts). */
-void event_vacuum_waits(const struct target *t, const struct sched_decision *d, int minute_of_day);
+/* est_ms and rate: the window fit's estimate (SCHED_REASON_WINDOW_SHORT). */
+void event_vacuum_waits(const struct target *t, const struct sched_decision *d, int minute_of_day, int64_t est_ms,
+                        const struct sched_rate *rate);
 /* DEBUG lines of decisions that change nothing. */
 void event_nothing_to_do(const struct target *t, enum sched_reason reason);
 void event_vacuum_held_for_rowids(const struct target *t);

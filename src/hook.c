@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -57,6 +58,8 @@ static void child(int out, char *argv[], char **envp)
         setpgid(0, 0);
         if (null < 0 || dup2(null, STDIN_FILENO) < 0 || dup2(out, STDOUT_FILENO) < 0 || dup2(out, STDERR_FILENO) < 0)
                 _exit(127);
+        /* nothing of the job process's own: its answer, control and progress pipes */
+        syscall(SYS_close_range, 3, ~0U, 0);
         signal(SIGPIPE, SIG_DFL);
         execve(argv[0], argv, envp);
         dprintf(STDERR_FILENO, "cannot run %s: %s\n", argv[0], strerror(errno));

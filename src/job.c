@@ -57,6 +57,7 @@ static void work_cb(uv_work_t *req)
         struct jobproc_baseline *b = NULL;
         size_t nb = 0;
         struct jobproc_request jr = {
+                .phase = &j->phase,
                 .dirfd = j->dirfd,
                 .name = j->name,
                 .display_path = j->path,
@@ -71,6 +72,7 @@ static void work_cb(uv_work_t *req)
                 jr.baselines = b;
                 jr.n_baselines = nb;
         }
+        j->started_ms = util_wall_ms();
         jobproc_run(&jr, &j->cancel, &j->res);
         free(b);
         j->finished_ms = util_wall_ms();
@@ -78,6 +80,9 @@ static void work_cb(uv_work_t *req)
          * vacuum counts as done once it ran, even if the WAL stayed large. */
         if (j->state && j->res.status == MAINT_OK)
                 (void)state_record(j->state, j->path, j->op, j->finished_ms);
+        /* the window fit's rate: what a whole VACUUM job takes here */
+        if (j->state && j->op == MAINT_OP_VACUUM && j->res.status == MAINT_OK && j->res.have_before)
+                (void)state_record_vacuum_rate(j->state, j->res.before.file_size_bytes, j->res.duration_ms);
         if (j->state) /* sqlite-maintctl history: every maintenance job, however it ended */
                 (void)state_record_job(j->state, j->path, j->op, &j->res, j->finished_ms);
         if (j->state && j->op == MAINT_OP_DEEP_SCAN && j->res.status == MAINT_OK && j->res.have_deep)

@@ -5,6 +5,7 @@
  * the loop thread. */
 #pragma once
 
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include <uv.h>
@@ -27,7 +28,10 @@ struct job {
         struct maint_cancel cancel;
         struct maint_result res;
         struct state *state;  /* where a finished vacuum/analyze is recorded; may be NULL */
+        int64_t started_ms;   /* wall clock, when a worker took it */
         int64_t finished_ms;  /* wall clock */
+        _Atomic int phase;    /* a VACUUM's enum maint_phase, as its job process says (any thread) */
+        int logged_phase;     /* the caller's: the phase it last said (loop thread) */
         job_done_fn done;
         void *userdata;
         void *owner;          /* the caller's: which target this job is for */

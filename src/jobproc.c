@@ -37,7 +37,8 @@
 /* The child's own fds (jobproc_child_main). */
 #define CHILD_DIR_FD 3
 #define CHILD_CONTROL_FD 4
-#define CHILD_EXE_FD 5 /* close-on-exec: only for execveat() itself */
+#define CHILD_PROGRESS_FD 5 /* a byte per phase (enum maint_phase) as it begins */
+#define CHILD_EXE_FD 6 /* close-on-exec: only for execveat() itself */
 /* Exit status of a job process that ended itself without an answer. */
 #define CHILD_EXIT_TIMEOUT 2
 /* The group of an owner with no passwd entry: nogroup (base-passwd). */
@@ -689,6 +690,14 @@ static void check_files(const struct spec *sp, struct maint_result *r)
                        (unsigned)db.st_uid);
 }
 
+/* A phase as it begins, to the parent (jobproc_run(), supervise()). */
+static void child_phase(enum maint_phase p)
+{
+        unsigned char c = (unsigned char)p;
+
+        (void)!write(CHILD_PROGRESS_FD, &c, 1);
+}
+
 /* "NAME=value" for a hook's environment, into the next of env's n slots. */
 static void hook_env(char env[][96], size_t *n, const char *name, const char *fmt, ...)
         __attribute__((format(printf, 4, 5)));
@@ -735,6 +744,7 @@ static void with_hooks(const struct spec *sp, const struct maint_opts *o, struct
                 snprintf(path, sizeof(path), "SQLITE_MAINTD_DB=%s", sp->display);
                 envp[n] = path;
                 envp[n + 1] = NULL;
+                child_phase(MAINT_PHASE_BEFORE_HOOK);
                 rc = hook_run(o->before_vacuum, envp, o->hook_timeout_ms, why, sizeof(why));
                 if (rc != 0) {
                         refuse(r, MAINT_HOOK_REFUSED, "before_vacuum %s: %s; VACUUM skipped", o->before_vacuum, why);
@@ -758,6 +768,7 @@ static void with_hooks(const struct spec *sp, const struct maint_opts *o, struct
         snprintf(path, sizeof(path), "SQLITE_MAINTD_DB=%s", sp->display);
         envp[n] = path;
         envp[n + 1] = NULL;
+        child_phase(MAINT_PHASE_AFTER_HOOK);
         rc = hook_run(o->after_vacuum, envp, o->hook_timeout_ms, why, sizeof(why));
         if (rc != 0) { /* the VACUUM's result stands; the hook's failure is told with it */
                 size_t k = strlen(r->message);
@@ -806,6 +817,7 @@ int jobproc_child_main(void)
         o.display_path = sp.display;
         o.analyze_baseline = child_baseline;
         o.analyze_baseline_userdata = NULL;
+        o.phase = child_phase;
         switch (sp.op) {
         case MAINT_OP_STATS: maint_stats(sp.name, &o, &r); break;
         case MAINT_OP_VACUUM: with_hooks(&sp, &o, &r); break;
@@ -958,15 +970,26 @@ static bool reaped_within(pid_t pid, int *status, int ms)
         return done;
 }
 
-static void supervise(pid_t pid, int res_fd, int ctl_fd, uint64_t timeout_ms, struct maint_cancel *cancel,
-                      struct buf *b, bool *eof, bool *stopped)
+/* The phases the child said, the last one into *phase (when not NULL). */
+static void take_progress(int fd, _Atomic int *phase)
 {
-        uint64_t start = now_ms(), give_up = start + timeout_ms + JOBPROC_GRACE_MS + PARENT_SLACK_MS;
+        unsigned char p[64];
+        ssize_t k = read(fd, p, sizeof(p));
+
+        if (k > 0 && phase && p[k - 1] <= MAINT_PHASE_AFTER_HOOK)
+                atomic_store(phase, p[k - 1]);
+}
+
+static void supervise(pid_t pid, int res_fd, int ctl_fd, int prog_fd, const struct jobproc_request *req,
+                      struct maint_cancel *cancel, struct buf *b, bool *eof, bool *stopped)
+{
+        uint64_t start = now_ms(), give_up = start + req->timeout_ms + JOBPROC_GRACE_MS + PARENT_SLACK_MS;
+        _Atomic int local = MAINT_PHASE_NONE, *phase = req->phase ? req->phase : &local;
         bool stop_sent = false;
 
         *eof = *stopped = false;
         while (!*eof) {
-                struct pollfd p = { .fd = res_fd, .events = POLLIN };
+                struct pollfd p[2] = { { .fd = res_fd, .events = POLLIN }, { .fd = prog_fd, .events = POLLIN } };
                 uint64_t now = now_ms();
                 char chunk[65536];
                 ssize_t k;
@@ -984,7 +1007,15 @@ static void supervise(pid_t pid, int res_fd, int ctl_fd, uint64_t timeout_ms, st
                 }
                 if (now >= give_up)
                         return;
-                if (poll(&p, 1, POLL_SLICE_MS) <= 0)
+                if (req->tick)
+                        req->tick(req->tick_userdata, atomic_load(phase), now - start);
+                if (poll(p, prog_fd >= 0 ? 2 : 1, POLL_SLICE_MS) <= 0)
+                        continue;
+                if (p[1].revents & POLLIN)
+                        take_progress(prog_fd, phase);
+                else if (p[1].revents) /* its end closed (the child gone): not asked again */
+                        prog_fd = -1;
+                if (!p[0].revents)
                         continue;
                 k = read(res_fd, chunk, sizeof(chunk));
                 if (k < 0 && errno == EINTR)
@@ -1011,6 +1042,7 @@ static void fill_spec(const struct jobproc_request *req, struct spec *sp)
         sp->opts.analyze_baseline = NULL;
         sp->opts.analyze_baseline_userdata = NULL;
         sp->opts.display_path = NULL;
+        sp->opts.phase = NULL;
         sp->timeout_ms = req->timeout_ms;
         sp->n_baselines = req->n_baselines > MAX_BASELINES ? MAX_BASELINES : (uint32_t)req->n_baselines;
         util_strlcpy(sp->name, req->name, sizeof(sp->name));
@@ -1019,7 +1051,7 @@ static void fill_spec(const struct jobproc_request *req, struct spec *sp)
 
 /* Fork and exec the job process, the pipes' ends and the directory on
  * its fds 0..4: its pid, or -1 with errno. */
-static pid_t start_child(int dir, const int spec_p[2], const int res_p[2], const int ctl_p[2])
+static pid_t start_child(int dir, const int spec_p[2], const int res_p[2], const int ctl_p[2], const int prog_p[2])
 {
         static char *const argv[] = { (char *)"sqlite-maintd-job", (char *)JOBPROC_ARG, NULL };
         pid_t pid = fork();
@@ -1029,7 +1061,7 @@ static pid_t start_child(int dir, const int spec_p[2], const int res_p[2], const
                  * have had other threads. */
                 if (dup2(spec_p[0], STDIN_FILENO) < 0 || dup2(res_p[1], STDOUT_FILENO) < 0 ||
                     dup2(dir, CHILD_DIR_FD) < 0 || dup2(ctl_p[0], CHILD_CONTROL_FD) < 0 ||
-                    dup3(exe_fd, CHILD_EXE_FD, O_CLOEXEC) < 0)
+                    dup2(prog_p[1], CHILD_PROGRESS_FD) < 0 || dup3(exe_fd, CHILD_EXE_FD, O_CLOEXEC) < 0)
                         _exit(127);
                 syscall(SYS_close_range, CHILD_EXE_FD + 1, ~0U, 0);
                 syscall(SYS_execveat, CHILD_EXE_FD, "", argv, child_env, AT_EMPTY_PATH);
@@ -1087,7 +1119,8 @@ static void explain_no_answer(struct maint_result *r, uint64_t timeout_ms, int s
 enum maint_status jobproc_run(const struct jobproc_request *req, struct maint_cancel *cancel,
                               struct maint_result *r)
 {
-        int spec_p[2] = { -1, -1 }, res_p[2] = { -1, -1 }, ctl_p[2] = { -1, -1 }, dir = -1, status = 0;
+        int spec_p[2] = { -1, -1 }, res_p[2] = { -1, -1 }, ctl_p[2] = { -1, -1 }, prog_p[2] = { -1, -1 }, dir = -1;
+        int status = 0;
         struct buf b = { 0 };
         struct spec sp;
         bool eof = false, exited = false, killed = false, stopped, halted;
@@ -1103,11 +1136,12 @@ enum maint_status jobproc_run(const struct jobproc_request *req, struct maint_ca
         fill_spec(req, &sp);
 
         dir = fcntl(req->dirfd, F_DUPFD_CLOEXEC, 10);
-        if (dir < 0 || make_pipe(spec_p) < 0 || make_pipe(res_p) < 0 || make_pipe(ctl_p) < 0) {
+        if (dir < 0 || make_pipe(spec_p) < 0 || make_pipe(res_p) < 0 || make_pipe(ctl_p) < 0 ||
+            make_pipe(prog_p) < 0) {
                 set(r, MAINT_ERROR, "cannot set up a job process: %s", strerror(errno));
                 goto out;
         }
-        pid = start_child(dir, spec_p, res_p, ctl_p);
+        pid = start_child(dir, spec_p, res_p, ctl_p, prog_p);
         if (pid < 0) {
                 set(r, MAINT_ERROR, "cannot start a job process: %s", strerror(errno));
                 goto out;
@@ -1115,14 +1149,15 @@ enum maint_status jobproc_run(const struct jobproc_request *req, struct maint_ca
         close(spec_p[0]);
         close(res_p[1]);
         close(ctl_p[0]);
-        spec_p[0] = res_p[1] = ctl_p[0] = -1;
+        close(prog_p[1]);
+        spec_p[0] = res_p[1] = ctl_p[0] = prog_p[1] = -1;
         /* a child that died before reading: EPIPE (SIGPIPE is ignored) */
         if (write_full(spec_p[1], &sp, sizeof(sp)) == 0 && sp.n_baselines)
                 (void)write_full(spec_p[1], req->baselines, sp.n_baselines * sizeof(*req->baselines));
         close(spec_p[1]);
         spec_p[1] = -1;
 
-        supervise(pid, res_p[0], ctl_p[1], req->timeout_ms, cancel, &b, &eof, &halted);
+        supervise(pid, res_p[0], ctl_p[1], prog_p[0], req, cancel, &b, &eof, &halted);
         if (halted)
                 killed = kill(pid, SIGKILL) == 0;
         stopped = cancel && atomic_load(&cancel->requested);
@@ -1136,8 +1171,9 @@ enum maint_status jobproc_run(const struct jobproc_request *req, struct maint_ca
         explain_no_answer(r, req->timeout_ms, status, halted, stopped, exited, killed);
 out:
         free(b.p);
-        for (int *fd = (int[]){ spec_p[0], spec_p[1], res_p[0], res_p[1], ctl_p[0], ctl_p[1], dir, -2 }; *fd != -2;
-             fd++)
+        for (int *fd = (int[]){ spec_p[0], spec_p[1], res_p[0], res_p[1], ctl_p[0], ctl_p[1], prog_p[0], prog_p[1],
+                                dir, -2 };
+             *fd != -2; fd++)
                 if (*fd >= 0)
                         close(*fd);
         return r->status;

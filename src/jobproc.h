@@ -7,6 +7,7 @@
  * answer is parsed as untrusted input. */
 #pragma once
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -33,6 +34,12 @@ struct jobproc_request {
         const struct jobproc_baseline *baselines;
         size_t n_baselines;
         uint64_t timeout_ms;       /* stopped for certain this long after it starts (plus JOBPROC_GRACE_MS) */
+        _Atomic int *phase;        /* a VACUUM's enum maint_phase as the job process says it, or NULL */
+        /* Called about every 100 ms while the job runs, from the calling
+         * thread: its phase (enum maint_phase) and the ms since it began.
+         * May be NULL. */
+        void (*tick)(void *userdata, int phase, uint64_t elapsed_ms);
+        void *tick_userdata;
 };
 
 /* After a stop request or the time limit, how long the process has to end

@@ -123,6 +123,24 @@ static int progress_cb(void *arg)
  * snapshot) stop with it. */
 static _Thread_local struct maint_cancel *thread_cancel;
 
+const char *maint_phase_name(enum maint_phase p)
+{
+        static const char *const names[] = {
+                [MAINT_PHASE_NONE] = "starting",          [MAINT_PHASE_BEFORE_HOOK] = "before_vacuum hook",
+                [MAINT_PHASE_CHECKING] = "checking",      [MAINT_PHASE_COPYING] = "copying",
+                [MAINT_PHASE_CHECKING_AFTER] = "checking after", [MAINT_PHASE_CHECKPOINT] = "checkpoint",
+                [MAINT_PHASE_AFTER_HOOK] = "after_vacuum hook",
+        };
+
+        return (unsigned)p < ELEMENTSOF(names) && names[p] ? names[p] : "unknown";
+}
+
+static void phase(const struct maint_opts *o, enum maint_phase p)
+{
+        if (o->phase)
+                o->phase(p);
+}
+
 const char *maint_status_name(enum maint_status s)
 {
         static const char *const names[] = {
@@ -1696,8 +1714,12 @@ static enum maint_status after_vacuum(sqlite3 *db, const char *path, const struc
         for (int attempt = 1;; attempt++) {
                 if (attempt > 1) /* the last try's lock conflict */
                         set_status(r, MAINT_OK, 0, "%s", "");
-                if (run_check(db, &r->before, o->integrity, "after VACUUM", r) == MAINT_OK)
+                phase(o, MAINT_PHASE_CHECKING_AFTER);
+                if (run_check(db, &r->before, o->integrity, "after VACUUM", r) == MAINT_OK) {
+                        if (is_wal(&r->before))
+                                phase(o, MAINT_PHASE_CHECKPOINT);
                         conclude_shrink(db, path, r);
+                }
                 if (r->status != MAINT_BUSY)
                         return r->status;
                 if (attempt >= AFTER_CHECK_ATTEMPTS || cancelled(cancel)) {
@@ -1923,6 +1945,7 @@ enum maint_status maint_vacuum(const char *path, const struct maint_opts *o,
         int rc;
 
         begin(r, &t0);
+        phase(o, MAINT_PHASE_CHECKING);
         if (look_unchanged(path, o, cancel, &fds, &g.checked, r) != MAINT_OK)
                 goto out;
         if (cancelled(cancel)) {
@@ -1934,6 +1957,7 @@ enum maint_status maint_vacuum(const char *path, const struct maint_opts *o,
         if (db_open_write(path, o, cancel, &db, r) != MAINT_OK)
                 goto out;
         sqlite3_set_authorizer(db, vacuum_authorizer, &g);
+        phase(o, MAINT_PHASE_COPYING);
         rc = sqlite3_exec(db, "VACUUM", NULL, NULL, NULL);
         sqlite3_set_authorizer(db, NULL, NULL);
         if (rc != SQLITE_OK && g.changed) {

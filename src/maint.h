@@ -46,6 +46,20 @@ enum maint_op {
         MAINT_OP_DEEP_SCAN,
 };
 
+/* Where a running VACUUM job is (sqlite-maintctl status, STATUS=). SQLite
+ * copies the database into a temporary one and back in one VACUUM
+ * statement: the two halves are one phase here. */
+enum maint_phase {
+        MAINT_PHASE_NONE,
+        MAINT_PHASE_BEFORE_HOOK,   /* vacuum.before_vacuum runs */
+        MAINT_PHASE_CHECKING,      /* statistics, the integrity check, the rowid guard, the space check */
+        MAINT_PHASE_COPYING,       /* the VACUUM statement */
+        MAINT_PHASE_CHECKING_AFTER,
+        MAINT_PHASE_CHECKPOINT,    /* the -wal truncated */
+        MAINT_PHASE_AFTER_HOOK,
+};
+const char *maint_phase_name(enum maint_phase p); /* "checking", "copying", ... */
+
 /* Settings of one operation; maint_opts_from_conf() fills them. */
 struct maint_opts {
         uint64_t busy_timeout_ms;
@@ -76,6 +90,8 @@ struct maint_opts {
          * known. May be NULL. */
         bool (*analyze_baseline)(void *userdata, const char *table, const char *stat, uint64_t *rows);
         void *analyze_baseline_userdata;
+        /* vacuum: told each phase as it begins. May be NULL. */
+        void (*phase)(enum maint_phase p);
 };
 
 /* Lets another thread stop a running operation (sqlite3_interrupt), safely:

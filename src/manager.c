@@ -139,12 +139,14 @@ struct manager {
         LIST_HEAD(, waiter) waiters;
         LIST_HEAD(, history_work) history; /* history requests reading the state file */
         struct report_counts counts;
+        struct sched_rate rate;      /* the past VACUUMs here, for the window fit */
         int64_t started_ms;          /* wall clock */
         int64_t last_round_end_ms;   /* wall clock; 0 before the first */
         uint64_t last_round_ms;      /* its duration */
         uint64_t round_started_ms;   /* monotonic */
         uint64_t metrics_written_at; /* monotonic ms; 0: never */
         uv_timer_t metrics_timer;    /* a write put off to METRICS_MIN_GAP_MS after the last */
+        uv_timer_t progress_timer;   /* while a VACUUM runs: its phases, each second */
         struct metrics_write *metrics_writing; /* the metrics file being written, or NULL */
 };
 
@@ -224,10 +226,32 @@ static void round_remove(struct manager *m, struct target *t)
         }
 }
 
+static bool vacuum_progress(const struct manager *m, const struct target *t, struct report_progress *ret);
+
 static void update_status(struct manager *m)
 {
+        struct report_progress p;
+        const struct target *t;
+        char text[PATH_MAX + 128], a[32];
+        const char *progress = NULL;
+        int pct;
+
+        /* the first VACUUM running, where it is */
+        TAILQ_FOREACH(t, &m->running, link) {
+                if (!vacuum_progress(m, t, &p))
+                        continue;
+                pct = report_progress_percent(&p, util_wall_ms());
+                if (pct >= 0)
+                        snprintf(text, sizeof(text), "VACUUM of %s: %s, about %d%% of an estimated %s", t->path,
+                                 maint_phase_name(p.phase), pct,
+                                 conf_format_duration((uint64_t)p.estimate_ms, a, sizeof(a)));
+                else
+                        snprintf(text, sizeof(text), "VACUUM of %s: %s", t->path, maint_phase_name(p.phase));
+                progress = text;
+                break;
+        }
         event_status(m->targets.n, m->running_jobs, m->queue_n, m->stopping, m->running_jobs + m->running_stats,
-                     &m->last_fig);
+                     &m->last_fig, progress);
 }
 
 /* --- targets coming and going ----------------------------------------- */
@@ -408,6 +432,12 @@ static void decide_timers(struct manager *m, struct target *t, enum sched_reason
                 t->quiet_until = analyze_at < deep_at ? analyze_at : deep_at;
 }
 
+/* How long a VACUUM job of t should take on this host (ms), -1 unknown. */
+static int64_t vacuum_estimate_ms(const struct manager *m, const struct target *t)
+{
+        return sched_vacuum_estimate_ms(&m->rate, t->stat.file_size_bytes);
+}
+
 static void decide(struct manager *m, struct target *t)
 {
         const struct db_conf *dc = t->dc;
@@ -428,6 +458,9 @@ static void decide(struct manager *m, struct target *t)
                         t->memo->rowid_hold = false;
                 }
         }
+        /* In the window, not urgent: started only if it should end in it. */
+        d = sched_vacuum_fit(d, &dc->vacuum.window, minute_of_day(), (int)(now / 1000 % 60), vacuum_estimate_ms(m, t),
+                             m->ignore_window);
         if (d.action != SCHED_NONE) {
                 enqueue(m, t, d.action == SCHED_INCREMENTAL_VACUUM ? MAINT_OP_INCREMENTAL_VACUUM : MAINT_OP_VACUUM,
                         d.reason, d.reason == SCHED_REASON_URGENT);
@@ -435,8 +468,9 @@ static void decide(struct manager *m, struct target *t)
         }
         /* Due but held back: worth one line when it starts, not one per poll. */
         if (d.reason != t->logged_reason && (d.reason == SCHED_REASON_WAIT_WINDOW ||
-                                             d.reason == SCHED_REASON_MIN_INTERVAL))
-                event_vacuum_waits(t, &d, minute_of_day());
+                                             d.reason == SCHED_REASON_MIN_INTERVAL ||
+                                             d.reason == SCHED_REASON_WINDOW_SHORT))
+                event_vacuum_waits(t, &d, minute_of_day(), vacuum_estimate_ms(m, t), &m->rate);
         else if (d.reason != SCHED_REASON_ROWIDS)
                 event_nothing_to_do(t, d.reason);
         t->logged_reason = d.reason;
@@ -792,6 +826,50 @@ static uint64_t job_timeout(const struct manager *m, const struct target *t, enu
         return l->job_timeout_ms + (uint64_t)(gib * (double)l->vacuum_timeout_per_gib_ms);
 }
 
+/* How often a running VACUUM's phase is looked at (ms). */
+#define PROGRESS_TICK_MS 1000
+
+/* Where t's running VACUUM is, into *ret: false when t runs none. */
+static bool vacuum_progress(const struct manager *m, const struct target *t, struct report_progress *ret)
+{
+        const struct job *j = t->job;
+
+        if (!j || t->state != TARGET_RUNNING || (j->op != MAINT_OP_VACUUM && j->op != MAINT_OP_INCREMENTAL_VACUUM))
+                return false;
+        *ret = (struct report_progress){
+                .phase = (enum maint_phase)atomic_load(&((struct job *)j)->phase),
+                .started_ms = j->started_ms ? j->started_ms : util_wall_ms(),
+                .estimate_ms = j->op == MAINT_OP_VACUUM ? sched_vacuum_estimate_ms(&m->rate, t->stat.file_size_bytes)
+                                                        : -1,
+        };
+        return true;
+}
+
+/* Each running VACUUM's phase: a journal line and STATUS= when it moves
+ * on; the timer stops with the last VACUUM. */
+static void progress_cb(uv_timer_t *timer)
+{
+        struct manager *m = timer->data;
+        struct report_progress p;
+        struct target *t;
+        bool any = false;
+
+        TAILQ_FOREACH(t, &m->running, link) {
+                if (!vacuum_progress(m, t, &p))
+                        continue;
+                any = true;
+                if ((int)p.phase == t->job->logged_phase || p.phase == MAINT_PHASE_NONE)
+                        continue;
+                t->job->logged_phase = (int)p.phase;
+                event_vacuum_phase(t->path, p.phase, (uint64_t)(util_wall_ms() - p.started_ms),
+                                   report_progress_percent(&p, util_wall_ms()), p.estimate_ms);
+        }
+        if (!any)
+                uv_timer_stop(timer);
+        else
+                update_status(m); /* the estimate's percent moves on too */
+}
+
 static int start_job(struct manager *m, struct target *t, enum maint_op op)
 {
         struct maint_opts o;
@@ -815,7 +893,11 @@ static int start_job(struct manager *m, struct target *t, enum maint_op op)
                 return -EIO;
         }
         t->job = j;
+        j->logged_phase = MAINT_PHASE_NONE;
         set_state(m, t, op == MAINT_OP_STATS ? TARGET_STAT_RUNNING : TARGET_RUNNING);
+        if ((op == MAINT_OP_VACUUM || op == MAINT_OP_INCREMENTAL_VACUUM) &&
+            !uv_is_active((uv_handle_t *)&m->progress_timer))
+                uv_timer_start(&m->progress_timer, progress_cb, PROGRESS_TICK_MS, PROGRESS_TICK_MS);
         if (op == MAINT_OP_STATS)
                 m->running_stats++;
         else
@@ -944,6 +1026,17 @@ static void job_counted(struct manager *m, struct target *t, const struct job *j
         if (retried)
                 return;
         m->counts.jobs[j->op][report_result_of(r->status)]++;
+        if (j->op == MAINT_OP_VACUUM && r->status == MAINT_OK && r->have_before) {
+                /* about the last SCHED_RATE_SAMPLES, as the state file keeps them */
+                if (m->rate.n >= SCHED_RATE_SAMPLES) {
+                        m->rate.bytes -= m->rate.bytes / m->rate.n;
+                        m->rate.ms -= m->rate.ms / m->rate.n;
+                        m->rate.n--;
+                }
+                m->rate.bytes += r->before.file_size_bytes;
+                m->rate.ms += r->duration_ms;
+                m->rate.n++;
+        }
         m->counts.reclaimed[j->op] += maint_bytes_given_back(j->op, r);
         if ((mm = target_memo(t))) {
                 mm->has_last = true;
@@ -1629,7 +1722,10 @@ static bool next_targets(struct slices *sl, FILE *out)
                 const struct target *t = sl->m->targets.v[i];
 
                 if (!sl->metrics) {
-                        report_target_json(&sl->j, NULL, t, util_wall_ms());
+                        struct report_progress p;
+
+                        report_target_json(&sl->j, NULL, t, util_wall_ms(),
+                                           vacuum_progress(sl->m, t, &p) ? &p : NULL);
                 } else if (!report_metrics_exportable(t)) {
                         sl->left_out += sl->family == 0;
                 } else {
@@ -1773,6 +1869,7 @@ struct target_reply {
 static void fill_status_one(struct json *j, const void *arg)
 {
         const struct target_reply *tr = arg;
+        struct report_progress p;
         struct report_daemon d;
 
         daemon_figures(tr->m, &d);
@@ -1781,7 +1878,7 @@ static void fill_status_one(struct json *j, const void *arg)
         report_daemon_json(j, &d);
         json_object_end(j);
         json_array_begin(j, "databases");
-        report_target_json(j, NULL, tr->t, d.now_ms);
+        report_target_json(j, NULL, tr->t, d.now_ms, vacuum_progress(tr->m, tr->t, &p) ? &p : NULL);
         json_array_end(j);
 }
 
@@ -1794,7 +1891,7 @@ static void fill_explain(struct json *j, const void *arg)
 
         if (f) {
                 report_explain(f, tr->t, util_wall_ms(), minute_of_day(), tr->m->ignore_window,
-                               tr->m->conf->poll_interval_ms);
+                               tr->m->conf->poll_interval_ms, vacuum_estimate_ms(tr->m, tr->t));
                 if (fclose(f) != 0) {
                         free(text);
                         text = NULL;
@@ -2384,6 +2481,7 @@ int manager_new(struct manager **ret, const struct manager_options *o, struct co
                 manager_free(m);
                 return r;
         }
+        (void)state_vacuum_rate(m->state, &m->rate);
         if (state_load(m->state) < 0)
                 log_msg(LOG_WARNING, "cannot read the state file in %s, starting without history",
                         m->conf->state_dir);
@@ -2411,7 +2509,8 @@ int manager_new(struct manager **ret, const struct manager_options *o, struct co
         uv_timer_init(&m->loop, &m->prune_timer);
         uv_timer_init(&m->loop, &m->flood_timer);
         uv_timer_init(&m->loop, &m->metrics_timer);
-        m->metrics_timer.data = m;
+        uv_timer_init(&m->loop, &m->progress_timer);
+        m->metrics_timer.data = m->progress_timer.data = m;
         uv_timer_init(&m->loop, &m->notify_timer);
         uv_signal_init(&m->loop, &m->sig_hup);
         uv_signal_init(&m->loop, &m->sig_term);

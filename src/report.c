@@ -86,7 +86,18 @@ void report_daemon_json(struct json *j, const struct report_daemon *d)
         }
 }
 
-void report_target_json(struct json *j, const char *key, const struct target *t, int64_t now_ms)
+int report_progress_percent(const struct report_progress *p, int64_t now_ms)
+{
+        int64_t pct;
+
+        if (p->estimate_ms <= 0)
+                return -1;
+        pct = (now_ms - p->started_ms) * 100 / p->estimate_ms;
+        return pct < 0 ? 0 : pct > 99 ? 99 : (int)pct;
+}
+
+void report_target_json(struct json *j, const char *key, const struct target *t, int64_t now_ms,
+                        const struct report_progress *progress)
 {
         const struct target_memo *mm = target_memo_get(t);
         const struct dbstat *st = &t->stat;
@@ -127,6 +138,17 @@ void report_target_json(struct json *j, const char *key, const struct target *t,
                 json_str(j, "reason", sched_reason_name(t->reason));
                 json_bool(j, "urgent", t->urgent);
                 json_u64(j, "attempt", (uint64_t)t->attempt);
+                if (progress && t->state == TARGET_RUNNING) {
+                        int pct = report_progress_percent(progress, now_ms);
+
+                        json_str(j, "phase", maint_phase_name(progress->phase));
+                        json_i64(j, "started_ms", progress->started_ms);
+                        json_i64(j, "elapsed_ms", now_ms - progress->started_ms);
+                        if (pct >= 0) {
+                                json_i64(j, "estimated_ms", progress->estimate_ms);
+                                json_u64(j, "estimated_percent", (uint64_t)pct);
+                        }
+                }
                 json_object_end(j);
         }
         json_str(j, "decision", sched_reason_name(t->logged_reason));
@@ -138,18 +160,19 @@ void report_target_json(struct json *j, const char *key, const struct target *t,
         }
         json_bool(j, "rowid_hold", mm->rowid_hold);
         json_bool(j, "checkpoint_owed", mm->wal_owed);
-        (void)now_ms;
         json_object_end(j);
 }
 
 /* ---- explain ------------------------------------------------------------ */
 
-static void explain_vacuum(FILE *f, const struct target *t, int64_t now, int minute, bool ignore_window)
+static void explain_vacuum(FILE *f, const struct target *t, int64_t now, int minute, bool ignore_window,
+                           int64_t est_ms)
 {
         const struct vacuum_conf *vc = &t->dc->vacuum;
         const struct target_memo *mm = target_memo_get(t);
         const struct dbstat *st = &t->stat;
-        struct sched_decision d = sched_vacuum(st, vc, &t->hist, now, minute, ignore_window);
+        struct sched_decision d = sched_vacuum_fit(sched_vacuum(st, vc, &t->hist, now, minute, ignore_window),
+                                                   &vc->window, minute, (int)(now / 1000 % 60), est_ms, ignore_window);
         char a[32], b[32], c[48];
 
         fprintf(f, "Fragmentation %.2f%% (%" PRIu64 " free pages of %" PRIu64 ", %s reclaimable); its entry vacuums "
@@ -191,6 +214,12 @@ static void explain_vacuum(FILE *f, const struct target *t, int64_t now, int min
                 break;
         case SCHED_REASON_THRESHOLD:
                 fputs("That is past its threshold inside the window: a VACUUM runs as soon as a job slot is free. ", f);
+                break;
+        case SCHED_REASON_WINDOW_SHORT:
+                fprintf(f, "A VACUUM is due, but it should take about %s on this host (its past VACUUM jobs) and "
+                        "only %d min of the window are left: it waits for the next window (past the urgent "
+                        "threshold it would run at once). ", conf_format_duration((uint64_t)est_ms, b, sizeof(b)),
+                        sched_minutes_until_window_end(&vc->window, minute));
                 break;
         case SCHED_REASON_UNUSED:
                 fprintf(f, "The last deep scan found %.2f%% of the bytes of its pages unused (vacuum.unused_threshold "
@@ -269,14 +298,14 @@ static void explain_others(FILE *f, const struct target *t, int64_t now, uint64_
 }
 
 void report_explain(FILE *f, const struct target *t, int64_t now_ms, int minute, bool ignore_window,
-                    uint64_t poll_interval_ms)
+                    uint64_t poll_interval_ms, int64_t est_ms)
 {
         fprintf(f, "%s: ", t->path);
         explain_state(f, t);
         if (!t->have_stat)
                 fputs("No statistics yet (not read since the daemon started, or it could not be read). ", f);
         else
-                explain_vacuum(f, t, now_ms, minute, ignore_window);
+                explain_vacuum(f, t, now_ms, minute, ignore_window, est_ms);
         explain_others(f, t, now_ms, poll_interval_ms);
         fputc('\n', f);
 }

@@ -53,15 +53,26 @@ struct report_daemon {
 enum report_result report_result_of(enum maint_status s);
 const char *report_result_name(enum report_result r);
 
+/* A running VACUUM job, as status shows it. */
+struct report_progress {
+        enum maint_phase phase;
+        int64_t started_ms;  /* wall clock */
+        int64_t estimate_ms; /* the whole job, from this host's past VACUUMs; -1 unknown */
+};
+/* Percent of the estimate elapsed (0-99 while it runs), or -1 unknown. */
+int report_progress_percent(const struct report_progress *p, int64_t now_ms);
+
 /* The daemon's fields, into the object j is in. */
 void report_daemon_json(struct json *j, const struct report_daemon *d);
 /* One database as an object (its key: NULL in an array). now_ms: wall
  * clock ms. */
-void report_target_json(struct json *j, const char *key, const struct target *t, int64_t now_ms);
+void report_target_json(struct json *j, const char *key, const struct target *t, int64_t now_ms,
+                        const struct report_progress *progress);
 /* Why the scheduler plans what it plans for t now: one paragraph, plain
- * text, ending in a newline. minute: the local minute of the day. */
+ * text, ending in a newline. minute: the local minute of the day; est_ms:
+ * how long a VACUUM of t should take here (-1: not known). */
 void report_explain(FILE *f, const struct target *t, int64_t now_ms, int minute, bool ignore_window,
-                    uint64_t poll_interval_ms);
+                    uint64_t poll_interval_ms, int64_t est_ms);
 
 /* Prometheus text format, version 0.0.4: the daemon's metric families. */
 void report_metrics_daemon(FILE *f, const struct report_daemon *d);

@@ -243,6 +243,33 @@ const char *sched_reason_name(enum sched_reason r)
         case SCHED_REASON_ROWIDS: return "rowids";
         case SCHED_REASON_UNUSED: return "unused-space";
         case SCHED_REASON_REQUESTED: return "requested";
+        case SCHED_REASON_WINDOW_SHORT: return "window-too-short";
         default: return "none";
         }
+}
+
+int64_t sched_vacuum_estimate_ms(const struct sched_rate *rate, uint64_t bytes)
+{
+        if (rate->n == 0 || rate->bytes < 1024 * 1024 || rate->ms == 0)
+                return -1;
+        return (int64_t)((double)bytes * (double)rate->ms / (double)rate->bytes);
+}
+
+bool sched_fits_window(const struct window *w, int minute_of_day, int second, int64_t est_ms)
+{
+        int64_t left_ms;
+
+        if (w->always || est_ms < 0)
+                return true;
+        left_ms = (int64_t)sched_minutes_until_window_end(w, minute_of_day) * 60000 - (int64_t)second * 1000;
+        return est_ms <= left_ms;
+}
+
+struct sched_decision sched_vacuum_fit(struct sched_decision d, const struct window *w, int minute_of_day, int second,
+                                       int64_t est_ms, bool ignore_window)
+{
+        if (d.action == SCHED_VACUUM && d.reason != SCHED_REASON_URGENT && !ignore_window &&
+            !sched_fits_window(w, minute_of_day, second, est_ms))
+                return (struct sched_decision){ SCHED_NONE, SCHED_REASON_WINDOW_SHORT, d.unused };
+        return d;
 }

@@ -31,6 +31,7 @@ enum sched_reason {
         SCHED_REASON_ROWIDS,      /* due, but refused: it would renumber rowids (until the schema changes) */
         SCHED_REASON_UNUSED,      /* a deep scan found unused space inside pages at or above unused_threshold */
         SCHED_REASON_REQUESTED,   /* an admin asked for it (sqlite-maintctl run) */
+        SCHED_REASON_WINDOW_SHORT,/* due in the window, but its estimated duration does not fit what is left of it */
 };
 
 /* What is remembered of one database (state module persists the times). */
@@ -161,3 +162,24 @@ bool sched_hold_lasts(uint64_t until_ms, bool same_file, uint64_t now_ms);
 
 uint32_t sched_hash(const char *s); /* FNV-1a, for staggering */
 const char *sched_reason_name(enum sched_reason r);
+
+/* The past VACUUMs of this host, for the window fit: bytes of database
+ * they went through and the milliseconds they took (each job whole, its
+ * checks included), summed over the last SCHED_RATE_SAMPLES. */
+#define SCHED_RATE_SAMPLES 20
+struct sched_rate {
+        uint64_t bytes, ms;
+        unsigned n;
+};
+/* The time a VACUUM job of a file of bytes should take at rate (ms), or
+ * -1 when the rate is not known well enough (no past VACUUM, or less
+ * than 1 MiB of them). */
+int64_t sched_vacuum_estimate_ms(const struct sched_rate *rate, uint64_t bytes);
+/* Whether a VACUUM estimated to take est_ms (-1: unknown, which fits)
+ * fits in what is left of window w at minute_of_day and second: an
+ * urgent one, an always-open window and an unknown estimate always do. */
+bool sched_fits_window(const struct window *w, int minute_of_day, int second, int64_t est_ms);
+/* d (from sched_vacuum()) held back as SCHED_REASON_WINDOW_SHORT when it
+ * is a full VACUUM in the window, not urgent, that would not end in it. */
+struct sched_decision sched_vacuum_fit(struct sched_decision d, const struct window *w, int minute_of_day, int second,
+                                       int64_t est_ms, bool ignore_window);

@@ -111,7 +111,11 @@ static int open_state_db(struct state *s, const char *path)
                             "  bytes_given_back INTEGER NOT NULL,"
                             "  message TEXT NOT NULL"
                             ");"
-                            "CREATE INDEX IF NOT EXISTS jobs_by_path ON jobs(path, finished_ms);",
+                            "CREATE INDEX IF NOT EXISTS jobs_by_path ON jobs(path, finished_ms);"
+                            "CREATE TABLE IF NOT EXISTS vacuum_rates("
+                            "  bytes INTEGER NOT NULL,"
+                            "  duration_ms INTEGER NOT NULL"
+                            ");",
                             NULL, NULL, NULL);
 }
 
@@ -531,4 +535,46 @@ int state_jobs_json(struct state *s, const char *path, int64_t since_ms, size_t 
         }
         pthread_mutex_unlock(&s->lock);
         return rc == SQLITE_DONE ? 0 : -EIO;
+}
+
+int state_record_vacuum_rate(struct state *s, uint64_t bytes, uint64_t duration_ms)
+{
+        sqlite3_stmt *st;
+        int rc;
+
+        pthread_mutex_lock(&s->lock);
+        rc = sqlite3_prepare_v2(s->db, "INSERT INTO vacuum_rates(bytes, duration_ms) VALUES(?1, ?2)", -1, &st, NULL);
+        if (rc == SQLITE_OK) {
+                sqlite3_bind_int64(st, 1, (sqlite3_int64)bytes);
+                sqlite3_bind_int64(st, 2, (sqlite3_int64)duration_ms);
+                rc = sqlite3_step(st);
+                sqlite3_finalize(st);
+        }
+        if (rc == SQLITE_DONE)
+                (void)sqlite3_exec(s->db, "DELETE FROM vacuum_rates WHERE rowid <= (SELECT max(rowid) FROM "
+                                   "vacuum_rates) - " STRINGIFY(SCHED_RATE_SAMPLES), NULL, NULL, NULL);
+        pthread_mutex_unlock(&s->lock);
+        return rc == SQLITE_DONE ? 0 : -EIO;
+}
+
+int state_vacuum_rate(struct state *s, struct sched_rate *ret)
+{
+        sqlite3_stmt *st;
+        int rc;
+
+        *ret = (struct sched_rate){ 0 };
+        pthread_mutex_lock(&s->lock);
+        rc = sqlite3_prepare_v2(s->db, "SELECT count(*), total(bytes), total(duration_ms) FROM (SELECT * FROM "
+                                "vacuum_rates ORDER BY rowid DESC LIMIT " STRINGIFY(SCHED_RATE_SAMPLES) ")",
+                                -1, &st, NULL);
+        if (rc == SQLITE_OK) {
+                rc = sqlite3_step(st);
+                if (rc == SQLITE_ROW)
+                        *ret = (struct sched_rate){ (uint64_t)sqlite3_column_double(st, 1),
+                                                    (uint64_t)sqlite3_column_double(st, 2),
+                                                    (unsigned)sqlite3_column_int(st, 0) };
+                sqlite3_finalize(st);
+        }
+        pthread_mutex_unlock(&s->lock);
+        return rc == SQLITE_ROW ? 0 : -EIO;
 }

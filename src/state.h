@@ -61,6 +61,14 @@ int state_record_job(struct state *s, const char *path, enum maint_op op, const 
 struct json;
 int state_jobs_json(struct state *s, const char *path, int64_t since_ms, size_t limit, struct json *j);
 
+/* A VACUUM job that went through bytes of database in duration_ms: one of
+ * the last SCHED_RATE_SAMPLES the window fit estimates from. Safe from
+ * any thread; it writes. 0 or negative errno. */
+int state_record_vacuum_rate(struct state *s, uint64_t bytes, uint64_t duration_ms);
+/* Their sums, into *ret (all zero when none). Loop thread, at start. 0 or
+ * negative errno. */
+int state_vacuum_rate(struct state *s, struct sched_rate *ret);
+
 /* Forget the databases whose files are gone (lstat: ENOENT or ENOTDIR):
  * their history and recorded counts. Blocks (file system, fsync): call from
  * a worker. Returns the number of databases forgotten, or negative errno. */

@@ -138,3 +138,91 @@ def test_bad_hook_settings_name_file_line_column(tmp_path):
     p = subprocess.run([helpers.MAINTD_BIN, "-n", "-c", str(cfg)], capture_output=True, text=True, timeout=60)
     assert p.returncode != 0, p
     assert f"{cfg}:5:22: invalid before_vacuum 'relative/script': expected an absolute path" in p.stderr, p.stderr
+
+
+def wait_file(path, timeout=LONG_WAIT):
+    import time
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if os.path.exists(path):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{path} never appeared")
+
+
+def test_progress_of_a_running_vacuum(daemon, shared):
+    """A running VACUUM's phase, reported by its job process: in status
+    (with the share of this host's estimate), STATUS= and the journal.
+    Hooks that wait for the test hold it in a phase as long as needed."""
+    import sqlite3
+
+    db = os.path.join(shared, "p.db")
+    helpers.make_fragmented_db(db, delete_fraction=0.25)
+    state = os.path.join(shared, "state")
+    os.makedirs(state, mode=0o700)
+    con = sqlite3.connect(os.path.join(state, "state.db"))
+    con.execute("CREATE TABLE vacuum_rates(bytes INTEGER NOT NULL, duration_ms INTEGER NOT NULL)")
+    con.execute("INSERT INTO vacuum_rates VALUES(?, 3600000)", (os.path.getsize(db),))  # an hour for this file
+    con.commit()
+    con.close()
+    entered, release = os.path.join(shared, "entered"), os.path.join(shared, "release")
+    hold = script(os.path.join(shared, "hold"), f"touch {entered}\nwhile [ ! -e {release} ]; do sleep 0.05; done\n")
+    d, sock = start(daemon, shared, [db], {"before_vacuum": hold})
+    q = helpers.run_ctl("--socket", sock, "run", "vacuum", db, "--json")
+    assert q.rc == 0 and q.one()["message"] == "queued", q.describe()
+    wait_file(entered)
+    e = d.wait_for_entry(M(message=f"{db}: VACUUM before_vacuum hook (running for"))
+    assert e["PHASE"] == "before_vacuum hook" and "PROGRESS_PERCENT" in e, e
+    job = helpers.run_ctl("--socket", sock, "status", "--json", db).one()["databases"][0]["job"]
+    assert job["operation"] == "vacuum" and job["phase"] == "before_vacuum hook", job
+    assert job["estimated_ms"] > 3000000 and 0 <= job["estimated_percent"] <= 99, job
+    _, n = d.notify.wait_for(lambda n: f"; now: VACUUM of {db}: before_vacuum hook, about " in (n.value("STATUS") or ""),
+                             alive=d.alive)
+    assert n.value("STATUS").startswith("Watching 1 database; 1 job running, 0 queued; "), n.text
+    open(release, "w").close()
+    d.wait_for_entry(M("VACUUM_DONE", DB_PATH=db), timeout=LONG_WAIT)
+    assert helpers.freelist_count(db) == 0
+
+
+def test_ctl_progress_line_only_on_a_terminal(shared):
+    """sqlite-maintctl vacuum shows a progress line on a terminal (stderr)
+    for a long job, and none when stderr is not one."""
+    import pty
+    import select
+
+    db = os.path.join(shared, "t.db")
+    helpers.make_fragmented_db(db, delete_fraction=0.25)
+    entered, release = os.path.join(shared, "entered"), os.path.join(shared, "release")
+    hold = script(os.path.join(shared, "hold"), f"touch {entered}\nwhile [ ! -e {release} ]; do sleep 0.05; done\n")
+    cfg = os.path.join(shared, "c.yaml")
+    with open(cfg, "w") as f:
+        f.write(f"databases:\n  - path: {db}\n    vacuum:\n      before_vacuum: {hold}\n")
+    master, slave = pty.openpty()
+    p = subprocess.Popen([helpers.MAINTCTL_BIN, "-c", cfg, "vacuum", "--force", db], stdin=subprocess.DEVNULL,
+                         stdout=subprocess.PIPE, stderr=slave)
+    os.close(slave)
+    seen = b""
+    try:
+        while b"VACUUM before_vacuum hook" not in seen:
+            r, _, _ = select.select([master], [], [], LONG_WAIT)
+            assert r, f"no progress line on the terminal: {seen!r}"
+            seen += os.read(master, 4096)
+        open(release, "w").close()
+        out, _ = p.communicate(timeout=LONG_WAIT)
+    finally:
+        if p.poll() is None:
+            p.kill()
+        open(release, "a").close()
+    assert p.returncode == 0, (out, seen)
+    assert b"\r" in seen and b"\n" not in seen.split(b"VACUUM before_vacuum hook", 1)[1].split(b"\r", 1)[0]
+    assert b"\r" not in out
+
+    os.unlink(entered)
+    os.unlink(release)
+    # --force: the packed file is vacuumed again, as long
+    q = subprocess.Popen([helpers.MAINTCTL_BIN, "-c", cfg, "vacuum", "--force", db], stdin=subprocess.DEVNULL,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    wait_file(entered)
+    open(release, "w").close()
+    out, err = q.communicate(timeout=LONG_WAIT)
+    assert q.returncode == 0 and b"\r" not in err and b"VACUUM before_vacuum hook" not in err, (out, err)

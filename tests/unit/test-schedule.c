@@ -851,14 +851,49 @@ static void test_reason_names(void)
                 { SCHED_REASON_AFTER_VACUUM, "after-vacuum" },
                 { SCHED_REASON_ROWIDS, "rowids" },
                 { SCHED_REASON_UNUSED, "unused-space" },
+                { SCHED_REASON_REQUESTED, "requested" },
+                { SCHED_REASON_WINDOW_SHORT, "window-too-short" },
         };
 
         for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
                 CHECK_STREQ(sched_reason_name(names[i].r), names[i].name);
 }
 
+/* The window fit: an estimate from the host's past VACUUMs, and a VACUUM
+ * in the window that would not end in it waits (urgent ones do not). */
+static void test_window_fit(void)
+{
+        struct window w = { .always = false, .start_min = 120, .end_min = 300 }; /* 02:00-05:00 */
+        struct window always = { .always = true };
+        struct sched_rate none = { 0 }, tiny = { 512 * 1024, 1000, 1 }, rate = { 100u << 20, 10000, 2 };
+        struct sched_decision due = { SCHED_VACUUM, SCHED_REASON_THRESHOLD, false };
+        struct sched_decision urgent = { SCHED_VACUUM, SCHED_REASON_URGENT, false };
+        struct sched_decision d;
+
+        CHECK(sched_vacuum_estimate_ms(&none, 1u << 30) == -1);  /* no past VACUUM */
+        CHECK(sched_vacuum_estimate_ms(&tiny, 1u << 30) == -1);  /* under 1 MiB of them */
+        CHECK(sched_vacuum_estimate_ms(&rate, 100u << 20) == 10000);
+        CHECK(sched_vacuum_estimate_ms(&rate, 1000u << 20) == 100000);
+
+        CHECK(sched_fits_window(&w, 200, 0, -1));               /* unknown: it runs */
+        CHECK(sched_fits_window(&always, 200, 0, 86400000));
+        CHECK(sched_fits_window(&w, 290, 0, 10 * 60000));       /* 10 min left, 10 min needed */
+        CHECK(!sched_fits_window(&w, 290, 1, 10 * 60000));      /* a second less */
+        CHECK(!sched_fits_window(&w, 299, 0, 61000));
+
+        d = sched_vacuum_fit(due, &w, 290, 30, 20 * 60000, false);
+        CHECK(d.action == SCHED_NONE && d.reason == SCHED_REASON_WINDOW_SHORT);
+        d = sched_vacuum_fit(due, &w, 200, 0, 20 * 60000, false);
+        CHECK(d.action == SCHED_VACUUM && d.reason == SCHED_REASON_THRESHOLD);
+        d = sched_vacuum_fit(urgent, &w, 299, 0, 86400000, false);
+        CHECK(d.action == SCHED_VACUUM && d.reason == SCHED_REASON_URGENT);
+        d = sched_vacuum_fit(due, &w, 299, 0, 86400000, true);  /* --ignore-window */
+        CHECK(d.action == SCHED_VACUUM);
+}
+
 int main(void)
 {
+        test_window_fit();
         test_windows();
         test_thresholds();
         test_min_interval_and_reclaim();
