@@ -19,6 +19,7 @@
 
 #include "control.h"
 #include "log.h"
+#include "util.h"
 
 struct control_conn {
         uv_pipe_t pipe;
@@ -367,8 +368,19 @@ static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
                 return;
         }
         c->asked = true;
+        /* its request read: no read timeout while the daemon works on it
+         * (run --wait waits for the job, however long) */
+        uv_timer_stop(&c->timer);
         c->ctl->h.request(c->ctl->h.userdata, c, &req);
         free(req.db);
+}
+
+static bool in_groups(const gid_t *v, size_t n, int64_t gid)
+{
+        for (size_t i = 0; i < n; i++)
+                if ((int64_t)v[i] == gid)
+                        return true;
+        return false;
 }
 
 /* Root, the daemon's own user, or a member of the group (its primary
@@ -377,7 +389,8 @@ static bool peer_allowed(const struct control *ctl, int fd, uid_t *uid)
 {
         struct ucred cred;
         socklen_t len = sizeof(cred);
-        gid_t groups[256];
+        gid_t groups[256], *many;
+        bool ok;
 
         if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
                 return false;
@@ -389,12 +402,15 @@ static bool peer_allowed(const struct control *ctl, int fd, uid_t *uid)
         if ((int64_t)cred.gid == ctl->gid)
                 return true;
         len = sizeof(groups);
-        if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &len) < 0)
+        if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &len) == 0)
+                return in_groups(groups, len / sizeof(gid_t), ctl->gid);
+        if (errno != ERANGE) /* len: the room its groups need */
                 return false;
-        for (size_t i = 0; i < len / sizeof(gid_t); i++)
-                if ((int64_t)groups[i] == ctl->gid)
-                        return true;
-        return false;
+        many = malloc(len);
+        ok = many && getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, many, &len) == 0 &&
+             in_groups(many, len / sizeof(gid_t), ctl->gid);
+        free(many);
+        return ok;
 }
 
 static void on_connection(uv_stream_t *server, int status)
@@ -479,6 +495,25 @@ static int clear_stale(const char *path, const char **why)
         return 0;
 }
 
+/* 0 when path's directory exists, else a negative errno (libuv's bind
+ * says EACCES where the kernel said ENOENT). */
+static int parent_exists(const char *path)
+{
+        char dir[sizeof(((struct sockaddr_un *)0)->sun_path)];
+        struct stat st;
+        char *slash;
+
+        util_strlcpy(dir, path, sizeof(dir));
+        slash = strrchr(dir, '/');
+        if (!slash)
+                return 0;
+        if (slash == dir)
+                slash[1] = '\0';
+        else
+                *slash = '\0';
+        return stat(dir, &st) < 0 ? -errno : S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
+}
+
 int control_open(uv_loop_t *loop, const char *path, int64_t gid, const struct control_handlers *h,
                  struct control **ret, const char **why)
 {
@@ -492,6 +527,17 @@ int control_open(uv_loop_t *loop, const char *path, int64_t gid, const struct co
         int r;
 
         *ret = NULL;
+        if (strlen(path) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
+                free(ctl);
+                *why = "the path is longer than a socket's 107 bytes";
+                return -ENAMETOOLONG;
+        }
+        r = parent_exists(path);
+        if (r < 0) {
+                free(ctl);
+                *why = "its directory is missing";
+                return r;
+        }
         *why = "out of memory";
         if (!ctl || !(ctl->path = strdup(path))) {
                 free(ctl);

@@ -192,14 +192,17 @@ static void print_status(sqlite3 *db, const char *reply)
                 "json_extract(value, '$.fragmentation_percent'), json_extract(value, '$.file_size_bytes'), "
                 "json_extract(value, '$.wal_size_bytes'), json_extract(value, '$.last_vacuum_ms'), "
                 "json_extract(value, '$.last_analyze_ms'), json_extract(value, '$.decision'), "
-                "json_extract(value, '$.job.operation'), json_extract(value, '$.hold.reason') "
+                "json_extract(value, '$.job.operation'), json_extract(value, '$.hold.reason'), "
+                "json_extract(value, '$.job.phase'), json_extract(value, '$.job.estimated_percent'), "
+                "json_extract(value, '$.job.reason') "
                 "FROM json_each(?1, '$.databases')";
         sqlite3_stmt *st = query(db, daemon_sql, reply);
         char a[32], b[32], c[32], d[32], safe[3 * PATH_MAX];
 
         if (st && sqlite3_step(st) == SQLITE_ROW)
-                printf("sqlite-maintd: %s databases watched, %s jobs running, %s queued; up %lld s; last poll %s; "
-                       "config %s\n\n", col(st, 1), col(st, 2), col(st, 3),
+                printf("sqlite-maintd: %s database%s watched, %s job%s running, %s queued; up %lld s; last poll %s; "
+                       "config %s\n\n", col(st, 1), sqlite3_column_int(st, 1) == 1 ? "" : "s", col(st, 2),
+                       sqlite3_column_int(st, 2) == 1 ? "" : "s", col(st, 3),
                        (long long)(sqlite3_column_int64(st, 4) / 1000), when(st, 5, a, sizeof(a)),
                        util_escape(col(st, 0), safe, sizeof(safe)));
         sqlite3_finalize(st);
@@ -210,13 +213,22 @@ static void print_status(sqlite3 *db, const char *reply)
                 char next[64];
                 const char *state = col(st, 1);
 
-                if (sqlite3_column_type(st, 8) != SQLITE_NULL)
-                        snprintf(next, sizeof(next), "%s (%s)", col(st, 8), col(st, 7));
+                if (sqlite3_column_type(st, 10) != SQLITE_NULL && sqlite3_column_type(st, 11) != SQLITE_NULL)
+                        snprintf(next, sizeof(next), "%s: %s %d%%", col(st, 8), col(st, 10),
+                                 sqlite3_column_int(st, 11));
+                else if (sqlite3_column_type(st, 10) != SQLITE_NULL)
+                        snprintf(next, sizeof(next), "%s: %s", col(st, 8), col(st, 10));
+                else if (sqlite3_column_type(st, 8) != SQLITE_NULL)
+                        snprintf(next, sizeof(next), "%s (%s)", col(st, 8), col(st, 12));
                 else if (sqlite3_column_type(st, 9) != SQLITE_NULL)
                         snprintf(next, sizeof(next), "held: %s", col(st, 9));
                 else
                         snprintf(next, sizeof(next), "%s", col(st, 7));
-                printf("%-18s %7.2f %10s %10s %-16s %-16s %-20s %s\n", state, sqlite3_column_double(st, 2),
+                char frag[16] = "-";
+
+                if (sqlite3_column_type(st, 2) != SQLITE_NULL)
+                        snprintf(frag, sizeof(frag), "%.2f", sqlite3_column_double(st, 2));
+                printf("%-18s %7s %10s %10s %-16s %-16s %-20s %s\n", state, frag,
                        sqlite3_column_type(st, 3) == SQLITE_NULL
                                ? "-"
                                : util_format_bytes((uint64_t)sqlite3_column_int64(st, 3), a, sizeof(a)),
@@ -234,7 +246,10 @@ static void print_status(sqlite3 *db, const char *reply)
 static int run_result(sqlite3 *db, const char *reply, bool print)
 {
         static const char sql[] = "SELECT json_extract(?1, '$.db'), json_extract(?1, '$.operation'), "
-                                  "json_extract(?1, '$.result'), json_extract(?1, '$.message')";
+                                  "json_extract(?1, '$.result'), json_extract(?1, '$.message'), "
+                                  "json_extract(?1, '$.fragmentation_before_percent'), "
+                                  "json_extract(?1, '$.fragmentation_after_percent'), "
+                                  "json_extract(?1, '$.bytes_given_back'), json_extract(?1, '$.duration_ms')";
         sqlite3_stmt *st = query(db, sql, reply);
         int code = 1;
         char safe[3 * PATH_MAX], msg[3 * 2048];
@@ -248,9 +263,17 @@ static int run_result(sqlite3 *db, const char *reply, bool print)
                 } else {
                         const char *result = col(st, 2);
 
+                        char figures[160] = "", a[32];
+
+                        if (sqlite3_column_type(st, 4) != SQLITE_NULL && sqlite3_column_type(st, 5) != SQLITE_NULL)
+                                snprintf(figures, sizeof(figures), ": fragmentation %.2f%% -> %.2f%%, %s given back, "
+                                         "%lld ms", sqlite3_column_double(st, 4), sqlite3_column_double(st, 5),
+                                         util_format_bytes((uint64_t)sqlite3_column_int64(st, 6), a, sizeof(a)),
+                                         (long long)sqlite3_column_int64(st, 7));
                         if (print)
-                                printf("%s: %s: %s%s%s\n", util_escape(col(st, 0), safe, sizeof(safe)), col(st, 1),
-                                       result, *col(st, 3) ? ": " : "", util_escape(col(st, 3), msg, sizeof(msg)));
+                                printf("%s: %s: %s%s%s%s\n", util_escape(col(st, 0), safe, sizeof(safe)), col(st, 1),
+                                       result, figures, *col(st, 3) ? ": " : "",
+                                       util_escape(col(st, 3), msg, sizeof(msg)));
                         for (int s = 0; s <= MAINT_HOOK_REFUSED; s++)
                                 if (strcmp(maint_status_name((enum maint_status)s), result) == 0)
                                         code = ctl_exit_code((enum maint_status)s);
@@ -298,8 +321,13 @@ static int show(const char *command, const char *reply, bool json)
                 err("the daemon's reply is not JSON");
                 code = 1;
         } else if (sqlite3_column_int(st, 1) != 1) {
-                err("%s", col(st, 2));
-                code = 1;
+                const char *e = col(st, 2);
+
+                err("%s", e);
+                /* the daemon's own bounds: it could not be reached for this */
+                code = strncmp(e, "permission denied", 17) == 0 || strncmp(e, "too many connections", 20) == 0
+                               ? CTLCLIENT_EXIT_NO_DAEMON
+                               : 1;
         } else if (json) {
                 fputs(reply, stdout);
                 if (strcmp(command, "run") == 0)

@@ -148,6 +148,7 @@ struct manager {
         uv_timer_t metrics_timer;    /* a write put off to METRICS_MIN_GAP_MS after the last */
         uv_timer_t progress_timer;   /* while a VACUUM runs: its phases, each second */
         struct metrics_write *metrics_writing; /* the metrics file being written, or NULL */
+        bool metrics_failing;        /* its last write failed (said once) */
 };
 
 /* A client of run --wait: answered when its job ends. */
@@ -204,6 +205,14 @@ static struct target_list *state_list(struct manager *m, enum target_state s)
 static void set_state(struct manager *m, struct target *t, enum target_state s)
 {
         struct target_list *from = state_list(m, t->state), *to = state_list(m, s);
+
+        /* off the queue without running (its window closed, it could not
+         * start, the daemon stops): run --wait is told now */
+        if (t->state == TARGET_QUEUED && s != TARGET_QUEUED && s != TARGET_RUNNING && !LIST_EMPTY(&m->waiters))
+                answer_waiters(m, t, t->op, NULL, m->stopping ? "the daemon is stopping; its job did not run"
+                                                             : "its job was taken off the queue without running "
+                                                               "(its window closed, or it could not start); "
+                                                               "the journal says why");
 
         if (from != to) {
                 if (from)
@@ -926,6 +935,8 @@ static void job_succeeded(struct target *t, const struct job *j)
         case MAINT_OP_CHECKPOINT:
                 checkpoint_done(t);
                 break;
+        case MAINT_OP_CHECK: /* job_counted() keeps its time */
+                break;
         case MAINT_OP_DEEP_SCAN:
                 t->hist.last_deep_scan_ms = j->finished_ms;
                 t->hist.deep_known = r->have_deep;
@@ -1044,6 +1055,7 @@ static void job_counted(struct manager *m, struct target *t, const struct job *j
                 mm->last_status = r->status;
                 mm->last_job_ms = j->finished_ms;
                 mm->last_given_back = maint_bytes_given_back(j->op, r);
+                mm->last[j->op] = (struct target_last){ j->finished_ms, r->status, mm->last_given_back };
                 if (r->status == MAINT_OK &&
                     (j->op == MAINT_OP_CHECK || (j->op == MAINT_OP_VACUUM && t->dc->vacuum.integrity != INTEGRITY_NONE)))
                         mm->last_check_ms = j->finished_ms;
@@ -1592,6 +1604,9 @@ static void reload(struct manager *m)
         }
         if (strcmp(c->state_dir, m->conf->state_dir) != 0)
                 event_state_dir_kept(c->state_dir, m->conf->state_dir);
+        if (strcmp(c->control_socket, m->conf->control_socket) != 0 || c->control_gid != m->conf->control_gid)
+                log_msg(LOG_NOTICE, "control_socket and control_group changed: they take effect at the next "
+                        "start; %s stays as it was", m->conf->control_socket);
         old = m->conf;
         m->conf = c;
         /* the admin's part of each path is resolved again: a reload is
@@ -1896,6 +1911,11 @@ static void fill_explain(struct json *j, const void *arg)
                         free(text);
                         text = NULL;
                 }
+                /* each sentence ends in a space: not the last */
+                while (text && len >= 2 && text[len - 2] == ' ') {
+                        text[len - 2] = '\n';
+                        text[--len] = '\0';
+                }
         }
         json_bool(j, "ok", text != NULL);
         json_str(j, "db", tr->t->path);
@@ -2012,8 +2032,12 @@ static void control_history(struct manager *m, struct control_conn *c, const str
 /* The jobs run asks for, by their names; -1 for another word. */
 static int run_op(const struct target *t, const char *name)
 {
+        /* incremental where the entry and the database allow it, as the
+         * scheduler chooses (sched_vacuum_action()); else a full VACUUM */
         if (strcmp(name, "vacuum") == 0)
-                return t->dc->vacuum.mode == VACUUM_MODE_INCREMENTAL ? MAINT_OP_INCREMENTAL_VACUUM : MAINT_OP_VACUUM;
+                return t->have_stat && sched_vacuum_action(&t->stat, &t->dc->vacuum) == SCHED_INCREMENTAL_VACUUM
+                               ? MAINT_OP_INCREMENTAL_VACUUM
+                               : MAINT_OP_VACUUM;
         if (strcmp(name, "analyze") == 0)
                 return MAINT_OP_ANALYZE;
         if (strcmp(name, "check") == 0)
@@ -2041,7 +2065,10 @@ static void control_run(struct manager *m, struct control_conn *c, struct target
         struct run_reply rr = { .t = t, .op = (enum maint_op)op };
 
         if (op < 0) {
-                reply_error(c, "unknown operation '%s': vacuum, analyze, check or checkpoint", name);
+                if (*name)
+                        reply_error(c, "unknown operation '%s': vacuum, analyze, check or checkpoint", name);
+                else
+                        reply_error(c, "run needs \"operation\": vacuum, analyze, check or checkpoint");
                 return;
         }
         if (m->dry_run || m->stopping) {
@@ -2182,9 +2209,21 @@ struct metrics_write {
         struct manager *m;
         struct slices *sl;
         FILE *f;
-        char tmp[PATH_MAX];
+        char path[PATH_MAX]; /* metrics_file when it began: a reload may change it meanwhile */
+        char tmp[PATH_MAX + 16];
         uv_idle_t idle;
 };
+
+/* A failure said once while it lasts, and its end. */
+static void metrics_said(struct manager *m, const char *path, int r)
+{
+        if (r < 0 && !m->metrics_failing)
+                log_msg(LOG_WARNING, "metrics file %s: cannot write it: %s (said once until it can; a unit's "
+                        "ReadWritePaths= must name its directory)", path, strerror(-r));
+        else if (r == 0 && m->metrics_failing)
+                log_msg(LOG_NOTICE, "metrics file %s: written again", path);
+        m->metrics_failing = r < 0;
+}
 
 static void metrics_write_closed(uv_handle_t *h)
 {
@@ -2202,14 +2241,11 @@ static void metrics_write_step(uv_idle_t *idle)
         r = ferror(w->f) ? -EIO : 0;
         if (fclose(w->f) != 0 && r == 0)
                 r = -errno;
-        if (r == 0 && done && rename(w->tmp, w->m->conf->metrics_file) < 0)
+        if (r == 0 && done && rename(w->tmp, w->path) < 0)
                 r = -errno;
-        if (r < 0 || !done) {
+        if (r < 0 || !done)
                 unlink(w->tmp);
-                if (r < 0)
-                        log_msg(LOG_WARNING, "metrics file %s: cannot write it: %s", w->m->conf->metrics_file,
-                                strerror(-r));
-        }
+        metrics_said(w->m, w->path, r);
         slices_free(w->sl);
         w->m->metrics_writing = NULL;
         uv_idle_stop(idle);
@@ -2224,14 +2260,17 @@ static void metrics_write_start(struct manager *m)
         if (!m->conf->metrics_file || m->once || m->stopping || m->metrics_writing)
                 return;
         m->metrics_written_at = util_monotonic_ms();
+        errno = 0;
         w = calloc(1, sizeof(*w));
-        if (!w || (size_t)snprintf(w->tmp, sizeof(w->tmp), "%s.tmp.XXXXXX", m->conf->metrics_file) >= sizeof(w->tmp) ||
+        if (!w || (size_t)snprintf(w->path, sizeof(w->path), "%s", m->conf->metrics_file) >= sizeof(w->path) ||
+            (size_t)snprintf(w->tmp, sizeof(w->tmp), "%s.tmp.XXXXXX", w->path) >= sizeof(w->tmp) ||
             !(w->sl = slices_new(m, true)) || (fd = mkostemp(w->tmp, O_CLOEXEC)) < 0) {
+                int e = errno ? errno : ENOMEM;
+
                 if (w)
                         free(w->sl);
                 free(w);
-                log_msg(LOG_WARNING, "metrics file %s: cannot make a temporary file beside it: %s",
-                        m->conf->metrics_file, strerror(errno));
+                metrics_said(m, m->conf->metrics_file, -e);
                 return;
         }
         (void)fchmod(fd, 0644); /* node_exporter runs as a user of its own */

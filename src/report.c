@@ -131,6 +131,17 @@ void report_target_json(struct json *j, const char *key, const struct target *t,
                 json_u64(j, "bytes_given_back", mm->last_given_back);
                 json_object_end(j);
         }
+        json_object_begin(j, "last");
+        for (int op = MAINT_OP_VACUUM; op <= MAINT_OP_DEEP_SCAN; op++) {
+                if (!mm->last[op].ms)
+                        continue;
+                json_object_begin(j, maint_op_name((enum maint_op)op));
+                json_i64(j, "finished_ms", mm->last[op].ms);
+                json_str(j, "result", maint_status_name(mm->last[op].status));
+                json_u64(j, "bytes_given_back", mm->last[op].given_back);
+                json_object_end(j);
+        }
+        json_object_end(j);
         json_u64(j, "job_failures", (uint64_t)mm->job_failures);
         if (t->state == TARGET_QUEUED || t->state == TARGET_RUNNING) {
                 json_object_begin(j, "job");
@@ -145,8 +156,11 @@ void report_target_json(struct json *j, const char *key, const struct target *t,
                         json_i64(j, "started_ms", progress->started_ms);
                         json_i64(j, "elapsed_ms", now_ms - progress->started_ms);
                         if (pct >= 0) {
+                                int64_t left = progress->started_ms + progress->estimate_ms - now_ms;
+
                                 json_i64(j, "estimated_ms", progress->estimate_ms);
                                 json_u64(j, "estimated_percent", (uint64_t)pct);
+                                json_i64(j, "estimated_left_ms", left > 0 ? left : 0);
                         }
                 }
                 json_object_end(j);
@@ -180,6 +194,8 @@ static void explain_vacuum(FILE *f, const struct target *t, int64_t now, int min
                 st->fragmentation_percent, st->freelist_count, st->page_count,
                 util_format_bytes(st->estimated_wasted_space_bytes, a, sizeof(a)), vc->threshold,
                 vc->urgent_threshold);
+        if (t->state != TARGET_IDLE) /* what is under way, or the hold, is what counts now */
+                return;
         if (vc->window.always)
                 fputs("(Its window is always open.) ", f);
         else
@@ -278,8 +294,11 @@ static void explain_others(FILE *f, const struct target *t, int64_t now, uint64_
                 fputs("ANALYZE is off for it (analyze.interval: never). ", f);
         } else {
                 due = sched_analyze_due(&t->dc->analyze, &t->hist, poll_interval_ms, t->hash);
-                fprintf(f, "ANALYZE: the last %s; the next look at its statistics ", when(t->hist.last_analyze_ms, a,
-                        sizeof(a)));
+                if (t->hist.last_analyze_ms > 0)
+                        fprintf(f, "ANALYZE: the last at %s; the next look at its statistics ",
+                                when(t->hist.last_analyze_ms, a, sizeof(a)));
+                else
+                        fputs("ANALYZE: none yet; the first look at its statistics ", f);
                 if (due <= now)
                         fputs("is due now", f);
                 else
@@ -382,6 +401,8 @@ static const struct {
         { "sqlite_maintd_database_last_analyze_timestamp_seconds", "The last successful ANALYZE, Unix time." },
         { "sqlite_maintd_database_corrupt", "1 while a check found the database corrupt and it is held." },
         { "sqlite_maintd_database_job_failures", "Maintenance jobs that failed in a row." },
+        { "sqlite_maintd_database_last_check_timestamp_seconds",
+          "The last integrity check that passed (alone or around a VACUUM), Unix time; since the daemon started." },
 };
 
 void report_metrics_family_head(FILE *f, int fam)
@@ -433,6 +454,7 @@ bool report_metrics_sample(FILE *f, int fam, const struct target *t)
         case 9: if (t->hist.last_analyze_ms <= 0) return false; v = (double)t->hist.last_analyze_ms / 1000.0; break;
         case 10: v = t->state == TARGET_HELD && mm->hold_status == MAINT_CORRUPT; break;
         case 11: v = mm->job_failures; break;
+        case 12: if (mm->last_check_ms <= 0) return false; v = (double)mm->last_check_ms / 1000.0; break;
         default: return false;
         }
         fprintf(f, "%s{db=\"", db_families[fam].name);

@@ -81,7 +81,7 @@ void report_metrics_daemon(FILE *f, const struct report_daemon *d);
  * target (report_metrics_sample, false when t has none of it). A label
  * value must be UTF-8: a target whose path is not is left out
  * (report_metrics_exportable). */
-#define REPORT_DB_FAMILIES 12
+#define REPORT_DB_FAMILIES 13
 void report_metrics_family_head(FILE *f, int family);
 bool report_metrics_sample(FILE *f, int family, const struct target *t);
 bool report_metrics_exportable(const struct target *t);

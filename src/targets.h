@@ -109,6 +109,12 @@ struct target_memo {
         int64_t last_job_ms;      /* wall clock ms it finished */
         uint64_t last_given_back; /* bytes */
         int64_t last_check_ms;    /* wall clock ms of the last check that passed (alone or around a VACUUM) */
+        /* The last job of each operation (enum maint_op), ended at ms (0: none since start). */
+        struct target_last {
+                int64_t ms;
+                enum maint_status status;
+                uint64_t given_back;
+        } last[MAINT_OP_DEEP_SCAN + 1];
         int job_failures;         /* jobs that failed in a row (0 after a success) */
 };
 

@@ -222,7 +222,7 @@ def test_peer_credentials_are_checked(daemon, tmp_path, sockdir):
     assert r.rc == NO_DAEMON and "permission denied" in r.err, r.describe()
     os.chmod(sock, 0o666)  # the file's mode is not what keeps nobody out
     r = ctl(sock, "status", user="nobody")
-    assert r.rc == 1 and "permission denied: root or the control_group only" in r.err, r.describe()
+    assert r.rc == NO_DAEMON and "permission denied: root or the control_group only" in r.err, r.describe()
     d.wait_for_entry(message="control socket: a client (uid 65534) is neither root")
     assert d.stop() == 0, d.describe()
 
@@ -296,6 +296,10 @@ def test_history_from_the_state_file(daemon, tmp_path, sockdir):
     d = daemon.start(conf)
     assert ctl(sock, "run", "vacuum", a, "--wait", timeout=LONG_WAIT).rc == 0
     assert ctl(sock, "run", "check", b, "--wait", timeout=LONG_WAIT).rc == 0
+    sb = ctl(sock, "status", "--json", b).one()["databases"][0]
+    # a check is not a VACUUM: it sets no VACUUM time (min_interval would hold the next one back)
+    assert sb["last_vacuum_ms"] is None and sb["last"]["check"]["result"] == "ok" and sb["last_check_ms"], sb
+    assert "vacuum" not in sb["last"], sb
     assert d.stop() == 0, d.describe()
 
     d = daemon.start(conf)  # from the state file, not the daemon's memory

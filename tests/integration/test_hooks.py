@@ -155,6 +155,7 @@ def test_progress_of_a_running_vacuum(daemon, shared):
     (with the share of this host's estimate), STATUS= and the journal.
     Hooks that wait for the test hold it in a phase as long as needed."""
     import sqlite3
+    import time
 
     db = os.path.join(shared, "p.db")
     helpers.make_fragmented_db(db, delete_fraction=0.25)
@@ -170,7 +171,11 @@ def test_progress_of_a_running_vacuum(daemon, shared):
     d, sock = start(daemon, shared, [db], {"before_vacuum": hold})
     q = helpers.run_ctl("--socket", sock, "run", "vacuum", db, "--json")
     assert q.rc == 0 and q.one()["message"] == "queued", q.describe()
+    # a client that waits for it, longer than the socket's 5 s read timeout
+    waiter = subprocess.Popen([helpers.MAINTCTL_BIN, "--socket", sock, "run", "vacuum", db, "--wait"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_file(entered)
+    t_entered = time.monotonic()
     e = d.wait_for_entry(M(message=f"{db}: VACUUM before_vacuum hook (running for"))
     assert e["PHASE"] == "before_vacuum hook" and "PROGRESS_PERCENT" in e, e
     job = helpers.run_ctl("--socket", sock, "status", "--json", db).one()["databases"][0]["job"]
@@ -179,9 +184,13 @@ def test_progress_of_a_running_vacuum(daemon, shared):
     _, n = d.notify.wait_for(lambda n: f"; now: VACUUM of {db}: before_vacuum hook, about " in (n.value("STATUS") or ""),
                              alive=d.alive)
     assert n.value("STATUS").startswith("Watching 1 database; 1 job running, 0 queued; "), n.text
+    # held past the read timeout (5 s): the reply must still come
+    time.sleep(max(0.0, 6.0 - (time.monotonic() - t_entered)))
     open(release, "w").close()
     d.wait_for_entry(M("VACUUM_DONE", DB_PATH=db), timeout=LONG_WAIT)
     assert helpers.freelist_count(db) == 0
+    out, err = waiter.communicate(timeout=LONG_WAIT)
+    assert waiter.returncode == 0 and f"{db}: vacuum: ok: fragmentation " in out, (out, err)
 
 
 def test_ctl_progress_line_only_on_a_terminal(shared):

@@ -361,7 +361,9 @@ def test_sd_notify_injection(base, tenants, daemon, processes):
         _, m = d.notify.wait_for(lambda m: m.pid == d.pid and (esc in m.text or rawname in m.text),
                                  timeout=LONG_WAIT, what=f"a datagram naming {p!r}")
         check_datagrams(d.notify.snapshot(), d.pid)
-        assert m.value("STATUS") and f"last: vacuumed {esc} (" in m.value("STATUS"), m.text
+        # named while it runs (now: VACUUM of ...) or once done (last: vacuumed ...)
+        assert m.value("STATUS") and (f"last: vacuumed {esc} (" in m.value("STATUS") or
+                                      f"now: VACUUM of {esc}: " in m.value("STATUS")), m.text
     d.wait_notify("WATCHDOG=1")
     d.signal(signal.SIGHUP)  # a reload: RELOADING=1 and MONOTONIC_USEC= are checked too
     d.wait_for_entry(msgid="RELOADED")
