@@ -539,12 +539,16 @@ static enum reason command_value(const char *s)
 {
         if (*s == '\0' || strcmp(s, "none") == 0)
                 return PR_OK;
+        int words = 0;
+
         if (s[0] != '/' || strlen(s) >= CONF_COMMAND_MAX)
                 return PR_SYNTAX;
-        for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+        for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
                 if (*p < 0x20 && *p != '\t')
                         return PR_SYNTAX;
-        return PR_OK;
+                words += *p != ' ' && *p != '\t' && (p == (const unsigned char *)s || p[-1] == ' ' || p[-1] == '\t');
+        }
+        return words <= CONF_COMMAND_WORDS ? PR_OK : PR_SYNTAX;
 }
 
 /* A group, by name (getgrnam) or number, into *ret; "none": -1. */
@@ -1340,7 +1344,8 @@ static void value_error(struct loader *l, const struct key *k, yaml_node_t *n, c
                 return;
         case V_COMMAND:
                 err_at(l, n, "invalid %s '%s': expected an absolute path and its arguments (no shell, split at "
-                       "spaces), shorter than %d bytes, or none", k->name, v, CONF_COMMAND_MAX);
+                       "spaces), at most %d words and shorter than %d bytes, or none", k->name, v,
+                       CONF_COMMAND_WORDS, CONF_COMMAND_MAX);
                 return;
         case V_GROUP:
                 if (r == PR_UNKNOWN_GROUP)

@@ -27,8 +27,9 @@ struct window {
         int end_min;   /* 0..1439; start == end is refused by the parser */
 };
 
-/* Bytes of a hook command, its NUL included. */
+/* Bytes of a hook command, its NUL included, and its words at most. */
 #define CONF_COMMAND_MAX 256
+#define CONF_COMMAND_WORDS 32
 
 struct vacuum_conf {
         double threshold;        /* percent, 0..100 */

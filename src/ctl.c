@@ -475,7 +475,7 @@ static void progress_line(void *path, int phase, uint64_t elapsed_ms)
         if (elapsed_ms < 2000 || elapsed_ms % 1000 >= 100) /* long ones only, once a second */
                 return;
         fprintf(stderr, "\r\033[K%s: VACUUM %s, %s", util_escape(path, safe, sizeof(safe)),
-                maint_phase_name((enum maint_phase)phase), conf_format_duration(elapsed_ms / 1000 * 1000, a, sizeof(a)));
+                maint_phase_name((enum maint_phase)phase), util_format_approx(elapsed_ms / 1000 * 1000, a, sizeof(a)));
         shown = true;
 }
 

@@ -296,10 +296,10 @@ static void print_history(sqlite3 *db, const char *reply)
         printf("%-16s %-18s %-14s %10s %9s %s\n", "FINISHED", "OPERATION", "RESULT", "GIVEN BACK", "SECONDS",
                "PATH: MESSAGE");
         while (st && sqlite3_step(st) == SQLITE_ROW)
-                printf("%-16s %-18s %-14s %10s %9.1f %s: %s\n", when(st, 0, a, sizeof(a)), col(st, 1), col(st, 2),
+                printf("%-16s %-18s %-14s %10s %9.1f %s%s%s\n", when(st, 0, a, sizeof(a)), col(st, 1), col(st, 2),
                        util_format_bytes((uint64_t)sqlite3_column_int64(st, 3), b, sizeof(b)),
                        (double)sqlite3_column_int64(st, 4) / 1000.0, util_escape(col(st, 5), safe, sizeof(safe)),
-                       util_escape(col(st, 6), msg, sizeof(msg)));
+                       sqlite3_column_bytes(st, 6) > 0 ? ": " : "", util_escape(col(st, 6), msg, sizeof(msg)));
         sqlite3_finalize(st);
 }
 

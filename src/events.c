@@ -123,12 +123,12 @@ void event_vacuum_phase(const char *path, enum maint_phase phase, uint64_t elaps
 
         if (percent >= 0)
                 snprintf(pct, sizeof(pct), ", about %d%% of the %s this host's past VACUUMs say it takes", percent,
-                         conf_format_duration((uint64_t)estimate_ms, b, sizeof(b)));
+                         util_format_approx((uint64_t)estimate_ms, b, sizeof(b)));
         log_struct(LOG_INFO, NULL,
                    LOG_FIELDS(DB(path, "vacuum"), LOG_TEXT("PHASE", maint_phase_name(phase)),
                               LOG_U64("ELAPSED_MS", elapsed_ms), LOG_I64(percent >= 0 ? "PROGRESS_PERCENT" : NULL, percent)),
                    "%s: VACUUM %s (running for %s%s)", path, maint_phase_name(phase),
-                   conf_format_duration(elapsed_ms, a, sizeof(a)), pct);
+                   util_format_approx(elapsed_ms, a, sizeof(a)), pct);
 }
 
 void event_unwatched(size_t remote, size_t refused, int why, bool *said)
@@ -271,7 +271,7 @@ void event_vacuum_waits(const struct target *t, const struct sched_decision *d, 
                 log_struct(LOG_INFO, MSGID_SCHEDULED, f, sizeof(f) / sizeof(f[0]),
                            "%s: %s: VACUUM waits for the next window: it should take about %s (%s of database a "
                            "second in this host's last %u VACUUM jobs), and %d min of this one are left", t->path,
-                           why, conf_format_duration((uint64_t)est_ms, a, sizeof(a)),
+                           why, util_format_approx((uint64_t)est_ms, a, sizeof(a)),
                            util_format_bytes(rate->ms ? rate->bytes * 1000 / rate->ms : 0, b, sizeof(b)), rate->n,
                            sched_minutes_until_window_end(&vc->window, minute_of_day));
         else
@@ -563,6 +563,13 @@ void event_job_done(const struct target *t, const struct job *j, bool window_end
                                    r->message[0] ? r->message : "no corruption found");
                 else
                         vacuumed(t, j);
+                /* the VACUUM is done; the admin's after_vacuum hook is not: loud */
+                if ((j->op == MAINT_OP_VACUUM || j->op == MAINT_OP_INCREMENTAL_VACUUM) &&
+                    strstr(r->message, "after_vacuum "))
+                        log_struct(LOG_WARNING, MSGID_JOB_FAILED,
+                                   LOG_FIELDS(DB(t->path, op), LOG_TEXT("REASON", "after_vacuum_failed"),
+                                              LOG_TEXT("HOOK_MESSAGE", strstr(r->message, "after_vacuum "))),
+                                   "%s: %s: the VACUUM itself is done", t->path, strstr(r->message, "after_vacuum "));
                 break;
         case MAINT_ROWIDS:
                 log_struct(LOG_WARNING, MSGID_ROWID_GUARD,
@@ -596,7 +603,12 @@ void event_job_done(const struct target *t, const struct job *j, bool window_end
                            "in the next window", t->path);
                 break;
         case MAINT_HOOK_REFUSED:
-                log_struct(LOG_WARNING, MSGID_JOB_FAILED,
+                /* a warning the first time; while the hook keeps refusing, each poll's try at INFO */
+                log_struct(target_memo_get(t)->last[j->op].status == MAINT_HOOK_REFUSED &&
+                                           target_memo_get(t)->last[j->op].ms
+                                   ? LOG_INFO
+                                   : LOG_WARNING,
+                           MSGID_JOB_FAILED,
                            LOG_FIELDS(DB(t->path, op), LOG_TEXT("REASON", maint_status_name(r->status)),
                                       LOG_TEXT("HOOK_MESSAGE", r->message)),
                            "%s: %s; decided again at the next poll", t->path, r->message);

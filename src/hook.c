@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -56,6 +57,8 @@ static void child(int out, char *argv[], char **envp)
         int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
 
         setpgid(0, 0);
+        /* the job process gone (killed at its limit), its hook goes too */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
         if (null < 0 || dup2(null, STDIN_FILENO) < 0 || dup2(out, STDOUT_FILENO) < 0 || dup2(out, STDERR_FILENO) < 0)
                 _exit(127);
         /* nothing of the job process's own: its answer, control and progress pipes */
@@ -81,7 +84,7 @@ static void last_line(const char *text, size_t len, char *why, size_t why_len)
 
 /* Reads the hook's output until it closes it or the limit (monotonic ms):
  * the tail kept. */
-static bool drain(int fd, uint64_t end, char *tail, size_t cap, size_t *len)
+static bool drain(int fd, uint64_t end, const atomic_bool *stop, char *tail, size_t cap, size_t *len)
 {
         char buf[4096];
 
@@ -90,7 +93,7 @@ static bool drain(int fd, uint64_t end, char *tail, size_t cap, size_t *len)
                 struct pollfd p = { .fd = fd, .events = POLLIN };
                 ssize_t r;
 
-                if (now >= end)
+                if (now >= end || (stop && atomic_load(stop)))
                         return false;
                 if (poll(&p, 1, (int)(end - now > 1000 ? 1000 : end - now)) <= 0)
                         continue;
@@ -114,7 +117,8 @@ static bool drain(int fd, uint64_t end, char *tail, size_t cap, size_t *len)
         }
 }
 
-int hook_run(const char *command, char *const env[], uint64_t timeout_ms, char *why, size_t why_len)
+int hook_run(const char *command, char *const env[], uint64_t timeout_ms, const atomic_bool *stop, char *why,
+             size_t why_len)
 {
         char words[1024], *argv[HOOK_ARGS_MAX + 1], **envp, tail[1024], line[512];
         size_t len = 0;
@@ -127,6 +131,12 @@ int hook_run(const char *command, char *const env[], uint64_t timeout_ms, char *
         if (split(command, words, sizeof(words), argv) < 0) {
                 snprintf(why, why_len, "not an absolute path and at most %d words", HOOK_ARGS_MAX);
                 return -EINVAL;
+        }
+        /* it runs as this user (root for root's databases): a program
+         * another user may change would run their code as this one */
+        if (util_trusted_path(argv[0], line, sizeof(line)) < 0) {
+                snprintf(why, why_len, "not run: %s", line);
+                return -EPERM;
         }
         envp = environment(env);
         if (!envp || pipe2(pipefd, O_CLOEXEC) < 0) {
@@ -146,11 +156,11 @@ int hook_run(const char *command, char *const env[], uint64_t timeout_ms, char *
         }
         setpgid(pid, pid); /* as the child does: whichever runs first */
         end = util_monotonic_ms() + timeout_ms;
-        ended = drain(pipefd[0], end, tail, sizeof(tail), &len);
+        ended = drain(pipefd[0], end, stop, tail, sizeof(tail), &len);
         close(pipefd[0]);
         /* its output closed, it may still run (it closed them itself) */
         while (ended && waitpid(pid, &status, WNOHANG) == 0) {
-                if (util_monotonic_ms() >= end) {
+                if (util_monotonic_ms() >= end || (stop && atomic_load(stop))) {
                         ended = false;
                         break;
                 }
@@ -165,6 +175,10 @@ int hook_run(const char *command, char *const env[], uint64_t timeout_ms, char *
         /* what it left running in its group goes with it */
         kill(-pid, SIGKILL);
         last_line(tail, len, line, sizeof(line));
+        if (!ended && stop && atomic_load(stop)) {
+                snprintf(why, why_len, "killed: the job was asked to stop");
+                return -ECANCELED;
+        }
         if (!ended) {
                 snprintf(why, why_len, "killed at its time limit%s%s", *line ? ": " : "", line);
                 return -ETIMEDOUT;

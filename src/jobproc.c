@@ -720,6 +720,7 @@ static void with_hooks(const struct spec *sp, const struct maint_opts *o, struct
 {
         char env[12][96], *envp[13], why[512], path[4200 + 32];
         struct maint_result st = { .status = MAINT_OK };
+        uint64_t t0 = util_monotonic_ms();
         size_t n = 0;
         int rc;
 
@@ -745,7 +746,10 @@ static void with_hooks(const struct spec *sp, const struct maint_opts *o, struct
                 envp[n] = path;
                 envp[n + 1] = NULL;
                 child_phase(MAINT_PHASE_BEFORE_HOOK);
-                rc = hook_run(o->before_vacuum, envp, o->hook_timeout_ms, why, sizeof(why));
+                rc = hook_run(o->before_vacuum, envp, o->hook_timeout_ms, &child_cancel.requested, why, sizeof(why));
+                if (rc == -ECANCELED)
+                        refuse(r, MAINT_INTERRUPTED, "stopped during before_vacuum %s; the database is untouched",
+                               o->before_vacuum);
                 if (rc != 0) {
                         refuse(r, MAINT_HOOK_REFUSED, "before_vacuum %s: %s; VACUUM skipped", o->before_vacuum, why);
                         return;
@@ -755,6 +759,8 @@ static void with_hooks(const struct spec *sp, const struct maint_opts *o, struct
                 maint_vacuum(sp->name, o, &child_cancel, r);
         else
                 maint_incremental_vacuum(sp->name, o, &child_cancel, r);
+        if (o->before_vacuum[0])
+                r->duration_ms = util_monotonic_ms() - t0;
         if (!o->after_vacuum[0])
                 return;
         n = 0;
@@ -769,13 +775,14 @@ static void with_hooks(const struct spec *sp, const struct maint_opts *o, struct
         envp[n] = path;
         envp[n + 1] = NULL;
         child_phase(MAINT_PHASE_AFTER_HOOK);
-        rc = hook_run(o->after_vacuum, envp, o->hook_timeout_ms, why, sizeof(why));
+        rc = hook_run(o->after_vacuum, envp, o->hook_timeout_ms, &child_cancel.requested, why, sizeof(why));
         if (rc != 0) { /* the VACUUM's result stands; the hook's failure is told with it */
                 size_t k = strlen(r->message);
 
                 snprintf(r->message + k, sizeof(r->message) - k, "%safter_vacuum %s: %s", k ? "; " : "",
                          o->after_vacuum, why);
         }
+        r->duration_ms = util_monotonic_ms() - t0; /* the job's, its hooks included */
 }
 
 int jobproc_child_main(void)

@@ -206,13 +206,6 @@ static void set_state(struct manager *m, struct target *t, enum target_state s)
 {
         struct target_list *from = state_list(m, t->state), *to = state_list(m, s);
 
-        /* off the queue without running (its window closed, it could not
-         * start, the daemon stops): run --wait is told now */
-        if (t->state == TARGET_QUEUED && s != TARGET_QUEUED && s != TARGET_RUNNING && !LIST_EMPTY(&m->waiters))
-                answer_waiters(m, t, t->op, NULL, m->stopping ? "the daemon is stopping; its job did not run"
-                                                             : "its job was taken off the queue without running "
-                                                               "(its window closed, or it could not start); "
-                                                               "the journal says why");
 
         if (from != to) {
                 if (from)
@@ -253,7 +246,7 @@ static void update_status(struct manager *m)
                 if (pct >= 0)
                         snprintf(text, sizeof(text), "VACUUM of %s: %s, about %d%% of an estimated %s", t->path,
                                  maint_phase_name(p.phase), pct,
-                                 conf_format_duration((uint64_t)p.estimate_ms, a, sizeof(a)));
+                                 util_format_approx((uint64_t)p.estimate_ms, a, sizeof(a)));
                 else
                         snprintf(text, sizeof(text), "VACUUM of %s: %s", t->path, maint_phase_name(p.phase));
                 progress = text;
@@ -1062,7 +1055,8 @@ static void job_counted(struct manager *m, struct target *t, const struct job *j
                 /* a lock the application held is not a failure of the job */
                 if (r->status == MAINT_OK || r->status == MAINT_SKIPPED)
                         mm->job_failures = 0;
-                else if (r->status != MAINT_BUSY && r->status != MAINT_INTERRUPTED)
+                else if (r->status != MAINT_BUSY && r->status != MAINT_INTERRUPTED &&
+                         r->status != MAINT_HOOK_REFUSED) /* the admin's hook said not now */
                         mm->job_failures++;
         }
         answer_waiters(m, t, j->op, r, NULL);
@@ -1172,11 +1166,15 @@ static void dispatch(struct manager *m)
                 set_state(m, t, TARGET_IDLE);
                 if (d.choice == SCHED_DISPATCH_WINDOW_CLOSED) { /* a later poll decides again */
                         event_window_closed(t);
+                        answer_waiters(m, t, t->op, NULL, "its window closed before it could start; a later poll "
+                                       "decides again");
                         t->logged_reason = SCHED_REASON_NONE;
                         continue;
                 }
-                if (start_job(m, t, t->op) < 0)
+                if (start_job(m, t, t->op) < 0) {
                         event_cannot_start(t->path, t->op);
+                        answer_waiters(m, t, t->op, NULL, "its job could not start; the journal says why");
+                }
         }
         if (next != UINT64_MAX)
                 uv_timer_start(&m->dispatch_timer, dispatch_cb, next - now, 0);
@@ -2192,11 +2190,11 @@ static void control_start(struct manager *m)
         r = control_open(&m->loop, m->conf->control_socket, m->conf->control_gid, &h, &m->control, &why);
         if (r == -ENOENT) /* outside the unit, whose RuntimeDirectory= makes /run/sqlite-maintd */
                 log_msg(LOG_WARNING, "control socket %s: its directory does not exist; running without it "
-                        "(sqlite-maintctl status, explain, run and metrics will not reach this daemon)",
+                        "(sqlite-maintctl status, explain, run, history and metrics will not reach this daemon)",
                         m->conf->control_socket);
         else if (r < 0)
                 log_msg(LOG_ERR, "control socket %s: %s (%s); running without it: sqlite-maintctl status, "
-                        "explain, run and metrics will not reach this daemon", m->conf->control_socket, why,
+                        "explain, run, history and metrics will not reach this daemon", m->conf->control_socket, why,
                         strerror(-r));
 }
 
@@ -2423,8 +2421,10 @@ static void begin_stop(struct manager *m)
                 uv_poll_stop(&m->mounts_poll);
         }
         round_clear(m);
-        while ((t = TAILQ_FIRST(&m->queue)))
+        while ((t = TAILQ_FIRST(&m->queue))) {
+                answer_waiters(m, t, t->op, NULL, "the daemon is stopping; its job did not run");
                 set_state(m, t, TARGET_IDLE);
+        }
         while ((t = TAILQ_FIRST(&m->statq)))
                 set_state(m, t, TARGET_IDLE);
         /* Running jobs stop at their next safe point; the watchdog keeps

@@ -234,7 +234,7 @@ static void explain_vacuum(FILE *f, const struct target *t, int64_t now, int min
         case SCHED_REASON_WINDOW_SHORT:
                 fprintf(f, "A VACUUM is due, but it should take about %s on this host (its past VACUUM jobs) and "
                         "only %d min of the window are left: it waits for the next window (past the urgent "
-                        "threshold it would run at once). ", conf_format_duration((uint64_t)est_ms, b, sizeof(b)),
+                        "threshold it would run at once). ", util_format_approx((uint64_t)est_ms, b, sizeof(b)),
                         sched_minutes_until_window_end(&vc->window, minute));
                 break;
         case SCHED_REASON_UNUSED:
@@ -425,13 +425,15 @@ bool report_metrics_exportable(const struct target *t)
 /* The label value: \, " and newline escaped (the text format's rules). */
 static void label_value(FILE *f, const char *s)
 {
-        for (; *s; s++) {
-                if (*s == '\\' || *s == '"')
-                        fputc('\\', f);
-                if (*s == '\n')
-                        fputs("\\n", f);
-                else
-                        fputc(*s, f);
+        for (;;) {
+                size_t n = strcspn(s, "\\\"\n"); /* a path rarely holds any: written whole */
+
+                fwrite(s, 1, n, f);
+                s += n;
+                if (!*s)
+                        return;
+                fputs(*s == '\n' ? "\\n" : *s == '"' ? "\\\"" : "\\\\", f);
+                s++;
         }
 }
 
@@ -457,12 +459,26 @@ bool report_metrics_sample(FILE *f, int fam, const struct target *t)
         case 12: if (mm->last_check_ms <= 0) return false; v = (double)mm->last_check_ms / 1000.0; break;
         default: return false;
         }
-        fprintf(f, "%s{db=\"", db_families[fam].name);
+        fputs(db_families[fam].name, f);
+        fputs("{db=\"", f);
         label_value(f, t->path);
-        /* whole numbers as such (bytes, times in ms / 1000 keep 3 places) */
-        if (v == (double)(int64_t)v)
-                fprintf(f, "\"} %" PRId64 "\n", (int64_t)v);
-        else
+        /* whole numbers as such (bytes, counts); the others to 15 digits
+         * (times in ms / 1000 keep their 3 places) */
+        if (v == (double)(int64_t)v) {
+                char num[24], *p = num + sizeof(num);
+                uint64_t u = (uint64_t)(v < 0 ? -v : v);
+
+                *--p = '\0';
+                do
+                        *--p = (char)('0' + u % 10);
+                while ((u /= 10) > 0);
+                if (v < 0)
+                        *--p = '-';
+                fputs("\"} ", f);
+                fputs(p, f);
+                fputc('\n', f);
+        } else {
                 fprintf(f, "\"} %.15g\n", v);
+        }
         return true;
 }

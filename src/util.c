@@ -65,6 +65,21 @@ int util_absolute_path(const char *path, char **ret)
         return 0;
 }
 
+const char *util_format_approx(uint64_t ms, char *buf, size_t len)
+{
+        uint64_t s = (ms + 500) / 1000, min = (s + 30) / 60;
+
+        if (ms < 1000)
+                snprintf(buf, len, "%llu ms", (unsigned long long)ms);
+        else if (s < 90)
+                snprintf(buf, len, "%llu s", (unsigned long long)s);
+        else if (min < 90)
+                snprintf(buf, len, "%llu min", (unsigned long long)min);
+        else
+                snprintf(buf, len, "%llu h %llu min", (unsigned long long)(min / 60), (unsigned long long)(min % 60));
+        return buf;
+}
+
 const char *util_format_bytes(uint64_t bytes, char *buf, size_t len)
 {
         static const char *const units[] = { "B", "KiB", "MiB", "GiB", "TiB", "PiB" };

@@ -24,6 +24,11 @@ void util_sleep_ms(uint64_t ms);
  * Returns 0 and a malloc'd string, or a negative errno. */
 int util_absolute_path(const char *path, char **ret);
 
+/* A duration for people, rounded: "800 ms", "45 s", "6 min", "2 h 5 min".
+ * For messages, not for parsing (conf_format_duration() gives exact
+ * ones). Returns buf. */
+const char *util_format_approx(uint64_t ms, char *buf, size_t len);
+
 /* "1.5 MiB", "512 B": for messages, not for parsing. */
 const char *util_format_bytes(uint64_t bytes, char *buf, size_t len);
 

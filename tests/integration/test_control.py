@@ -348,9 +348,9 @@ def test_window_fit(daemon, tmp_path, sockdir):
     cfg.write_text(config_text(state, [db], vacuum={"window": short}) + f"control_socket: {sock}\n")
     d = daemon.start(str(cfg))
     e = d.wait_for_entry(M("SCHEDULED", REASON="window-too-short", DB_PATH=db))
-    assert "waits for the next window: it should take about 6m" in e["MESSAGE"], e
+    assert "waits for the next window: it should take about 6 min" in e["MESSAGE"], e
     ex = ctl(sock, "explain", db)
-    assert "should take about 6m on this host" in ex.out and "waits for the next window" in ex.out, ex.describe()
+    assert "should take about 6 min on this host" in ex.out and "waits for the next window" in ex.out, ex.describe()
     o = ctl(sock, "status", "--json", db).one()["databases"][0]
     assert o["decision"] == "window-too-short" and o["state"] == "idle", o
     assert helpers.freelist_count(db) > 0

@@ -235,3 +235,54 @@ def test_ctl_progress_line_only_on_a_terminal(shared):
     open(release, "w").close()
     out, err = q.communicate(timeout=LONG_WAIT)
     assert q.returncode == 0 and b"\r" not in err and b"VACUUM before_vacuum hook" not in err, (out, err)
+
+
+def test_a_hook_others_may_change_is_not_run(daemon, shared):
+    """A hook runs as the database's owner (root here): a program another
+    user may write would run their code as root. Refused, named, the
+    database left alone."""
+    db = os.path.join(shared, "u.db")
+    helpers.make_fragmented_db(db, delete_fraction=0.25)
+    free = helpers.freelist_count(db)
+    loose = os.path.join(shared, "loose")
+    os.mkdir(loose)
+    os.chmod(loose, 0o777)  # anyone may replace what is in it
+    ran = os.path.join(shared, "ran")
+    hook = script(os.path.join(loose, "hook"), f"touch {ran}\nexit 0\n")
+    d, sock = start(daemon, shared, [db], {"before_vacuum": hook})
+    r = run_vacuum(sock, db)
+    assert r.rc == 1 and r.one()["result"] == "hook_refused", r.describe()
+    assert "not run: " in r.one()["message"] and "writable by" in r.one()["message"], r.one()
+    assert not os.path.exists(ran) and helpers.freelist_count(db) == free
+
+
+def test_after_vacuum_failure_is_a_warning(daemon, shared):
+    db = os.path.join(shared, "w.db")
+    helpers.make_fragmented_db(db, delete_fraction=0.25)
+    after = script(os.path.join(shared, "after"), "echo 'cannot resume the writers' >&2\nexit 2\n")
+    d, sock = start(daemon, shared, [db], {"after_vacuum": after})
+    r = run_vacuum(sock, db)
+    assert r.rc == 0 and r.one()["result"] == "ok", r.describe()  # the VACUUM's result stands
+    assert helpers.freelist_count(db) == 0
+    e = d.wait_for_entry(M("JOB_FAILED", REASON="after_vacuum_failed", DB_PATH=db))
+    assert e["PRIORITY"] == "4" and "exit status 2: cannot resume the writers" in e["HOOK_MESSAGE"], e
+
+
+def test_a_stop_ends_a_running_hook(daemon, shared):
+    """SIGTERM while before_vacuum runs: the job is asked to stop, its
+    hook and what the hook started are killed, the daemon ends, nothing
+    is left running."""
+    db = os.path.join(shared, "s.db")
+    helpers.make_fragmented_db(db, delete_fraction=0.25)
+    free = helpers.freelist_count(db)
+    marker = f"sleep 700.{os.getpid()}{len(shared)}"
+    entered = os.path.join(shared, "entered")
+    hook = script(os.path.join(shared, "long"), f"touch {entered}\n{marker} &\nexec {marker}\n")
+    d, sock = start(daemon, shared, [db], {"before_vacuum": hook, "hook_timeout": "1h"})
+    q = helpers.run_ctl("--socket", sock, "run", "vacuum", db)
+    assert q.rc == 0, q.describe()
+    wait_file(entered)
+    assert d.stop() == 0, d.describe()
+    left = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True)
+    assert left.returncode == 1, f"hook processes left running: {left.stdout}"
+    assert helpers.freelist_count(db) == free
