@@ -134,15 +134,7 @@ static int worse(int a, int b)
 
 static void json_stats(struct json *j, const struct dbstat *st)
 {
-        json_u64(j, "page_count", st->page_count);
-        json_u64(j, "freelist_count", st->freelist_count);
-        json_u64(j, "page_size", st->page_size);
-        json_fixed2(j, "fragmentation_percent", st->fragmentation_percent);
-        json_u64(j, "file_size_bytes", st->file_size_bytes);
-        json_u64(j, "wal_size_bytes", st->wal_size_bytes);
-        json_u64(j, "estimated_wasted_space_bytes", st->estimated_wasted_space_bytes);
-        json_str(j, "journal_mode", st->journal_mode);
-        json_str(j, "auto_vacuum", dbstat_auto_vacuum_name(st->auto_vacuum));
+        json_dbstat(j, st);
 }
 
 static void json_deep(struct json *j, const struct deep_stats *d)

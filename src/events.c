@@ -124,7 +124,7 @@ void event_vacuum_phase(const char *path, enum maint_phase phase, uint64_t elaps
         if (percent >= 0)
                 snprintf(pct, sizeof(pct), ", about %d%% of the %s this host's past VACUUMs say it takes", percent,
                          util_format_approx((uint64_t)estimate_ms, b, sizeof(b)));
-        log_struct(LOG_INFO, NULL,
+        log_struct(LOG_INFO, MSGID_VACUUM_PROGRESS,
                    LOG_FIELDS(DB(path, "vacuum"), LOG_TEXT("PHASE", maint_phase_name(phase)),
                               LOG_U64("ELAPSED_MS", elapsed_ms), LOG_I64(percent >= 0 ? "PROGRESS_PERCENT" : NULL, percent)),
                    "%s: VACUUM %s (running for %s%s)", path, maint_phase_name(phase),
@@ -559,8 +559,8 @@ void event_job_done(const struct target *t, const struct job *j, bool window_end
                 else if (j->op == MAINT_OP_CHECKPOINT)
                         checkpointed(t, r);
                 else if (j->op == MAINT_OP_CHECK)
-                        log_struct(LOG_INFO, NULL, LOG_FIELDS(DB(t->path, op)), "%s: check passed (%s)", t->path,
-                                   r->message[0] ? r->message : "no corruption found");
+                        log_struct(LOG_INFO, MSGID_CHECK_DONE, LOG_FIELDS(DB(t->path, op)), "%s: check passed (%s)",
+                                   t->path, r->message[0] ? r->message : "no corruption found");
                 else
                         vacuumed(t, j);
                 /* the VACUUM is done; the admin's after_vacuum hook is not: loud */

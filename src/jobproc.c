@@ -716,9 +716,25 @@ static void hook_env(char env[][96], size_t *n, const char *name, const char *fm
  * after_vacuum, run here, as the database's owner (hook.h): the first's
  * non-zero exit skips it (MAINT_HOOK_REFUSED); the second runs whenever
  * the first ran, whatever the VACUUM's result, which it is told. */
+/* One hook, its phase said, env's n variables and the database's path in
+ * its environment: hook_run()'s result. */
+static int run_hook(const struct spec *sp, const struct maint_opts *o, const char *command, enum maint_phase phase,
+                    char env[][96], size_t n, char *why, size_t why_len)
+{
+        char *envp[16], path[sizeof(sp->display) + 32];
+
+        for (size_t i = 0; i < n && i < 14; i++)
+                envp[i] = env[i];
+        snprintf(path, sizeof(path), "SQLITE_MAINTD_DB=%s", sp->display);
+        envp[n < 14 ? n : 14] = path;
+        envp[(n < 14 ? n : 14) + 1] = NULL;
+        child_phase(phase);
+        return hook_run(command, envp, o->hook_timeout_ms, &child_cancel.requested, why, why_len);
+}
+
 static void with_hooks(const struct spec *sp, const struct maint_opts *o, struct maint_result *r)
 {
-        char env[12][96], *envp[13], why[512], path[4200 + 32];
+        char env[12][96], why[512];
         struct maint_result st = { .status = MAINT_OK };
         uint64_t t0 = util_monotonic_ms();
         size_t n = 0;
@@ -740,13 +756,7 @@ static void with_hooks(const struct spec *sp, const struct maint_opts *o, struct
                                  (unsigned long long)st.after.wal_size_bytes);
                 }
                 maint_result_clear(&st);
-                for (size_t i = 0; i < n; i++)
-                        envp[i] = env[i];
-                snprintf(path, sizeof(path), "SQLITE_MAINTD_DB=%s", sp->display);
-                envp[n] = path;
-                envp[n + 1] = NULL;
-                child_phase(MAINT_PHASE_BEFORE_HOOK);
-                rc = hook_run(o->before_vacuum, envp, o->hook_timeout_ms, &child_cancel.requested, why, sizeof(why));
+                rc = run_hook(sp, o, o->before_vacuum, MAINT_PHASE_BEFORE_HOOK, env, n, why, sizeof(why));
                 if (rc == -ECANCELED)
                         refuse(r, MAINT_INTERRUPTED, "stopped during before_vacuum %s; the database is untouched",
                                o->before_vacuum);
@@ -769,13 +779,7 @@ static void with_hooks(const struct spec *sp, const struct maint_opts *o, struct
         hook_env(env, &n, "SQLITE_MAINTD_BYTES_RECLAIMED", "%llu", (unsigned long long)r->bytes_reclaimed);
         if (r->have_after)
                 hook_env(env, &n, "SQLITE_MAINTD_FRAGMENTATION_PERCENT", "%.2f", r->after.fragmentation_percent);
-        for (size_t i = 0; i < n; i++)
-                envp[i] = env[i];
-        snprintf(path, sizeof(path), "SQLITE_MAINTD_DB=%s", sp->display);
-        envp[n] = path;
-        envp[n + 1] = NULL;
-        child_phase(MAINT_PHASE_AFTER_HOOK);
-        rc = hook_run(o->after_vacuum, envp, o->hook_timeout_ms, &child_cancel.requested, why, sizeof(why));
+        rc = run_hook(sp, o, o->after_vacuum, MAINT_PHASE_AFTER_HOOK, env, n, why, sizeof(why));
         if (rc != 0) { /* the VACUUM's result stands; the hook's failure is told with it */
                 size_t k = strlen(r->message);
 

@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include "dbstat.h"
 #include "json.h"
 #include "util.h"
 
@@ -147,4 +148,17 @@ void json_bool(struct json *j, const char *key, bool v)
 {
         prefix(j, key);
         fputs(v ? "true" : "false", j->f);
+}
+
+void json_dbstat(struct json *j, const struct dbstat *st)
+{
+        json_u64(j, "page_count", st->page_count);
+        json_u64(j, "freelist_count", st->freelist_count);
+        json_u64(j, "page_size", st->page_size);
+        json_fixed2(j, "fragmentation_percent", st->fragmentation_percent);
+        json_u64(j, "file_size_bytes", st->file_size_bytes);
+        json_u64(j, "wal_size_bytes", st->wal_size_bytes);
+        json_u64(j, "estimated_wasted_space_bytes", st->estimated_wasted_space_bytes);
+        json_str(j, "journal_mode", st->journal_mode);
+        json_str(j, "auto_vacuum", dbstat_auto_vacuum_name(st->auto_vacuum));
 }

@@ -29,3 +29,10 @@ void json_u64(struct json *j, const char *key, uint64_t v);
 void json_i64(struct json *j, const char *key, int64_t v);
 void json_fixed2(struct json *j, const char *key, double v);  /* two decimals */
 void json_bool(struct json *j, const char *key, bool v);
+
+struct dbstat;
+/* A database's statistics as members of the object j is in: page_count,
+ * freelist_count, page_size, fragmentation_percent, file_size_bytes,
+ * wal_size_bytes, estimated_wasted_space_bytes, journal_mode, auto_vacuum
+ * (sqlite-maintctl --json and the control socket's status alike). */
+void json_dbstat(struct json *j, const struct dbstat *st);

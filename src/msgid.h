@@ -46,3 +46,7 @@
 #define MSGID_PATH_REFUSED "808904605c0b40caa73f78bc1008109a"
 /* a deep scan's figures: unused bytes inside b-tree pages, non-sequential pages */
 #define MSGID_DEEP_SCAN "4b58c314705647808ee71be92bce730f"
+/* A running VACUUM entered a phase (PHASE, ELAPSED_MS, PROGRESS_PERCENT). */
+#define MSGID_VACUUM_PROGRESS "1e710b361cc2484ca8dc9811b90ff93d"
+/* A check asked for with sqlite-maintctl run check passed. */
+#define MSGID_CHECK_DONE "3c433db09c9841abaaa7a57e931d8037"

@@ -90,7 +90,7 @@ int report_progress_percent(const struct report_progress *p, int64_t now_ms)
 {
         int64_t pct;
 
-        if (p->estimate_ms <= 0)
+        if (p->estimate_ms < 1000) /* unknown, or too short to follow */
                 return -1;
         pct = (now_ms - p->started_ms) * 100 / p->estimate_ms;
         return pct < 0 ? 0 : pct > 99 ? 99 : (int)pct;
@@ -105,16 +105,8 @@ void report_target_json(struct json *j, const char *key, const struct target *t,
         json_object_begin(j, key);
         json_str(j, "db", t->path);
         json_str(j, "state", state_name(t->state));
-        if (t->have_stat) {
-                json_u64(j, "page_size", st->page_size);
-                json_u64(j, "page_count", st->page_count);
-                json_u64(j, "freelist_count", st->freelist_count);
-                json_fixed2(j, "fragmentation_percent", st->fragmentation_percent);
-                json_u64(j, "file_size_bytes", st->file_size_bytes);
-                json_u64(j, "wal_size_bytes", st->wal_size_bytes);
-                json_u64(j, "estimated_wasted_space_bytes", st->estimated_wasted_space_bytes);
-                json_str(j, "journal_mode", st->journal_mode);
-        }
+        if (t->have_stat)
+                json_dbstat(j, st);
         if (t->hist.deep_known) {
                 json_fixed2(j, "deep_unused_percent", t->hist.deep_unused_percent);
                 json_u64(j, "deep_reclaimable_bytes", t->hist.deep_reclaimable_bytes);
