@@ -33,6 +33,7 @@ struct control_conn {
          * to the end of its line (draining), for a socket closed with data
          * unread gives its peer ECONNRESET, not the reply. */
         bool draining;
+        size_t drained;  /* bytes dropped so far: past CONTROL_DRAIN_MAX, closed as it is */
         bool asked;     /* a request was handed to the handler */
         bool answered;  /* its reply began */
         bool done;      /* the reply is complete: close once written */
@@ -271,6 +272,33 @@ static bool text_column(sqlite3_stmt *st, int col, char *buf, size_t size)
         return true;
 }
 
+/* db_hex: a path's bytes in hexadecimal (a name that is not UTF-8, which
+ * a JSON string cannot carry), into *ret (allocated); NULL, or why not. */
+static const char *unhex(const char *hex, char **ret)
+{
+        size_t n = strlen(hex);
+        char *p;
+
+        if (n % 2 || n / 2 >= PATH_MAX)
+                return "\\\"db_hex\\\" is not a path's bytes in hexadecimal";
+        p = malloc(n / 2 + 1);
+        if (!p)
+                return "out of memory";
+        for (size_t i = 0; i < n / 2; i++) {
+                unsigned v;
+
+                if (sscanf(hex + 2 * i, "%2x", &v) != 1 || !strchr("0123456789abcdefABCDEF", hex[2 * i]) ||
+                    !strchr("0123456789abcdefABCDEF", hex[2 * i + 1]) || v == 0) {
+                        free(p);
+                        return "\\\"db_hex\\\" is not a path's bytes in hexadecimal";
+                }
+                p[i] = (char)v;
+        }
+        p[n / 2] = '\0';
+        *ret = p;
+        return NULL;
+}
+
 /* The request in line (len bytes, no newline) into *req; NULL, or why not. */
 static const char *parse_request(struct control *ctl, const char *line, size_t len, struct control_request *req)
 {
@@ -300,12 +328,16 @@ static const char *parse_request(struct control *ctl, const char *line, size_t l
         else if (sqlite3_column_type(st, 6) != SQLITE_NULL &&
                  (sqlite3_column_type(st, 6) != SQLITE_INTEGER || sqlite3_column_int64(st, 6) < 0))
                 why = "\\\"since\\\" is not a time in milliseconds";
+        else if (sqlite3_column_type(st, 7) != SQLITE_NULL && sqlite3_column_type(st, 7) != SQLITE_TEXT)
+                why = "\\\"db_hex\\\" is not a string";
         if (!why) {
-                if (sqlite3_column_type(st, 4) == SQLITE_TEXT) {
-                        req->db = strdup((const char *)sqlite3_column_text(st, 4));
-                        if (!req->db)
-                                why = "out of memory";
-                }
+                if (sqlite3_column_type(st, 7) == SQLITE_TEXT)
+                        why = unhex((const char *)sqlite3_column_text(st, 7), &req->db);
+                else if (sqlite3_column_type(st, 4) == SQLITE_TEXT &&
+                         !(req->db = strdup((const char *)sqlite3_column_text(st, 4))))
+                        why = "out of memory";
+                if (!why && req->db && !*req->db)
+                        why = "\\\"db\\\" is empty";
                 req->wait = sqlite3_column_int64(st, 5) == 1;
                 req->since_ms = sqlite3_column_int64(st, 6);
         }
@@ -319,6 +351,8 @@ static void refuse(struct control_conn *c, const char *why)
 {
         c->draining = true;
         reply_error(c, why);
+        /* the rest of its line within the read timeout, not the write one */
+        uv_timer_start(&c->timer, conn_timeout, CONTROL_READ_TIMEOUT_MS, 0);
 }
 
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
@@ -344,6 +378,11 @@ static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
         }
         if (c->draining) {
                 c->len = 0;
+                c->drained += n > 0 ? (size_t)n : 0;
+                if (c->drained > CONTROL_DRAIN_MAX) { /* a client that never ends its line */
+                        conn_close(c);
+                        return;
+                }
                 if (n < 0 || memchr(c->buf, '\n', (size_t)n)) {
                         c->draining = false;
                         uv_read_stop(s);
@@ -413,11 +452,23 @@ static bool peer_allowed(const struct control *ctl, int fd, uid_t *uid)
         return ok;
 }
 
+/* Connections not closing, this one included. */
+static unsigned open_connections(const struct control *ctl)
+{
+        const struct control_conn *c;
+        unsigned n = 0;
+
+        LIST_FOREACH(c, &ctl->conns, link)
+                n += !c->closing;
+        return n;
+}
+
 static void on_connection(uv_stream_t *server, int status)
 {
         struct control *ctl = server->data;
         const char *refusal = NULL;
         struct control_conn *c;
+        unsigned open_conns;
         uv_os_fd_t fd;
 
         if (status < 0 || ctl->closing)
@@ -436,8 +487,9 @@ static void on_connection(uv_stream_t *server, int status)
                 conn_close(c);
                 return;
         }
-        /* past twice the limit, not even told */
-        if (ctl->n_conns > 2 * CONTROL_CONNECTIONS_MAX) {
+        /* past twice the limit, not even told (those closing do not count) */
+        open_conns = open_connections(ctl);
+        if (open_conns > 2 * CONTROL_CONNECTIONS_MAX) {
                 conn_close(c);
                 return;
         }
@@ -445,7 +497,7 @@ static void on_connection(uv_stream_t *server, int status)
                 log_msg(LOG_NOTICE, "control socket: a client (uid %u) is neither root nor in the configured "
                         "control_group: refused", (unsigned)c->uid);
                 refusal = "permission denied: root or the control_group only";
-        } else if (ctl->n_conns > CONTROL_CONNECTIONS_MAX) {
+        } else if (open_conns > CONTROL_CONNECTIONS_MAX) {
                 refusal = "too many connections: try again";
         }
         uv_timer_start(&c->timer, conn_timeout, CONTROL_READ_TIMEOUT_MS, 0);
@@ -521,7 +573,8 @@ int control_open(uv_loop_t *loop, const char *path, int64_t gid, const struct co
         static const char parse_sql[] =
                 "SELECT v, CASE WHEN v THEN json_type(j) END, CASE WHEN v THEN json_extract(j, '$.command') END, "
                 "CASE WHEN v THEN json_extract(j, '$.operation') END, CASE WHEN v THEN json_extract(j, '$.db') END, "
-                "CASE WHEN v THEN json_extract(j, '$.wait') END, CASE WHEN v THEN json_extract(j, '$.since') END "
+                "CASE WHEN v THEN json_extract(j, '$.wait') END, CASE WHEN v THEN json_extract(j, '$.since') END, "
+                "CASE WHEN v THEN json_extract(j, '$.db_hex') END "
                 "FROM (SELECT json_valid(?1) AS v, ?1 AS j)";
         struct control *ctl = calloc(1, sizeof(*ctl));
         int r;

@@ -27,12 +27,14 @@
 #define CONTROL_READ_TIMEOUT_MS 5000u
 #define CONTROL_WRITE_TIMEOUT_MS 30000u
 #define CONTROL_PENDING_MAX (256u * 1024u) /* bytes of reply not yet taken */
+#define CONTROL_DRAIN_MAX (64u * 1024u)    /* bytes of a refused request read and dropped before closing */
 
 struct control;
 struct control_conn;
 
 /* A request as parsed from its JSON object ({"command": "status",
- * "db": "/path", "operation": "vacuum", "wait": true, "since": ms}). */
+ * "db": "/path", "operation": "vacuum", "wait": true, "since": ms}); a
+ * path that is not UTF-8 comes as "db_hex", its bytes in hexadecimal. */
 struct control_request {
         char command[32];
         char operation[32];

@@ -120,6 +120,18 @@ static char *exchange(int fd, const char *request, size_t len, int timeout_ms, s
         return NULL;
 }
 
+static bool utf8(const char *s)
+{
+        for (const unsigned char *p = (const unsigned char *)s; *p;) {
+                size_t n = json_utf8_len(p);
+
+                if (n == 0)
+                        return false;
+                p += n;
+        }
+        return true;
+}
+
 /* The request's JSON object, one line. */
 static char *request_line(const char *command, const char *op, const char *db, bool wait, int64_t since_ms,
                           size_t *len)
@@ -135,8 +147,21 @@ static char *request_line(const char *command, const char *op, const char *db, b
         json_str(&j, "command", command);
         if (op)
                 json_str(&j, "operation", op);
-        if (db)
+        if (db && utf8(db)) {
                 json_str(&j, "db", db);
+        } else if (db) { /* a JSON string holds only UTF-8: the bytes, in hexadecimal */
+                char *hex = malloc(2 * strlen(db) + 1);
+
+                if (!hex) {
+                        fclose(f);
+                        free(text);
+                        return NULL;
+                }
+                for (size_t i = 0; db[i]; i++)
+                        sprintf(hex + 2 * i, "%02x", (unsigned char)db[i]);
+                json_str(&j, "db_hex", hex);
+                free(hex);
+        }
         if (wait)
                 json_bool(&j, "wait", true);
         if (since_ms > 0)

@@ -82,9 +82,11 @@ static void last_line(const char *text, size_t len, char *why, size_t why_len)
         snprintf(why, why_len, "%.*s", (int)(end - start), text + start);
 }
 
-/* Reads the hook's output until it closes it or the limit (monotonic ms):
- * the tail kept. */
-static bool drain(int fd, uint64_t end, const atomic_bool *stop, char *tail, size_t cap, size_t *len)
+/* Reads the hook's output until the hook exits (*status set; what it
+ * started may still hold the pipe) or closes it, or the limit (monotonic
+ * ms), or *stop: the tail kept. True when it ended by itself. */
+static bool drain(int fd, pid_t pid, int *status, bool *reaped, uint64_t end, const atomic_bool *stop, char *tail,
+                  size_t cap, size_t *len)
 {
         char buf[4096];
 
@@ -95,8 +97,13 @@ static bool drain(int fd, uint64_t end, const atomic_bool *stop, char *tail, siz
 
                 if (now >= end || (stop && atomic_load(stop)))
                         return false;
-                if (poll(&p, 1, (int)(end - now > 1000 ? 1000 : end - now)) <= 0)
+                if (!*reaped && waitpid(pid, status, WNOHANG) == pid)
+                        *reaped = true;
+                if (poll(&p, 1, *reaped ? 0 : (int)(end - now > 100 ? 100 : end - now)) <= 0) {
+                        if (*reaped) /* exited, and nothing more to read now */
+                                return true;
                         continue;
+                }
                 r = read(fd, buf, sizeof(buf));
                 if (r < 0 && errno == EINTR)
                         continue;
@@ -124,7 +131,7 @@ int hook_run(const char *command, char *const env[], uint64_t timeout_ms, const 
         size_t len = 0;
         int pipefd[2], status = 0;
         uint64_t end;
-        bool ended;
+        bool ended, reaped = false;
         pid_t pid;
 
         snprintf(why, why_len, "not run");
@@ -156,22 +163,24 @@ int hook_run(const char *command, char *const env[], uint64_t timeout_ms, const 
         }
         setpgid(pid, pid); /* as the child does: whichever runs first */
         end = util_monotonic_ms() + timeout_ms;
-        ended = drain(pipefd[0], end, stop, tail, sizeof(tail), &len);
+        ended = drain(pipefd[0], pid, &status, &reaped, end, stop, tail, sizeof(tail), &len);
         close(pipefd[0]);
         /* its output closed, it may still run (it closed them itself) */
-        while (ended && waitpid(pid, &status, WNOHANG) == 0) {
+        while (ended && !reaped && waitpid(pid, &status, WNOHANG) == 0) {
                 if (util_monotonic_ms() >= end || (stop && atomic_load(stop))) {
                         ended = false;
                         break;
                 }
                 nanosleep(&(struct timespec){ .tv_nsec = 10 * 1000 * 1000 }, NULL);
         }
-        if (!ended) {
+        if (!ended && !reaped) {
                 kill(-pid, SIGKILL);
                 kill(pid, SIGKILL);
                 while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
                         ;
         }
+        if (!ended && reaped) /* it exited; what it left did not let go in time */
+                ended = true;
         /* what it left running in its group goes with it */
         kill(-pid, SIGKILL);
         last_line(tail, len, line, sizeof(line));

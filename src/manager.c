@@ -2236,7 +2236,8 @@ static void metrics_write_step(uv_idle_t *idle)
 
         if (!done && !ferror(w->f))
                 return;
-        r = ferror(w->f) ? -EIO : 0;
+        /* the write's own error (ENOSPC) when a flush can still tell it */
+        r = fflush(w->f) != 0 ? -errno : ferror(w->f) ? -EIO : 0;
         if (fclose(w->f) != 0 && r == 0)
                 r = -errno;
         if (r == 0 && done && rename(w->tmp, w->path) < 0)

@@ -360,3 +360,27 @@ def test_window_fit(daemon, tmp_path, sockdir):
     d.signal(signal.SIGHUP)
     d.wait_for_entry(M("VACUUM_DONE", DB_PATH=db), timeout=LONG_WAIT)
     assert helpers.freelist_count(db) == 0
+
+
+def test_a_name_that_is_not_utf8(daemon, tmp_path, sockdir):
+    """A database whose name is not UTF-8 (a JSON string cannot carry it):
+    sqlite-maintctl sends its bytes as db_hex, and every command reaches it;
+    the metrics leave it out and say so."""
+    name = os.path.join(os.fsencode(str(tmp_path)), b"bad\xff\xfe.db")
+    helpers.make_fragmented_db(os.fsdecode(name), delete_fraction=0.25)
+    sock = os.path.join(sockdir, "ctl.sock")
+    d = daemon.start(conf_with_socket(tmp_path, sock, [os.path.join(str(tmp_path), "*.db")]))
+    d.wait_for_entry(M("SCHEDULED"))  # looked at: past 20%, waiting for its window
+    path = os.fsdecode(name)
+    for args in (["status", "--json", path], ["explain", path], ["history", path]):
+        r = ctl(sock, *args)
+        assert r.rc == 0, r.describe()
+    r = ctl(sock, "run", "check", path, "--wait", timeout=LONG_WAIT)
+    assert r.rc == 0 and "check: ok" in r.out, r.describe()
+    m = ctl(sock, "metrics")
+    promtool_check(m.out)
+    assert samples(m.out, "sqlite_maintd_databases_not_exported") == {"": 1.0}
+    bad = json.loads(raw_request(sock, b'{"command": "status", "db_hex": "zz"}\n'))
+    assert bad["ok"] is False and "db_hex" in bad["error"], bad
+    empty = json.loads(raw_request(sock, b'{"command": "explain", "db": ""}\n'))
+    assert empty["ok"] is False and "is empty" in empty["error"], empty

@@ -286,3 +286,19 @@ def test_a_stop_ends_a_running_hook(daemon, shared):
     left = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True)
     assert left.returncode == 1, f"hook processes left running: {left.stdout}"
     assert helpers.freelist_count(db) == free
+
+
+def test_a_hook_that_leaves_a_child_has_ended(daemon, shared):
+    """A before_vacuum that exits 0 at once leaving a child that holds its
+    output: the hook is done when it exits (not at hook_timeout), and the
+    child, in its process group, goes."""
+    db = os.path.join(shared, "k.db")
+    helpers.make_fragmented_db(db, delete_fraction=0.25)
+    marker = f"sleep 800.{os.getpid()}{len(shared)}"
+    hook = script(os.path.join(shared, "leaves"), f"{marker} &\necho started a child\nexit 0\n")
+    d, sock = start(daemon, shared, [db], {"before_vacuum": hook, "hook_timeout": "1h"})
+    r = run_vacuum(sock, db)  # bounded by LONG_WAIT, far below the 1 h limit
+    assert r.rc == 0 and r.one()["result"] == "ok", r.describe()
+    assert helpers.freelist_count(db) == 0
+    left = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True)
+    assert left.returncode == 1, f"the hook's child was left running: {left.stdout}"
