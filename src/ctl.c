@@ -282,16 +282,22 @@ static void print_json(struct ctl *c, const char *path, const char *op, const st
 /* Human output: each line escaped (util_escape), so a file name cannot
  * forge lines or reach the terminal as escape sequences; JSON output is
  * escaped by json.c. */
+void ctl_vout(FILE *f, const char *prefix, const char *fmt, va_list ap)
+{
+        char line[8192], safe[3 * 8192];
+
+        vsnprintf(line, sizeof(line), fmt, ap);
+        fprintf(f, "%s%s\n", prefix, util_escape(line, safe, sizeof(safe)));
+}
+
 static void out(FILE *f, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void out(FILE *f, const char *fmt, ...)
 {
-        char line[8192], safe[3 * 8192];
         va_list ap;
 
         va_start(ap, fmt);
-        vsnprintf(line, sizeof(line), fmt, ap);
+        ctl_vout(f, "", fmt, ap);
         va_end(ap);
-        fprintf(f, "%s\n", util_escape(line, safe, sizeof(safe)));
 }
 
 static void print_table_header(void)

@@ -41,13 +41,11 @@ bool ctlclient_is_command(const char *name)
 static void err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void err(const char *fmt, ...)
 {
-        char line[8192], safe[3 * 8192];
         va_list ap;
 
         va_start(ap, fmt);
-        vsnprintf(line, sizeof(line), fmt, ap);
+        ctl_vout(stderr, "sqlite-maintctl: ", fmt, ap);
         va_end(ap);
-        fprintf(stderr, "sqlite-maintctl: %s\n", util_escape(line, safe, sizeof(safe)));
 }
 
 static int connect_to(const char *path)

@@ -4,13 +4,19 @@
  * metrics. */
 #pragma once
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 
 /* Exit status when the daemon cannot be reached (no socket, nobody
  * listening, permission denied, no reply): documented in --help and
  * sqlite-maintctl(1). */
 #define CTLCLIENT_EXIT_NO_DAEMON 7
+
+/* A line of fmt's text on f after prefix, made safe for a terminal
+ * (util_escape()): sqlite-maintctl's messages, in ctl.c. */
+void ctl_vout(FILE *f, const char *prefix, const char *fmt, va_list ap);
 
 /* Whether name is one of the daemon's commands. */
 bool ctlclient_is_command(const char *name);

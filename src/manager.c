@@ -1043,12 +1043,7 @@ static void job_counted(struct manager *m, struct target *t, const struct job *j
         }
         m->counts.reclaimed[j->op] += maint_bytes_given_back(j->op, r);
         if ((mm = target_memo(t))) {
-                mm->has_last = true;
-                mm->last_op = j->op;
-                mm->last_status = r->status;
-                mm->last_job_ms = j->finished_ms;
-                mm->last_given_back = maint_bytes_given_back(j->op, r);
-                mm->last[j->op] = (struct target_last){ j->finished_ms, r->status, mm->last_given_back };
+                mm->last[j->op] = (struct target_last){ j->finished_ms, r->status, maint_bytes_given_back(j->op, r) };
                 if (r->status == MAINT_OK &&
                     (j->op == MAINT_OP_CHECK || (j->op == MAINT_OP_VACUUM && t->dc->vacuum.integrity != INTEGRITY_NONE)))
                         mm->last_check_ms = j->finished_ms;

@@ -96,10 +96,22 @@ int report_progress_percent(const struct report_progress *p, int64_t now_ms)
         return pct < 0 ? 0 : pct > 99 ? 99 : (int)pct;
 }
 
+/* The operation of the job that ended last (mm->last[]), or -1: none. */
+static int last_job(const struct target_memo *mm)
+{
+        int op = -1;
+
+        for (int i = 0; i <= MAINT_OP_DEEP_SCAN; i++)
+                if (mm->last[i].ms > 0 && (op < 0 || mm->last[i].ms >= mm->last[op].ms))
+                        op = i;
+        return op;
+}
+
 void report_target_json(struct json *j, const char *key, const struct target *t, int64_t now_ms,
                         const struct report_progress *progress)
 {
         const struct target_memo *mm = target_memo_get(t);
+        int last = last_job(mm);
         const struct dbstat *st = &t->stat;
 
         json_object_begin(j, key);
@@ -115,12 +127,12 @@ void report_target_json(struct json *j, const char *key, const struct target *t,
         json_time(j, "last_analyze_ms", t->hist.last_analyze_ms);
         json_time(j, "last_deep_scan_ms", t->hist.last_deep_scan_ms);
         json_time(j, "last_check_ms", mm->last_check_ms);
-        if (mm->has_last) {
+        if (last >= 0) {
                 json_object_begin(j, "last_job");
-                json_str(j, "operation", maint_op_name(mm->last_op));
-                json_str(j, "result", maint_status_name(mm->last_status));
-                json_i64(j, "finished_ms", mm->last_job_ms);
-                json_u64(j, "bytes_given_back", mm->last_given_back);
+                json_str(j, "operation", maint_op_name((enum maint_op)last));
+                json_str(j, "result", maint_status_name(mm->last[last].status));
+                json_i64(j, "finished_ms", mm->last[last].ms);
+                json_u64(j, "bytes_given_back", mm->last[last].given_back);
                 json_object_end(j);
         }
         json_object_begin(j, "last");
@@ -279,6 +291,7 @@ static void explain_state(FILE *f, const struct target *t)
 static void explain_others(FILE *f, const struct target *t, int64_t now, uint64_t poll_interval_ms)
 {
         const struct target_memo *mm = target_memo_get(t);
+        int last = last_job(mm);
         int64_t due;
         char a[48], b[32], c[32];
 
@@ -303,9 +316,9 @@ static void explain_others(FILE *f, const struct target *t, int64_t now, uint64_
                         util_format_bytes(t->stat.wal_size_bytes, b, sizeof(b)),
                         util_format_bytes(t->dc->checkpoint.wal_size_limit, c, sizeof(c)),
                         mm->wal_owed ? "; a checkpoint is owed since a VACUUM whose readers kept it" : "");
-        if (mm->has_last)
-                fprintf(f, "The last job: %s, %s, at %s. ", maint_op_name(mm->last_op),
-                        maint_status_name(mm->last_status), when(mm->last_job_ms, a, sizeof(a)));
+        if (last >= 0)
+                fprintf(f, "The last job: %s, %s, at %s. ", maint_op_name((enum maint_op)last),
+                        maint_status_name(mm->last[last].status), when(mm->last[last].ms, a, sizeof(a)));
 }
 
 void report_explain(FILE *f, const struct target *t, int64_t now_ms, int minute, bool ignore_window,

@@ -102,12 +102,6 @@ struct target_memo {
         bool deep_known;
         /* HELD: why (the result that held it). */
         enum maint_status hold_status;
-        /* The last maintenance job (status, metrics): */
-        bool has_last;
-        enum maint_op last_op;
-        enum maint_status last_status;
-        int64_t last_job_ms;      /* wall clock ms it finished */
-        uint64_t last_given_back; /* bytes */
         int64_t last_check_ms;    /* wall clock ms of the last check that passed (alone or around a VACUUM) */
         /* The last job of each operation (enum maint_op), ended at ms (0: none since start). */
         struct target_last {
