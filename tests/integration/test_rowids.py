@@ -24,6 +24,7 @@ import json
 import os
 import random
 import re
+import shlex
 import shutil
 import signal
 import sqlite3
@@ -847,10 +848,18 @@ def vacuum_under_gdb(tmp_path, cfg, db, commands, attempts=None):
     """sqlite-maintctl --json vacuum --force db (with --attempts when
     given) run under gdb with these commands: gdb's completed process."""
     script = tmp_path / "gdb.cmd"
-    script.write_text("\n".join(commands) + "\n")
-    argv = [GDB, "-q", "-batch", "-nx", "-x", str(script), "--args", helpers.MAINTCTL_BIN, "-c", str(cfg), "--json"]
-    argv += ["--attempts", str(attempts)] if attempts else []
-    return subprocess.run(argv + ["vacuum", "--force", str(db)], capture_output=True, text=True, timeout=120)
+    # the program's stdout to a file of its own: gdb's "[New process N]"
+    # lines, written to the same pipe, could land inside its JSON line
+    out = tmp_path / "gdb-program.out"
+    args = ["-c", str(cfg), "--json"] + (["--attempts", str(attempts)] if attempts else []) + ["vacuum", "--force", str(db)]
+    # "run ARGS > FILE" sets the arguments anew: all of them, quoted for gdb's shell
+    run = "run " + " ".join(shlex.quote(a) for a in args) + f" > {shlex.quote(str(out))}"
+    script.write_text("\n".join(run if c == "run" else c for c in commands) + "\n")
+    argv = [GDB, "-q", "-batch", "-nx", "-x", str(script), "--args", helpers.MAINTCTL_BIN] + args
+    p = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    program = out.read_text() if out.exists() else ""
+    # its lines first, then gdb's: callers read the JSON lines of either
+    return subprocess.CompletedProcess(p.args, p.returncode, program + p.stdout, p.stderr)
 
 
 @pytest.mark.parametrize("mode", ["delete", "wal"])
